@@ -1,0 +1,26 @@
+import os
+
+import numpy as np
+import pytest
+
+import tinynet as tn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def rng():
+    """A fresh seeded generator for each test."""
+    return np.random.default_rng(1234)
+
+
+def assert_close(a, b, rtol=1e-6, atol=1e-6, what="arrays"):
+    """assert_allclose with a message that says what was compared."""
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=what)
+
+
+def check_grads(layer, x, tol=1e-6, **kw):
+    """Run tn.gradcheck and fail with its table when any tensor is off."""
+    result = tn.gradcheck(layer, x, tol=tol, **kw)
+    assert result.passed, str(result)
+    return result

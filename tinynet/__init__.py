@@ -1,0 +1,16 @@
+"""tinynet: a small deep-learning framework with hand-written backward passes.
+
+    import tinynet as tn
+    model = tn.Sequential(tn.Dense(784, 128), tn.ReLU(), tn.Dense(128, 10))
+"""
+from .parameter import Parameter
+from .backends import (set_backend, get_backend, use_backend, available_backends,
+                       backend_name)
+from .layers import *  # noqa: F401,F403
+from .layers import Layer
+from .model import Sequential
+from .losses import *  # noqa: F401,F403
+from . import optim, init, data
+from .gradcheck import gradcheck, GradcheckResult
+
+__version__ = "0.1.0"

@@ -1,0 +1,222 @@
+"""Sequential: a chain of layers, with PyTorch-compatible state_dicts.
+
+forward:  y = f_K(... f_2(f_1(x)))
+backward: dx = J_1^T (... J_K^T dy), each layer's backward in reverse order.
+
+``state_dict()`` uses torch's keys ("0.weight", "1.running_mean", ...), so
+the state of a torch ``nn.Sequential`` with the same layers loads here, and
+the reverse works too. Files are .npz, written atomically and read with
+``allow_pickle=False``: loading a checkpoint never runs code from it.
+"""
+import os
+import tempfile
+
+import numpy as np
+
+from .layers.base import Layer
+from .parameter import Parameter
+
+
+def _slots(layer, prefix=""):
+    """(key, owner, attribute) for each parameter and buffer, in state_dict order."""
+    if isinstance(layer, Sequential):
+        out = []
+        for i, sub in enumerate(layer.layers):
+            out.extend(_slots(sub, f"{prefix}{i}."))
+        return out
+    out = [(prefix + n, layer, n) for n in layer.param_names if getattr(layer, n) is not None]
+    out += [(prefix + n, layer, n) for n in layer.buffer_names if getattr(layer, n) is not None]
+    return out
+
+
+def _as_array(value):
+    """numpy view of a numpy array, scalar or torch tensor."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _check_and_load(entries, state, strict=True):
+    """Check every key and shape of ``state``, then copy it into the layers.
+
+    ``entries`` is a list of (layer, prefix). Nothing is written unless the
+    whole state checks out; the error names the first wrong key.
+    """
+    slots = []
+    for layer, prefix in entries:
+        slots.extend(_slots(layer, prefix))
+    loaded = []
+    for key, owner, attr in slots:
+        if key not in state:
+            raise KeyError(f"load_state_dict: missing key {key!r} "
+                           f"({type(owner).__name__}.{attr})")
+        current = getattr(owner, attr)
+        current = current.data if isinstance(current, Parameter) else np.asarray(current)
+        value = _as_array(state[key])
+        if value.shape != current.shape:
+            raise ValueError(f"load_state_dict: key {key!r} has shape {value.shape}, "
+                             f"expected {current.shape}")
+        loaded.append((owner, attr, value))
+    if strict:
+        expected = {key for key, _, _ in slots}
+        prefixes = tuple(p for _, p in entries)
+        for key in state:
+            if key.startswith(prefixes) and key not in expected:
+                raise KeyError(f"load_state_dict: unexpected key {key!r}")
+    for owner, attr, value in loaded:
+        current = getattr(owner, attr)
+        if isinstance(current, Parameter):
+            current.data[...] = value.astype(current.data.dtype)
+        else:
+            setattr(owner, attr, np.array(value, dtype=np.asarray(current).dtype))
+
+
+class Sequential(Layer):
+    """A chain of layers: ``Sequential(Dense(784, 128), ReLU(), Dense(128, 10))``.
+
+    Parameters
+    ----------
+    *layers : Layer
+        The layers, applied in order.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: argument {i} must be a tinynet layer, "
+                                f"got {type(layer).__name__}")
+        self.layers = list(layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def requires_input_grad(self):
+        return self.layers[0].requires_input_grad if self.layers else True
+
+    @requires_input_grad.setter
+    def requires_input_grad(self, value):
+        if getattr(self, "layers", None):
+            self.layers[0].requires_input_grad = bool(value)
+
+    def forward(self, x):
+        """Apply every layer in order. x: the first layer's input shape."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        """Backpropagate ``dy`` (the output's shape) through every layer.
+
+        Returns dx with the input's shape, or None when the first layer's
+        ``requires_input_grad`` is False.
+        """
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+            if dy is None:
+                break
+        return dy
+
+    def named_parameters(self, prefix=""):
+        out = []
+        for i, layer in enumerate(self.layers):
+            out.extend(layer.named_parameters(f"{prefix}{i}."))
+        return out
+
+    def named_buffers(self, prefix=""):
+        out = []
+        for i, layer in enumerate(self.layers):
+            out.extend(layer.named_buffers(f"{prefix}{i}."))
+        return out
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def to(self, dtype):
+        for layer in self.layers:
+            layer.to(dtype)
+        return self
+
+    def state_dict(self, prefix=""):
+        """Dict of torch-style keys ("0.weight", "1.running_mean") to array copies."""
+        sd = {}
+        for i, layer in enumerate(self.layers):
+            sd.update(layer.state_dict(f"{prefix}{i}."))
+        return sd
+
+    def load_state_dict(self, state, prefix="", strict=True):
+        """Load a state_dict (numpy arrays or torch tensors) after checking it.
+
+        Raises KeyError for the first missing or (with ``strict``) unexpected
+        key and ValueError for the first key with a wrong shape; nothing is
+        changed then.
+        """
+        _check_and_load([(self, prefix)], state, strict)
+
+    def save(self, path):
+        """Write the state_dict to ``path`` as .npz, atomically (temp file + rename)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **self.state_dict())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def load(self, path):
+        """Read a state_dict written by ``save`` (never unpickles). Returns self."""
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            state = {k: f[k] for k in f.files}
+        self.load_state_dict(state)
+        return self
+
+    def summary(self, input_shape=None, dtype=np.float32, file=None):
+        """Print and return a table of layers, output shapes and parameter counts.
+
+        Parameters
+        ----------
+        input_shape : tuple, optional
+            The shape of one batch, e.g. (1, 1, 28, 28). With it, a forward pass
+            on zeros in eval mode gives each layer's output shape.
+        """
+        shapes = [None] * len(self.layers)
+        if input_shape is not None:
+            modes = [layer.training for layer in self.layers]
+            self.eval()
+            x = np.zeros(input_shape, dtype=self.dtype or dtype)
+            for i, layer in enumerate(self.layers):
+                x = layer.forward(x)
+                layer._cache = None
+                shapes[i] = x.shape
+            for layer, mode in zip(self.layers, modes):
+                layer.train(mode)
+        rows = [("#", "layer", "output shape", "params")]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            n = sum(p.size for p in layer.parameters())
+            total += n
+            rows.append((str(i), repr(layer), "?" if shapes[i] is None else str(shapes[i]), f"{n:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = ["  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c])
+                           for c in range(4)) for r in rows]
+        rule = "-" * len(lines[0])
+        text = "\n".join([lines[0], rule] + lines[1:] + [rule, f"total parameters: {total:,}"])
+        print(text, file=file)
+        return text
+
+    def extra_repr(self):
+        return ", ".join(repr(layer) for layer in self.layers)
