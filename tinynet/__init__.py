@@ -12,5 +12,6 @@ from .model import Sequential
 from .losses import *  # noqa: F401,F403
 from . import optim, init, data
 from .gradcheck import gradcheck, GradcheckResult
+from .train import fit, evaluate, History
 
 __version__ = "0.1.0"

@@ -1,1 +1,202 @@
-"""(being written)"""
+"""Losses: softmax cross-entropy and mean squared error, mean reduction as torch.
+
+Usage: ``loss = f.forward(pred, target)`` (or ``f(pred, target)``) returns a
+Python float and caches what the backward needs; ``dpred = f.backward()``
+returns dL/dpred, already divided by the batch (or element) count.
+
+SoftmaxCrossEntropy, for logits x (N, K), integer labels t (N,) and label
+smoothing eps (torch.nn.CrossEntropyLoss(label_smoothing=eps)):
+
+    log p_nk = x_nk - log(sum_j exp(x_nj))        (computed as log-sum-exp)
+    q_nk     = (1 - eps) * [k == t_n] + eps / K
+    loss     = -(1 / N) * sum_n sum_k q_nk * log p_nk
+    dx_nk    = (p_nk - q_nk) / N
+
+Fusing the softmax into the loss gives the simple gradient p - q and avoids
+log(0) (https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html).
+
+MSELoss, for pred and target of the same shape with M elements in all
+(torch.nn.MSELoss()):
+
+    loss  = (1 / M) * sum_i (pred_i - target_i)^2
+    dpred = 2 * (pred - target) / M
+
+``accuracy(logits, labels)`` is the fraction of rows whose argmax is the label.
+"""
+import numpy as np
+
+from .backends import get_backend
+
+__all__ = ["SoftmaxCrossEntropy", "MSELoss", "accuracy"]
+
+
+def _check_float_array(name, arg, value, what):
+    """Raise unless ``value`` is a float numpy array; ``what`` is its expected shape."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: {arg} must be a numpy array of shape {what}, "
+                        f"got {type(value).__name__}")
+    if value.dtype.kind != "f":
+        raise TypeError(f"{name}: {arg} must be float32 or float64, got {value.dtype}")
+
+
+def _check_logits_labels(name, logits, labels):
+    """Check (N, K) float logits and (N,) integer labels in [0, K); return labels as int64."""
+    _check_float_array(name, "logits", logits, "(N, K)")
+    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"{name}: logits must have shape (N, K) with N, K >= 1, "
+                         f"got {logits.shape}")
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}: labels must be integer class indices, got {labels.dtype}")
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"{name}: labels must have shape (N,) = ({logits.shape[0]},) "
+                         f"to match logits {logits.shape}, got {labels.shape}")
+    return labels.astype(np.int64)
+
+
+class _Loss:
+    """Shared calling convention: ``f(pred, target)`` is ``f.forward(pred, target)``."""
+
+    def __init__(self):
+        self._cache = None
+
+    def __call__(self, pred, target):
+        return self.forward(pred, target)
+
+    def _cached(self):
+        """The forward cache, or RuntimeError when no forward ran."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._cache
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class SoftmaxCrossEntropy(_Loss):
+    """Softmax followed by cross-entropy, fused and stable; mean over the batch.
+
+    The same as torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    applied to logits.
+
+    Parameters
+    ----------
+    label_smoothing : float
+        eps in [0, 1); the target becomes (1 - eps) * onehot + eps / K.
+
+    Examples
+    --------
+    >>> f = SoftmaxCrossEntropy()
+    >>> loss = f.forward(logits, labels)   # logits (N, K), labels (N,) int
+    >>> dlogits = f.backward()             # (N, K), divided by N
+    """
+
+    def __init__(self, label_smoothing=0.0):
+        super().__init__()
+        label_smoothing = float(label_smoothing)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"SoftmaxCrossEntropy: label_smoothing must be in [0, 1), "
+                             f"got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits, labels):
+        """Mean cross-entropy of ``logits`` (N, K) against integer ``labels`` (N,).
+
+        Parameters
+        ----------
+        logits : np.ndarray
+            (N, K) float32 or float64, unnormalized scores.
+        labels : np.ndarray
+            (N,) integer class indices in [0, K).
+
+        Returns
+        -------
+        float
+            The loss. A NaN logit makes it NaN.
+        """
+        self._cache = None
+        labels = _check_logits_labels("SoftmaxCrossEntropy", logits, labels)
+        k = logits.shape[1]
+        bad = (labels < 0) | (labels >= k)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"SoftmaxCrossEntropy: label {labels[i]} at index {i} is out of "
+                             f"range [0, {k}) for logits with K = {k} classes")
+        logits = np.ascontiguousarray(logits)
+        loss, probs = get_backend().softmax_xent_forward(logits, labels, self.label_smoothing)
+        self._cache = (probs, labels)
+        return loss
+
+    def backward(self):
+        """dL/dlogits, (N, K), logits' dtype, already divided by N."""
+        probs, labels = self._cached()
+        return get_backend().softmax_xent_backward(probs, labels, self.label_smoothing)
+
+    def extra_repr(self):
+        return f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
+
+
+class MSELoss(_Loss):
+    """Mean squared error over all elements, as torch.nn.MSELoss().
+
+    Examples
+    --------
+    >>> f = MSELoss()
+    >>> loss = f.forward(pred, target)   # same shape, any rank
+    >>> dpred = f.backward()             # 2 * (pred - target) / pred.size
+    """
+
+    def forward(self, pred, target):
+        """Mean of (pred - target)^2 over every element.
+
+        Parameters
+        ----------
+        pred : np.ndarray
+            (*) float32 or float64.
+        target : np.ndarray
+            (*) float, exactly pred's shape (no broadcasting); it is cast to
+            pred's dtype.
+
+        Returns
+        -------
+        float
+            The loss, summed in float64.
+        """
+        self._cache = None
+        _check_float_array("MSELoss", "pred", pred, "(*)")
+        _check_float_array("MSELoss", "target", target, "(*)")
+        if pred.shape != target.shape:
+            raise ValueError(f"MSELoss: target must have pred's shape {pred.shape}, "
+                             f"got {target.shape}")
+        if pred.size == 0:
+            raise ValueError("MSELoss: pred is empty; the mean needs at least one element")
+        diff = pred - target.astype(pred.dtype)
+        self._cache = diff
+        return float(np.mean(np.square(diff, dtype=np.float64)))
+
+    def backward(self):
+        """dL/dpred = 2 * (pred - target) / M, pred's shape and dtype."""
+        diff = self._cached()
+        return diff * (2.0 / diff.size)
+
+
+def accuracy(logits, labels):
+    """Fraction of rows whose highest logit is at the label.
+
+    Parameters
+    ----------
+    logits : np.ndarray
+        (N, K) scores (logits or probabilities).
+    labels : np.ndarray
+        (N,) integer class indices.
+
+    Returns
+    -------
+    float
+        The number of correct rows divided by N, in [0, 1].
+    """
+    labels = _check_logits_labels("accuracy", logits, labels)
+    return float(np.mean(np.argmax(logits, axis=1) == labels))

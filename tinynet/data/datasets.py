@@ -1,1 +1,284 @@
-"""(being written)"""
+"""MNIST and Fashion-MNIST: find the IDX files, download them, verify them.
+
+Each split is two IDX files: images uint8 (N, 28, 28) and labels uint8 (N,),
+with N = 60000 for "train" and 10000 for "test". They live in
+``<root>/mnist/`` and ``<root>/fashion-mnist/``, raw (``train-images-idx3-ubyte``)
+or gzipped (``train-images-idx3-ubyte.gz``). The root is, in this order, the
+``root=`` argument, then ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``.
+Fashion-MNIST is also looked for in /usr/share/datasets/fashion-mnist, where
+Debian's ``dataset-fashion-mnist`` package installs the four .gz files.
+
+Missing files are downloaded from several public mirrors in turn, into a
+temporary file in the target directory that is renamed into place only after
+the sha256 of its decompressed payload matches the table below, so the cache
+never holds a partial or wrong file.
+
+MNIST:          http://yann.lecun.com/exdb/mnist/
+Fashion-MNIST:  https://github.com/zalandoresearch/fashion-mnist (arXiv:1708.07747)
+"""
+import gzip
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.request
+import zlib
+
+import numpy as np
+
+from .idx import read_idx
+
+__all__ = ["load_mnist", "load_fashion_mnist", "data_root", "DatasetNotFoundError",
+           "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS"]
+
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+FASHION_MNIST_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+
+# sha256 of the decompressed files (IDX header included)
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+# Directories searched after the root (read only; downloads never go there)
+FASHION_MNIST_SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
+
+SPLITS = {"train": ("train", 60000), "test": ("t10k", 10000)}
+DOWNLOAD_TIMEOUT = 10.0  # seconds per connection attempt
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Dataset files are missing and could not be downloaded."""
+
+
+class DatasetError(ValueError):
+    """A dataset file has the wrong contents (hash, shape, count or labels)."""
+
+
+def data_root(root=None):
+    """The data root: ``root``, else ``$TINYNET_DATA_DIR``, else ``~/.cache/tinynet``.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+
+    Returns
+    -------
+    str
+        An absolute path (it need not exist yet).
+    """
+    if root is None:
+        root = os.environ.get("TINYNET_DATA_DIR") or os.path.join("~", ".cache", "tinynet")
+    return os.path.abspath(os.path.expanduser(os.fspath(root)))
+
+
+def _find(name, dirs):
+    """Path of ``name`` or ``name.gz`` in the first directory that has one, else None."""
+    for d in dirs:
+        for candidate in (name, name + ".gz"):
+            path = os.path.join(d, candidate)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _gunzip_sha256(path):
+    """sha256 hex digest of the decompressed contents of a gzip file."""
+    h = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download(name, target_dir, mirrors, sha256):
+    """Fetch ``name.gz`` into ``target_dir`` from the first mirror that serves it intact.
+
+    Returns ``(path, failures)``: the final path, or None when no mirror could
+    be read, and one line per failed mirror. Raises DatasetError when a mirror
+    served a payload with the wrong hash and no other served the right one.
+    """
+    failures, bad_hash = [], []
+    final = os.path.join(target_dir, name + ".gz")
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + name + ".gz"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target_dir)
+        except OSError as e:
+            failures.append(f"cannot write to {target_dir}: {e}")
+            break
+        try:
+            print(f"tinynet: downloading {url}", file=sys.stderr)
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    out.write(block)
+            try:
+                digest = _gunzip_sha256(tmp)
+            except (OSError, EOFError, zlib.error) as e:
+                digest = f"not a valid gzip file ({e})"
+            if digest != sha256:
+                bad_hash.append(f"{url}: sha256 of the decompressed payload is {digest}, expected {sha256}")
+                continue
+            os.replace(tmp, final)
+            return final, failures
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            failures.append(f"{url}: {e}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if bad_hash:
+        raise DatasetError(f"{name}: no mirror served a file with the expected hash; "
+                           f"nothing was written to {target_dir}.\n  " + "\n  ".join(bad_hash + failures))
+    return None, failures
+
+
+def _check(images, labels, images_path, labels_path, count):
+    """Check dtypes, shapes, counts and label range of one split."""
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DatasetError(f"{images_path}: images have dtype {images.dtype} and shape "
+                           f"{images.shape}, expected uint8 (N, 28, 28)")
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise DatasetError(f"{labels_path}: labels have dtype {labels.dtype} and shape "
+                           f"{labels.shape}, expected uint8 (N,)")
+    if len(images) != count or len(labels) != count:
+        raise DatasetError(f"{images_path}, {labels_path}: {len(images)} images and "
+                           f"{len(labels)} labels, expected {count} of each")
+    if labels.max() > 9:
+        raise DatasetError(f"{labels_path}: label {int(labels.max())} is out of range 0..9")
+
+
+def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_dirs):
+    """Shared body of load_mnist and load_fashion_mnist."""
+    if split not in SPLITS:
+        raise ValueError(f"load_{dataset}: split must be 'train' or 'test', got {split!r}")
+    prefix, count = SPLITS[split]
+    names = [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
+    target_dir = os.path.join(data_root(root), subdir)
+    search = [target_dir, *extra_dirs]
+
+    paths = {name: _find(name, search) for name in names}
+    failures = []
+    missing = [name for name in names if paths[name] is None]
+    if missing and download:
+        try:
+            os.makedirs(target_dir, exist_ok=True)
+        except OSError as e:
+            failures.append(f"cannot create {target_dir}: {e}")
+        else:
+            for name in missing:
+                paths[name], failed = _download(name, target_dir, mirrors, sha256_table[name])
+                failures += failed
+    missing = [name for name in names if paths[name] is None]
+    if missing:
+        listed = ", ".join(f"{name}[.gz]" for name in missing)
+        if not download:
+            why = "Downloading is off (download=False)."
+        elif failures:
+            why = "Download failed:\n  " + "\n  ".join(failures)
+        else:
+            why = "No mirrors were given to download from."
+        also = f" (also searched {', '.join(extra_dirs)})" if extra_dirs else ""
+        raise DatasetNotFoundError(
+            f"load_{dataset}({split!r}): missing {listed} in {target_dir}{also}.\n{why}\n"
+            f"Put the files (raw IDX or .gz) in {target_dir}, or pass root= or set "
+            f"TINYNET_DATA_DIR to a directory that holds {subdir}/.")
+
+    images_path, labels_path = paths[names[0]], paths[names[1]]
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    _check(images, labels, images_path, labels_path, count)
+    return images, labels.astype(np.int64)
+
+
+def load_mnist(split="train", root=None, download=True, mirrors=None):
+    """Load an MNIST split, downloading it into the data root when it is missing.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        "train" has 60000 images, "test" 10000.
+    root : str or os.PathLike, optional
+        Data root; the files are in ``<root>/mnist/``. Defaults to
+        ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``.
+    download : bool
+        Download missing files from the mirrors.
+    mirrors : sequence of str, optional
+        Base URLs tried in order (any scheme urllib opens, file:// included).
+        Defaults to ``MNIST_MIRRORS``.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        uint8 ``(N, 28, 28)``, values 0..255.
+    labels : numpy.ndarray
+        int64 ``(N,)``, values 0..9.
+
+    Raises
+    ------
+    ValueError
+        When split is not "train" or "test".
+    DatasetNotFoundError
+        When files are missing and could not be downloaded; the message lists
+        them and the directory to put them in.
+    DatasetError
+        When a download has the wrong sha256, or a file has the wrong shape,
+        count or labels.
+    IDXError
+        When a file is not valid IDX.
+    """
+    return _load("mnist", "mnist", split, root, download,
+                 MNIST_MIRRORS if mirrors is None else mirrors, MNIST_SHA256, ())
+
+
+def load_fashion_mnist(split="train", root=None, download=True, mirrors=None):
+    """Load a Fashion-MNIST split, downloading it into the data root when it is missing.
+
+    The files are looked for in ``<root>/fashion-mnist/``, then in
+    ``FASHION_MNIST_SYSTEM_DIRS`` (Debian's /usr/share/datasets/fashion-mnist).
+    Downloads are checked against the sha256 of the decompressed upstream
+    files: these equal the payloads in Debian's package (whose .gz wrappers
+    differ from upstream's only in the gzip header).
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        "train" has 60000 images, "test" 10000.
+    root : str or os.PathLike, optional
+        Data root; the files are in ``<root>/fashion-mnist/``. Defaults to
+        ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``.
+    download : bool
+        Download missing files from the mirrors.
+    mirrors : sequence of str, optional
+        Base URLs tried in order. Defaults to ``FASHION_MNIST_MIRRORS``.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        uint8 ``(N, 28, 28)``, values 0..255.
+    labels : numpy.ndarray
+        int64 ``(N,)``, values 0..9 (T-shirt/top, Trouser, Pullover, Dress,
+        Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot).
+
+    Raises
+    ------
+    ValueError, DatasetNotFoundError, DatasetError, IDXError
+        As for ``load_mnist``.
+    """
+    return _load("fashion_mnist", "fashion-mnist", split, root, download,
+                 FASHION_MNIST_MIRRORS if mirrors is None else mirrors,
+                 FASHION_MNIST_SHA256, FASHION_MNIST_SYSTEM_DIRS)

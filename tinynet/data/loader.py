@@ -1,1 +1,228 @@
-"""(being written)"""
+"""Batches, shuffling, augmentation and input normalization.
+
+DataLoader cuts (x, y) into mini-batches. With shuffle=True, epoch e visits
+the samples in the order of a permutation drawn from a generator seeded by
+(seed, e): each epoch has its own order, and the same seed gives the same
+sequence of orders.
+
+Augmentations are callables ``augment(x_batch, rng) -> x_batch`` that return
+a new array and leave their input untouched:
+
+- RandomShift(k): each image moves by an integer (dy, dx), each uniform in
+  [-k, k]; out[r, c] = x[r - dy, c - dx], zero where that falls outside.
+- Cutout(s): each image gets an s x s square of zeros at a uniform random
+  centre, clipped at the borders. DeVries and Taylor, "Improved
+  Regularization of Convolutional Neural Networks with Cutout",
+  https://arxiv.org/abs/1708.04552
+
+prepare_images maps uint8 pixels p to (p / 255 - mean) / std in float32; the
+defaults are the MNIST training-set mean and std.
+"""
+import numbers
+
+import numpy as np
+
+__all__ = ["DataLoader", "RandomShift", "Cutout", "prepare_images"]
+
+
+def _check_images(name, x):
+    """Check that x is (N, H, W) or (N, C, H, W) and return it as an array."""
+    x = np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name}: x must be (N, H, W) or (N, C, H, W), got shape {x.shape}")
+    return x
+
+
+def _check_int(name, arg, value, low):
+    """Check that value is an int >= low (bools rejected)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name}: {arg} must be >= {low}, got {value}")
+    return int(value)
+
+
+class DataLoader:
+    """Iterate over (x, y) in mini-batches.
+
+    Parameters
+    ----------
+    x : array_like
+        Inputs, shape ``(N, ...)``, e.g. ``(N, 1, 28, 28)`` or ``(N, 784)``.
+    y : array_like
+        Targets, shape ``(N, ...)``, e.g. labels ``(N,)``.
+    batch_size : int
+        Samples per batch, at least 1.
+    shuffle : bool
+        Visit the samples in a new random order each epoch.
+    seed : int, optional
+        Seed for the orders and the augmentations. None draws a fresh one.
+    drop_last : bool
+        Skip the last batch when it has fewer than ``batch_size`` samples.
+    augment : callable, optional
+        ``augment(xb, rng) -> xb`` applied to each input batch, with ``rng``
+        a ``numpy.random.Generator`` for this epoch.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch the next iteration pass will run; each pass adds one. Set
+        it to replay an epoch's order.
+
+    Notes
+    -----
+    Iterating yields ``(xb, yb)`` with ``xb`` of shape ``(B, ...)`` and ``yb``
+    of shape ``(B, ...)``. Without shuffle and augment the batches are views
+    of x and y.
+    """
+
+    def __init__(self, x, y, batch_size=64, shuffle=False, seed=None, drop_last=False, augment=None):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim < 1 or y.ndim < 1:
+            raise ValueError(f"DataLoader: x and y need a sample axis, got shapes {x.shape} and {y.shape}")
+        if len(x) != len(y):
+            raise ValueError(f"DataLoader: len(x) = {len(x)} but len(y) = {len(y)}; they must match")
+        if len(x) == 0:
+            raise ValueError("DataLoader: x and y are empty")
+        self.batch_size = _check_int("DataLoader", "batch_size", batch_size, 1)
+        if seed is not None:
+            seed = _check_int("DataLoader", "seed", seed, 0)
+        if augment is not None and not callable(augment):
+            raise TypeError(f"DataLoader: augment must be callable or None, got {type(augment).__name__}")
+        self.x, self.y = x, y
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.augment = augment
+        self.seed = int(np.random.SeedSequence().entropy) if seed is None else seed
+        self.epoch = 0
+
+    def __len__(self):
+        """Number of batches per epoch."""
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        """Start an epoch: draw its order now and return a generator of batches."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(len(self.x)) if self.shuffle else None
+        return self._batches(order, rng)
+
+    def _batches(self, order, rng):
+        """Yield the batches of one epoch."""
+        for b in range(len(self)):
+            start, stop = b * self.batch_size, (b + 1) * self.batch_size
+            if order is None:
+                xb, yb = self.x[start:stop], self.y[start:stop]
+            else:
+                idx = order[start:stop]
+                xb, yb = self.x[idx], self.y[idx]
+            if self.augment is not None:
+                xb = self.augment(xb, rng)
+            yield xb, yb
+
+
+class RandomShift:
+    """Shift each image by a random integer (dy, dx) in [-max_shift, max_shift], zero fill.
+
+    Parameters
+    ----------
+    max_shift : int
+        Largest shift in pixels along each axis, at least 0.
+
+    Notes
+    -----
+    Called as ``shift(x, rng)`` with x of shape ``(N, H, W)`` or
+    ``(N, C, H, W)``; returns a new array of the same shape and dtype in which
+    ``out[n, ..., r, c] = x[n, ..., r - dy_n, c - dx_n]``, or 0 outside x.
+    All channels of an image move together.
+    """
+
+    def __init__(self, max_shift):
+        self.max_shift = _check_int("RandomShift", "max_shift", max_shift, 0)
+
+    def __call__(self, x, rng):
+        x = _check_images("RandomShift", x)
+        k = self.max_shift
+        H, W = x.shape[-2:]
+        shifts = rng.integers(-k, k + 1, size=(len(x), 2))
+        # zero-pad by k so that every shifted window lies inside
+        pad = [(0, 0)] * (x.ndim - 2) + [(k, k), (k, k)]
+        xpad = np.pad(x, pad)
+        out = np.empty_like(x)
+        for n, (dy, dx) in enumerate(shifts):
+            # out[r, c] = x[r - dy, c - dx] = xpad[r - dy + k, c - dx + k]
+            out[n] = xpad[n, ..., k - dy:k - dy + H, k - dx:k - dx + W]
+        return out
+
+    def __repr__(self):
+        return f"RandomShift({self.max_shift})"
+
+
+class Cutout:
+    """Zero a size x size square at a random centre in each image (arXiv 1708.04552).
+
+    Parameters
+    ----------
+    size : int
+        Side of the square in pixels, at least 1.
+
+    Notes
+    -----
+    Called as ``cutout(x, rng)`` with x of shape ``(N, H, W)`` or
+    ``(N, C, H, W)``; returns a new array. For each image a centre (cy, cx)
+    is uniform over the H x W pixels, and rows ``cy - size//2`` to
+    ``cy - size//2 + size - 1`` (columns alike), clipped at the borders, are
+    set to 0 in every channel. Near a border the square is partly outside, as
+    in the paper.
+    """
+
+    def __init__(self, size):
+        self.size = _check_int("Cutout", "size", size, 1)
+
+    def __call__(self, x, rng):
+        x = _check_images("Cutout", x)
+        H, W = x.shape[-2:]
+        cy = rng.integers(0, H, size=len(x))
+        cx = rng.integers(0, W, size=len(x))
+        out = x.copy()
+        for n in range(len(x)):
+            r0, c0 = cy[n] - self.size // 2, cx[n] - self.size // 2
+            r1, c1 = r0 + self.size, c0 + self.size
+            out[n, ..., max(r0, 0):min(r1, H), max(c0, 0):min(c1, W)] = 0
+        return out
+
+    def __repr__(self):
+        return f"Cutout({self.size})"
+
+
+def prepare_images(images, mean=0.1307, std=0.3081, flatten=False):
+    """Turn uint8 images into normalized float32 network inputs.
+
+    x = (images / 255 - mean) / std
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        uint8, shape ``(N, H, W)``, e.g. MNIST's ``(N, 28, 28)``.
+    mean, std : float
+        Normalization constants on the [0, 1] scale; std > 0. The defaults
+        are MNIST's training-set statistics.
+    flatten : bool
+        Return ``(N, H*W)`` for dense networks instead of ``(N, 1, H, W)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(N, 1, H, W)``, or ``(N, H*W)`` with flatten.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise TypeError(f"prepare_images: images must be uint8, got {images.dtype}")
+    if images.ndim != 3:
+        raise ValueError(f"prepare_images: images must be (N, H, W), got shape {images.shape}")
+    if not std > 0:
+        raise ValueError(f"prepare_images: std must be > 0, got {std}")
+    x = (images.astype(np.float32) / np.float32(255) - np.float32(mean)) / np.float32(std)
+    N, H, W = images.shape
+    return x.reshape(N, H * W) if flatten else x.reshape(N, 1, H, W)

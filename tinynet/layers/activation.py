@@ -1,1 +1,165 @@
-"""(being written)"""
+"""Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax.
+
+Each is an elementwise map y = f(x) (Softmax normalizes along one axis) with
+no parameters; dx = f'(x) * dy. The equations live in
+tinynet/backends/ref/activation.py. ReLU, LeakyReLU and GELU cache the input
+x for their backward pass; Sigmoid, Tanh and Softmax cache the output y,
+from which their derivative is cheapest:
+
+    sigmoid: dx = dy * y * (1 - y)     tanh: dx = dy * (1 - y^2)
+    softmax: dx = y * (dy - sum(dy * y, dim))
+
+They take any input of rank >= 1 (Softmax needs ``dim`` to be one of its
+axes), float32 or float64, and return the input's dtype, as torch.nn does.
+"""
+from .base import Layer
+
+__all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax"]
+
+# Elementwise layers accept any rank from 1 up to numpy's limit.
+_ANY_RANK = range(1, 65)
+_ANY_SHAPE = "(*) with at least one dim"
+
+
+class ReLU(Layer):
+    """Rectified linear unit: y = max(x, 0), as torch.nn.ReLU.
+
+    Shapes: x (*) -> y (*), the same shape.
+    """
+
+    def forward(self, x):
+        x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
+        self._cache = x
+        return self.ops.relu_forward(x)
+
+    def backward(self, dy):
+        dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
+        if not self.requires_input_grad:
+            return None
+        return self.ops.relu_backward(self._cache, dy)
+
+
+class LeakyReLU(Layer):
+    """Leaky ReLU: y = x if x > 0 else negative_slope * x, as torch.nn.LeakyReLU.
+
+    Parameters
+    ----------
+    negative_slope : float
+        The slope for x <= 0.
+
+    Shapes: x (*) -> y (*), the same shape.
+    """
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
+        self._cache = x
+        return self.ops.leaky_relu_forward(x, self.negative_slope)
+
+    def backward(self, dy):
+        dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
+        if not self.requires_input_grad:
+            return None
+        return self.ops.leaky_relu_backward(self._cache, dy, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(Layer):
+    """Logistic sigmoid: y = 1 / (1 + exp(-x)), as torch.nn.Sigmoid.
+
+    Shapes: x (*) -> y (*), the same shape.
+    """
+
+    def forward(self, x):
+        x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
+        y = self.ops.sigmoid_forward(x)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
+        if not self.requires_input_grad:
+            return None
+        return self.ops.sigmoid_backward(self._cache, dy)
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent: y = tanh(x), as torch.nn.Tanh.
+
+    Shapes: x (*) -> y (*), the same shape.
+    """
+
+    def forward(self, x):
+        x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
+        y = self.ops.tanh_forward(x)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
+        if not self.requires_input_grad:
+            return None
+        return self.ops.tanh_backward(self._cache, dy)
+
+
+class GELU(Layer):
+    """Gaussian error linear unit, exact form: y = 0.5 * x * (1 + erf(x / sqrt(2))).
+
+    The same as torch.nn.GELU() (approximate='none');
+    https://arxiv.org/abs/1606.08415.
+
+    Shapes: x (*) -> y (*), the same shape.
+    """
+
+    def forward(self, x):
+        x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
+        self._cache = x
+        return self.ops.gelu_forward(x)
+
+    def backward(self, dy):
+        dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
+        if not self.requires_input_grad:
+            return None
+        return self.ops.gelu_backward(self._cache, dy)
+
+
+class Softmax(Layer):
+    """Softmax along ``dim``: y = exp(x) / sum(exp(x), dim), as torch.nn.Softmax.
+
+    Parameters
+    ----------
+    dim : int
+        The axis that sums to 1. The default 1 is torch's implicit choice for
+        (N, K) logits and (N, C, H, W) maps; negative values count from the end.
+
+    Shapes: x (*) with ``dim`` in [-x.ndim, x.ndim) -> y (*), the same shape.
+    """
+
+    def __init__(self, dim=1):
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, x):
+        x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
+        if not -x.ndim <= self.dim < x.ndim:
+            raise ValueError(f"Softmax: dim={self.dim} is out of range for an input of "
+                             f"shape {x.shape}; expected dim in [{-x.ndim}, {x.ndim})")
+        axis = self.dim % x.ndim
+        y = self.ops.softmax_forward(x, axis)
+        self._cache = (y, axis)
+        return y
+
+    def backward(self, dy):
+        y, axis = self._cache if self._cache is not None else (None, None)
+        dy = self._check_dy(dy, getattr(y, "shape", ()))
+        if not self.requires_input_grad:
+            return None
+        return self.ops.softmax_backward(y, dy, axis)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"

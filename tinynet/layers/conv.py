@@ -1,1 +1,122 @@
-"""(being written)"""
+"""Conv2D: 2-D convolution over NCHW images (as torch.nn.Conv2d).
+
+x is (N, C, H, W), W is (F, C, KH, KW), b is (F,); stride (sh, sw) and zero
+padding (ph, pw). xp is x padded with zeros; the output is (N, F, OH, OW),
+OH = (H + 2*ph - KH) // sh + 1 and OW = (W + 2*pw - KW) // sw + 1.
+
+forward:   y[n, f, i, j] = b[f] + sum_{c, p, q} W[f, c, p, q] * xp[n, c, i*sh + p, j*sw + q]
+backward:  db[f]          = sum_{n, i, j} dy[n, f, i, j]
+           dW[f, c, p, q] = sum_{n, i, j} dy[n, f, i, j] * xp[n, c, i*sh + p, j*sw + q]
+           dx             = the unpadded part of
+                            dxp[n, c, i*sh + p, j*sw + q] += sum_f dy[n, f, i, j] * W[f, c, p, q]
+
+The arithmetic is the active backend's conv2d_forward / conv2d_backward
+(im2col plus one matrix multiply in the reference).
+"""
+import numbers
+
+from .. import init
+from ..parameter import Parameter
+from .base import Layer
+from .dense import _positive_int
+
+__all__ = ["Conv2D"]
+
+
+def _pair(value, layer, arg, minimum=1):
+    """An int or a pair of ints as a tuple (a, b); ValueError below ``minimum``."""
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in pair)):
+        raise TypeError(f"{layer}: {arg} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{layer}: {arg} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation) over NCHW images.
+
+    Parameters
+    ----------
+    in_channels : int
+        C, channels of the input.
+    out_channels : int
+        F, channels of the output (the number of filters).
+    kernel_size : int or (int, int)
+        (KH, KW); an int k means (k, k).
+    stride : int or (int, int)
+        (sh, sw), default 1.
+    padding : int or (int, int)
+        (ph, pw) zeros added on each side, default 0.
+    bias : bool
+        Learn a bias per output channel (default True).
+
+    Attributes
+    ----------
+    weight : Parameter
+        W, shape (out_channels, in_channels, KH, KW), He uniform initialization.
+    bias : Parameter or None
+        b, shape (out_channels,), zeros; None when ``bias=False``.
+
+    Shapes
+    ------
+    x (N, in_channels, H, W) -> y (N, out_channels, OH, OW)
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "Conv2D", "in_channels")
+        self.out_channels = _positive_int(out_channels, "Conv2D", "out_channels")
+        self.kernel_size = _pair(kernel_size, "Conv2D", "kernel_size")
+        self.stride = _pair(stride, "Conv2D", "stride")
+        self.padding = _pair(padding, "Conv2D", "padding", minimum=0)
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        self.weight = Parameter(init.he_uniform(shape), name="weight")
+        self.bias = Parameter(init.zeros((self.out_channels,)), name="bias") if bias else None
+
+    def forward(self, x):
+        """Convolve x (N, in_channels, H, W); returns (N, out_channels, OH, OW)."""
+        expected = f"(N, in_channels, H, W) = (N, {self.in_channels}, H, W)"
+        x = self._check_input(x, (4,), expected)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2D: input must have shape {expected}, got shape {x.shape}")
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        H, W = x.shape[2:]
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ValueError(f"Conv2D: input of spatial size ({H}, {W}), padded to "
+                             f"({H + 2 * ph}, {W + 2 * pw}), is smaller than the kernel "
+                             f"({kh}, {kw})")
+        b = None if self.bias is None else self.bias.data
+        y, cache = self.ops.conv2d_forward(x, self.weight.data, b, self.stride, self.padding)
+        self._cache = (x, cache, y.shape)
+        return y
+
+    def backward(self, dy):
+        """Add dW (and db) into the gradients; return dx (N, in_channels, H, W), or None.
+
+        dx is None when ``requires_input_grad`` is False.
+        """
+        dy = self._check_dy(dy, self._cache[2] if self._cache else None)
+        x, cache, _ = self._cache
+        if dy.dtype != x.dtype:
+            raise TypeError(f"Conv2D.backward: dy dtype {dy.dtype} does not match the "
+                            f"input's ({x.dtype})")
+        dx, dW, db = self.ops.conv2d_backward(dy, x, self.weight.data, cache, self.stride,
+                                              self.padding, self.bias is not None,
+                                              self.requires_input_grad)
+        self.weight.grad += dW
+        if db is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s

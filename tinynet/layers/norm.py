@@ -1,1 +1,325 @@
-"""(being written)"""
+"""Normalization layers: BatchNorm, LayerNorm, InstanceNorm and GroupNorm.
+
+All four compute, for every set of values of x,
+
+    y = (x - mean) / sqrt(var + eps) * gamma + beta
+
+and differ only in the set: BatchNorm normalizes each channel over (N, H, W),
+LayerNorm each sample over its last dims, InstanceNorm each (sample, channel)
+over (H, W), and GroupNorm each (sample, group of C/G channels) over
+(C/G, H, W). Each layer reshapes its input to an (N, C, L) view, picks the
+layout (``groups``, ``per_channel``) and calls the backend's three ops
+``norm_stats``, ``norm_forward`` and ``norm_backward``; the backward is
+
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
+
+with the means over the set (tinynet/backends/ref/norm.py has the details).
+
+Papers: BatchNorm https://arxiv.org/abs/1502.03167,
+LayerNorm https://arxiv.org/abs/1607.06450,
+InstanceNorm https://arxiv.org/abs/1607.08022,
+GroupNorm https://arxiv.org/abs/1803.08494.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .. import init
+from ..parameter import Parameter
+from .base import Layer
+
+__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm"]
+
+
+def _check_positive_int(layer, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{layer}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_eps(layer, eps):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"{layer}: eps must be a positive number, got {eps!r}")
+    return float(eps)
+
+
+class _Norm(Layer):
+    """The shared forward/backward of the four normalizations.
+
+    A subclass defines ``_view(x) -> (x (N, C, L), groups)`` and sets
+    ``per_channel``; BatchNorm also overrides ``_stats``.
+    """
+
+    param_names = ("weight", "bias")
+    per_channel = False
+
+    def _affine_params(self, shape, affine=True):
+        """Create weight (gamma, ones) and bias (beta, zeros) of ``shape``, or None."""
+        if affine:
+            self.weight = Parameter(init.ones(shape), "weight")
+            self.bias = Parameter(init.zeros(shape), "bias")
+        else:
+            self.weight = None
+            self.bias = None
+
+    def _gamma_beta(self):
+        """gamma and beta flattened to (C,), or (None, None) without affine."""
+        if self.weight is None:
+            return None, None
+        return self.weight.data.reshape(-1), self.bias.data.reshape(-1)
+
+    def _stats(self, x, groups):
+        """(mean, rstd, fixed_stats) of the (N, C, L) view: the input's own statistics."""
+        mean, _, rstd = self.ops.norm_stats(x, groups, self.per_channel, self.eps)
+        return mean, rstd, False
+
+    def _check_channels(self, x, expected, what):
+        if x.shape[1] != expected:
+            raise ValueError(f"{self.name}: input must have shape {what} with C={expected}, "
+                             f"got shape {x.shape}")
+
+    def forward(self, x):
+        xv, groups = self._view(x)
+        mean, rstd, fixed_stats = self._stats(xv, groups)
+        gamma, beta = self._gamma_beta()
+        y = self.ops.norm_forward(xv, mean, rstd, gamma, beta, groups, self.per_channel)
+        self._cache = (x.shape, xv, mean, rstd, groups, fixed_stats)
+        return y.reshape(x.shape)
+
+    def backward(self, dy):
+        x_shape = self._cache[0] if self._cache is not None else ()
+        dy = self._check_dy(dy, x_shape)
+        _, xv, mean, rstd, groups, fixed_stats = self._cache
+        gamma, _ = self._gamma_beta()
+        dx, dgamma, dbeta = self.ops.norm_backward(xv, dy.reshape(xv.shape), mean, rstd, gamma,
+                                                   groups, self.per_channel, fixed_stats)
+        if self.weight is not None:
+            self.weight.grad += dgamma.reshape(self.weight.shape)
+            self.bias.grad += dbeta.reshape(self.bias.shape)
+        if not self.requires_input_grad:
+            return None
+        return dx.reshape(x_shape)
+
+
+class BatchNorm(_Norm):
+    """Batch normalization over (N,) or (N, H, W) for each channel, as torch BatchNorm1d/2d.
+
+    Training: y = (x - mean_B) / sqrt(var_B + eps) * weight + bias, with the
+    batch mean and BIASED batch variance of each channel; then
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean_B
+        running_var  = (1 - momentum) * running_var  + momentum * var_B * n / (n - 1)
+
+    (the UNBIASED variance, n = N*H*W values per channel) and
+    num_batches_tracked += 1. Eval: the running statistics replace the batch
+    ones, so the output of one sample does not depend on the others.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float
+        Added to the variance inside the square root.
+    momentum : float
+        Weight of the new batch in the running statistics, in [0, 1].
+
+    Attributes
+    ----------
+    weight, bias : Parameter
+        gamma (ones) and beta (zeros), shape (C,).
+    running_mean, running_var : np.ndarray
+        (C,), zeros and ones at creation, the parameters' dtype.
+    num_batches_tracked : np.ndarray
+        0-d int64, the number of training batches seen.
+
+    Input (N, C) or (N, C, H, W); output the same shape.
+    """
+
+    buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    per_channel = True
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features = _check_positive_int(self.name, "num_features", num_features)
+        self.eps = _check_eps(self.name, eps)
+        if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+                or not 0.0 <= momentum <= 1.0):
+            raise ValueError(f"{self.name}: momentum must be a number in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self._affine_params((self.num_features,))
+        self.running_mean = init.zeros((self.num_features,))
+        self.running_var = init.ones((self.num_features,))
+        self.num_batches_tracked = np.array(0, dtype=np.int64)
+
+    def _view(self, x):
+        what = "(N, C) or (N, C, H, W)"
+        x = self._check_input(x, (2, 4), what)
+        self._check_channels(x, self.num_features, what)
+        N, C = x.shape[:2]
+        return x.reshape(N, C, -1), 1
+
+    def _stats(self, x, groups):
+        if not self.training:
+            # Eval: the running statistics are constants.
+            mean = self.running_mean.astype(np.float64)
+            rstd = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+            return mean, rstd, True
+        n = x.shape[0] * x.shape[2]
+        if n < 2:
+            raise ValueError(f"{self.name}: expected more than 1 value per channel when "
+                             f"training, got input of {x.shape[0]} x {x.shape[2]} values "
+                             f"per channel")
+        mean, var, rstd = self.ops.norm_stats(x, groups, self.per_channel, self.eps)
+        m = self.momentum
+        self.running_mean[...] = (1.0 - m) * self.running_mean + m * mean
+        self.running_var[...] = (1.0 - m) * self.running_var + m * var * (n / (n - 1))
+        self.num_batches_tracked += 1
+        return mean, rstd, False
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class LayerNorm(_Norm):
+    """Layer normalization over the last dims of each sample, as torch.nn.LayerNorm.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and biased
+    variance over the trailing ``normalized_shape`` dims of each sample, and
+    an elementwise weight and bias of that shape. Same in train and eval.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+        The trailing dims to normalize over, e.g. ``C`` for (N, C) or
+        ``(C, H, W)`` for (N, C, H, W).
+    eps : float
+        Added to the variance inside the square root.
+
+    Attributes
+    ----------
+    weight, bias : Parameter
+        gamma (ones) and beta (zeros), shape ``normalized_shape``.
+
+    Input (*, *normalized_shape); output the same shape.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+        if isinstance(normalized_shape, (int, np.integer)):
+            normalized_shape = (normalized_shape,)
+        normalized_shape = tuple(normalized_shape)
+        if not normalized_shape:
+            raise ValueError(f"{self.name}: normalized_shape must not be empty")
+        for d in normalized_shape:
+            _check_positive_int(self.name, "every dim of normalized_shape", d)
+        self.normalized_shape = tuple(int(d) for d in normalized_shape)
+        self.eps = _check_eps(self.name, eps)
+        self._affine_params(self.normalized_shape)
+
+    def _view(self, x):
+        k = len(self.normalized_shape)
+        what = "(*, " + ", ".join(str(d) for d in self.normalized_shape) + ")"
+        x = self._check_input(x, range(k, 33), what)
+        if x.shape[x.ndim - k:] != self.normalized_shape:
+            raise ValueError(f"{self.name}: input must have shape {what} "
+                             f"(normalized_shape={self.normalized_shape}), got shape {x.shape}")
+        M = math.prod(self.normalized_shape)
+        # Every sample is one set: the (N', M, 1) view with one group.
+        return x.reshape(-1, M, 1), 1
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class InstanceNorm(_Norm):
+    """Instance normalization over (H, W) for each sample and channel,
+    as torch InstanceNorm2d(affine=True) without running statistics.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and biased
+    variance of each (n, c) plane. Same in train and eval.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float
+        Added to the variance inside the square root.
+    affine : bool
+        Learn a per-channel weight and bias; False leaves both None.
+
+    Attributes
+    ----------
+    weight, bias : Parameter or None
+        gamma (ones) and beta (zeros), shape (C,).
+
+    Input (N, C, H, W) with H*W > 1; output the same shape.
+    """
+
+    def __init__(self, num_features, eps=1e-5, affine=True):
+        super().__init__()
+        self.num_features = _check_positive_int(self.name, "num_features", num_features)
+        self.eps = _check_eps(self.name, eps)
+        self.affine = bool(affine)
+        self._affine_params((self.num_features,), self.affine)
+
+    def _view(self, x):
+        what = "(N, C, H, W)"
+        x = self._check_input(x, (4,), what)
+        self._check_channels(x, self.num_features, what)
+        N, C, H, W = x.shape
+        if H * W < 2:
+            raise ValueError(f"{self.name}: expected more than 1 spatial element, "
+                             f"got input shape {x.shape}")
+        # One group per channel: every (n, c) plane is a set.
+        return x.reshape(N, C, H * W), C
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+
+
+class GroupNorm(_Norm):
+    """Group normalization over (C/G, *spatial) for each sample and group,
+    as torch.nn.GroupNorm.
+
+    The C channels are split into ``num_groups`` groups of consecutive
+    channels; y = (x - mean) / sqrt(var + eps) * weight + bias with the mean
+    and biased variance of each (n, group), and a per-channel weight and bias.
+    Same in train and eval.
+
+    Parameters
+    ----------
+    num_groups : int
+        G; it must divide ``num_channels``.
+    num_channels : int
+        C, the number of channels.
+    eps : float
+        Added to the variance inside the square root.
+
+    Attributes
+    ----------
+    weight, bias : Parameter
+        gamma (ones) and beta (zeros), shape (C,).
+
+    Input (N, C, *spatial), e.g. (N, C, H, W); output the same shape.
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5):
+        super().__init__()
+        self.num_groups = _check_positive_int(self.name, "num_groups", num_groups)
+        self.num_channels = _check_positive_int(self.name, "num_channels", num_channels)
+        if self.num_channels % self.num_groups != 0:
+            raise ValueError(f"{self.name}: num_groups={self.num_groups} must divide "
+                             f"num_channels={self.num_channels}")
+        self.eps = _check_eps(self.name, eps)
+        self._affine_params((self.num_channels,))
+
+    def _view(self, x):
+        what = "(N, C, *spatial)"
+        x = self._check_input(x, range(2, 33), what)
+        self._check_channels(x, self.num_channels, what)
+        N, C = x.shape[:2]
+        return x.reshape(N, C, -1), self.num_groups
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"

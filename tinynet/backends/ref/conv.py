@@ -1,1 +1,274 @@
-"""(being written)"""
+"""2-D convolution (cross-correlation, as torch.nn.Conv2d), the NumPy reference.
+
+x is (N, C, H, W), W is (F, C, KH, KW), b is (F,); stride (sh, sw), zero
+padding (ph, pw). xp is x padded with ph zero rows and pw zero columns on
+each side. The output is (N, F, OH, OW) with
+
+    OH = (H + 2*ph - KH) // sh + 1,   OW = (W + 2*pw - KW) // sw + 1.
+
+forward:   y[n, f, i, j] = b[f] + sum_{c, p, q} W[f, c, p, q] * xp[n, c, i*sh + p, j*sw + q]
+backward:  db[f]          = sum_{n, i, j} dy[n, f, i, j]
+           dW[f, c, p, q] = sum_{n, i, j} dy[n, f, i, j] * xp[n, c, i*sh + p, j*sw + q]
+           dxp[n, c, i*sh + p, j*sw + q] += sum_f dy[n, f, i, j] * W[f, c, p, q]
+           dx = dxp without its padding
+
+im2col (Chellapilla, Puri and Simard, 2006,
+https://inria.hal.science/inria-00112631) turns this into one matrix multiply.
+cols[n] is (C*KH*KW, OH*OW): column i*OW + j holds the C*KH*KW input pixels
+that output pixel (i, j) sees. With Wm = W reshaped to (F, C*KH*KW):
+
+    y[n]     = Wm cols[n] + b
+    dW       = sum_n dy[n] cols[n]^T
+    dcols[n] = Wm^T dy[n],    dx = col2im(dcols)
+
+col2im is the adjoint of im2col: it scatter-adds each column back to the
+pixels it came from, so a pixel seen by several windows sums their gradients.
+
+conv2d_naive_forward / conv2d_naive_backward compute the same with plain
+loops over the output positions; they are the oracle the fast ops are tested
+against. Every array keeps the input dtype (float32 or float64).
+"""
+import numpy as np
+
+__all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+           "conv2d_naive_forward", "conv2d_naive_backward"]
+
+
+def conv2d_output_size(H, W, kh, kw, stride, padding):
+    """(OH, OW) of a convolution or pooling window sliding over an (H, W) image.
+
+    Parameters
+    ----------
+    H, W : int
+        Input height and width.
+    kh, kw : int
+        Window height and width.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw), zeros added on each side.
+
+    Returns
+    -------
+    (OH, OW) : tuple of int
+        OH = (H + 2*ph - kh) // sh + 1, OW likewise. Raises ValueError when the
+        padded input is smaller than the window.
+    """
+    (sh, sw), (ph, pw) = stride, padding
+    if H + 2 * ph < kh or W + 2 * pw < kw:
+        raise ValueError(f"conv2d: the padded input ({H + 2 * ph}, {W + 2 * pw}) is smaller "
+                         f"than the kernel ({kh}, {kw})")
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
+
+def _pad(x, padding):
+    """x (N, C, H, W) with ph zero rows and pw zero columns added on each side."""
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def im2col(x, kh, kw, stride, padding):
+    """Unfold every (kh, kw) window of x into a column, as torch.nn.functional.unfold.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, shape (N, C, H, W).
+    kh, kw : int
+        Kernel height and width.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+
+    Returns
+    -------
+    cols : np.ndarray
+        Shape (N, C*kh*kw, OH*OW). Row (c*kh + p)*kw + q, column i*OW + j holds
+        xp[n, c, i*sh + p, j*sw + q], the pixel that kernel tap (c, p, q) sees
+        at output position (i, j).
+    """
+    N, C, H, W = x.shape
+    sh, sw = stride
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    xp = _pad(x, padding)
+    cols = np.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            # The pixels kernel tap (p, q) sees at every output position (i, j).
+            cols[:, :, p, q] = xp[:, :, p:p + sh * OH:sh, q:q + sw * OW:sw]
+    return cols.reshape(N, C * kh * kw, OH * OW)
+
+
+def col2im(cols, x_shape, kh, kw, stride, padding):
+    """The adjoint of im2col: scatter-add every column back onto the image.
+
+    Parameters
+    ----------
+    cols : np.ndarray
+        Shape (N, C*kh*kw, OH*OW), laid out as im2col returns it.
+    x_shape : tuple of int
+        (N, C, H, W), the shape of the image im2col read.
+    kh, kw : int
+        Kernel height and width.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+
+    Returns
+    -------
+    x : np.ndarray
+        Shape (N, C, H, W), dtype of cols. A pixel covered by several windows
+        gets the sum of their entries; the padding is dropped.
+    """
+    N, C, H, W = x_shape
+    sh, sw = stride
+    ph, pw = padding
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    if cols.shape != (N, C * kh * kw, OH * OW):
+        raise ValueError(f"col2im: cols must have shape (N, C*kh*kw, OH*OW) = "
+                         f"{(N, C * kh * kw, OH * OW)}, got {cols.shape}")
+    cols = cols.reshape(N, C, kh, kw, OH, OW)
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            # Within one tap (p, q) the target pixels are distinct, so += is a plain add.
+            xp[:, :, p:p + sh * OH:sh, q:q + sw * OW:sw] += cols[:, :, p, q]
+    return np.ascontiguousarray(xp[:, :, ph:ph + H, pw:pw + W])
+
+
+def conv2d_forward(x, W, b, stride, padding):
+    """y = conv2d(x, W) + b via im2col and one matrix multiply.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, shape (N, C, H, W).
+    W : np.ndarray
+        Weight, shape (F, C, KH, KW).
+    b : np.ndarray or None
+        Bias, shape (F,), or None.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+
+    Returns
+    -------
+    y : np.ndarray
+        Output, shape (N, F, OH, OW), dtype of x.
+    cache : np.ndarray
+        The im2col columns of x, shape (N, C*KH*KW, OH*OW), for the backward.
+    """
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    cols = im2col(x, KH, KW, stride, padding)
+    # (F, C*KH*KW) @ (N, C*KH*KW, OH*OW) -> (N, F, OH*OW)
+    y = W.reshape(F, C * KH * KW) @ cols
+    if b is not None:
+        y += b[:, None]
+    return y.reshape(N, F, OH, OW), cols
+
+
+def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
+    """Gradients of the convolution with respect to x, W and b, via the im2col columns.
+
+    Parameters
+    ----------
+    dy : np.ndarray
+        Upstream gradient, shape (N, F, OH, OW).
+    x : np.ndarray
+        The forward input, shape (N, C, H, W).
+    W : np.ndarray
+        Weight, shape (F, C, KH, KW).
+    cache : np.ndarray or None
+        The columns conv2d_forward returned; None recomputes them from x.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+    has_bias : bool
+        Compute db.
+    need_dx : bool
+        Compute dx.
+
+    Returns
+    -------
+    dx : np.ndarray or None
+        Shape (N, C, H, W); None unless ``need_dx``.
+    dW : np.ndarray
+        Shape (F, C, KH, KW).
+    db : np.ndarray or None
+        Shape (F,); None unless ``has_bias``.
+    """
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    cols = im2col(x, KH, KW, stride, padding) if cache is None else cache
+    dy2 = dy.reshape(N, F, OH * OW)
+    # dW = sum_n dy[n] cols[n]^T: contract over the batch and the output positions.
+    dW = np.tensordot(dy2, cols, axes=([0, 2], [0, 2])).reshape(W.shape)
+    db = dy2.sum(axis=(0, 2)) if has_bias else None
+    dx = None
+    if need_dx:
+        # (C*KH*KW, F) @ (N, F, OH*OW) -> (N, C*KH*KW, OH*OW)
+        dcols = W.reshape(F, C * KH * KW).T @ dy2
+        dx = col2im(dcols, x.shape, KH, KW, stride, padding)
+    return dx, dW, db
+
+
+def conv2d_naive_forward(x, W, b, stride, padding):
+    """The convolution as plain loops over output positions (the test oracle).
+
+    Same parameters as conv2d_forward.
+
+    Returns
+    -------
+    y : np.ndarray
+        Output, shape (N, F, OH, OW), dtype of x.
+    cache : None
+        The naive backward needs nothing beyond x and W.
+    """
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    sh, sw = stride
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    xp = _pad(x, padding)
+    y = np.zeros((N, F, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    window = xp[n, :, i * sh:i * sh + KH, j * sw:j * sw + KW]
+                    y[n, f, i, j] = np.sum(window * W[f])
+            if b is not None:
+                y[n, f] += b[f]
+    return y, None
+
+
+def conv2d_naive_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
+    """The convolution's backward as plain loops over output positions (the test oracle).
+
+    Same parameters and returns as conv2d_backward; ``cache`` is ignored.
+    """
+    N, F, OH, OW = dy.shape
+    sh, sw = stride
+    ph, pw = padding
+    KH, KW = W.shape[2:]
+    H, Wd = x.shape[2:]
+    xp = _pad(x, padding)
+    dxp = np.zeros_like(xp)
+    dW = np.zeros_like(W)
+    for n in range(N):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    rows = slice(i * sh, i * sh + KH)
+                    cols = slice(j * sw, j * sw + KW)
+                    # Output (n, f, i, j) read this window through W[f].
+                    dW[f] += dy[n, f, i, j] * xp[n, :, rows, cols]
+                    dxp[n, :, rows, cols] += dy[n, f, i, j] * W[f]
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    dx = np.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + Wd]) if need_dx else None
+    return dx, dW, db

@@ -1,1 +1,69 @@
-"""(being written)"""
+"""Fused softmax + cross-entropy loss, mean over the batch (NumPy reference).
+
+For logits x (N, K), integer labels t (N,) and label smoothing eps in [0, 1):
+
+    log p_nk = x_nk - m_n - log(sum_j exp(x_nj - m_n)),   m_n = max_j x_nj
+    q_nk     = (1 - eps) * [k == t_n] + eps / K           (the smoothed target)
+    loss     = -(1 / N) * sum_n sum_k q_nk * log p_nk
+    dx_nk    = (p_nk - q_nk) / N
+
+Subtracting the row maximum (log-sum-exp) keeps exp from overflowing, so
+logits of 1e4 give a finite loss. This is torch.nn.CrossEntropyLoss with
+reduction='mean' and label_smoothing=eps
+(https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html).
+"""
+import numpy as np
+
+__all__ = ["softmax_xent_forward", "softmax_xent_backward"]
+
+
+def softmax_xent_forward(logits, labels, label_smoothing):
+    """Mean softmax cross-entropy and the softmax probabilities.
+
+    Parameters
+    ----------
+    logits : np.ndarray
+        (N, K) float32 or float64.
+    labels : np.ndarray
+        (N,) int64, each in [0, K).
+    label_smoothing : float
+        eps in [0, 1); the target is (1 - eps) * onehot + eps / K.
+
+    Returns
+    -------
+    loss : float
+        The mean over the batch, computed in float64.
+    probs : np.ndarray
+        (N, K) softmax of the logits, logits' dtype.
+    """
+    n, k = logits.shape
+    z = logits.astype(np.float64)
+    z = z - np.max(z, axis=1, keepdims=True)
+    logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    nll = -logp[np.arange(n), labels]
+    smooth = -np.sum(logp, axis=1) / k
+    loss = np.mean((1.0 - label_smoothing) * nll + label_smoothing * smooth)
+    return float(loss), np.exp(logp).astype(logits.dtype)
+
+
+def softmax_xent_backward(probs, labels, label_smoothing):
+    """Gradient of the mean softmax cross-entropy: dlogits = (probs - q) / N.
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        (N, K) softmax probabilities from ``softmax_xent_forward``.
+    labels : np.ndarray
+        (N,) int64, each in [0, K).
+    label_smoothing : float
+        eps in [0, 1), as in the forward pass.
+
+    Returns
+    -------
+    np.ndarray
+        dlogits, (N, K), probs' dtype, already divided by N.
+    """
+    n, k = probs.shape
+    dlogits = probs - label_smoothing / k
+    dlogits[np.arange(n), labels] -= 1.0 - label_smoothing
+    return dlogits / n

@@ -1,1 +1,205 @@
-"""(being written)"""
+"""Normalization: BatchNorm, LayerNorm, InstanceNorm and GroupNorm as one op.
+
+Each normalization splits x into sets and normalizes every set by its own
+mean and reciprocal standard deviation ("rstd"). x is viewed as (N, C, L),
+L being the flattened spatial size, and the layout picks the sets:
+
+- ``per_channel=True`` (BatchNorm): one set per channel c, holding
+  x[:, c, :]. S = C sets of N*L members each.
+- ``per_channel=False`` (LayerNorm, InstanceNorm, GroupNorm): the C channels
+  form G groups of C/G channels; one set per (n, g), holding x[n, c, :] for
+  the channels c of group g. S = N*G sets of (C/G)*L members each.
+  InstanceNorm is G = C; LayerNorm is G = 1 on an (N', M, 1) view.
+
+The code turns either layout into an (S, M) array, one set per row
+(``_to_sets``), reduces along the rows, and turns the result back into
+(N, C, L) (``_from_sets``). Everything else is the same for all four.
+
+Forward, over the M members x of one set:
+
+    mean = sum(x) / M
+    var  = sum((x - mean)^2) / M        (biased; two passes, in float64)
+    rstd = 1 / sqrt(var + eps)
+    xhat = (x - mean) * rstd
+    y    = gamma[c] * xhat + beta[c]    (gamma, beta: one value per channel c)
+
+Backward, with mean(.) taken over the set (docs/backprop.md derives it):
+
+    dxhat     = dy * gamma[c]
+    dx        = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    dgamma[c] = sum over (n, l) of dy * xhat
+    dbeta[c]  = sum over (n, l) of dy
+
+The two mean terms are the gradient that flows through the set's mean and
+variance. When mean and rstd are constants (BatchNorm in eval mode, which
+uses the running statistics) they vanish: dx = rstd * dxhat.
+
+The variance is never computed as E[x^2] - E[x]^2: for float32 data with
+mean 100 and std 0.1 that difference cancels almost every digit.
+
+Papers:
+- BatchNorm    https://arxiv.org/abs/1502.03167
+- LayerNorm    https://arxiv.org/abs/1607.06450
+- InstanceNorm https://arxiv.org/abs/1607.08022
+- GroupNorm    https://arxiv.org/abs/1803.08494
+"""
+import numpy as np
+
+__all__ = ["norm_stats", "norm_forward", "norm_backward"]
+
+
+def _check_layout(fname, x, groups, per_channel):
+    """Raise unless x is (N, C, L) and, for grouped sets, G divides C. Returns S."""
+    if x.ndim != 3:
+        raise ValueError(f"{fname}: x must have shape (N, C, L), got shape {x.shape}")
+    N, C, _ = x.shape
+    if per_channel:
+        return C
+    if not isinstance(groups, (int, np.integer)) or groups < 1 or C % groups != 0:
+        raise ValueError(f"{fname}: groups must be a positive divisor of C={C}, got {groups}")
+    return N * groups
+
+
+def _check_vector(fname, name, v, size):
+    if v is not None and np.shape(v) != (size,):
+        raise ValueError(f"{fname}: {name} must have shape ({size},), got {np.shape(v)}")
+
+
+def _to_sets(a, groups, per_channel):
+    """View an (N, C, L) array as (S, M): one row per set, its members along the row."""
+    N, C, L = a.shape
+    if per_channel:
+        return a.transpose(1, 0, 2).reshape(C, N * L)
+    return a.reshape(N * groups, (C // groups) * L)
+
+
+def _from_sets(s, shape, per_channel):
+    """Inverse of ``_to_sets``: an (S, M) array back to (N, C, L)."""
+    N, C, L = shape
+    if per_channel:
+        return s.reshape(C, N, L).transpose(1, 0, 2)
+    return s.reshape(N, C, L)
+
+
+def _xhat(x, mean, rstd, groups, per_channel):
+    """xhat = (x - mean) * rstd of every member, in float64, shape (N, C, L)."""
+    xs = _to_sets(x.astype(np.float64), groups, per_channel)
+    return _from_sets((xs - mean[:, None]) * rstd[:, None], x.shape, per_channel)
+
+
+def norm_stats(x, groups, per_channel, eps):
+    """Mean, biased variance and rstd of every set, accumulated in float64.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input viewed as (N, C, L).
+    groups : int
+        G, the number of channel groups; G must divide C. Ignored when
+        ``per_channel`` is True.
+    per_channel : bool
+        True: one set per channel (S = C). False: one set per (n, g) (S = N*G).
+    eps : float
+        Added to the variance inside the square root.
+
+    Returns
+    -------
+    mean, var, rstd : np.ndarray
+        float64, shape (S,). var is the biased variance (divided by the set
+        size) and rstd = 1 / sqrt(var + eps).
+    """
+    _check_layout("norm_stats", x, groups, per_channel)
+    xs = _to_sets(x.astype(np.float64), groups, per_channel)
+    # Two passes: the mean first, then the mean squared deviation from it.
+    mean = xs.mean(axis=1)
+    var = np.square(xs - mean[:, None]).mean(axis=1)
+    rstd = 1.0 / np.sqrt(var + eps)
+    return mean, var, rstd
+
+
+def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
+    """y = (x - mean) * rstd * gamma + beta, with mean and rstd per set.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input (N, C, L).
+    mean, rstd : np.ndarray
+        Per-set statistics, shape (S,), e.g. from ``norm_stats``.
+    gamma, beta : np.ndarray or None
+        Per-channel scale and shift, shape (C,); None means no affine step.
+    groups, per_channel
+        The set layout, as in ``norm_stats``.
+
+    Returns
+    -------
+    y : np.ndarray
+        (N, C, L), the dtype of x.
+    """
+    S = _check_layout("norm_forward", x, groups, per_channel)
+    C = x.shape[1]
+    _check_vector("norm_forward", "mean", mean, S)
+    _check_vector("norm_forward", "rstd", rstd, S)
+    _check_vector("norm_forward", "gamma", gamma, C)
+    _check_vector("norm_forward", "beta", beta, C)
+    y = _xhat(x, np.asarray(mean, np.float64), np.asarray(rstd, np.float64), groups, per_channel)
+    if gamma is not None:
+        y = y * gamma[None, :, None]
+    if beta is not None:
+        y = y + beta[None, :, None]
+    return np.ascontiguousarray(y, dtype=x.dtype)
+
+
+def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False):
+    """Gradients of the normalization with respect to x, gamma and beta.
+
+    Parameters
+    ----------
+    x, dy : np.ndarray
+        Input and upstream gradient, both (N, C, L).
+    mean, rstd : np.ndarray
+        The per-set statistics the forward pass used, shape (S,).
+    gamma : np.ndarray or None
+        Per-channel scale, shape (C,); None when the layer has no affine step.
+    groups, per_channel
+        The set layout, as in ``norm_stats``.
+    fixed_stats : bool
+        True when mean and rstd did not come from x (BatchNorm in eval mode):
+        then dx = rstd * dxhat.
+
+    Returns
+    -------
+    dx : np.ndarray
+        (N, C, L), the dtype of x.
+    dgamma, dbeta : np.ndarray or None
+        (C,), the dtype of x; both None when gamma is None.
+    """
+    S = _check_layout("norm_backward", x, groups, per_channel)
+    C = x.shape[1]
+    if dy.shape != x.shape:
+        raise ValueError(f"norm_backward: dy must have the shape of x {x.shape}, got {dy.shape}")
+    _check_vector("norm_backward", "mean", mean, S)
+    _check_vector("norm_backward", "rstd", rstd, S)
+    _check_vector("norm_backward", "gamma", gamma, C)
+    rstd = np.asarray(rstd, np.float64)
+    xhat = _xhat(x, np.asarray(mean, np.float64), rstd, groups, per_channel)
+    dy = dy.astype(np.float64)
+    dxhat = dy if gamma is None else dy * gamma[None, :, None]
+
+    # Per set: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+    dxhat_s = _to_sets(dxhat, groups, per_channel)
+    if fixed_stats:
+        dx_s = rstd[:, None] * dxhat_s
+    else:
+        xhat_s = _to_sets(xhat, groups, per_channel)
+        mean_dxhat = dxhat_s.mean(axis=1, keepdims=True)
+        mean_dxhat_xhat = (dxhat_s * xhat_s).mean(axis=1, keepdims=True)
+        dx_s = rstd[:, None] * (dxhat_s - mean_dxhat - xhat_s * mean_dxhat_xhat)
+    dx = np.ascontiguousarray(_from_sets(dx_s, x.shape, per_channel), dtype=x.dtype)
+
+    if gamma is None:
+        return dx, None, None
+    # Per channel, over (n, l), whatever the set layout.
+    dgamma = (dy * xhat).sum(axis=(0, 2)).astype(x.dtype)
+    dbeta = dy.sum(axis=(0, 2)).astype(x.dtype)
+    return dx, dgamma, dbeta

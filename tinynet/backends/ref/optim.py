@@ -1,1 +1,104 @@
-"""(being written)"""
+"""Optimizer steps: SGD (momentum, Nesterov) and Adam / AdamW, in place.
+
+Each op reads ``grad`` (never writes it), updates ``param`` and its state
+arrays in place and returns nothing. The formulas are torch.optim's, term for
+term and in the same order, with dampening = 0, amsgrad off, maximize off.
+
+SGD (torch.optim.SGD)
+
+    g     = grad + weight_decay * param
+    buf   = momentum * buf + g                   (when momentum != 0)
+    g     = g + momentum * buf   if nesterov,   else   g = buf
+    param = param - lr * g
+
+    torch creates the buffer on the first step as a copy of g. Here the
+    buffer starts at zeros, and momentum * 0 + g == g exactly, so the two
+    agree bit for bit. (This holds because dampening is 0; with dampening d
+    torch's first step would still be g, not (1 - d) * g.)
+
+Adam (torch.optim.Adam, https://arxiv.org/abs/1412.6980) and
+AdamW (torch.optim.AdamW, https://arxiv.org/abs/1711.05101), step t = 1, 2, ...
+
+    Adam:  g = grad + weight_decay * param       (L2 penalty in the gradient)
+    AdamW: g = grad; param = param * (1 - lr * weight_decay)   (decoupled)
+    m     = m + (1 - beta1) * (g - m)            (= beta1 * m + (1 - beta1) * g)
+    v     = beta2 * v + (1 - beta2) * g * g
+    denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+    param = param - lr / (1 - beta1^t) * m / denom
+
+The math runs in the parameter's dtype, as in torch: the hyperparameters are
+made Python floats, so NumPy keeps a float32 array float32 (NEP 50), while the
+scalar factors (bias corrections, step size) are computed in float64.
+"""
+import numpy as np
+
+__all__ = ["sgd_step", "adam_step"]
+
+
+def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
+    """One SGD step, in place, as torch.optim.SGD with dampening = 0.
+
+    Parameters
+    ----------
+    param : np.ndarray
+        The parameter, any shape; updated in place.
+    grad : np.ndarray
+        Its gradient, same shape and dtype; not modified.
+    buf : np.ndarray or None
+        The momentum buffer, same shape and dtype, updated in place; None
+        when momentum == 0. Start it at zeros.
+    lr, momentum, weight_decay : float
+        Learning rate, momentum factor and L2 penalty.
+    nesterov : bool
+        Use Nesterov momentum: step along g + momentum * buf.
+    """
+    lr, momentum, weight_decay = float(lr), float(momentum), float(weight_decay)
+    g = grad
+    if weight_decay != 0:
+        g = grad + weight_decay * param
+    if buf is not None:
+        # buf = momentum * buf + g
+        buf *= momentum
+        buf += g
+        g = g + momentum * buf if nesterov else buf
+    param -= lr * g
+
+
+def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One Adam (or AdamW) step, in place, as torch.optim.Adam / AdamW.
+
+    Parameters
+    ----------
+    param : np.ndarray
+        The parameter, any shape; updated in place.
+    grad : np.ndarray
+        Its gradient, same shape and dtype; not modified.
+    m, v : np.ndarray
+        First and second moment estimates (torch's exp_avg, exp_avg_sq),
+        same shape and dtype, updated in place. Start them at zeros.
+    step : int
+        The number of this step, counting from 1 (for the bias corrections).
+    lr, beta1, beta2, eps, weight_decay : float
+        Learning rate, moment decay rates, denominator guard and weight decay.
+    decoupled : bool
+        False: Adam, weight decay is an L2 term added to the gradient.
+        True: AdamW, the parameter is shrunk by (1 - lr * weight_decay) first.
+    """
+    lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
+    eps, weight_decay = float(eps), float(weight_decay)
+    g = grad
+    if weight_decay != 0:
+        if decoupled:
+            param *= 1 - lr * weight_decay
+        else:
+            g = grad + weight_decay * param
+    # moment estimates
+    m += (1 - beta1) * (g - m)
+    v *= beta2
+    v += (1 - beta2) * g * g
+    # bias-corrected step
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    step_size = lr / bias_correction1
+    denom = np.sqrt(v) / bias_correction2 ** 0.5 + eps
+    param += -step_size * m / denom

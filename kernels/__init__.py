@@ -1,0 +1,1 @@
+"""The kernel lab: one runnable benchmark per op, e.g. ``python -m kernels.threads``."""

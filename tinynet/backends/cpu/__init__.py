@@ -1,0 +1,1 @@
+raise ImportError("the cpu backend is not assembled yet")
