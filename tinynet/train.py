@@ -129,7 +129,7 @@ def evaluate(model, loss_fn, data, batch_size=256):
         Sample-weighted means over the whole data; accuracy in [0, 1].
     """
     loader = _as_loader(data, batch_size, False, None)
-    modes = [layer.training for layer in model.layers]
+    was_training, modes = model.training, [layer.training for layer in model.layers]
     model.eval()
     total_loss = total_correct = count = 0.0
     try:
@@ -142,6 +142,7 @@ def evaluate(model, loss_fn, data, batch_size=256):
     finally:
         for layer, mode in zip(model.layers, modes):
             layer.train(mode)
+        model.training = was_training
     if count == 0:
         raise ValueError("evaluate: the data is empty")
     return total_loss / count, total_correct / count

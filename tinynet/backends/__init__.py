@@ -33,7 +33,10 @@ def _load(name):
     if name not in _MODULES:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(_MODULES)}")
     if name not in _loaded:
-        module = importlib.import_module(_MODULES[name])
+        try:
+            module = importlib.import_module(_MODULES[name])
+        except ImportError as e:
+            raise RuntimeError(f"backend {name!r} is not available on this machine: {e}") from e
         check = getattr(module, "check_available", None)
         if check is not None:
             check()  # raises RuntimeError with the reason

@@ -31,6 +31,7 @@ class Layer:
         self.training = True
         self.requires_input_grad = True
         self._cache = None
+        self._dtype = None
 
     # -- calling --------------------------------------------------------
     def __call__(self, x):
@@ -130,8 +131,11 @@ class Layer:
     def _check_input(self, x, ndims, what):
         """Raise a clear error unless ``x`` is a float array of rank in ``ndims``.
 
-        ``what`` describes the expected shape, e.g. "(N, C, H, W)".
+        ``what`` describes the expected shape, e.g. "(N, C, H, W)". The old
+        backward cache is dropped first, so a failed forward cannot leave a
+        stale one behind, and the input dtype is kept for ``_check_dy``.
         """
+        self._cache = None
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{self.name}: input must be a numpy array of shape {what}, "
                             f"got {type(x).__name__}")
@@ -143,6 +147,7 @@ class Layer:
         if dtype is not None and x.dtype != dtype:
             raise TypeError(f"{self.name}: input dtype {x.dtype} does not match the layer's "
                             f"parameters ({dtype}); cast x or call layer.to({x.dtype.name})")
+        self._dtype = x.dtype
         return np.ascontiguousarray(x)
 
     def _check_dy(self, dy, shape):
@@ -153,6 +158,9 @@ class Layer:
             got = getattr(dy, "shape", type(dy).__name__)
             raise ValueError(f"{self.name}.backward: dy must have the output's shape "
                              f"{tuple(shape)}, got {got}")
+        if dy.dtype != self._dtype:
+            raise TypeError(f"{self.name}.backward: dy must have the forward input's dtype "
+                            f"{self._dtype}, got {dy.dtype}")
         return np.ascontiguousarray(dy)
 
     def extra_repr(self):

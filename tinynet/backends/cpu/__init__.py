@@ -1,1 +1,14 @@
-raise ImportError("the cpu backend is not assembled yet")
+"""The Numba CPU backend: ``@njit(parallel=True)`` kernels for every op of the
+reference backend, with the same signatures (docs/architecture.md). Each
+kernel module names the lab variant (``kernels/<op>.py``) it was promoted from.
+"""
+from .dense import *       # noqa: F401,F403
+from .conv import *        # noqa: F401,F403
+from .pool import *        # noqa: F401,F403
+from .activation import *  # noqa: F401,F403
+from .dropout import *     # noqa: F401,F403
+from .norm import *        # noqa: F401,F403
+from .loss import *        # noqa: F401,F403
+from .optim import *       # noqa: F401,F403
+
+NAME = "cpu"
