@@ -3,7 +3,11 @@
     import tinynet as tn
     model = tn.Sequential(tn.Dense(784, 128), tn.ReLU(), tn.Dense(128, 10))
 """
-from .parameter import Parameter
+from .threads import configure_threading, set_num_threads, get_num_threads
+
+configure_threading()  # before any numba kernel starts a thread pool
+
+from .parameter import Parameter  # noqa: E402
 from .backends import (set_backend, get_backend, use_backend, available_backends,
                        backend_name)
 from .layers import *  # noqa: F401,F403

@@ -5,23 +5,31 @@ A cpu training step alternates Numba ``prange`` kernels with BLAS GEMMs
 thread pool. A pool that is idle but still spinning takes cores from the
 other one.
 
-Measured on this machine (2 cores) with ``python -m kernels.threads``: a
-bias+ReLU+sum kernel on (64, 32, 28, 28) float32 interleaved with a
-(12544, 288) x (288, 64) float32 GEMM; ratio = interleaved / (kernel + GEMM):
+Measured on this machine (2 cores, shared with other jobs: load average 2 to
+6) with ``python -m kernels.threads --rounds 5``: launch = one tiny parallel
+kernel; a bias+ReLU+sum kernel on (64, 32, 28, 28) float32 interleaved with a
+(12544, 288) x (288, 64) float32 GEMM; ratio = interleaved / (kernel + GEMM),
+best of 5 rounds:
 
-    layer      OMP_WAIT_POLICY  BLAS threads  launch us  interleaved ms  ratio
-    omp        unset            2             RESULTS
-    omp        PASSIVE          2
-    workqueue  unset            2
+    layer      OMP_WAIT_POLICY  BLAS threads  launch us  kernel ms  GEMM ms  interleaved ms  ratio
+    omp        unset            2                 302       0.65     9.19           22.75   2.31
+    omp        unset            1                 202       1.40     6.75           16.41   2.01
+    omp        PASSIVE          2                  11       0.52     3.69            4.54   1.08
+    omp        PASSIVE          1                  11       0.56     7.00            7.34   0.97
+    workqueue  unset            2                  72       0.42     3.75            4.55   1.09
+    workqueue  unset            1                  81       0.41     6.79            7.78   1.08
 
-With numba's default layer (omp: libgomp) and the default wait policy, the
-idle omp workers spin after each kernel and the GEMM that follows runs at
-half speed. ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep at once and removes
-the slowdown. The workqueue layer has no such spinning either, but each
-parallel launch costs about 0.1 ms more, which adds up over the dozens of
+(OMP_WAIT_POLICY does not change the workqueue rows.) With numba's default
+layer here (omp: GNU libgomp) and the default wait policy, idle omp workers
+spin after each kernel and compete with the GEMM that follows and with
+anything else on the machine: interleaving costs twice the sum of its parts.
+``OMP_WAIT_POLICY=PASSIVE`` puts them to sleep at once and removes the
+slowdown, at about 10 us per launch. The workqueue layer does not spin
+either, but each launch costs about 70 us, which adds up over the dozens of
 small kernels in a training step, and it aborts when two Python threads run
-parallel kernels at once. So the default is: the omp layer, preferred over
-the others, with ``OMP_WAIT_POLICY=PASSIVE``.
+parallel kernels at once. BLAS with 2 threads beats 1 once nothing spins. So
+the default is: the omp layer, preferred over the others, with
+``OMP_WAIT_POLICY=PASSIVE``, and BLAS left at its default (one thread per core).
 
 ``configure_threading()`` sets that default, each part only when the user has
 not set it (``import tinynet`` calls it). What is effective, and when:
@@ -47,9 +55,12 @@ import ctypes
 import os
 import sys
 
+import numpy as np
+
 __all__ = ["configure_threading", "set_num_threads", "get_num_threads"]
 
 LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+_NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]  # numba's own default
 OMP_WAIT_POLICY = "PASSIVE"
 
 # OpenBLAS thread-count entry points, numpy 2.x wheels (scipy-openblas, 64-bit
@@ -69,9 +80,9 @@ def configure_threading():
     numba's threading layer priority to omp, tbb, workqueue (numba's own is
     tbb, omp, workqueue) unless ``NUMBA_THREADING_LAYER`` or
     ``NUMBA_THREADING_LAYER_PRIORITY`` is set or ``numba.config`` already
-    names a layer. Does nothing once numba's pool is running, because neither
-    can change then. Imports nothing: when numba is not imported yet, it
-    reads these variables at its import.
+    names a layer or another priority. Does nothing once numba's pool is running, because neither
+    can change then. It does not import numba: when numba is not imported
+    yet, numba reads these variables at its import.
 
     Returns
     -------
@@ -98,7 +109,8 @@ def _user_chose_layer(numba):
     """True when the environment or numba's config already names a layer or a priority."""
     if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ:
         return True
-    return numba is not None and numba.config.THREADING_LAYER != "default"
+    return numba is not None and (numba.config.THREADING_LAYER != "default" or
+                                  numba.config.THREADING_LAYER_PRIORITY != _NUMBA_PRIORITY)
 
 
 def _numba_pool_running(numba):
@@ -157,9 +169,8 @@ def get_num_threads():
 
 def _openblas_functions():
     """(set, get) for each loaded OpenBLAS that exports them, numpy's first."""
-    import numpy
     # numpy's own copy lives in numpy.libs/ (Linux wheels) or numpy/.dylibs/ (macOS).
-    numpy_prefix = os.path.dirname(numpy.__file__)
+    numpy_prefix = os.path.dirname(np.__file__)
     paths = sorted(_loaded_openblas_paths(), key=lambda path: not path.startswith(numpy_prefix))
     functions = []
     for path in paths:

@@ -93,7 +93,8 @@ class _Norm(Layer):
         _, xv, mean, rstd, groups, fixed_stats = self._cache
         gamma, _ = self._gamma_beta()
         dx, dgamma, dbeta = self.ops.norm_backward(xv, dy.reshape(xv.shape), mean, rstd, gamma,
-                                                   groups, self.per_channel, fixed_stats)
+                                                   groups, self.per_channel, fixed_stats,
+                                                   need_dx=self.requires_input_grad)
         if self.weight is not None:
             self.weight.grad += dgamma.reshape(self.weight.shape)
             self.bias.grad += dbeta.reshape(self.bias.shape)

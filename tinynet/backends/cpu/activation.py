@@ -1,2 +1,561 @@
-"""Placeholder: the ref ops until the Numba kernels land."""
-from ..ref.activation import *  # noqa: F401,F403
+"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax (Numba kernels).
+
+The same ops and equations as tinynet/backends/ref/activation.py:
+
+- ReLU:       y = max(x, 0)                   dx = dy * [x > 0]
+- LeakyReLU:  y = x if x > 0 else slope * x   dx = dy if x > 0 else slope * dy
+- Sigmoid:    y = 1 / (1 + exp(-x))           dx = dy * y * (1 - y)
+- Tanh:       y = tanh(x)                     dx = dy * (1 - y^2)
+- GELU:       y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))
+              dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+  (exact erf form; https://arxiv.org/abs/1606.08415)
+- Softmax:    y_k = exp(x_k - m) / sum_j exp(x_j - m),  m = max_j x_j
+              dx = y * (dy - sum_k(dy_k * y_k))   (sums along the softmax axis)
+
+The elementwise ops run one flat loop over the C-order elements, split over
+the threads (promoted from kernels/elementwise.py variant 2, "prange flat").
+ReLU and LeakyReLU work in the input's dtype and give the ref's bits; Sigmoid,
+Tanh and GELU evaluate exp / tanh / erf in float64 and round once to the
+input's dtype. Softmax views x as (outer, K, inner), K the softmax axis, and
+accumulates its sums in float64 (promoted from kernels/elementwise.py softmax
+variant 2). NaN propagates as in the ref: relu(NaN) = NaN and a NaN in a
+softmax row makes the whole row NaN.
+
+Every op returns fresh arrays; backward ops return dy's dtype (x or y is read
+in dy's dtype).
+"""
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import prange
+from numba.core import types
+from numba.extending import intrinsic
+
+from .jit import njit_kernel
+
+__all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+           "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+           "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward"]
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_INV_SQRT2 = 1.0 / _SQRT2
+_INV_SQRT_2PI = 1.0 / _SQRT_2PI
+_LOG2E = 1.4426950408889634
+# ln 2 split in two: n * _LN2_HI is exact for |n| < 2^11 (Cody and Waite).
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+# Softmax over a strided axis handles this many neighbouring columns per task.
+_SOFTMAX_COLUMNS = 256
+
+
+def _float_array(op, name, a, dtype=None):
+    """``a`` as a C-contiguous float32 or float64 array (of ``dtype`` when given)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+    return a
+
+
+def _same_shape(op, x, dy):
+    if x.shape != dy.shape:
+        raise ValueError(f"{op}: dy must have the shape of the cached tensor {x.shape}, "
+                         f"got {dy.shape}")
+
+
+def _unary(kernel, op, x):
+    """Run ``kernel(x_flat, y_flat)`` on a fresh output of x's shape and dtype."""
+    x = _float_array(op, "x", x)
+    y = np.empty_like(x)
+    kernel(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def _binary(kernel, op, x, dy, *args):
+    """Run ``kernel(x_flat, dy_flat, *args, dx_flat)``; x is read in dy's dtype."""
+    dy = _float_array(op, "dy", dy)
+    x = _float_array(op, "x", x, dy.dtype)
+    _same_shape(op, x, dy)
+    dx = np.empty_like(dy)
+    kernel(x.reshape(-1), dy.reshape(-1), *args, dx.reshape(-1))
+    return dx
+
+
+@intrinsic
+def _as_float64(typingctx, bits):
+    """The float64 whose IEEE-754 bit pattern is the int64 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+@njit_kernel(inline="always")
+def _exp_parts(v):
+    """(2^n, q) with exp(v) = 2^n * (1 + q), for float64 v in [-708, 709].
+
+    Range reduction v = n ln2 + r with n = round(v / ln2), |r| <= ln2 / 2,
+    then q = exp(r) - 1 by its Taylor series to r^13 / 13! (truncation error
+    below 2^-60). Plain arithmetic without a libm call, so a loop that calls
+    it vectorizes; the result is within 1 ulp of exp(v).
+    """
+    n = math.floor(v * _LOG2E + 0.5)
+    r = (v - n * _LN2_HI) - n * _LN2_LO
+    q = 1.0 / 6227020800.0
+    q = q * r + 1.0 / 479001600.0
+    q = q * r + 1.0 / 39916800.0
+    q = q * r + 1.0 / 3628800.0
+    q = q * r + 1.0 / 362880.0
+    q = q * r + 1.0 / 40320.0
+    q = q * r + 1.0 / 5040.0
+    q = q * r + 1.0 / 720.0
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    q = (q * r + 1.0) * r
+    # 2^n: the exponent field of a float64 is n + 1023, at bit 52.
+    return _as_float64((np.int64(n) + 1023) << 52), q
+
+
+@njit_kernel(inline="always")
+def _exp(v):
+    """exp(v) of a float64 v <= 709, vectorizable: 0 below -708, NaN stays NaN."""
+    scale, q = _exp_parts(max(v, -708.0))
+    e = 0.0 if v < -708.0 else scale + scale * q
+    return e if v == v else v
+
+
+@njit_kernel(inline="always")
+def _expm1(v):
+    """exp(v) - 1 of a float64 v <= 0, vectorizable and accurate near v = 0."""
+    scale, q = _exp_parts(max(v, -708.0))
+    m = -1.0 if v < -708.0 else (scale - 1.0) + scale * q
+    return m if v == v else v
+
+
+# Every elementwise kernel below: parallel axis = the flat element index i;
+# iteration i reads element i and writes only out[i], so iterations never
+# touch the same memory.
+
+@njit_kernel(parallel=True)
+def _relu_forward(x, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = 0.0 if v <= 0 else v
+
+
+@njit_kernel(parallel=True)
+def _relu_backward(x, dy, dx):
+    for i in prange(x.size):
+        dx[i] = 0.0 if x[i] <= 0 else dy[i]
+
+
+@njit_kernel(parallel=True)
+def _leaky_relu_forward(x, slope, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else v * slope
+
+
+@njit_kernel(parallel=True)
+def _leaky_relu_backward(x, dy, slope, dx):
+    for i in prange(x.size):
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
+
+
+@njit_kernel(parallel=True)
+def _sigmoid_forward(x, y):
+    for i in prange(x.size):
+        v = np.float64(x[i])
+        # z = exp(-|x|) <= 1 never overflows.
+        z = _exp(-abs(v))
+        y[i] = (1.0 if v >= 0 else z) / (1.0 + z)
+
+
+@njit_kernel(parallel=True)
+def _sigmoid_backward(y, dy, dx):
+    for i in prange(y.size):
+        dx[i] = dy[i] * y[i] * (1 - y[i])
+
+
+@njit_kernel(parallel=True)
+def _tanh_forward(x, y):
+    for i in prange(x.size):
+        v = np.float64(x[i])
+        # tanh|x| = (1 - e) / (1 + e) = -m / (2 + m), e = exp(-2|x|), m = e - 1;
+        # expm1 keeps tanh accurate for tiny |x|.
+        m = _expm1(-2.0 * abs(v))
+        y[i] = math.copysign(-m / (2.0 + m), v)
+
+
+@njit_kernel(parallel=True)
+def _tanh_backward(y, dy, dx):
+    for i in prange(y.size):
+        dx[i] = dy[i] * (1 - y[i] * y[i])
+
+
+@njit_kernel(inline="always")
+def _phi_cdf_f32(v):
+    """Phi(v) = 0.5 * erfc(-v / sqrt(2)) to float32 accuracy, vectorizable.
+
+    erfc(z), z >= 0, is Numerical Recipes' ``erfcc`` (Press et al., Numerical
+    Recipes, 2nd ed., sec. 6.2): t = 1 / (1 + z / 2), erfc(z) = t * exp(-z^2 +
+    P(t)), relative error below 1.2e-7 for every z. Then Phi(v) = 1 - erfc / 2
+    for v >= 0 and erfc / 2 for v < 0.
+    """
+    z = abs(v) * _INV_SQRT2
+    t = 1.0 / (1.0 + 0.5 * z)
+    p = -0.82215223 + t * 0.17087277
+    p = 1.48851587 + t * p
+    p = -1.13520398 + t * p
+    p = 0.27886807 + t * p
+    p = -0.18628806 + t * p
+    p = 0.09678418 + t * p
+    p = 0.37409196 + t * p
+    p = 1.00002368 + t * p
+    p = -1.26551223 + t * p
+    half_erfc = 0.5 * t * _exp(p - z * z)
+    return 1.0 - half_erfc if v >= 0 else half_erfc
+
+
+@njit_kernel(parallel=True)
+def _gelu_forward_f32(x, y):
+    for i in prange(x.size):
+        v = np.float64(x[i])
+        g = v * _phi_cdf_f32(v)
+        y[i] = g if v == v else v
+
+
+@njit_kernel(parallel=True)
+def _gelu_backward_f32(x, dy, dx):
+    for i in prange(x.size):
+        v = np.float64(x[i])
+        # For |x| > 1e154, v * v is inf and the pdf is correctly 0.
+        pdf = _exp(-0.5 * v * v) * _INV_SQRT_2PI
+        g = np.float64(dy[i]) * (_phi_cdf_f32(v) + v * pdf)
+        dx[i] = g if v == v else v
+
+
+# float64 GELU: libm erf and exp, in the ref's order of operations.
+@njit_kernel(parallel=True)
+def _gelu_forward_f64(x, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v * (0.5 * (1.0 + math.erf(v / _SQRT2)))
+
+
+@njit_kernel(parallel=True)
+def _gelu_backward_f64(x, dy, dx):
+    for i in prange(x.size):
+        v = x[i]
+        cdf = 0.5 * (1.0 + math.erf(v / _SQRT2))
+        pdf = math.exp(-0.5 * v * v) / _SQRT_2PI
+        dx[i] = dy[i] * (cdf + v * pdf)
+
+
+def relu_forward(x):
+    """ReLU: y = max(x, 0); NaN stays NaN.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, any shape, float32 or float64.
+
+    Returns
+    -------
+    np.ndarray
+        y, same shape and dtype as x.
+    """
+    return _unary(_relu_forward, "relu_forward", x)
+
+
+def relu_backward(x, dy):
+    """ReLU backward: dx = dy where x > 0, else 0 (a NaN x passes dy, as torch).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        The forward input, any shape.
+    dy : np.ndarray
+        Upstream gradient, same shape as x.
+
+    Returns
+    -------
+    np.ndarray
+        dx, same shape and dtype as dy.
+    """
+    return _binary(_relu_backward, "relu_backward", x, dy)
+
+
+def leaky_relu_forward(x, slope):
+    """LeakyReLU: y = x if x > 0 else slope * x.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, any shape, float32 or float64.
+    slope : float
+        The negative slope (rounded to x's dtype, as the ref).
+
+    Returns
+    -------
+    np.ndarray
+        y, same shape and dtype as x.
+    """
+    x = _float_array("leaky_relu_forward", "x", x)
+    y = np.empty_like(x)
+    _leaky_relu_forward(x.reshape(-1), x.dtype.type(slope), y.reshape(-1))
+    return y
+
+
+def leaky_relu_backward(x, dy, slope):
+    """LeakyReLU backward: dx = dy if x > 0 else slope * dy.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        The forward input, any shape.
+    dy : np.ndarray
+        Upstream gradient, same shape as x.
+    slope : float
+        The negative slope.
+
+    Returns
+    -------
+    np.ndarray
+        dx, same shape and dtype as dy.
+    """
+    dtype = _float_array("leaky_relu_backward", "dy", dy).dtype
+    return _binary(_leaky_relu_backward, "leaky_relu_backward", x, dy, dtype.type(slope))
+
+
+def sigmoid_forward(x):
+    """Sigmoid: y = 1 / (1 + exp(-x)), without overflow for any x.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, any shape, float32 or float64.
+
+    Returns
+    -------
+    np.ndarray
+        y in [0, 1], same shape and dtype as x.
+    """
+    return _unary(_sigmoid_forward, "sigmoid_forward", x)
+
+
+def sigmoid_backward(y, dy):
+    """Sigmoid backward from the output: dx = dy * y * (1 - y).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        The forward output, any shape.
+    dy : np.ndarray
+        Upstream gradient, same shape as y.
+
+    Returns
+    -------
+    np.ndarray
+        dx, same shape and dtype as dy.
+    """
+    return _binary(_sigmoid_backward, "sigmoid_backward", y, dy)
+
+
+def tanh_forward(x):
+    """Tanh: y = tanh(x).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, any shape, float32 or float64.
+
+    Returns
+    -------
+    np.ndarray
+        y in [-1, 1], same shape and dtype as x.
+    """
+    return _unary(_tanh_forward, "tanh_forward", x)
+
+
+def tanh_backward(y, dy):
+    """Tanh backward from the output: dx = dy * (1 - y^2).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        The forward output, any shape.
+    dy : np.ndarray
+        Upstream gradient, same shape as y.
+
+    Returns
+    -------
+    np.ndarray
+        dx, same shape and dtype as dy.
+    """
+    return _binary(_tanh_backward, "tanh_backward", y, dy)
+
+
+def gelu_forward(x):
+    """GELU, exact erf form: y = 0.5 * x * (1 + erf(x / sqrt(2))), in float64.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, any shape, float32 or float64.
+
+    Returns
+    -------
+    np.ndarray
+        y, same shape and dtype as x.
+    """
+    x = _float_array("gelu_forward", "x", x)
+    return _unary(_gelu_forward_f32 if x.dtype == np.float32 else _gelu_forward_f64,
+                  "gelu_forward", x)
+
+
+def gelu_backward(x, dy):
+    """GELU backward: dx = dy * (Phi(x) + x * phi(x)), in float64.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        The forward input, any shape.
+    dy : np.ndarray
+        Upstream gradient, same shape as x.
+
+    Returns
+    -------
+    np.ndarray
+        dx, same shape and dtype as dy.
+    """
+    dy = _float_array("gelu_backward", "dy", dy)
+    return _binary(_gelu_backward_f32 if dy.dtype == np.float32 else _gelu_backward_f64,
+                   "gelu_backward", x, dy)
+
+
+@njit_kernel(parallel=True)
+def _softmax_forward(x, y, columns):
+    outer, k, inner = x.shape
+    blocks = (inner + columns - 1) // columns
+    # Parallel axis: tasks t = (o, block of up to `columns` columns j); task t
+    # reads x[o, :, j0:j1] and writes only y[o, :, j0:j1].
+    for t in prange(outer * blocks):
+        o = t // blocks
+        j0 = (t % blocks) * columns
+        j1 = min(j0 + columns, inner)
+        width = j1 - j0
+        # Running maximum and sum of each column, along the softmax axis.
+        m = np.empty(width, dtype=np.float64)
+        s = np.zeros(width, dtype=np.float64)
+        xc = x[o, 0, j0:j1]
+        for j in range(width):
+            m[j] = xc[j]
+        for c in range(1, k):
+            xc = x[o, c, j0:j1]
+            for j in range(width):
+                v = np.float64(xc[j])
+                # A NaN becomes the maximum, so a column with a NaN is all NaN.
+                if v > m[j] or v != v:
+                    m[j] = v
+        for c in range(k):
+            xc = x[o, c, j0:j1]
+            yc = y[o, c, j0:j1]
+            for j in range(width):
+                e = _exp(np.float64(xc[j]) - m[j])
+                s[j] += e
+                yc[j] = e
+        for j in range(width):
+            s[j] = 1.0 / s[j]
+        for c in range(k):
+            yc = y[o, c, j0:j1]
+            for j in range(width):
+                yc[j] = yc[j] * s[j]
+
+
+@njit_kernel(parallel=True)
+def _softmax_backward(y, dy, dx, columns):
+    outer, k, inner = y.shape
+    blocks = (inner + columns - 1) // columns
+    # Parallel axis: tasks t = (o, block of columns), as in _softmax_forward;
+    # task t writes only dx[o, :, j0:j1].
+    for t in prange(outer * blocks):
+        o = t // blocks
+        j0 = (t % blocks) * columns
+        j1 = min(j0 + columns, inner)
+        width = j1 - j0
+        s = np.zeros(width, dtype=np.float64)
+        for c in range(k):
+            yc = y[o, c, j0:j1]
+            dyc = dy[o, c, j0:j1]
+            for j in range(width):
+                s[j] += np.float64(dyc[j]) * np.float64(yc[j])
+        for c in range(k):
+            yc = y[o, c, j0:j1]
+            dyc = dy[o, c, j0:j1]
+            dxc = dx[o, c, j0:j1]
+            for j in range(width):
+                dxc[j] = np.float64(yc[j]) * (np.float64(dyc[j]) - s[j])
+
+
+def _axis_view(op, a, axis):
+    """``a`` viewed as (outer, K, inner) around ``axis``."""
+    if not -a.ndim <= axis < a.ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for shape {a.shape}")
+    axis %= a.ndim
+    outer = int(np.prod(a.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(a.shape[axis + 1:], dtype=np.int64))
+    return a.reshape(outer, a.shape[axis], inner)
+
+
+def softmax_forward(x, axis):
+    """Softmax along ``axis``: y = exp(x - max) / sum(exp(x - max)), sums in float64.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, any shape, e.g. (N, K) or (N, C, H, W), float32 or float64.
+    axis : int
+        The axis the probabilities sum to 1 along (negative counts from the end).
+
+    Returns
+    -------
+    np.ndarray
+        y, same shape and dtype as x.
+    """
+    x = _float_array("softmax_forward", "x", x)
+    y = np.empty_like(x)
+    if x.size:
+        _softmax_forward(_axis_view("softmax_forward", x, axis),
+                         _axis_view("softmax_forward", y, axis), _SOFTMAX_COLUMNS)
+    return y
+
+
+def softmax_backward(y, dy, axis):
+    """Softmax backward from the output: dx = y * (dy - sum(dy * y, axis)).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        The forward output, any shape.
+    dy : np.ndarray
+        Upstream gradient, same shape as y.
+    axis : int
+        The softmax axis used in the forward pass.
+
+    Returns
+    -------
+    np.ndarray
+        dx, same shape and dtype as dy.
+    """
+    dy = _float_array("softmax_backward", "dy", dy)
+    y = _float_array("softmax_backward", "y", y, dy.dtype)
+    _same_shape("softmax_backward", y, dy)
+    dx = np.empty_like(dy)
+    if dy.size:
+        _softmax_backward(_axis_view("softmax_backward", y, axis),
+                          _axis_view("softmax_backward", dy, axis),
+                          _axis_view("softmax_backward", dx, axis), _SOFTMAX_COLUMNS)
+    return dx

@@ -150,7 +150,8 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     return np.ascontiguousarray(y, dtype=x.dtype)
 
 
-def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False):
+def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
+                  need_dx=True):
     """Gradients of the normalization with respect to x, gamma and beta.
 
     Parameters
@@ -166,11 +167,13 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     fixed_stats : bool
         True when mean and rstd did not come from x (BatchNorm in eval mode):
         then dx = rstd * dxhat.
+    need_dx : bool
+        False skips dx (returned as None), e.g. for a first layer.
 
     Returns
     -------
-    dx : np.ndarray
-        (N, C, L), the dtype of x.
+    dx : np.ndarray or None
+        (N, C, L), the dtype of x; None when ``need_dx`` is False.
     dgamma, dbeta : np.ndarray or None
         (C,), the dtype of x; both None when gamma is None.
     """
@@ -187,15 +190,17 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     dxhat = dy if gamma is None else dy * gamma[None, :, None]
 
     # Per set: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
-    dxhat_s = _to_sets(dxhat, groups, per_channel)
-    if fixed_stats:
-        dx_s = rstd[:, None] * dxhat_s
-    else:
-        xhat_s = _to_sets(xhat, groups, per_channel)
-        mean_dxhat = dxhat_s.mean(axis=1, keepdims=True)
-        mean_dxhat_xhat = (dxhat_s * xhat_s).mean(axis=1, keepdims=True)
-        dx_s = rstd[:, None] * (dxhat_s - mean_dxhat - xhat_s * mean_dxhat_xhat)
-    dx = np.ascontiguousarray(_from_sets(dx_s, x.shape, per_channel), dtype=x.dtype)
+    dx = None
+    if need_dx:
+        dxhat_s = _to_sets(dxhat, groups, per_channel)
+        if fixed_stats:
+            dx_s = rstd[:, None] * dxhat_s
+        else:
+            xhat_s = _to_sets(xhat, groups, per_channel)
+            mean_dxhat = dxhat_s.mean(axis=1, keepdims=True)
+            mean_dxhat_xhat = (dxhat_s * xhat_s).mean(axis=1, keepdims=True)
+            dx_s = rstd[:, None] * (dxhat_s - mean_dxhat - xhat_s * mean_dxhat_xhat)
+        dx = np.ascontiguousarray(_from_sets(dx_s, x.shape, per_channel), dtype=x.dtype)
 
     if gamma is None:
         return dx, None, None

@@ -9,8 +9,10 @@ Max pooling
     forward:  y[n, c, i, j] = max over the window of x[n, c, h, w]
     backward: dx[n, c, h, w] = sum of dy[n, c, i, j] over the windows whose
               argmax is (h, w)
-    The argmax is the first maximum in row-major order within the window (as
-    torch; a NaN counts as the maximum). The cache is the flat index h*W + w
+    The argmax is the first maximum in row-major order within the window, as
+    torch. A window holding a NaN has the max NaN and its argmax is the LAST
+    NaN of the window, as torch (whose running test is `v > best or isnan(v)`,
+    so every later NaN takes over). The cache is the flat index h*W + w
     of each window's argmax in its (H, W) plane, as torch's return_indices.
     When sh < kh or sw < kw the windows overlap and one pixel can be the
     argmax of several windows: the backward scatter-ADDS.
@@ -64,7 +66,8 @@ def maxpool2d_forward(x, kernel, stride):
         Output, shape (N, C, OH, OW), dtype of x.
     cache : np.ndarray
         int64, shape (N, C, OH, OW): the flat index h*W + w of each window's
-        argmax (the first maximum in row-major order) in its (H, W) plane.
+        argmax (the first maximum in row-major order, or the last NaN) in its
+        (H, W) plane.
     """
     kw = kernel[1]
     sh, sw = stride
@@ -73,6 +76,10 @@ def maxpool2d_forward(x, kernel, stride):
     windows = _windows(x, kernel, stride)
     # np.argmax returns the first maximum, as torch does.
     k = np.argmax(windows, axis=-1)
+    # A window with a NaN: its last NaN, as torch.
+    isnan = np.isnan(windows)
+    last_nan = windows.shape[-1] - 1 - np.argmax(isnan[..., ::-1], axis=-1)
+    k = np.where(isnan.any(axis=-1), last_nan, k)
     y = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
     # Window (i, j) starts at row i*sh and column j*sw; tap k is at (k // kw, k % kw).
     h = np.arange(OH)[:, None] * sh + k // kw

@@ -1,0 +1,281 @@
+"""Kernel lab: inverted dropout with the counter-based splitmix64 mask.
+
+The op (tinynet.backends.ref.dropout, the reference), drop probability p:
+
+    keep_i = splitmix64(key + i) read as u in [0, 1) is >= p,
+             key = splitmix64(seed ^ splitmix64(step)), i the flat index
+    forward:   y  = x  * keep / (1 - p)
+    backward:  dx = dy * keep / (1 - p)
+
+Every variant gives the ref's mask and the ref's y and dx bit for bit.
+
+1. naive port: a serial njit loop writes the mask with the float test
+   (h >> 11) * 2^-53 >= p, then numpy computes x * keep * scale.
+2. parallel mask: variant 1's mask loop under prange; numpy multiplies.
+3. fused, uint8 mask: one prange pass hashes, tests h >= T with the integer
+   threshold T = ceil(p * 2^53) * 2^11 (the same test, no int-to-float
+   conversion), writes y and the uint8 mask; backward reads the mask.
+4. recompute: the forward writes y only and the "mask" is just (seed, step);
+   the backward hashes every index again. Saves the 1-byte mask write and read,
+   pays a second hash.
+5. bit-packed mask: as 3, but 8 mask bits per byte (n/8 bytes); each prange
+   iteration handles 8 elements.
+
+Floor: x read, y written, dy read, dx written (4 bytes each per element in
+float32); a stored mask adds 2 bytes (variant 3) or 2/8 bytes (variant 5).
+
+    python -m kernels.dropout --check      every variant against the reference
+    python -m kernels.dropout --bench      timings, % of floor, torch beside them
+"""
+import math
+import statistics
+
+import numpy as np
+import numba
+
+from tinynet.backends import ref
+from tinynet.backends.cpu.jit import njit_kernel
+from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
+
+SHAPE = (64, 32, 28, 28)
+P = 0.5
+SEED, STEP = 1234, 7
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit_kernel()
+def _mix(z):
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def _threshold(p):
+    return np.uint64(math.ceil(p * 2.0**53) << 11)
+
+
+def _scale(dtype, p):
+    return np.dtype(dtype).type(1.0 / (1.0 - p))
+
+
+@njit_kernel()
+def _mask_serial(seed, step, p, keep):
+    key = _mix(seed ^ _mix(step))
+    for i in range(keep.size):
+        u = (_mix(key + np.uint64(i)) >> np.uint64(11)) * 2.0**-53
+        keep[i] = u >= p
+
+
+def fwd_v1(x, p, seed, step):
+    keep = np.empty(x.shape, np.uint8)
+    _mask_serial(np.uint64(seed), np.uint64(step), p, keep.reshape(-1))
+    return x * keep * _scale(x.dtype, p), keep
+
+
+def bwd_v1(dy, cache, p):
+    return dy * cache * _scale(dy.dtype, p)
+
+
+@njit_kernel(parallel=True)
+def _mask_parallel(seed, step, p, keep):
+    key = _mix(seed ^ _mix(step))
+    # Parallel axis: the flat index i; iteration i writes only keep[i].
+    for i in numba.prange(keep.size):
+        u = (_mix(key + np.uint64(i)) >> np.uint64(11)) * 2.0**-53
+        keep[i] = u >= p
+
+
+def fwd_v2(x, p, seed, step):
+    keep = np.empty(x.shape, np.uint8)
+    _mask_parallel(np.uint64(seed), np.uint64(step), p, keep.reshape(-1))
+    return x * keep * _scale(x.dtype, p), keep
+
+
+@njit_kernel(parallel=True)
+def _fused_forward(x, seed, step, threshold, scale, y, keep):
+    key = _mix(seed ^ _mix(step))
+    # Parallel axis: the flat index i; iteration i writes only y[i], keep[i].
+    for i in numba.prange(x.size):
+        k = np.uint8(_mix(key + np.uint64(i)) >= threshold)
+        keep[i] = k
+        y[i] = x[i] * k * scale
+
+
+@njit_kernel(parallel=True)
+def _mask_backward(dy, keep, scale, dx):
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in numba.prange(dy.size):
+        dx[i] = dy[i] * keep[i] * scale
+
+
+def fwd_v3(x, p, seed, step):
+    y = np.empty_like(x)
+    keep = np.empty(x.shape, np.uint8)
+    _fused_forward(x.reshape(-1), np.uint64(seed), np.uint64(step), _threshold(p),
+                   _scale(x.dtype, p), y.reshape(-1), keep.reshape(-1))
+    return y, keep
+
+
+def bwd_v3(dy, cache, p):
+    dx = np.empty_like(dy)
+    _mask_backward(dy.reshape(-1), cache.reshape(-1), _scale(dy.dtype, p), dx.reshape(-1))
+    return dx
+
+
+@njit_kernel(parallel=True)
+def _hash_apply(x, seed, step, threshold, scale, y):
+    key = _mix(seed ^ _mix(step))
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in numba.prange(x.size):
+        k = np.uint8(_mix(key + np.uint64(i)) >= threshold)
+        y[i] = x[i] * k * scale
+
+
+def fwd_v4(x, p, seed, step):
+    y = np.empty_like(x)
+    _hash_apply(x.reshape(-1), np.uint64(seed), np.uint64(step), _threshold(p),
+                _scale(x.dtype, p), y.reshape(-1))
+    return y, (seed, step)
+
+
+def bwd_v4(dy, cache, p):
+    seed, step = cache
+    dx = np.empty_like(dy)
+    _hash_apply(dy.reshape(-1), np.uint64(seed), np.uint64(step), _threshold(p),
+                _scale(dy.dtype, p), dx.reshape(-1))
+    return dx
+
+
+@njit_kernel(parallel=True)
+def _packed_forward(x, seed, step, threshold, scale, y, bits):
+    key = _mix(seed ^ _mix(step))
+    n = x.size
+    # Parallel axis: bytes b of the packed mask; iteration b writes only
+    # bits[b] and y[8b : 8b + 8].
+    for b in numba.prange(bits.size):
+        byte = 0
+        for j in range(8):
+            i = 8 * b + j
+            if i < n:
+                k = np.uint8(_mix(key + np.uint64(i)) >= threshold)
+                byte |= k << j
+                y[i] = x[i] * k * scale
+        bits[b] = byte
+
+
+@njit_kernel(parallel=True)
+def _packed_backward(dy, bits, scale, dx):
+    n = dy.size
+    # Parallel axis: bytes b of the packed mask; iteration b writes only dx[8b : 8b + 8].
+    for b in numba.prange(bits.size):
+        byte = bits[b]
+        for j in range(8):
+            i = 8 * b + j
+            if i < n:
+                dx[i] = dy[i] * np.uint8((byte >> j) & 1) * scale
+
+
+def fwd_v5(x, p, seed, step):
+    y = np.empty_like(x)
+    bits = np.empty((x.size + 7) // 8, np.uint8)
+    _packed_forward(x.reshape(-1), np.uint64(seed), np.uint64(step), _threshold(p),
+                    _scale(x.dtype, p), y.reshape(-1), bits)
+    return y, bits
+
+
+def bwd_v5(dy, cache, p):
+    dx = np.empty_like(dy)
+    _packed_backward(dy.reshape(-1), cache, _scale(dy.dtype, p), dx.reshape(-1))
+    return dx
+
+
+VARIANTS = {
+    "1 naive serial mask": (fwd_v1, bwd_v1),
+    "2 parallel mask": (fwd_v2, bwd_v1),
+    "3 fused, uint8 mask": (fwd_v3, bwd_v3),
+    "4 recompute in bwd": (fwd_v4, bwd_v4),
+    "5 fused, bit-packed mask": (fwd_v5, bwd_v5),
+}
+
+CHECK_CASES = [((3, 7, 5, 3), 0.3, 2**63 + 99, 7), ((1001,), 0.5, 0, 0),
+               ((17, 13), 0.0, 5, 2**64 - 1), ((257, 3), 1 - 2**-53, 2**64 - 1, 3),
+               ((9, 11), 0.9, 12, 1)]
+
+
+def check():
+    rng = np.random.default_rng(0)
+    for shape, p, seed, step in CHECK_CASES:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal(shape).astype(dtype)
+            x.flat[0] = np.nan
+            dy = rng.standard_normal(shape).astype(dtype)
+            with np.errstate(invalid="ignore"):
+                y_ref, keep = ref.dropout_forward(x, p, seed, step)
+                dx_ref = ref.dropout_backward(dy, keep, p)
+            for name, (fwd, bwd) in VARIANTS.items():
+                with np.errstate(invalid="ignore"):
+                    y, cache = fwd(x, p, seed, step)
+                    dx = bwd(dy, cache, p)
+                # Bit for bit: compare the raw bytes (NaN included).
+                assert y.dtype == dtype and dx.dtype == dtype, name
+                assert np.array_equal(y.view(np.uint8), y_ref.view(np.uint8)), (name, shape)
+                assert np.array_equal(dx.view(np.uint8), dx_ref.view(np.uint8)), (name, shape)
+
+
+def _race(fns, rounds=5, repeat=15):
+    """Median over rounds of each fn's median time; the fns take turns each round."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(median_time(fn, repeat=repeat))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench():
+    import tinynet as tn
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    dy = rng.standard_normal(SHAPE).astype(np.float32)
+    floor_fwd = tensor_bytes(x, x)
+    floor_bwd = tensor_bytes(dy, dy)
+    torch = try_torch()
+    fns = {}
+    if torch is not None:
+        xt = torch.from_numpy(x).requires_grad_(True)
+        dyt = torch.from_numpy(dy)
+        drop = torch.nn.Dropout(P)
+
+        def torch_step():
+            xt.grad = None
+            drop(xt).backward(dyt)
+        fns["torch"] = torch_step
+    layer = tn.Dropout(P, seed=SEED)
+
+    def layer_step():
+        layer.forward(x)
+        layer.backward(dy)
+    fns["layer"] = layer_step
+    for name, (fwd, bwd) in VARIANTS.items():
+        cache = fwd(x, P, SEED, STEP)[1]
+        fns[name + " fwd"] = lambda fwd=fwd: fwd(x, P, SEED, STEP)
+        fns[name + " bwd"] = lambda bwd=bwd, cache=cache: bwd(dy, cache, P)
+        fns[name] = lambda fwd=fwd, bwd=bwd: bwd(dy, fwd(x, P, SEED, STEP)[1], P)
+    t = _race(fns)
+    t_torch = t.get("torch")
+    rows = []
+    for name in VARIANTS:
+        rows.append(Row("dropout fwd", name, t[name + " fwd"], floor_fwd))
+        rows.append(Row("dropout bwd", name, t[name + " bwd"], floor_bwd))
+        rows.append(Row("dropout fwd+bwd", name, t[name], floor_fwd + floor_bwd,
+                        torch_seconds=t_torch))
+    rows.append(Row("layer Dropout(0.5) fwd+bwd", f"tinynet {tn.backend_name()}",
+                    t["layer"], floor_fwd + floor_bwd, torch_seconds=t_torch))
+    return rows
+
+
+if __name__ == "__main__":
+    lab_main("dropout", check, bench)
