@@ -45,8 +45,9 @@ def _parallel_copy(src, dst):
     chunks = 64
     step = (n + chunks - 1) // chunks
     for c in numba.prange(chunks):
-        for i in range(c * step, min(n, (c + 1) * step)):
-            dst[i] = src[i]
+        lo = c * step
+        hi = min(n, lo + step)
+        dst[lo:hi] = src[lo:hi]
 
 
 def copy_bandwidth(nbytes=256 << 20):
@@ -113,7 +114,8 @@ def print_rows(rows, bandwidth, title=""):
         d = r.as_dict(bandwidth)
 
         def f(key, fmt):
-            return format(d[key], fmt) if key in d else ""
+            width = int(fmt.split(".")[0])
+            return format(d[key], fmt) if key in d else " " * width
         print(f"{r.op:<28}{r.variant:<30}{f('ms', '9.3f')}{f('GB/s', '8.1f')}"
               f"{f('GFLOP/s', '9.1f')}{f('time/floor', '9.2f')}{f('torch_ms', '10.3f')}"
               f"{f('ratio', '7.2f')}")

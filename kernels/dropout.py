@@ -14,7 +14,9 @@ Every variant gives the ref's mask and the ref's y and dx bit for bit.
 2. parallel mask: variant 1's mask loop under prange; numpy multiplies.
 3. fused, uint8 mask: one prange pass hashes, tests h >= T with the integer
    threshold T = ceil(p * 2^53) * 2^11 (the same test, no int-to-float
-   conversion), writes y and the uint8 mask; backward reads the mask.
+   conversion), writes y and the uint8 mask; backward reads the mask. This is
+   tinynet's kernel (tinynet.backends.cpu.dropout): the lab runs the
+   production op, so it times what tinynet runs.
 4. recompute: the forward writes y only and the "mask" is just (seed, step);
    the backward hashes every index again. Saves the 1-byte mask write and read,
    pays a second hash.
@@ -33,7 +35,7 @@ import statistics
 import numpy as np
 import numba
 
-from tinynet.backends import ref
+from tinynet.backends import cpu, ref
 from tinynet.backends.cpu.jit import njit_kernel
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 
@@ -93,37 +95,6 @@ def fwd_v2(x, p, seed, step):
     keep = np.empty(x.shape, np.uint8)
     _mask_parallel(np.uint64(seed), np.uint64(step), p, keep.reshape(-1))
     return x * keep * _scale(x.dtype, p), keep
-
-
-@njit_kernel(parallel=True)
-def _fused_forward(x, seed, step, threshold, scale, y, keep):
-    key = _mix(seed ^ _mix(step))
-    # Parallel axis: the flat index i; iteration i writes only y[i], keep[i].
-    for i in numba.prange(x.size):
-        k = np.uint8(_mix(key + np.uint64(i)) >= threshold)
-        keep[i] = k
-        y[i] = x[i] * k * scale
-
-
-@njit_kernel(parallel=True)
-def _mask_backward(dy, keep, scale, dx):
-    # Parallel axis: the flat index i; iteration i writes only dx[i].
-    for i in numba.prange(dy.size):
-        dx[i] = dy[i] * keep[i] * scale
-
-
-def fwd_v3(x, p, seed, step):
-    y = np.empty_like(x)
-    keep = np.empty(x.shape, np.uint8)
-    _fused_forward(x.reshape(-1), np.uint64(seed), np.uint64(step), _threshold(p),
-                   _scale(x.dtype, p), y.reshape(-1), keep.reshape(-1))
-    return y, keep
-
-
-def bwd_v3(dy, cache, p):
-    dx = np.empty_like(dy)
-    _mask_backward(dy.reshape(-1), cache.reshape(-1), _scale(dy.dtype, p), dx.reshape(-1))
-    return dx
 
 
 @njit_kernel(parallel=True)
@@ -196,7 +167,8 @@ def bwd_v5(dy, cache, p):
 VARIANTS = {
     "1 naive serial mask": (fwd_v1, bwd_v1),
     "2 parallel mask": (fwd_v2, bwd_v1),
-    "3 fused, uint8 mask": (fwd_v3, bwd_v3),
+    "3 fused, uint8 mask (tn)": (
+        lambda x, p, seed, step: cpu.dropout_forward(x, p, seed, step), cpu.dropout_backward),
     "4 recompute in bwd": (fwd_v4, bwd_v4),
     "5 fused, bit-packed mask": (fwd_v5, bwd_v5),
 }

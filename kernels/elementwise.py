@@ -12,35 +12,48 @@ reference):
     softmax cross-entropy, mean over N, label smoothing eps:
                loss = mean_n (lse_n - sum_k q_nk z_nk),  dlogits = (p - q) / N
 
-Elementwise variants (fwd(x) -> (y, cache), bwd(cache, dy) -> dx):
+Elementwise variants, per op (fwd(x) -> (y, cache), bwd(cache, dy) -> dx):
 
-1. naive port: a serial njit loop.
-2. prange flat: the same loop under prange over the flat index; numba splits
-   it into one contiguous block per thread and LLVM vectorizes each block.
-   exp / tanh / erf are libm calls, one element at a time.
-3. ReLU: uint8 mask. The forward also writes keep = [x > 0] (1 byte) and the
-   backward reads it instead of x (4 bytes): 18 instead of 20 bytes per element.
-3. Sigmoid, Tanh: vector exp. exp and expm1 written as range reduction plus a
-   Taylor polynomial in plain arithmetic (tinynet.backends.cpu.activation
-   ``_exp`` / ``_expm1``, within 1 ulp in float64), so the loop vectorizes.
-3. GELU (float32): Phi from the erfc approximation of Numerical Recipes
-   (``erfcc``, relative error < 1.2e-7, about 1 float32 ulp) with the vector
-   exp, computed in float64; float64 keeps libm erf.
+ReLU, LeakyReLU
+  1. naive port: a serial njit loop.
+  2. prange flat: the same loop under prange over the flat index; numba splits
+     it into one contiguous block per thread and LLVM vectorizes each block.
+  3. (ReLU) uint8 mask: the forward also writes keep = [x > 0] (1 byte) and
+     the backward reads it instead of x (4 bytes): 18 bytes per element
+     instead of 20.
+Sigmoid, Tanh
+  1. naive port, libm exp / tanh, serial.
+  2. prange flat, libm: the call runs one element at a time, the loop does
+     not vectorize.
+  3. vector exp in float64: exp and expm1 as range reduction plus a Taylor
+     polynomial in plain arithmetic (tinynet.backends.cpu.activation
+     ``_exp_f64`` / ``_expm1_f64``, within 1 ulp), inlined, so the loop
+     vectorizes: 8 float64 lanes per AVX-512 instruction.
+  4. vector exp in x's dtype: float32 input runs ``_exp_f32``, a shorter
+     polynomial on 16 float32 lanes, within 1 ulp of exp.
+GELU
+  1. naive port, libm erf, serial.
+  2. prange flat, libm erf.
+  3. Phi from the erfc approximation of Numerical Recipes (``erfcc``, relative
+     error < 1.2e-7, about one float32 ulp) and the vector exp, in float64;
+     float64 input keeps libm erf (variant 2).
+  4. variant 3 in float32 arithmetic for float32 input.
 
-Softmax over axis 1 of (N, K) and (N, C, H, W):
+Softmax over axis 1 of (N, C, H, W), the (N, K) case included:
 
 1. naive port: serial; max, sum of exp and the division along the axis.
-2. prange over (n, block of columns): the columns of a block are contiguous,
-   so the inner loop runs along them; libm exp.
-3. as 2 with the vector exp.
+2. prange over (n, block of columns): each task owns up to 256 contiguous
+   columns of one sample; libm exp.
+3. as 2 with the vector exp in x's dtype, and dx in x's dtype (the sums stay
+   float64).
 
 Softmax cross-entropy (N, K) forward + backward:
 
 1. naive port: serial rows.
 2. prange over rows (float64 sums, the row loss in one pass).
 
-A variant that was promoted runs the production op of tinynet.backends.cpu
-itself (its name says "= tinynet"), so the lab times what tinynet runs.
+The variant marked (tn) is tinynet's: the lab runs the production op of
+tinynet.backends.cpu itself, so it times what tinynet runs.
 
 Floor, float32 bytes of the minimal tensors: an activation's forward reads x
 and writes y, its backward reads x or y, reads dy and writes dx (5 tensors for
@@ -62,7 +75,7 @@ import numba
 
 import tinynet as tn
 from tinynet.backends import cpu, ref
-from tinynet.backends.cpu.activation import _exp, _expm1
+from tinynet.backends.cpu.activation import _exp_f64, _expm1_f64
 from tinynet.backends.cpu.jit import njit_kernel
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 
@@ -183,6 +196,15 @@ def _sigmoid_fwd_libm(x, y):
         y[i] = 1.0 / (1.0 + z) if v >= 0 else z / (1.0 + z)
 
 
+@njit_kernel(parallel=True, error_model="numpy")
+def _sigmoid_fwd_vec64(x, y):
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in numba.prange(x.size):
+        v = np.float64(x[i])
+        z = _exp_f64(-abs(v))
+        y[i] = (1.0 if v >= 0 else z) / (1.0 + z)
+
+
 @njit_kernel()
 def _sigmoid_bwd_serial(y, dy, dx):
     for i in range(y.size):
@@ -202,6 +224,15 @@ def _tanh_fwd_libm(x, y):
     # Parallel axis: the flat index i; iteration i writes only y[i].
     for i in numba.prange(x.size):
         y[i] = math.tanh(np.float64(x[i]))
+
+
+@njit_kernel(parallel=True, error_model="numpy")
+def _tanh_fwd_vec64(x, y):
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in numba.prange(x.size):
+        v = np.float64(x[i])
+        m = _expm1_f64(-2.0 * abs(v))
+        y[i] = math.copysign(-m / (2.0 + m), v)
 
 
 @njit_kernel()
@@ -244,36 +275,92 @@ def _gelu_bwd_libm(x, dy, dx):
         dx[i] = np.float64(dy[i]) * (cdf + v * math.exp(-0.5 * v * v) * INV_SQRT_2PI)
 
 
+@njit_kernel(inline="always", error_model="numpy")
+def _phi_cdf_vec64(v):
+    # Numerical Recipes' erfcc, as tinynet's _phi_cdf_f32, in float64.
+    z = abs(v) * SQRT1_2
+    t = 1.0 / (1.0 + 0.5 * z)
+    p = -0.82215223 + t * 0.17087277
+    p = 1.48851587 + t * p
+    p = -1.13520398 + t * p
+    p = 0.27886807 + t * p
+    p = -0.18628806 + t * p
+    p = 0.09678418 + t * p
+    p = 0.37409196 + t * p
+    p = 1.00002368 + t * p
+    p = -1.26551223 + t * p
+    half_erfc = 0.5 * t * _exp_f64(p - z * z)
+    return 1.0 - half_erfc if v >= 0 else half_erfc
+
+
+@njit_kernel(parallel=True, error_model="numpy")
+def _gelu_fwd_vec64(x, y):
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in numba.prange(x.size):
+        v = np.float64(x[i])
+        g = v * _phi_cdf_vec64(v)
+        y[i] = g if v == v else v
+
+
+@njit_kernel(parallel=True, error_model="numpy")
+def _gelu_bwd_vec64(x, dy, dx):
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in numba.prange(x.size):
+        v = np.float64(x[i])
+        pdf = _exp_f64(-0.5 * v * v) * INV_SQRT_2PI
+        g = np.float64(dy[i]) * (_phi_cdf_vec64(v) + v * pdf)
+        dx[i] = g if v == v else v
+
+
+def gelu_fwd_v3(x):
+    # erfcc is accurate to float32 only: float64 input keeps libm erf (variant 2).
+    kernel = _gelu_fwd_vec64 if x.dtype == np.float32 else _gelu_fwd_libm
+    return _flat_unary(kernel)(x)
+
+
+def gelu_bwd_v3(x, dy):
+    kernel = _gelu_bwd_vec64 if dy.dtype == np.float32 else _gelu_bwd_libm
+    return _flat_binary(kernel)(x, dy)
+
+
+def _cache_y(forward):
+    """fwd(x) -> (y, y) for an op whose backward reads its output."""
+    def fwd(x):
+        y = forward(x)
+        return y, y
+    return fwd
+
+
 VARIANTS = {
     "relu": {
         "1 naive serial": (_flat_unary(_relu_fwd_serial), _flat_binary(_relu_bwd_serial)),
-        "2 prange flat (= tinynet)": (lambda x: (cpu.relu_forward(x), x), cpu.relu_backward),
+        "2 prange flat (tn)": (lambda x: (cpu.relu_forward(x), x), cpu.relu_backward),
         "3 prange, uint8 mask": (relu_fwd_v3, _flat_binary(_relu_bwd_mask)),
     },
     "leaky_relu": {
         "1 naive serial": (leaky_fwd_v1, leaky_bwd_v1),
-        "2 prange flat (= tinynet)": (lambda x: (cpu.leaky_relu_forward(x, SLOPE), x),
-                                      lambda x, dy: cpu.leaky_relu_backward(x, dy, SLOPE)),
+        "2 prange flat (tn)": (lambda x: (cpu.leaky_relu_forward(x, SLOPE), x),
+                               lambda x, dy: cpu.leaky_relu_backward(x, dy, SLOPE)),
     },
     "sigmoid": {
         "1 naive serial": (_flat_unary_cache_y(_sigmoid_fwd_serial),
                            _flat_binary(_sigmoid_bwd_serial)),
         "2 prange flat, libm exp": (_flat_unary_cache_y(_sigmoid_fwd_libm),
                                     cpu.sigmoid_backward),
-        "3 prange, vector exp (= tinynet)": (lambda x: (lambda y: (y, y))(cpu.sigmoid_forward(x)),
-                                             cpu.sigmoid_backward),
+        "3 vector exp, float64": (_flat_unary_cache_y(_sigmoid_fwd_vec64), cpu.sigmoid_backward),
+        "4 vector exp, x dtype (tn)": (_cache_y(cpu.sigmoid_forward), cpu.sigmoid_backward),
     },
     "tanh": {
         "1 naive serial": (_flat_unary_cache_y(_tanh_fwd_serial), _flat_binary(_tanh_bwd_serial)),
         "2 prange flat, libm tanh": (_flat_unary_cache_y(_tanh_fwd_libm), cpu.tanh_backward),
-        "3 prange, vector expm1 (= tinynet)": (lambda x: (lambda y: (y, y))(cpu.tanh_forward(x)),
-                                               cpu.tanh_backward),
+        "3 vector expm1, float64": (_flat_unary_cache_y(_tanh_fwd_vec64), cpu.tanh_backward),
+        "4 vector expm1, x dtype (tn)": (_cache_y(cpu.tanh_forward), cpu.tanh_backward),
     },
     "gelu": {
         "1 naive serial": (_flat_unary(_gelu_fwd_serial), _flat_binary(_gelu_bwd_serial)),
         "2 prange flat, libm erf": (_flat_unary(_gelu_fwd_libm), _flat_binary(_gelu_bwd_libm)),
-        "3 prange, erfcc + vector exp (= tinynet)": (lambda x: (cpu.gelu_forward(x), x),
-                                                     cpu.gelu_backward),
+        "3 erfcc + vector exp, f64": (gelu_fwd_v3, gelu_bwd_v3),
+        "4 erfcc, x dtype (tn)": (lambda x: (cpu.gelu_forward(x), x), cpu.gelu_backward),
     },
 }
 
@@ -379,9 +466,8 @@ def softmax_fwd_v2(x):
 SOFTMAX_VARIANTS = {
     "1 naive serial": (softmax_fwd_v1, softmax_bwd_v1),
     "2 prange blocks, libm exp": (softmax_fwd_v2, lambda y, dy: cpu.softmax_backward(y, dy, 1)),
-    "3 prange blocks, vector exp (= tinynet)": (
-        lambda x: (lambda y: (y, y))(cpu.softmax_forward(x, 1)),
-        lambda y, dy: cpu.softmax_backward(y, dy, 1)),
+    "3 vector exp, x dtype (tn)": (_cache_y(lambda x: cpu.softmax_forward(x, 1)),
+                                   lambda y, dy: cpu.softmax_backward(y, dy, 1)),
 }
 
 
@@ -431,7 +517,7 @@ def xent_bwd_v1(probs, labels, eps):
 
 XENT_VARIANTS = {
     "1 naive serial": (xent_fwd_v1, xent_bwd_v1),
-    "2 prange rows (= tinynet)": (cpu.softmax_xent_forward, cpu.softmax_xent_backward),
+    "2 prange rows (tn)": (cpu.softmax_xent_forward, cpu.softmax_xent_backward),
 }
 
 
@@ -564,9 +650,9 @@ def _bench_xent(rows):
     t = _race(fns, repeat=200)
     floor = 4 * tensor_bytes(logits)
     for name in XENT_VARIANTS:
-        rows.append(Row("softmax-xent (64,10) fwd+bwd", name, t[name], floor,
+        rows.append(Row("xent (64,10) fwd+bwd", name, t[name], floor,
                         torch_seconds=t.get("torch")))
-    rows.append(Row("layer SoftmaxCrossEntropy fwd+bwd", f"tinynet {tn.backend_name()}",
+    rows.append(Row("layer xent (64,10) fwd+bwd", f"tinynet {tn.backend_name()}",
                     t["layer"], floor, torch_seconds=t.get("torch")))
 
 

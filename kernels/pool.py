@@ -42,13 +42,24 @@ Average pool variants (``avgpool2d_forward(x, kernel, stride) -> y``,
    scatter-add.
 2. gather backward: each dx pixel sums dy over the windows that hold it
    (a row range times a column range), so every dx pixel is written once.
-3. taps outside, output columns inside (as max variant 4) on a float64 row
-   of sums; backward zeroes each plane inside the kernel, then scatter-adds.
+3. taps outside, output columns inside (as max variant 4): the forward on
+   a float64 row of sums, the backward's scatter-add on dx zeroed inside the
+   kernel.
 4. 2x2 stride-2 specialization: four taps unrolled; the backward writes each
-   dx pixel once over contiguous columns. Other shapes run 3.
+   dx pixel once over contiguous columns. Other shapes run 1.
 
 Floor: forward reads x and writes y; backward reads dy and writes dx (the
 argmax cache is extra traffic that a variant may or may not pay).
+
+What the runs showed (2 cores, float32, (64, 32, 28, 28)): on the 2x2
+stride-2 target, 5 is the fastest max pool by a wide margin; storing the
+uint8 tap beats recomputing the argmax from x (6), whose backward must read
+x again; the branchy per-window loops (1-3) do not vectorize. For other
+windows, 4's forward beats the per-window loop 2 to 2.5 times. For average
+pooling the 2x2 specialization (4) is 5 to 8 times faster than the generic
+loops, the gather backward (2) is the slowest (an integer division per
+pixel) and taps outside (3) gains nothing over 1. tinynet.backends.cpu.pool
+runs max 5 (2x2 stride 2) or 4, and average 4 (2x2 stride 2) or 1.
 
     python -m kernels.pool --check      every variant against the reference
     python -m kernels.pool --bench      timings, % of floor, torch beside them
@@ -582,7 +593,7 @@ def _avg_bwd_2x2(dy, dx):
 
 def avg_fwd_v4(x, kernel, stride):
     if not _is_2x2(kernel, stride):
-        return avg_fwd_v3(x, kernel, stride)
+        return avg_fwd_v1(x, kernel, stride)
     N, C, H, W = x.shape
     y = np.empty((N, C, H // 2, W // 2), x.dtype)
     _avg_fwd_2x2(x.reshape(N * C, H, W), y.reshape(N * C, H // 2, W // 2))
@@ -591,7 +602,7 @@ def avg_fwd_v4(x, kernel, stride):
 
 def avg_bwd_v4(dy, x_shape, kernel, stride):
     if not _is_2x2(kernel, stride):
-        return avg_bwd_v3(dy, x_shape, kernel, stride)
+        return avg_bwd_v1(dy, x_shape, kernel, stride)
     N, C, H, W = x_shape
     OH, OW = dy.shape[2:]
     dx = np.empty(x_shape, dy.dtype)
@@ -663,7 +674,38 @@ def _torch_times(torch, module, x, dy):
     return median_time(fwd), median_time(bwd), median_time(both)
 
 
-def _bench_family(rows, label, variants, torch_module, x, kernel, stride, is_max):
+def _max_calls(fwd, bwd, x, dy, kernel, stride):
+    """Forward, backward, and forward then backward of a max-pool variant."""
+    cache = fwd(x, kernel, stride)[1]
+
+    def forward():
+        fwd(x, kernel, stride)
+
+    def backward():
+        bwd(dy, x.shape, cache, kernel, stride)
+
+    def both():
+        bwd(dy, x.shape, fwd(x, kernel, stride)[1], kernel, stride)
+
+    return forward, backward, both
+
+
+def _avg_calls(fwd, bwd, x, dy, kernel, stride):
+    """Forward, backward, and forward then backward of an average-pool variant."""
+    def forward():
+        fwd(x, kernel, stride)
+
+    def backward():
+        bwd(dy, x.shape, kernel, stride)
+
+    def both():
+        fwd(x, kernel, stride)
+        bwd(dy, x.shape, kernel, stride)
+
+    return forward, backward, both
+
+
+def _bench_family(rows, label, variants, torch_module, x, kernel, stride, calls):
     torch = try_torch()
     y_shape = (x.shape[0], x.shape[1]) + _out_hw(x.shape[2], x.shape[3], kernel, stride)
     dy = np.random.default_rng(1).standard_normal(y_shape).astype(x.dtype)
@@ -673,18 +715,12 @@ def _bench_family(rows, label, variants, torch_module, x, kernel, stride, is_max
     if torch is not None:
         t_fwd, t_bwd, t_both = _torch_times(torch, torch_module(torch), x, dy)
     for name, (fwd, bwd) in variants.items():
-        if is_max:
-            cache = fwd(x, kernel, stride)[1]
-            f = lambda: fwd(x, kernel, stride)  # noqa: E731
-            b = lambda: bwd(dy, x.shape, cache, kernel, stride)  # noqa: E731
-            fb = lambda: bwd(dy, x.shape, fwd(x, kernel, stride)[1], kernel, stride)  # noqa: E731
-        else:
-            f = lambda: fwd(x, kernel, stride)  # noqa: E731
-            b = lambda: bwd(dy, x.shape, kernel, stride)  # noqa: E731
-            fb = lambda: (fwd(x, kernel, stride), bwd(dy, x.shape, kernel, stride))  # noqa: E731
-        rows.append(Row(f"{label} fwd", name, median_time(f), fwd_bytes, torch_seconds=t_fwd))
-        rows.append(Row(f"{label} bwd", name, median_time(b), bwd_bytes, torch_seconds=t_bwd))
-        rows.append(Row(f"{label} fwd+bwd", name, median_time(fb), fwd_bytes + bwd_bytes,
+        forward, backward, both = calls(fwd, bwd, x, dy, kernel, stride)
+        rows.append(Row(f"{label} fwd", name, median_time(forward), fwd_bytes,
+                        torch_seconds=t_fwd))
+        rows.append(Row(f"{label} bwd", name, median_time(backward), bwd_bytes,
+                        torch_seconds=t_bwd))
+        rows.append(Row(f"{label} fwd+bwd", name, median_time(both), fwd_bytes + bwd_bytes,
                         torch_seconds=t_both))
 
 
@@ -713,13 +749,13 @@ def bench():
     rows = []
     x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
     _bench_family(rows, "maxpool 2x2/2", MAX_VARIANTS,
-                  lambda torch: torch.nn.MaxPool2d(2), x, (2, 2), (2, 2), True)
+                  lambda torch: torch.nn.MaxPool2d(2), x, (2, 2), (2, 2), _max_calls)
     _bench_family(rows, "maxpool 3x3/2", MAX_VARIANTS,
-                  lambda torch: torch.nn.MaxPool2d(*OVERLAP), x, *OVERLAP, True)
+                  lambda torch: torch.nn.MaxPool2d(*OVERLAP), x, *OVERLAP, _max_calls)
     _bench_family(rows, "avgpool 2x2/2", AVG_VARIANTS,
-                  lambda torch: torch.nn.AvgPool2d(2), x, (2, 2), (2, 2), False)
+                  lambda torch: torch.nn.AvgPool2d(2), x, (2, 2), (2, 2), _avg_calls)
     _bench_family(rows, "avgpool 3x3/2", AVG_VARIANTS,
-                  lambda torch: torch.nn.AvgPool2d(*OVERLAP), x, *OVERLAP, False)
+                  lambda torch: torch.nn.AvgPool2d(*OVERLAP), x, *OVERLAP, _avg_calls)
     _bench_layers(rows, x)
     return rows
 

@@ -103,7 +103,7 @@ def test_maxpool_ties_take_the_first_maximum(rng, shape, kernel, stride, dtype):
 
 
 @pytest.mark.parametrize("shape, kernel, stride", CASES[:7], ids=IDS[:7])
-def test_maxpool_argmax_is_torchs_index(rng, shape, kernel, stride):
+def test_maxpool_argmax_is_torchs_index_with_ties_and_nan(rng, shape, kernel, stride):
     torch = pytest.importorskip("torch")
     x = rng.integers(0, 3, shape).astype(np.float64)
     x.flat[rng.choice(x.size, x.size // 5, replace=False)] = np.nan
@@ -111,6 +111,8 @@ def test_maxpool_argmax_is_torchs_index(rng, shape, kernel, stride):
     _, indices = torch.nn.functional.max_pool2d(torch.tensor(x), kernel, stride,
                                                 return_indices=True)
     np.testing.assert_array_equal(_flat_index(cache, shape, kernel, stride), indices.numpy())
+    # The ref backend (the oracle) follows the same rule.
+    np.testing.assert_array_equal(ref.maxpool2d_forward(x, kernel, stride)[1], indices.numpy())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

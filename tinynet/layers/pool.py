@@ -7,7 +7,8 @@ OW = (W - kw) // sw + 1.
 
 MaxPool2D  forward:  y[n, c, i, j] = max of x over window (i, j)
            backward: dy[n, c, i, j] goes to the window's argmax (the first
-                     maximum in row-major order); overlapping windows add.
+                     maximum in row-major order, or the last NaN of a window
+                     holding NaN, as torch); overlapping windows add.
 AvgPool2D  forward:  y[n, c, i, j] = mean of x over window (i, j)
            backward: dx[n, c, h, w] = sum over the windows holding (h, w) of
                      dy[n, c, i, j] / (kh*kw)

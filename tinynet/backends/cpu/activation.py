@@ -12,17 +12,24 @@ The same ops and equations as tinynet/backends/ref/activation.py:
 - Softmax:    y_k = exp(x_k - m) / sum_j exp(x_j - m),  m = max_j x_j
               dx = y * (dy - sum_k(dy_k * y_k))   (sums along the softmax axis)
 
-The elementwise ops run one flat loop over the C-order elements, split over
-the threads (promoted from kernels/elementwise.py variant 2, "prange flat").
-ReLU and LeakyReLU work in the input's dtype and give the ref's bits; Sigmoid,
-Tanh and GELU evaluate exp / tanh / erf in float64 and round once to the
-input's dtype. Softmax views x as (outer, K, inner), K the softmax axis, and
-accumulates its sums in float64 (promoted from kernels/elementwise.py softmax
-variant 2). NaN propagates as in the ref: relu(NaN) = NaN and a NaN in a
-softmax row makes the whole row NaN.
+The elementwise ops run one flat loop over the C-order elements under prange,
+which numba splits into one contiguous block per thread and LLVM vectorizes
+(kernels/elementwise.py variant 2, "prange flat", promoted for ReLU and
+LeakyReLU; they give the ref's bits).
 
-Every op returns fresh arrays; backward ops return dy's dtype (x or y is read
-in dy's dtype).
+exp and expm1 are written out (range reduction and a Taylor polynomial,
+``_exp_f32`` / ``_exp_f64``) instead of calling libm, because a loop that
+calls libm does not vectorize. They run in the input's precision and are
+within 1 ulp of exp (kernels/elementwise.py variant 4, "vector exp, x dtype",
+promoted for Sigmoid and Tanh; softmax variant 3). float32 GELU takes erfc
+from the approximation of Numerical Recipes (relative error < 1.2e-7) in
+float32 arithmetic (variant 4); float64 GELU calls libm's erf, in the ref's
+order of operations.
+
+Softmax views x as (outer, K, inner), K the softmax axis, and sums in float64.
+NaN propagates as in the ref: relu(NaN) = NaN and a NaN in a softmax row makes
+the whole row NaN. Every op returns fresh arrays; backward ops return dy's
+dtype (x or y is read in dy's dtype).
 """
 import math
 
@@ -30,7 +37,7 @@ import numpy as np
 from llvmlite import ir
 from numba import prange
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .jit import njit_kernel
 
@@ -40,14 +47,21 @@ __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_ba
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
-_INV_SQRT2 = 1.0 / _SQRT2
-_INV_SQRT_2PI = 1.0 / _SQRT_2PI
 _LOG2E = 1.4426950408889634
-# ln 2 split in two: n * _LN2_HI is exact for |n| < 2^11 (Cody and Waite).
+# ln 2 split in two (Cody and Waite): n * hi is exact for every n the range
+# reduction meets, lo carries the rest of ln 2.
 _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
+_F32_LOG2E = np.float32(_LOG2E)
+_F32_LN2_HI = np.float32(0.693359375)
+_F32_LN2_LO = np.float32(-2.12194440e-4)
+_F32_INV_SQRT2 = np.float32(1.0 / _SQRT2)
+_F32_INV_SQRT_2PI = np.float32(1.0 / _SQRT_2PI)
 # Softmax over a strided axis handles this many neighbouring columns per task.
 _SOFTMAX_COLUMNS = 256
+# Kernels that divide use numpy's error model: x / 0 gives inf or NaN instead
+# of a Python ZeroDivisionError check, which would stop the loop from vectorizing.
+_NUMPY_ERRORS = "numpy"
 
 
 def _float_array(op, name, a, dtype=None):
@@ -82,8 +96,24 @@ def _binary(kernel, op, x, dy, *args):
     return dx
 
 
+# exp and expm1 without libm. With v = n ln2 + r, n = round(v / ln2) and
+# |r| <= ln2 / 2: exp(v) = 2^n * (1 + q), q = exp(r) - 1 from its Taylor
+# series (to r^7 / 7! in float32, r^13 / 13! in float64: truncation below
+# half an ulp). 2^n is built from its IEEE-754 exponent field, in two factors
+# 2^a * 2^(n - a) so that results down to the smallest subnormal come out
+# right. inline="always" makes numba paste these into the calling loop;
+# called as functions they stop it from vectorizing (measured 40 times slower).
+
 @intrinsic
-def _as_float64(typingctx, bits):
+def _bits_as_float32(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the int32 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _bits_as_float64(typingctx, bits):
     """The float64 whose IEEE-754 bit pattern is the int64 ``bits``."""
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
@@ -91,47 +121,112 @@ def _as_float64(typingctx, bits):
 
 
 @njit_kernel(inline="always")
-def _exp_parts(v):
-    """(2^n, q) with exp(v) = 2^n * (1 + q), for float64 v in [-708, 709].
-
-    Range reduction v = n ln2 + r with n = round(v / ln2), |r| <= ln2 / 2,
-    then q = exp(r) - 1 by its Taylor series to r^13 / 13! (truncation error
-    below 2^-60). Plain arithmetic without a libm call, so a loop that calls
-    it vectorizes; the result is within 1 ulp of exp(v).
-    """
-    n = math.floor(v * _LOG2E + 0.5)
-    r = (v - n * _LN2_HI) - n * _LN2_LO
-    q = 1.0 / 6227020800.0
-    q = q * r + 1.0 / 479001600.0
-    q = q * r + 1.0 / 39916800.0
-    q = q * r + 1.0 / 3628800.0
-    q = q * r + 1.0 / 362880.0
-    q = q * r + 1.0 / 40320.0
-    q = q * r + 1.0 / 5040.0
-    q = q * r + 1.0 / 720.0
-    q = q * r + 1.0 / 120.0
-    q = q * r + 1.0 / 24.0
-    q = q * r + 1.0 / 6.0
-    q = q * r + 0.5
-    q = (q * r + 1.0) * r
-    # 2^n: the exponent field of a float64 is n + 1023, at bit 52.
-    return _as_float64((np.int64(n) + 1023) << 52), q
+def _pow2_f32(n):
+    """2^n for a whole float32 n in [-126, 127]: exponent field n + 127 at bit 23."""
+    return _bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
 @njit_kernel(inline="always")
-def _exp(v):
-    """exp(v) of a float64 v <= 709, vectorizable: 0 below -708, NaN stays NaN."""
-    scale, q = _exp_parts(max(v, -708.0))
-    e = 0.0 if v < -708.0 else scale + scale * q
+def _pow2_f64(n):
+    """2^n for a whole float64 n in [-1022, 1023]: exponent field n + 1023 at bit 52."""
+    return _bits_as_float64((np.int64(n) + 1023) << 52)
+
+
+@njit_kernel(inline="always")
+def _exp_parts_f32(v):
+    """(n, q) with exp(v) = 2^n * (1 + q), for float32 v in [-104, 88]."""
+    n = np.floor(v * _F32_LOG2E + np.float32(0.5))
+    r = (v - n * _F32_LN2_HI) - n * _F32_LN2_LO
+    q = np.float32(1 / 5040)
+    q = q * r + np.float32(1 / 720)
+    q = q * r + np.float32(1 / 120)
+    q = q * r + np.float32(1 / 24)
+    q = q * r + np.float32(1 / 6)
+    q = q * r + np.float32(0.5)
+    q = (q * r + np.float32(1)) * r
+    return n, q
+
+
+@njit_kernel(inline="always")
+def _exp_parts_f64(v):
+    """(n, q) with exp(v) = 2^n * (1 + q), for float64 v in [-746, 709]."""
+    n = np.floor(v * _LOG2E + 0.5)
+    r = (v - n * _LN2_HI) - n * _LN2_LO
+    q = 1 / 6227020800
+    q = q * r + 1 / 479001600
+    q = q * r + 1 / 39916800
+    q = q * r + 1 / 3628800
+    q = q * r + 1 / 362880
+    q = q * r + 1 / 40320
+    q = q * r + 1 / 5040
+    q = q * r + 1 / 720
+    q = q * r + 1 / 120
+    q = q * r + 1 / 24
+    q = q * r + 1 / 6
+    q = q * r + 0.5
+    q = (q * r + 1.0) * r
+    return n, q
+
+
+@njit_kernel(inline="always")
+def _exp_f32(v):
+    """exp(v) of a float32 v <= 88, subnormal results included; NaN stays NaN."""
+    n, q = _exp_parts_f32(min(max(v, np.float32(-104)), np.float32(88)))
+    a = np.floor(np.float32(0.5) * n)
+    scale = _pow2_f32(a)
+    e = (scale + scale * q) * _pow2_f32(n - a)
+    e = np.float32(0) if v < np.float32(-104) else e
     return e if v == v else v
 
 
 @njit_kernel(inline="always")
-def _expm1(v):
-    """exp(v) - 1 of a float64 v <= 0, vectorizable and accurate near v = 0."""
-    scale, q = _exp_parts(max(v, -708.0))
+def _exp_f64(v):
+    """exp(v) of a float64 v <= 709, subnormal results included; NaN stays NaN."""
+    n, q = _exp_parts_f64(min(max(v, -746.0), 709.0))
+    a = np.floor(0.5 * n)
+    scale = _pow2_f64(a)
+    e = (scale + scale * q) * _pow2_f64(n - a)
+    e = 0.0 if v < -746.0 else e
+    return e if v == v else v
+
+
+@njit_kernel(inline="always")
+def _expm1_f32(v):
+    """exp(v) - 1 of a float32 v <= 0, accurate near 0."""
+    n, q = _exp_parts_f32(max(v, np.float32(-87)))
+    scale = _pow2_f32(n)
+    m = np.float32(-1) if v < np.float32(-87) else (scale - np.float32(1)) + scale * q
+    return m if v == v else v
+
+
+@njit_kernel(inline="always")
+def _expm1_f64(v):
+    """exp(v) - 1 of a float64 v <= 0, accurate near 0."""
+    n, q = _exp_parts_f64(max(v, -708.0))
+    scale = _pow2_f64(n)
     m = -1.0 if v < -708.0 else (scale - 1.0) + scale * q
     return m if v == v else v
+
+
+def _exp(v):
+    """exp(v) in v's own precision, inside kernels: ``_exp_f32`` or ``_exp_f64``."""
+    raise NotImplementedError("_exp runs inside numba kernels only")
+
+
+def _expm1(v):
+    """exp(v) - 1 in v's own precision, inside kernels: ``_expm1_f32`` or ``_expm1_f64``."""
+    raise NotImplementedError("_expm1 runs inside numba kernels only")
+
+
+@overload(_exp, inline="always")
+def _exp_for_type(v):
+    # Pick the implementation from v's numba type when a kernel compiles.
+    return (lambda v: _exp_f32(v)) if v == types.float32 else (lambda v: _exp_f64(v))
+
+
+@overload(_expm1, inline="always")
+def _expm1_for_type(v):
+    return (lambda v: _expm1_f32(v)) if v == types.float32 else (lambda v: _expm1_f64(v))
 
 
 # Every elementwise kernel below: parallel axis = the flat element index i;
@@ -140,15 +235,17 @@ def _expm1(v):
 
 @njit_kernel(parallel=True)
 def _relu_forward(x, y):
+    zero = x.dtype.type(0)
     for i in prange(x.size):
         v = x[i]
-        y[i] = 0.0 if v <= 0 else v
+        y[i] = zero if v <= 0 else v
 
 
 @njit_kernel(parallel=True)
 def _relu_backward(x, dy, dx):
+    zero = dy.dtype.type(0)
     for i in prange(x.size):
-        dx[i] = 0.0 if x[i] <= 0 else dy[i]
+        dx[i] = zero if x[i] <= 0 else dy[i]
 
 
 @njit_kernel(parallel=True)
@@ -164,76 +261,79 @@ def _leaky_relu_backward(x, dy, slope, dx):
         dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
 
 
-@njit_kernel(parallel=True)
+@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
 def _sigmoid_forward(x, y):
+    one = x.dtype.type(1)
     for i in prange(x.size):
-        v = np.float64(x[i])
+        v = x[i]
         # z = exp(-|x|) <= 1 never overflows.
         z = _exp(-abs(v))
-        y[i] = (1.0 if v >= 0 else z) / (1.0 + z)
+        y[i] = (one if v >= 0 else z) / (one + z)
 
 
 @njit_kernel(parallel=True)
 def _sigmoid_backward(y, dy, dx):
+    one = dy.dtype.type(1)
     for i in prange(y.size):
-        dx[i] = dy[i] * y[i] * (1 - y[i])
+        dx[i] = dy[i] * y[i] * (one - y[i])
 
 
-@njit_kernel(parallel=True)
+@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
 def _tanh_forward(x, y):
+    two = x.dtype.type(2)
     for i in prange(x.size):
-        v = np.float64(x[i])
+        v = x[i]
         # tanh|x| = (1 - e) / (1 + e) = -m / (2 + m), e = exp(-2|x|), m = e - 1;
         # expm1 keeps tanh accurate for tiny |x|.
-        m = _expm1(-2.0 * abs(v))
-        y[i] = math.copysign(-m / (2.0 + m), v)
+        m = _expm1(-two * abs(v))
+        y[i] = math.copysign(-m / (two + m), v)
 
 
 @njit_kernel(parallel=True)
 def _tanh_backward(y, dy, dx):
+    one = dy.dtype.type(1)
     for i in prange(y.size):
-        dx[i] = dy[i] * (1 - y[i] * y[i])
+        dx[i] = dy[i] * (one - y[i] * y[i])
 
 
-@njit_kernel(inline="always")
+@njit_kernel(inline="always", error_model=_NUMPY_ERRORS)
 def _phi_cdf_f32(v):
-    """Phi(v) = 0.5 * erfc(-v / sqrt(2)) to float32 accuracy, vectorizable.
+    """Phi(v) = erfc(-v / sqrt(2)) / 2 of a float32 v, vectorizable.
 
     erfc(z), z >= 0, is Numerical Recipes' ``erfcc`` (Press et al., Numerical
     Recipes, 2nd ed., sec. 6.2): t = 1 / (1 + z / 2), erfc(z) = t * exp(-z^2 +
     P(t)), relative error below 1.2e-7 for every z. Then Phi(v) = 1 - erfc / 2
     for v >= 0 and erfc / 2 for v < 0.
     """
-    z = abs(v) * _INV_SQRT2
-    t = 1.0 / (1.0 + 0.5 * z)
-    p = -0.82215223 + t * 0.17087277
-    p = 1.48851587 + t * p
-    p = -1.13520398 + t * p
-    p = 0.27886807 + t * p
-    p = -0.18628806 + t * p
-    p = 0.09678418 + t * p
-    p = 0.37409196 + t * p
-    p = 1.00002368 + t * p
-    p = -1.26551223 + t * p
-    half_erfc = 0.5 * t * _exp(p - z * z)
-    return 1.0 - half_erfc if v >= 0 else half_erfc
+    z = abs(v) * _F32_INV_SQRT2
+    t = np.float32(1) / (np.float32(1) + np.float32(0.5) * z)
+    p = np.float32(-0.82215223) + t * np.float32(0.17087277)
+    p = np.float32(1.48851587) + t * p
+    p = np.float32(-1.13520398) + t * p
+    p = np.float32(0.27886807) + t * p
+    p = np.float32(-0.18628806) + t * p
+    p = np.float32(0.09678418) + t * p
+    p = np.float32(0.37409196) + t * p
+    p = np.float32(1.00002368) + t * p
+    p = np.float32(-1.26551223) + t * p
+    half_erfc = np.float32(0.5) * t * _exp_f32(p - z * z)
+    return np.float32(1) - half_erfc if v >= 0 else half_erfc
 
 
-@njit_kernel(parallel=True)
+@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
 def _gelu_forward_f32(x, y):
     for i in prange(x.size):
-        v = np.float64(x[i])
+        v = x[i]
         g = v * _phi_cdf_f32(v)
         y[i] = g if v == v else v
 
 
-@njit_kernel(parallel=True)
+@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
 def _gelu_backward_f32(x, dy, dx):
     for i in prange(x.size):
-        v = np.float64(x[i])
-        # For |x| > 1e154, v * v is inf and the pdf is correctly 0.
-        pdf = _exp(-0.5 * v * v) * _INV_SQRT_2PI
-        g = np.float64(dy[i]) * (_phi_cdf_f32(v) + v * pdf)
+        v = x[i]
+        pdf = _exp_f32(np.float32(-0.5) * v * v) * _F32_INV_SQRT_2PI
+        g = dy[i] * (_phi_cdf_f32(v) + v * pdf)
         dx[i] = g if v == v else v
 
 
@@ -250,6 +350,7 @@ def _gelu_backward_f64(x, dy, dx):
     for i in prange(x.size):
         v = x[i]
         cdf = 0.5 * (1.0 + math.erf(v / _SQRT2))
+        # For |x| > 1e154, v * v is inf and the pdf is correctly 0.
         pdf = math.exp(-0.5 * v * v) / _SQRT_2PI
         dx[i] = dy[i] * (cdf + v * pdf)
 
@@ -326,8 +427,8 @@ def leaky_relu_backward(x, dy, slope):
     np.ndarray
         dx, same shape and dtype as dy.
     """
-    dtype = _float_array("leaky_relu_backward", "dy", dy).dtype
-    return _binary(_leaky_relu_backward, "leaky_relu_backward", x, dy, dtype.type(slope))
+    dy = _float_array("leaky_relu_backward", "dy", dy)
+    return _binary(_leaky_relu_backward, "leaky_relu_backward", x, dy, dy.dtype.type(slope))
 
 
 def sigmoid_forward(x):
@@ -399,7 +500,7 @@ def tanh_backward(y, dy):
 
 
 def gelu_forward(x):
-    """GELU, exact erf form: y = 0.5 * x * (1 + erf(x / sqrt(2))), in float64.
+    """GELU, exact erf form: y = 0.5 * x * (1 + erf(x / sqrt(2))).
 
     Parameters
     ----------
@@ -417,7 +518,7 @@ def gelu_forward(x):
 
 
 def gelu_backward(x, dy):
-    """GELU backward: dx = dy * (Phi(x) + x * phi(x)), in float64.
+    """GELU backward: dx = dy * (Phi(x) + x * phi(x)), phi the standard normal pdf.
 
     Parameters
     ----------
@@ -436,68 +537,80 @@ def gelu_backward(x, dy):
                    "gelu_backward", x, dy)
 
 
+@njit_kernel(error_model=_NUMPY_ERRORS)
+def _softmax_columns_forward(x, y, o, j0, j1):
+    """Softmax of the columns x[o, :, j0:j1] along axis 1, into y[o, :, j0:j1]."""
+    k = x.shape[1]
+    w = j1 - j0
+    # Maximum of each column along the softmax axis, in x's dtype.
+    m = x[o, 0, j0:j1].copy()
+    for c in range(1, k):
+        xc = x[o, c, j0:j1]
+        for j in range(w):
+            # A NaN becomes the maximum, so a column with a NaN is all NaN.
+            if xc[j] > m[j] or xc[j] != xc[j]:
+                m[j] = xc[j]
+    # e = exp(x - m) into y, and its sum per column in float64.
+    s = np.zeros(w, dtype=np.float64)
+    for c in range(k):
+        xc = x[o, c, j0:j1]
+        yc = y[o, c, j0:j1]
+        for j in range(w):
+            e = _exp(xc[j] - m[j])
+            s[j] += e
+            yc[j] = e
+    r = (1.0 / s).astype(y.dtype)
+    for c in range(k):
+        yc = y[o, c, j0:j1]
+        for j in range(w):
+            yc[j] = yc[j] * r[j]
+
+
+@njit_kernel(error_model=_NUMPY_ERRORS)
+def _softmax_columns_backward(y, dy, dx, o, j0, j1):
+    """dx[o, :, j0:j1] = y * (dy - sum(dy * y)) along axis 1, sums in float64."""
+    k = y.shape[1]
+    w = j1 - j0
+    s = np.zeros(w, dtype=np.float64)
+    for c in range(k):
+        yc = y[o, c, j0:j1]
+        dyc = dy[o, c, j0:j1]
+        for j in range(w):
+            s[j] += dyc[j] * yc[j]
+    sd = s.astype(dy.dtype)
+    for c in range(k):
+        yc = y[o, c, j0:j1]
+        dyc = dy[o, c, j0:j1]
+        dxc = dx[o, c, j0:j1]
+        for j in range(w):
+            dxc[j] = yc[j] * (dyc[j] - sd[j])
+
+
 @njit_kernel(parallel=True)
 def _softmax_forward(x, y, columns):
     outer, k, inner = x.shape
+    # Split each (K, inner) slab into `blocks` blocks of at most `columns` columns.
     blocks = (inner + columns - 1) // columns
-    # Parallel axis: tasks t = (o, block of up to `columns` columns j); task t
-    # reads x[o, :, j0:j1] and writes only y[o, :, j0:j1].
+    width = (inner + blocks - 1) // blocks
+    # Parallel axis: tasks t = (o, block b); task t reads x[o, :, j0:j1] and
+    # writes only y[o, :, j0:j1], its own columns.
     for t in prange(outer * blocks):
         o = t // blocks
-        j0 = (t % blocks) * columns
-        j1 = min(j0 + columns, inner)
-        width = j1 - j0
-        # Running maximum and sum of each column, along the softmax axis.
-        m = np.empty(width, dtype=np.float64)
-        s = np.zeros(width, dtype=np.float64)
-        xc = x[o, 0, j0:j1]
-        for j in range(width):
-            m[j] = xc[j]
-        for c in range(1, k):
-            xc = x[o, c, j0:j1]
-            for j in range(width):
-                v = np.float64(xc[j])
-                # A NaN becomes the maximum, so a column with a NaN is all NaN.
-                if v > m[j] or v != v:
-                    m[j] = v
-        for c in range(k):
-            xc = x[o, c, j0:j1]
-            yc = y[o, c, j0:j1]
-            for j in range(width):
-                e = _exp(np.float64(xc[j]) - m[j])
-                s[j] += e
-                yc[j] = e
-        for j in range(width):
-            s[j] = 1.0 / s[j]
-        for c in range(k):
-            yc = y[o, c, j0:j1]
-            for j in range(width):
-                yc[j] = yc[j] * s[j]
+        j0 = (t % blocks) * width
+        _softmax_columns_forward(x, y, o, j0, min(j0 + width, inner))
 
 
 @njit_kernel(parallel=True)
 def _softmax_backward(y, dy, dx, columns):
     outer, k, inner = y.shape
     blocks = (inner + columns - 1) // columns
-    # Parallel axis: tasks t = (o, block of columns), as in _softmax_forward;
-    # task t writes only dx[o, :, j0:j1].
+    width = (inner + blocks - 1) // blocks
+    # Parallel axis: tasks t = (o, block b), as in _softmax_forward; task t
+    # writes only dx[o, :, j0:j1].
     for t in prange(outer * blocks):
         o = t // blocks
-        j0 = (t % blocks) * columns
-        j1 = min(j0 + columns, inner)
-        width = j1 - j0
-        s = np.zeros(width, dtype=np.float64)
-        for c in range(k):
-            yc = y[o, c, j0:j1]
-            dyc = dy[o, c, j0:j1]
-            for j in range(width):
-                s[j] += np.float64(dyc[j]) * np.float64(yc[j])
-        for c in range(k):
-            yc = y[o, c, j0:j1]
-            dyc = dy[o, c, j0:j1]
-            dxc = dx[o, c, j0:j1]
-            for j in range(width):
-                dxc[j] = np.float64(yc[j]) * (np.float64(dyc[j]) - s[j])
+        j0 = (t % blocks) * width
+        _softmax_columns_backward(y, dy, dx, o, j0, min(j0 + width, inner))
 
 
 def _axis_view(op, a, axis):

@@ -1,2 +1,507 @@
-"""Placeholder: the ref ops until the Numba kernels land."""
-from ..ref.conv import *  # noqa: F401,F403
+"""2-D convolution (cross-correlation, as torch.nn.Conv2d), the Numba CPU backend.
+
+x is (N, C, H, W), W is (F, C, KH, KW), b is (F,); stride (sh, sw), zero
+padding (ph, pw), xp is x padded with zeros, and the output is (N, F, OH, OW):
+
+    OH = (H + 2*ph - KH) // sh + 1,   OW = (W + 2*pw - KW) // sw + 1
+
+forward:   y[n, f, i, j] = b[f] + sum_{c, p, q} W[f, c, p, q] * xp[n, c, i*sh + p, j*sw + q]
+backward:  db[f]          = sum_{n, i, j} dy[n, f, i, j]
+           dW[f, c, p, q] = sum_{n, i, j} dy[n, f, i, j] * xp[n, c, i*sh + p, j*sw + q]
+           dx             = the unpadded part of
+                            dxp[n, c, i*sh + p, j*sw + q] += sum_f dy[n, f, i, j] * W[f, c, p, q]
+
+im2col (Chellapilla, Puri and Simard, 2006,
+https://inria.hal.science/inria-00112631) turns each product into a matrix
+multiply. With K = C*KH*KW taps and P = OH*OW output pixels, the columns of
+sample n are cols[n] (K, P): row r = (c*KH + p)*KW + q, column i*OW + j holds
+xp[n, c, i*sh + p, j*sw + q]. With Wm = W reshaped to (F, K):
+
+    y[n] = Wm cols[n] + b,   dW = sum_n dy[n] cols[n]^T,   dcols[n] = Wm^T dy[n],
+    dx = col2im(dcols), the adjoint of im2col (a scatter-add back onto the image).
+
+Numba kernels build and scatter the columns; NumPy's BLAS (``np.matmul``,
+outside Numba) does the matrix multiplies. Two schedules, chosen by K
+(promoted from kernels/conv.py; the lab races them and explains the choice):
+
+- K <= SMALL_K (few input channels, e.g. the first layer on a grey image;
+  variant 6): one GEMM per sample on the columns of the whole batch,
+  (N, K + 1, P), whose extra row is all ones. The bias rides in the GEMM:
+  y[n] = [Wm | b] [cols[n]; 1] lands directly in NCHW, and
+  [dW | db] = sum_n dy[n] [cols[n]; 1]^T gives the bias gradient as the last
+  column. The columns are the cache.
+- K > SMALL_K (variant 5): the batch runs in chunks of nb samples whose
+  columns, (K, nb*P), stay in cache. Per chunk: one GEMM for y^T (F, nb*P),
+  copied to NCHW with the bias added (one kernel); dy copied to dy^T
+  (F, nb*P) with its per-(n, f) sums for db (one kernel); one GEMM for dW^T
+  = cols dy^T and one for dcols = Wm^T dy^T, then col2im. The backward
+  rebuilds each chunk's columns from x: nothing is cached.
+
+im2col and col2im of a stride-1 convolution with OW == W (the "same" width,
+such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
+the flat image is the flat image shifted by (p - ph)*W + (q - pw), except the
+rows that leave the image and the columns that wrap around a row edge, which
+are zero. Other strides and paddings copy row by row.
+
+The GEMMs accumulate in the input dtype (as BLAS does); the kernels sum in
+float64: db, the chunk sums of dW, and col2im's scatter-add.
+"""
+import numpy as np
+import numba
+
+from .jit import njit_kernel
+
+__all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward"]
+
+SMALL_K = 48
+"""Largest C*KH*KW that takes the per-sample schedule (measured in kernels/conv.py)."""
+
+CHUNK_BYTES = 4 << 20
+"""Target size of one chunk of columns in the chunked schedule (fits in L2 + L3)."""
+
+
+def conv2d_output_size(H, W, kh, kw, stride, padding):
+    """(OH, OW) of a convolution or pooling window sliding over an (H, W) image.
+
+    Parameters
+    ----------
+    H, W : int
+        Input height and width.
+    kh, kw : int
+        Window height and width.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw), zeros added on each side.
+
+    Returns
+    -------
+    (OH, OW) : tuple of int
+        OH = (H + 2*ph - kh) // sh + 1, OW likewise. Raises ValueError when the
+        padded input is smaller than the window.
+    """
+    (sh, sw), (ph, pw) = stride, padding
+    if H + 2 * ph < kh or W + 2 * pw < kw:
+        raise ValueError(f"conv2d: the padded input ({H + 2 * ph}, {W + 2 * pw}) is smaller "
+                         f"than the kernel ({kh}, {kw})")
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
+
+@njit_kernel()
+def _valid_columns(off, sw, W, OW):
+    """[lo, hi): the output columns j whose input column j*sw + off lies in [0, W)."""
+    lo = 0
+    if off < 0:
+        lo = (-off + sw - 1) // sw
+    hi = min(OW, (W - 1 - off) // sw + 1)
+    return lo, max(lo, hi)
+
+
+@njit_kernel()
+def _shifted_range(p, q, ph, pw, H, W, OH):
+    """For a stride-1 tap (p, q) with OW == W: the flat shift d, and the range
+    [lo, hi) of flat output pixels m whose input pixel m + d is in the image
+    (up to the columns that wrap around a row edge)."""
+    d = (p - ph) * W + (q - pw)
+    lo = max(max(0, ph - p) * W, -d)
+    hi = min(min(OH, H + ph - p) * W, H * W - d)
+    return d, lo, max(lo, hi)
+
+
+@njit_kernel(parallel=True)
+def _im2col_kernel(x, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, out):
+    # Columns of samples n0 .. n0 + nb - 1: tap r of sample n0 + k, output
+    # pixel m, goes to out[k*rs + r, k*cs + m]. rs = K, cs = 0 is the
+    # per-sample layout (N*K, P); rs = 0, cs = P is the chunk layout (K, nb*P).
+    # Parallel axis: (sample, channel); iteration (k, c) writes only the rows
+    # of channel c's taps in sample k's block, so no two iterations overlap.
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    P = OH * OW
+    shift = sh == 1 and sw == 1 and OW == W
+    for t in numba.prange(nb * C):
+        k = t // C
+        c = t - k * C
+        xs = x[n0 + k, c].reshape(H * W)
+        for p in range(kh):
+            for q in range(kw):
+                dst = out[k * rs + (c * kh + p) * kw + q, k * cs:k * cs + P]
+                if shift:
+                    # The whole tap is the flat image shifted by d.
+                    d, lo, hi = _shifted_range(p, q, ph, pw, H, W, OH)
+                    for m in range(lo):
+                        dst[m] = 0
+                    seg = dst[lo:hi]
+                    src = xs[lo + d:hi + d]
+                    for m in range(hi - lo):
+                        seg[m] = src[m]
+                    for m in range(hi, P):
+                        dst[m] = 0
+                    # Columns that wrapped around a row edge are padding.
+                    for j in range(min(W, pw - q)):
+                        for i in range(OH):
+                            dst[i * W + j] = 0
+                    for j in range(max(0, W - (q - pw)), W):
+                        for i in range(OH):
+                            dst[i * W + j] = 0
+                else:
+                    _gather_rows(xs, H, W, p, q, sh, sw, ph, pw, OH, OW, dst)
+
+
+@njit_kernel()
+def _gather_rows(xs, H, W, p, q, sh, sw, ph, pw, OH, OW, dst):
+    """One tap, row by row: dst[i*OW + j] = xs[(i*sh + p - ph)*W + j*sw + q - pw],
+    zero outside the image. Indices are unsigned, so Numba emits no
+    negative-index wraparound and the copies stay plain loads and stores."""
+    lo, hi = _valid_columns(q - pw, sw, W, OW)
+    for i in range(OH):
+        h = i * sh + p - ph
+        row = np.uint64(i * OW)
+        if h < 0 or h >= H:
+            for j in range(OW):
+                dst[row + np.uint64(j)] = 0
+            continue
+        for j in range(lo):
+            dst[row + np.uint64(j)] = 0
+        start = row + np.uint64(lo)
+        src = np.uint64(h * W + lo * sw + q - pw)
+        for j in range(hi - lo):
+            dst[start + np.uint64(j)] = xs[src + np.uint64(j * sw)]
+        for j in range(hi, OW):
+            dst[row + np.uint64(j)] = 0
+
+
+@njit_kernel()
+def _scatter_rows(src, H, W, p, q, sh, sw, ph, pw, OH, OW, acc):
+    """Adjoint of _gather_rows: acc[(i*sh + p - ph)*W + j*sw + q - pw] += src[i*OW + j]
+    for every (i, j) that lands inside the image."""
+    lo, hi = _valid_columns(q - pw, sw, W, OW)
+    for i in range(OH):
+        h = i * sh + p - ph
+        if h < 0 or h >= H:
+            continue
+        start = np.uint64(i * OW + lo)
+        dst = np.uint64(h * W + lo * sw + q - pw)
+        for j in range(hi - lo):
+            acc[dst + np.uint64(j * sw)] += src[start + np.uint64(j)]
+
+
+@njit_kernel(parallel=True)
+def _col2im_kernel(dcols, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, dx):
+    # Scatter-adds the columns of samples n0 .. n0 + nb - 1 (laid out as in
+    # _im2col_kernel) into dx[n0 + k], summing in float64. The stride-1 "same
+    # width" path first zeroes, in dcols itself, the entries whose tap wrapped
+    # around a row edge: dcols is scratch and is overwritten there.
+    # Parallel axis: (sample, channel); iteration (k, c) reads only channel c's
+    # rows of sample k's block and writes only dx[n0 + k, c].
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    P = OH * OW
+    shift = sh == 1 and sw == 1 and OW == W
+    for t in numba.prange(nb * C):
+        k = t // C
+        c = t - k * C
+        acc = np.zeros(H * W, np.float64)
+        for p in range(kh):
+            for q in range(kw):
+                src = dcols[k * rs + (c * kh + p) * kw + q, k * cs:k * cs + P]
+                if shift:
+                    for j in range(min(W, pw - q)):
+                        for i in range(OH):
+                            src[i * W + j] = 0
+                    for j in range(max(0, W - (q - pw)), W):
+                        for i in range(OH):
+                            src[i * W + j] = 0
+                    d, lo, hi = _shifted_range(p, q, ph, pw, H, W, OH)
+                    seg = src[lo:hi]
+                    dst = acc[lo + d:hi + d]
+                    for m in range(hi - lo):
+                        dst[m] += seg[m]
+                else:
+                    _scatter_rows(src, H, W, p, q, sh, sw, ph, pw, OH, OW, acc)
+        out = dx[n0 + k, c].reshape(H * W)
+        for m in range(H * W):
+            out[m] = acc[m]
+
+
+@njit_kernel(parallel=True)
+def _unfold_bias(yT, b, n0, y):
+    # y[n0 + k, f, :] = yT[f, k*P:(k + 1)*P] + b[f]: the chunk's GEMM output
+    # (F, nb*P) copied to NCHW with the bias added.
+    # Parallel axis: (sample, filter); iteration (k, f) writes only y[n0 + k, f].
+    F, P = y.shape[1], y.shape[2]
+    nb = yT.shape[1] // P
+    for t in numba.prange(nb * F):
+        k = t // F
+        f = t - k * F
+        bf = b[f]
+        dst = y[n0 + k, f]
+        src = yT[f, k * P:(k + 1) * P]
+        for m in range(P):
+            dst[m] = src[m] + bf
+
+
+@njit_kernel(parallel=True)
+def _fold_dbias(dy, n0, dyT, dbias):
+    # dyT[f, k*P:(k + 1)*P] = dy[n0 + k, f] (NCHW to the chunk's (F, nb*P)),
+    # and dbias[n0 + k, f] = sum of dy[n0 + k, f] in float64.
+    # Parallel axis: (sample, filter); iteration (k, f) writes only its own
+    # slice of dyT and dbias[n0 + k, f].
+    F, P = dy.shape[1], dy.shape[2]
+    nb = dyT.shape[1] // P
+    for t in numba.prange(nb * F):
+        k = t // F
+        f = t - k * F
+        src = dy[n0 + k, f]
+        dst = dyT[f, k * P:(k + 1) * P]
+        s = 0.0
+        for m in range(P):
+            v = src[m]
+            dst[m] = v
+            s += v
+        dbias[n0 + k, f] = s
+
+
+def im2col(x, kh, kw, stride, padding):
+    """Unfold every (kh, kw) window of x into a column, as torch.nn.functional.unfold.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, shape (N, C, H, W).
+    kh, kw : int
+        Kernel height and width.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+
+    Returns
+    -------
+    cols : np.ndarray
+        Shape (N, C*kh*kw, OH*OW), dtype of x. Row (c*kh + p)*kw + q, column
+        i*OW + j holds xp[n, c, i*sh + p, j*sw + q].
+    """
+    x = np.ascontiguousarray(x)
+    N, C, H, W = x.shape
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    K = C * kh * kw
+    cols = np.empty((N, K, OH * OW), dtype=x.dtype)
+    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, K, 0, cols.reshape(N * K, -1))
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, stride, padding):
+    """The adjoint of im2col: scatter-add every column back onto the image.
+
+    Parameters
+    ----------
+    cols : np.ndarray
+        Shape (N, C*kh*kw, OH*OW), laid out as im2col returns it.
+    x_shape : tuple of int
+        (N, C, H, W), the shape of the image im2col read.
+    kh, kw : int
+        Kernel height and width.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+
+    Returns
+    -------
+    x : np.ndarray
+        Shape (N, C, H, W), dtype of cols. A pixel covered by several windows
+        gets the sum of their entries; the padding is dropped.
+    """
+    N, C, H, W = x_shape
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    K = C * kh * kw
+    if cols.shape != (N, K, OH * OW):
+        raise ValueError(f"col2im: cols must have shape (N, C*kh*kw, OH*OW) = "
+                         f"{(N, K, OH * OW)}, got {cols.shape}")
+    scratch = np.array(cols, order="C")  # the kernel overwrites wrapped taps
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    _col2im_kernel(scratch.reshape(N * K, -1), 0, N, kh, kw, *stride, *padding, OH, OW,
+                   K, 0, dx)
+    return dx
+
+
+def _columns_with_ones(x, kh, kw, stride, padding, OH, OW, ones_row):
+    """im2col of the whole batch as (N, K + ones_row, P); the extra row is all ones."""
+    N, C = x.shape[:2]
+    K = C * kh * kw
+    R = K + ones_row
+    cols = np.empty((N, R, OH * OW), dtype=x.dtype)
+    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, R, 0, cols.reshape(N * R, -1))
+    if ones_row:
+        cols[:, K] = 1
+    return cols
+
+
+def _chunk_size(N, K, P, itemsize):
+    """Samples per chunk: as many as keep a chunk's columns near CHUNK_BYTES."""
+    return max(1, min(N, CHUNK_BYTES // (K * P * itemsize)))
+
+
+def _forward_per_sample(x, W, b, stride, padding, OH, OW):
+    """Small K: y[n] = [Wm | b] [cols[n]; 1], one GEMM per sample; returns (y, cols)."""
+    N, F = x.shape[0], W.shape[0]
+    KH, KW = W.shape[2:]
+    Wm = W.reshape(F, -1)
+    cols = _columns_with_ones(x, KH, KW, stride, padding, OH, OW, b is not None)
+    if b is not None:
+        Wm = np.concatenate([Wm, b.reshape(F, 1)], axis=1)
+    # (F, R) @ (N, R, P) -> (N, F, P): y in NCHW, bias included.
+    return np.matmul(Wm, cols).reshape(N, F, OH, OW), cols
+
+
+def _backward_per_sample(dy, x, W, cols, stride, padding, has_bias, need_dx):
+    """Small K: [dW | db] = sum_n dy[n] [cols[n]; 1]^T and dcols[n] = Wm^T dy[n]."""
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dy3 = dy.reshape(N, F, P)
+    if cols is None or cols.shape[1] < K + has_bias:
+        cols = _columns_with_ones(x, KH, KW, stride, padding, OH, OW, has_bias)
+    # One GEMM per sample, (F, P) @ (P, R), summed over the batch in float64.
+    dWb = np.matmul(dy3, cols.transpose(0, 2, 1)).sum(axis=0, dtype=np.float64)
+    dW = dWb[:, :K].astype(dy.dtype).reshape(W.shape)
+    db = dWb[:, K].astype(dy.dtype) if has_bias else None
+    dx = None
+    if need_dx:
+        dcols = np.matmul(np.ascontiguousarray(W.reshape(F, K).T), dy3)
+        dx = np.empty(x.shape, dtype=dy.dtype)
+        _col2im_kernel(dcols.reshape(N * K, P), 0, N, KH, KW, *stride, *padding, OH, OW,
+                       K, 0, dx)
+    return dx, dW, db
+
+
+def _forward_chunked(x, W, b, stride, padding, OH, OW):
+    """Large K: per chunk of samples, y^T = Wm cols (one GEMM), then y = y^T + b in NCHW."""
+    N, F = x.shape[0], W.shape[0]
+    KH, KW = W.shape[2:]
+    Wm = W.reshape(F, -1)
+    K, P = Wm.shape[1], OH * OW
+    bias = np.zeros(F, dtype=x.dtype) if b is None else b
+    y = np.empty((N, F, P), dtype=x.dtype)
+    nb = _chunk_size(N, K, P, x.itemsize)
+    cols_buf = np.empty(K * nb * P, dtype=x.dtype)
+    yT_buf = np.empty(F * nb * P, dtype=x.dtype)
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        cols = cols_buf[:K * m * P].reshape(K, m * P)
+        yT = yT_buf[:F * m * P].reshape(F, m * P)
+        _im2col_kernel(x, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, cols)
+        np.matmul(Wm, cols, out=yT)
+        _unfold_bias(yT, bias, n0, y)
+    return y.reshape(N, F, OH, OW), None
+
+
+def _backward_chunked(dy, x, W, stride, padding, has_bias, need_dx):
+    """Large K: per chunk, dy^T (with db's sums), the chunk's columns rebuilt
+    from x, dW^T += cols dy^T and dcols = Wm^T dy^T, then col2im."""
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dtype = dy.dtype
+    dy3 = dy.reshape(N, F, P)
+    WmT = np.ascontiguousarray(W.reshape(F, K).T)
+    dx = np.empty(x.shape, dtype=dtype) if need_dx else None
+    nb = _chunk_size(N, K, P, x.itemsize)
+    dWT = np.zeros((K, F), dtype=np.float64)
+    dWT_chunk = np.empty((K, F), dtype=dtype)
+    dbias = np.empty((N, F), dtype=np.float64)
+    cols_buf = np.empty(K * nb * P, dtype=dtype)
+    dyT_buf = np.empty(F * nb * P, dtype=dtype)
+    dcols_buf = np.empty(K * nb * P, dtype=dtype) if need_dx else None
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        cols = cols_buf[:K * m * P].reshape(K, m * P)
+        dyT = dyT_buf[:F * m * P].reshape(F, m * P)
+        _fold_dbias(dy3, n0, dyT, dbias)
+        _im2col_kernel(x, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, cols)
+        # dW^T = cols dy^T, (K, m*P) @ (m*P, F): BLAS runs this orientation
+        # faster than dy^T cols^T. Chunks are summed in float64.
+        np.matmul(cols, dyT.T, out=dWT_chunk)
+        dWT += dWT_chunk
+        if need_dx:
+            dcols = dcols_buf[:K * m * P].reshape(K, m * P)
+            np.matmul(WmT, dyT, out=dcols)
+            _col2im_kernel(dcols, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, dx)
+    dW = np.ascontiguousarray(dWT.T).astype(dtype).reshape(W.shape)
+    db = dbias.sum(axis=0).astype(dtype) if has_bias else None
+    return dx, dW, db
+
+
+def conv2d_forward(x, W, b, stride, padding):
+    """y = conv2d(x, W) + b via im2col and BLAS GEMMs.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input, shape (N, C, H, W).
+    W : np.ndarray
+        Weight, shape (F, C, KH, KW).
+    b : np.ndarray or None
+        Bias, shape (F,), or None.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+
+    Returns
+    -------
+    y : np.ndarray
+        Output, shape (N, F, OH, OW), dtype of x.
+    cache : np.ndarray or None
+        For C*KH*KW <= SMALL_K the columns with a ones row, shape
+        (N, C*KH*KW + 1, OH*OW) (no ones row without a bias); otherwise None
+        (the backward rebuilds the columns from x).
+    """
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    b = None if b is None else np.ascontiguousarray(b)
+    _, C, H, Wd = x.shape
+    _, _, KH, KW = W.shape
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    if C * KH * KW <= SMALL_K:
+        return _forward_per_sample(x, W, b, stride, padding, OH, OW)
+    return _forward_chunked(x, W, b, stride, padding, OH, OW)
+
+
+def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
+    """Gradients of the convolution with respect to x, W and b.
+
+    Parameters
+    ----------
+    dy : np.ndarray
+        Upstream gradient, shape (N, F, OH, OW).
+    x : np.ndarray
+        The forward input, shape (N, C, H, W).
+    W : np.ndarray
+        Weight, shape (F, C, KH, KW).
+    cache : np.ndarray or None
+        What conv2d_forward returned; None rebuilds what is needed from x.
+    stride : tuple of int
+        (sh, sw).
+    padding : tuple of int
+        (ph, pw).
+    has_bias : bool
+        Compute db.
+    need_dx : bool
+        Compute dx (the first layer of a network needs none).
+
+    Returns
+    -------
+    dx : np.ndarray or None
+        Shape (N, C, H, W); None unless ``need_dx``.
+    dW : np.ndarray
+        Shape (F, C, KH, KW).
+    db : np.ndarray or None
+        Shape (F,); None unless ``has_bias``.
+    """
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    _, C, KH, KW = W.shape
+    if C * KH * KW <= SMALL_K:
+        return _backward_per_sample(dy, x, W, cache, stride, padding, has_bias, need_dx)
+    return _backward_chunked(dy, x, W, stride, padding, has_bias, need_dx)

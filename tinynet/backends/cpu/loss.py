@@ -8,9 +8,9 @@ labels t (N,) and label smoothing eps in [0, 1):
     loss     = -(1 / N) * sum_n sum_k q_nk * log p_nk
     dx_nk    = (p_nk - q_nk) / N
 
-One pass per row computes m_n, the log-sum-exp and the row's loss in float64,
-and writes p_n; the rows run in parallel (promoted from kernels/elementwise.py
-softmax-xent variant 2). This is torch.nn.CrossEntropyLoss with
+One pass per row computes m_n, the log-sum-exp and the row's loss in float64
+(exp without libm, as the activations' ``_exp``) and writes p_n; the rows run
+in parallel (promoted from kernels/elementwise.py softmax-xent variant 2). This is torch.nn.CrossEntropyLoss with
 reduction='mean' and label_smoothing=eps
 (https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html).
 
@@ -21,12 +21,13 @@ import math
 import numpy as np
 from numba import prange
 
+from .activation import _exp
 from .jit import njit_kernel
 
 __all__ = ["softmax_xent_forward", "softmax_xent_backward"]
 
 
-@njit_kernel(parallel=True)
+@njit_kernel(parallel=True, error_model="numpy")
 def _softmax_xent_forward(logits, labels, label_smoothing, probs, row_loss):
     n, k = logits.shape
     # Parallel axis: the rows r; row r writes only probs[r] and row_loss[r].
@@ -45,7 +46,7 @@ def _softmax_xent_forward(logits, labels, label_smoothing, probs, row_loss):
         sum_z = 0.0
         for c in range(k):
             z = np.float64(logits[r, c]) - m
-            e = math.exp(z)
+            e = _exp(z)
             s += e
             sum_z += z
             probs[r, c] = e
@@ -66,7 +67,7 @@ def _softmax_xent_forward(logits, labels, label_smoothing, probs, row_loss):
     return total / n, bad
 
 
-@njit_kernel(parallel=True)
+@njit_kernel(parallel=True, error_model="numpy")
 def _softmax_xent_backward(probs, labels, label_smoothing, dlogits):
     n, k = probs.shape
     inv_n = 1.0 / n

@@ -69,7 +69,8 @@ class _Tiles:
     ``size`` elements.
     """
 
-    def __init__(self, N, C, L, groups, per_channel, rows_per_tile=1, size=TILE):
+    def __init__(self, N, C, L, groups, per_channel, rows_per_tile=1, size=None):
+        size = TILE if size is None else size
         self.Cg = C if per_channel else C // groups
         self.nnb, self.NB = _split(N, rows_per_tile)
         self.nbg, self.CB = _split(self.Cg, size // (self.NB * L))
@@ -500,8 +501,9 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     has_affine = gamma is not None
     dx = np.empty((N, C, L), dtype) if need_dx else None
     if x.size == 0:
-        zeros = np.zeros(C, dtype) if has_affine else None
-        return dx, zeros, zeros
+        if not has_affine:
+            return dx, None, None
+        return dx, np.zeros(C, dtype), np.zeros(C, dtype)
     gamma, _ = _affine(gamma, None, C, dtype)
     mean = np.asarray(mean, np.float64)
     rstd = np.asarray(rstd, np.float64)

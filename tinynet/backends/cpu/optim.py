@@ -36,6 +36,8 @@ Promoted from kernels/optim.py variant 4 (``python -m kernels.optim --bench``):
 variant 2 (serial, vectorized) below 65536 elements, variant 3 (parallel)
 above.
 """
+import functools
+
 import numba
 import numpy as np
 
@@ -106,31 +108,52 @@ def _adam_parallel(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one
         p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
 
 
-def _flat_inputs(name, param, grad, states):
-    """Flat views of param and the state arrays (updated in place) and grad
-    as a flat array of param's dtype (a copy only when its dtype differs).
+def _flat(name, arg, a, param):
+    """A flat view of ``a`` (a state array updated in place through it).
 
-    Raises TypeError for a non-float param or a state of another dtype, and
-    ValueError for a shape mismatch or an array that cannot be updated
-    through a flat view (not C-contiguous).
+    TypeError unless ``a`` is an array of param's dtype; ValueError unless it
+    has param's shape and is C-contiguous (else the view would be a copy).
     """
+    if not isinstance(a, np.ndarray) or a.dtype != param.dtype:
+        raise TypeError(f"{name}: {arg} must be a {param.dtype} array like param, "
+                        f"got {getattr(a, 'dtype', type(a).__name__)}")
+    if a.shape != param.shape or not a.flags.c_contiguous:
+        raise ValueError(f"{name}: {arg} must be C-contiguous of shape {param.shape}, "
+                         f"got shape {a.shape}")
+    return a.reshape(-1)
+
+
+def _flat_grad(name, grad, param):
+    """grad as a flat array of param's dtype (a copy only when it must be)."""
+    if getattr(grad, "shape", None) != param.shape:
+        raise ValueError(f"{name}: grad must have param's shape {param.shape}, "
+                         f"got {getattr(grad, 'shape', type(grad).__name__)}")
+    if grad.dtype != param.dtype or not grad.flags.c_contiguous:
+        grad = np.ascontiguousarray(grad, dtype=param.dtype)
+    return grad.reshape(-1)
+
+
+def _check_param(name, param):
     if not isinstance(param, np.ndarray) or param.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name}: param must be a float32 or float64 array, "
                         f"got {getattr(param, 'dtype', type(param).__name__)}")
-    if np.shape(grad) != param.shape:
-        raise ValueError(f"{name}: grad must have param's shape {param.shape}, "
-                         f"got {np.shape(grad)}")
-    flat = []
-    for arg, a in (("param", param),) + states:
-        if not isinstance(a, np.ndarray) or a.dtype != param.dtype:
-            raise TypeError(f"{name}: {arg} must be a {param.dtype} array like param, "
-                            f"got {getattr(a, 'dtype', type(a).__name__)}")
-        if a.shape != param.shape or not a.flags.c_contiguous:
-            raise ValueError(f"{name}: {arg} must be C-contiguous of shape {param.shape}, "
-                             f"got shape {a.shape}")
-        flat.append(a.reshape(-1))
-    grad = np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1)
-    return flat[0], grad, flat[1:]
+
+
+@functools.lru_cache(maxsize=8)
+def _adam_scalars(dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """The scalar factors of one Adam step in ``dtype``: computed in float64,
+    as torch, once per step and dtype rather than once per parameter.
+
+    AdamW's decay is shrink = 1 - lr*wd on the parameter, Adam's an L2 term
+    on the gradient; the unused one is 1 or 0 (and p * 1 is exact).
+    """
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    shrink = 1 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    dt = dtype.type
+    return (dt(shrink), dt(l2), dt(1 - beta1), dt(beta2), dt(1 - beta2),
+            dt(-lr / bias_correction1), dt(bias_correction2_sqrt), dt(eps))
 
 
 def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
@@ -151,12 +174,14 @@ def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
     nesterov : bool
         Use Nesterov momentum: step along g + momentum * buf.
     """
-    states = (("buf", buf),) if buf is not None else ()
-    p, g, flat_states = _flat_inputs("sgd_step", param, grad, states)
-    buf = flat_states[0] if buf is not None else np.empty(0, param.dtype)
+    _check_param("sgd_step", param)
+    g = _flat_grad("sgd_step", grad, param)
+    p = _flat("sgd_step", "param", param, param)
+    has_buf = buf is not None
+    buf = _flat("sgd_step", "buf", buf, param) if has_buf else np.empty(0, param.dtype)
     dt = param.dtype.type
     kernel = _sgd_serial if p.size < SERIAL_BELOW else _sgd_parallel
-    kernel(p, g, buf, dt(lr), dt(momentum), dt(weight_decay), bool(states), bool(nesterov))
+    kernel(p, g, buf, dt(lr), dt(momentum), dt(weight_decay), has_buf, bool(nesterov))
 
 
 def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
@@ -180,17 +205,11 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, deco
         False: Adam, weight decay is an L2 term added to the gradient.
         True: AdamW, the parameter is shrunk by (1 - lr * weight_decay) first.
     """
-    p, g, (m, v) = _flat_inputs("adam_step", param, grad, (("m", m), ("v", v)))
-    lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
-    eps, weight_decay = float(eps), float(weight_decay)
-    # Scalar factors in float64, as torch; AdamW's decay is shrink = 1 - lr*wd
-    # on the parameter, Adam's an L2 term on the gradient (the other is 1 or 0,
-    # and p * 1 is exact).
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-    shrink = 1 - lr * weight_decay if decoupled else 1.0
-    l2 = 0.0 if decoupled else weight_decay
-    dt = param.dtype.type
+    _check_param("adam_step", param)
+    g = _flat_grad("adam_step", grad, param)
+    p = _flat("adam_step", "param", param, param)
+    m, v = _flat("adam_step", "m", m, param), _flat("adam_step", "v", v, param)
+    scalars = _adam_scalars(param.dtype, int(step), float(lr), float(beta1), float(beta2),
+                            float(eps), float(weight_decay), bool(decoupled))
     kernel = _adam_serial if p.size < SERIAL_BELOW else _adam_parallel
-    kernel(p, g, m, v, dt(shrink), dt(l2), dt(1 - beta1), dt(beta2), dt(1 - beta2),
-           dt(-lr / bias_correction1), dt(bias_correction2_sqrt), dt(eps))
+    kernel(p, g, m, v, *scalars)

@@ -1,0 +1,129 @@
+"""Kernel lab: Dense (fully connected) forward + backward.
+
+The op (tinynet.backends.ref.dense, the reference): x (N, I), W (O, I),
+b (O,):
+
+    forward:   y = x W^T + b
+    backward:  dx = dy W,  dW = dy^T x,  db = sum_n dy[n]
+
+Three GEMMs carry all the arithmetic; the variants differ in where the bias
+and its gradient go. All have the signatures of the ref ops
+(``dense_forward(x, W, b) -> y``,
+``dense_backward(x, W, dy, has_bias, need_dx) -> (dx, dW, db)``):
+
+1. naive port (the reference): ``x @ W.T``, then ``y += b`` (NumPy
+   broadcast); db = ``dy.sum(axis=0)``, a float32 sum in float32.
+2. ones column: [x | 1] [W | b]^T puts the bias in the GEMM, and
+   [dW | db] = dy^T [x | 1] gives db as the GEMM's last column. Costs a copy
+   of x (and of W) into the augmented arrays on every call.
+3. GEMM + bias kernels (= tinynet): the GEMM writes y, one serial Numba pass
+   adds b in place; db is one serial Numba pass summing dy's rows in float64.
+   Serial because a parallel launch costs about 10 us against 1 us of work
+   at these sizes.
+
+GFLOP/s counts 2*N*I*O per GEMM: 3 GEMMs for forward + backward. Floor: the
+bytes of x, W, b, y, dy, dx, dW and db.
+
+The bench times the dense layers of the reference CNN at batch 64,
+Dense(3136, 128) and Dense(128, 10), forward + backward with dx, against
+torch.nn.Linear (forward + backward(dy), input with requires_grad=True), and
+the public layer tn.Dense the same way.
+
+    python -m kernels.dense --check      every variant against the reference
+    python -m kernels.dense --bench      timings, GFLOP/s, torch beside them
+"""
+import numpy as np
+
+from tinynet.backends import cpu, ref
+from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
+
+BATCH = 64
+SHAPES = ((3136, 128), (128, 10))
+
+
+def fwd_v2(x, W, b):
+    if b is None:
+        return x @ W.T
+    ones = np.ones((x.shape[0], 1), dtype=x.dtype)
+    return np.concatenate([x, ones], axis=1) @ np.concatenate([W, b[:, None]], axis=1).T
+
+
+def bwd_v2(x, W, dy, has_bias, need_dx):
+    dx = dy @ W if need_dx else None
+    if not has_bias:
+        return dx, dy.T @ x, None
+    ones = np.ones((x.shape[0], 1), dtype=x.dtype)
+    dWb = dy.T @ np.concatenate([x, ones], axis=1)
+    return dx, np.ascontiguousarray(dWb[:, :-1]), dWb[:, -1].copy()
+
+
+VARIANTS = {
+    "1 naive port": (ref.dense_forward, ref.dense_backward),
+    "2 ones column": (fwd_v2, bwd_v2),
+    "3 GEMM + bias kernels": (cpu.dense_forward, cpu.dense_backward),
+}
+
+CHECK_SHAPES = [(1, 1, 1), (3, 5, 4), (7, 33, 17), (65, 130, 9)]
+
+
+def check():
+    rng = np.random.default_rng(0)
+    for N, I, O in CHECK_SHAPES:
+        x64, W64 = rng.standard_normal((N, I)), rng.standard_normal((O, I))
+        b64, dy64 = rng.standard_normal(O), rng.standard_normal((N, O))
+        want = (ref.dense_forward(x64, W64, b64),) + ref.dense_backward(x64, W64, dy64, True, True)
+        for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-4)):
+            x, W, b, dy = (a.astype(dtype) for a in (x64, W64, b64, dy64))
+            for name, (fwd, bwd) in VARIANTS.items():
+                got = (fwd(x, W, b),) + tuple(bwd(x, W, dy, True, True))
+                for what, g, w in zip(("y", "dx", "dW", "db"), got, want):
+                    scale = max(1.0, float(np.abs(w).max()))
+                    if g.dtype != dtype or not np.allclose(g, w, rtol=tol, atol=tol * scale):
+                        raise AssertionError(f"variant {name}: {what} wrong for "
+                                             f"{dtype.__name__} (N, I, O) = {(N, I, O)}")
+                assert bwd(x, W, dy, False, False)[0::2] == (None, None), name
+
+
+def _torch_seconds(torch, x, W, dy):
+    linear = torch.nn.Linear(W.shape[1], W.shape[0])
+    xt = torch.from_numpy(x).requires_grad_(True)
+    dyt = torch.from_numpy(dy)
+
+    def step():
+        linear.zero_grad(set_to_none=True)
+        xt.grad = None
+        linear(xt).backward(dyt)
+    return median_time(step, repeat=51)
+
+
+def bench():
+    import tinynet as tn
+    rows = []
+    torch = try_torch()
+    rng = np.random.default_rng(0)
+    for I, O in SHAPES:
+        x = rng.standard_normal((BATCH, I)).astype(np.float32)
+        W = rng.standard_normal((O, I)).astype(np.float32)
+        b = rng.standard_normal(O).astype(np.float32)
+        dy = rng.standard_normal((BATCH, O)).astype(np.float32)
+        flops = 3 * 2 * BATCH * I * O
+        floor = tensor_bytes(x, W, b, dy, dy, x, W, b)
+        t_torch = _torch_seconds(torch, x, W, dy) if torch is not None else None
+        op = f"dense {I}->{O} fwd+bwd"
+        for name, (fwd, bwd) in VARIANTS.items():
+            def step():
+                fwd(x, W, b)
+                bwd(x, W, dy, True, True)
+            rows.append(Row(op, name, median_time(step, repeat=51), floor, flops, t_torch))
+        layer = tn.Dense(I, O)
+
+        def layer_step():
+            layer.forward(x)
+            layer.backward(dy)
+        rows.append(Row(f"layer Dense({I}, {O}) fwd+bwd", f"tinynet {tn.backend_name()}",
+                        median_time(layer_step, repeat=51), floor, flops, t_torch))
+    return rows
+
+
+if __name__ == "__main__":
+    lab_main("dense", check, bench)
