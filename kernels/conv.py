@@ -68,7 +68,7 @@ from tinynet.backends.cpu.jit import njit_kernel
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 
 BATCH = 64
-LAYERS = (("conv 1->32 28x28", 1, 32, 28), ("conv 32->64 14x14", 32, 64, 14))
+LAYERS = (("1->32 28x28", 1, 32, 28), ("32->64 14x14", 32, 64, 14))
 SWEEP_C = (2, 3, 4, 6, 8)
 
 
@@ -234,7 +234,7 @@ bwd_v6 = cpu_conv._backward_per_sample
 
 
 @njit_kernel()
-def _pad_planes(x, n, ph, pw, KW, xp):
+def _pad_planes(x, n, ph, pw, xp):
     """xp[c] = x[n, c] padded with zeros to (H + 2*ph, W + 2*pw), flat, in float64."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     Wp = W + 2 * pw
@@ -256,7 +256,7 @@ def _direct_forward(x, W, b, ph, pw, OH, OW, y):
     L = OH * Wp
     for n in numba.prange(N):
         xp = np.empty((C, (H + 2 * ph) * Wp + KW), np.float64)
-        _pad_planes(x, n, ph, pw, KW, xp)
+        _pad_planes(x, n, ph, pw, xp)
         acc = np.empty(L, np.float64)
         for f in range(F):
             acc[:] = b[f]
@@ -284,7 +284,7 @@ def _direct_dW(dy, x, ph, pw, KH, KW, dWn, dbn):
     L = OH * Wp
     for n in numba.prange(N):
         xp = np.empty((C, (H + 2 * ph) * Wp + KW), np.float64)
-        _pad_planes(x, n, ph, pw, KW, xp)
+        _pad_planes(x, n, ph, pw, xp)
         dyw = np.zeros(L, np.float64)
         for f in range(F):
             s = 0.0
@@ -464,9 +464,10 @@ def _bench_layers(rows, torch):
                 layer.backward(dy)
             flops, floor = _flops_bytes(x, layer.weight.data, dy, need_dx)
             t_torch = _torch_seconds(torch, x, layer.weight.data, dy, need_dx) if torch else None
-            op = f"layer {label} {'fwd+bwd' if need_dx else 'fwd+bwd no dx'}"
-            rows.append(Row(op, f"tinynet {tn.backend_name()}", median_time(step, repeat=21),
-                            floor, flops, t_torch))
+            op = f"Conv2D {label.split()[0]} {'fwd+bwd' if need_dx else 'fwd+bwd no dx'}"
+            seconds = median_time(step, repeat=21)
+            rows.append(Row(op, f"layer, tinynet {tn.backend_name()}", seconds, floor, flops,
+                            t_torch))
 
 
 def bench():
@@ -476,7 +477,7 @@ def bench():
     _bench_variants(rows, torch, LAYERS[0][0], 1, 32, 28, list(VARIANTS), (False, True))
     _bench_variants(rows, torch, LAYERS[1][0], 32, 64, 14, all_but_direct, (True,))
     for C in SWEEP_C:
-        _bench_variants(rows, torch, f"conv {C}->32 28x28 (K={9 * C})", C, 32, 28,
+        _bench_variants(rows, torch, f"{C}->32 28x28 K={9 * C}", C, 32, 28,
                         ("5 chunked, dW^T", "6 per-sample, ones row"), (True,))
     _bench_layers(rows, torch)
     return rows

@@ -109,7 +109,7 @@ def bench():
         flops = 3 * 2 * BATCH * I * O
         floor = tensor_bytes(x, W, b, dy, dy, x, W, b)
         t_torch = _torch_seconds(torch, x, W, dy) if torch is not None else None
-        op = f"dense {I}->{O} fwd+bwd"
+        op = f"{I}->{O} fwd+bwd"
         for name, (fwd, bwd) in VARIANTS.items():
             def step():
                 fwd(x, W, b)
@@ -120,7 +120,7 @@ def bench():
         def layer_step():
             layer.forward(x)
             layer.backward(dy)
-        rows.append(Row(f"layer Dense({I}, {O}) fwd+bwd", f"tinynet {tn.backend_name()}",
+        rows.append(Row(f"Dense({I}, {O}) fwd+bwd", f"layer, tinynet {tn.backend_name()}",
                         median_time(layer_step, repeat=51), floor, flops, t_torch))
     return rows
 

@@ -25,6 +25,10 @@ Every variant gives the ref's mask and the ref's y and dx bit for bit.
 
 Floor: x read, y written, dy read, dx written (4 bytes each per element in
 float32); a stored mask adds 2 bytes (variant 3) or 2/8 bytes (variant 5).
+The fwd+bwd rows keep y alive through the backward pass, as in a network; the
+layer row times ``y = tn.Dropout(0.5).forward(x); dx = layer.backward(dy)``
+on (64, 32, 28, 28) float32 against torch.nn.Dropout(0.5) forward +
+``backward(dy)``.
 
     python -m kernels.dropout --check      every variant against the reference
     python -m kernels.dropout --bench      timings, % of floor, torch beside them
@@ -35,6 +39,7 @@ import statistics
 import numpy as np
 import numba
 
+import tinynet as tn
 from tinynet.backends import cpu, ref
 from tinynet.backends.cpu.jit import njit_kernel
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
@@ -208,7 +213,6 @@ def _race(fns, rounds=5, repeat=15):
 
 
 def bench():
-    import tinynet as tn
     rng = np.random.default_rng(0)
     x = rng.standard_normal(SHAPE).astype(np.float32)
     dy = rng.standard_normal(SHAPE).astype(np.float32)
@@ -228,14 +232,17 @@ def bench():
     layer = tn.Dropout(P, seed=SEED)
 
     def layer_step():
-        layer.forward(x)
-        layer.backward(dy)
+        y = layer.forward(x)
+        dx = layer.backward(dy)
+        return y, dx
     fns["layer"] = layer_step
     for name, (fwd, bwd) in VARIANTS.items():
         cache = fwd(x, P, SEED, STEP)[1]
         fns[name + " fwd"] = lambda fwd=fwd: fwd(x, P, SEED, STEP)
         fns[name + " bwd"] = lambda bwd=bwd, cache=cache: bwd(dy, cache, P)
-        fns[name] = lambda fwd=fwd, bwd=bwd: bwd(dy, fwd(x, P, SEED, STEP)[1], P)
+        # y stays alive through the backward pass, as in a network.
+        fns[name] = lambda fwd=fwd, bwd=bwd: (lambda yc: (yc[0], bwd(dy, yc[1], P)))(
+            fwd(x, P, SEED, STEP))
     t = _race(fns)
     t_torch = t.get("torch")
     rows = []

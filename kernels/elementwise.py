@@ -39,13 +39,13 @@ GELU
      float64 input keeps libm erf (variant 2).
   4. variant 3 in float32 arithmetic for float32 input.
 
-Softmax over axis 1 of (N, C, H, W), the (N, K) case included:
+Softmax over axis 1 of (64, 32, 28, 28) and of (256, 1000):
 
 1. naive port: serial; max, sum of exp and the division along the axis.
 2. prange over (n, block of columns): each task owns up to 256 contiguous
-   columns of one sample; libm exp.
-3. as 2 with the vector exp in x's dtype, and dx in x's dtype (the sums stay
-   float64).
+   columns of one sample (one column of width 1 for (N, K)); libm exp.
+3. as 2 with the vector exp in x's dtype and dx in x's dtype (the sums stay
+   float64), and a task per contiguous row when the axis is the last one.
 
 Softmax cross-entropy (N, K) forward + backward:
 
@@ -61,8 +61,9 @@ forward + backward); softmax the same per pass; softmax cross-entropy reads
 the logits, writes p, reads p, writes dlogits.
 
 The layer rows time the public API, ``y = layer.forward(x); dx =
-layer.backward(dy)`` on (64, 32, 28, 28) float32, against the torch module's
-forward + ``backward(dy)``.
+layer.backward(dy)`` in float32 on the same shapes, against the torch module's
+forward + ``backward(dy)``; the loss row times ``tn.SoftmaxCrossEntropy``
+forward + backward against ``torch.nn.CrossEntropyLoss``.
 
     python -m kernels.elementwise --check      every variant against the reference
     python -m kernels.elementwise --bench      timings, % of floor, torch beside them
@@ -80,6 +81,7 @@ from tinynet.backends.cpu.jit import njit_kernel
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 
 SHAPE = (64, 32, 28, 28)
+SOFTMAX_2D_SHAPE = (256, 1000)
 XENT_SHAPE = (64, 10)
 SLOPE = 0.01
 SQRT1_2 = 1.0 / math.sqrt(2.0)
@@ -611,7 +613,9 @@ def _bench_family(rows, label, variants, x, dy, torch_module, layer):
         cache = fwd(x)[1]
         fns[(name, "fwd")] = lambda fwd=fwd: fwd(x)
         fns[(name, "bwd")] = lambda bwd=bwd, cache=cache: bwd(cache, dy)
-        fns[(name, "fwd+bwd")] = lambda fwd=fwd, bwd=bwd: (lambda yc: (yc[0], bwd(yc[1], dy)))(fwd(x))
+        # y stays alive through the backward pass, as in a network.
+        fns[(name, "fwd+bwd")] = lambda fwd=fwd, bwd=bwd: (
+            lambda yc: (yc[0], bwd(yc[1], dy)))(fwd(x))
     if torch is not None:
         for part, fn in _torch_fns(torch, torch_module(torch), x, dy).items():
             fns[("torch", part)] = fn
@@ -665,6 +669,10 @@ def bench():
         make_layer, torch_module = LAYERS[op]
         _bench_family(rows, op, variants, x, dy, torch_module, make_layer())
     _bench_family(rows, "softmax dim=1", SOFTMAX_VARIANTS, x, dy,
+                  lambda torch: torch.nn.Softmax(dim=1), tn.Softmax(dim=1))
+    x2 = rng.standard_normal(SOFTMAX_2D_SHAPE).astype(np.float32)
+    dy2 = rng.standard_normal(SOFTMAX_2D_SHAPE).astype(np.float32)
+    _bench_family(rows, "softmax (256,1000)", SOFTMAX_VARIANTS, x2, dy2,
                   lambda torch: torch.nn.Softmax(dim=1), tn.Softmax(dim=1))
     _bench_xent(rows)
     return rows

@@ -10,39 +10,55 @@ of group g and all l. Per set:
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma[c]
     dgamma[c] = sum over (n, l) of dy * xhat,  dbeta[c] = sum over (n, l) of dy
 
-A training step runs norm_stats, norm_forward and norm_backward. Each variant
-below provides the three with the signatures of the ref ops:
+A training step runs the training forward (the statistics, then y) and
+norm_backward. Each variant provides (train_forward, norm_forward,
+norm_backward) with the signatures of the ref ops:
 
 1. naive port: one prange iteration per set, which loops over its members
    with 3-D indexing x[n, c, l]; a second prange over channels for dgamma
-   and dbeta. BatchNorm then has only C = 32 tasks, each one strided.
+   and dbeta. BatchNorm then has only C = 32 tasks, each one strided, and
+   LayerNorm N = 64.
 2. tiles: prange over many equal tiles (samples [n0, n1) x channels
    [c0, c1) x all l, never across a group), per-tile partial results (mean
    and M2; the sums of dy and dy * xhat per channel and per set), then a
-   serial combine (Chan's merge for the statistics). Inner loops still use
-   3-D indexing x[n, c, l].
-3. tiles + contiguous 1-D row slices (xs = x[n, c*L:(c+1)*L]; for L == 1 a
-   row of channels): LLVM vectorizes these loops, it did not vectorize the
-   3-D indexing of 2. Every pass computes in float64; statistics two-pass.
-4. production (tinynet/backends/cpu/norm.py, promoted from here): 3 plus
-   one-pass shifted sums for the statistics (d = x - K with K a member of
-   the set, M2 = sum(d^2) - sum(d)^2 / n); the forward and dx passes in the
-   dtype of x, with the mean split into mean_hi (rounded to that dtype) and
-   a correction folded into the per-set constants, so float32 data needs no
-   float32 -> float64 conversion in those two passes; for L == 1, tiles of
-   several samples; and ``need_dx``.
+   serial combine (Chan's merge for the statistics). Inner loops use 3-D
+   indexing x[n, c, l], which LLVM vectorizes along l but not, for
+   LayerNorm's L == 1, along c.
+3. tiles + contiguous 1-D slices (xs = x[n, c*L:(c+1)*L]; for L == 1 a row
+   of channels, x[n, c0:c1]), so every inner loop is a unit-stride loop
+   that vectorizes. A computed flat index, x[n, c*L + l], does not: the
+   "row sums (indexing)" rows of the bench time the two on the same sums.
+   Every pass computes in float64; the statistics are two-pass.
+4. 3 plus: one-pass shifted sums for the statistics (d = x - K with K a
+   member of the set, M2 = sum(d^2) - sum(d)^2 / n: one float32 -> float64
+   conversion per element instead of two); the forward and dx passes in
+   the dtype of x, with the mean split into mean_hi (rounded to that dtype)
+   and a correction folded into the per-set constants, so float32 data
+   needs no conversion there; for L == 1, tiles of several samples. Its
+   statistics and forward kernels are the production ones (norm_stats,
+   norm_forward); its backward kernels are below.
+5. production (tinynet/backends/cpu/norm.py, promoted from here): 4, with
+   row sets (LN, IN, GN) fused per set: the training forward
+   (norm_forward_train) computes a set's statistics and then its y while
+   the set is in cache, and the backward a set's sums and then its dx
+   (for L == 1 two samples at a time, halving the read-modify-writes of
+   the dgamma and dbeta partials). x is read once in the forward and
+   (x, dy) once in the backward. BatchNorm keeps the two-kernel passes of
+   4: its sets span the whole batch.
 
 Accumulators are float64 in every variant.
 
 Floor: a training step must read x for the statistics, read x and write y,
 read (x, dy) for the sums and read (x, dy) and write dx: 8 passes over the
-tensor. The eval-mode forward (BatchNorm with running statistics, a
-per-channel scale and shift) reads x and writes y: 2 passes.
+tensor (variant 5 makes 5 of them from memory for row sets; the other 3
+hit the cache). The eval-mode forward (BatchNorm with running statistics,
+a per-channel scale and shift) reads x and writes y: 2 passes.
 
 Targets, (64, 32, 28, 28) float32, forward + backward through the public
-layers, torch side by side: tn.BatchNorm(32) / nn.BatchNorm2d(32),
-tn.LayerNorm((32, 28, 28)) / nn.LayerNorm((32, 28, 28)), tn.InstanceNorm(32) /
-nn.InstanceNorm2d(32, affine=True), tn.GroupNorm(8, 32) / nn.GroupNorm(8, 32).
+layers, torch side by side (torch: y = m(x); y.backward(dy)):
+tn.BatchNorm(32) / nn.BatchNorm2d(32), tn.LayerNorm((32, 28, 28)) /
+nn.LayerNorm((32, 28, 28)), tn.InstanceNorm(32) / nn.InstanceNorm2d(32,
+affine=True), tn.GroupNorm(8, 32) / nn.GroupNorm(8, 32).
 
     python -m kernels.norm --check      every variant against the reference
     python -m kernels.norm --bench      timings, x floor, torch beside them
@@ -185,7 +201,7 @@ def backward_v1(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
-# -- tiling, shared by variants 2 and 3 ----------------------------------------
+# -- tiling, shared by variants 2, 3 and 4 -------------------------------------
 
 TILE = 8192      # elements per tile
 SUM_ROWS = 64    # samples per backward-sums tile when L is short
@@ -202,10 +218,10 @@ class _Tiles:
     """NB samples x CB channels per tile; channel blocks never cross a group
     (per-channel sets count as one group of C)."""
 
-    def __init__(self, N, C, L, groups, per_channel, rows_per_tile=1):
+    def __init__(self, N, C, L, groups, per_channel, rows_per_tile=1, size=TILE):
         self.Cg = C if per_channel else C // groups
         self.nnb, self.NB = _split(N, rows_per_tile)
-        self.nbg, self.CB = _split(self.Cg, TILE // (self.NB * L))
+        self.nbg, self.CB = _split(self.Cg, size // (self.NB * L))
         self.count = self.nnb * (C // self.Cg) * self.nbg
 
 
@@ -588,6 +604,165 @@ def _v3_dx(x, dy, L, per_channel, Cg, CB, nbg, ntiles, mean, rstd, gamma, k1, k2
 
 
 
+# -- variant 4: shifted statistics, forward and dx in the dtype of x ------------
+
+@njit_kernel(parallel=True)
+def _v4_sums(x, dy, L, per_channel, Cg, NB, CB, nbg, ntiles, mean, rstd, gamma,
+             dbeta_p, dgamma_p, sum_dxhat_p, sum_dxhat_xhat_p):
+    """Per tile, in float64: sum(dy) and sum(dy * xhat) of each channel over its
+    samples (dbeta_p, dgamma_p, (nnb, C)) and, grouped, sum(dxhat) and
+    sum(dxhat * xhat) of each (sample, set) over its channels
+    (sum_dxhat_p, sum_dxhat_xhat_p, (nbg, S))."""
+    # Parallel axis: tiles. Tile t writes only row nb, columns c0..c1 of the
+    # per-channel partials, and slots (j, n*G + g) for its samples n.
+    N = x.shape[0]
+    C = x.shape[1] // L
+    G = C // Cg
+    for t in numba.prange(ntiles):
+        nb, n0, n1, c0, c1, g, j = _tile(t, N, C, Cg, NB, CB, nbg)
+        p1 = dbeta_p[nb, c0:c1]
+        p2 = dgamma_p[nb, c0:c1]
+        for i in range(c1 - c0):
+            p1[i] = 0.0
+            p2[i] = 0.0
+        for n in range(n0, n1):
+            s = n * G + g
+            sum_dxhat = 0.0
+            sum_dxhat_xhat = 0.0
+            if L == 1:
+                xs = x[n, c0:c1]
+                dys = dy[n, c0:c1]
+                gs = gamma[c0:c1]
+                if per_channel:
+                    ms = mean[c0:c1]
+                    rs = rstd[c0:c1]
+                    for i in range(c1 - c0):
+                        d = np.float64(dys[i])
+                        p1[i] += d
+                        p2[i] += d * (xs[i] - ms[i]) * rs[i]
+                else:
+                    m = mean[s]
+                    r = rstd[s]
+                    for i in range(c1 - c0):
+                        d = np.float64(dys[i])
+                        d_xhat = d * (xs[i] - m) * r
+                        p1[i] += d
+                        p2[i] += d_xhat
+                        sum_dxhat += gs[i] * d
+                        sum_dxhat_xhat += gs[i] * d_xhat
+            else:
+                for c in range(c0, c1):
+                    if per_channel:
+                        s = c
+                    xs = x[n, c * L:(c + 1) * L]
+                    dys = dy[n, c * L:(c + 1) * L]
+                    m = mean[s]
+                    sum_dy = 0.0
+                    sum_dy_xc = 0.0
+                    for l in range(L):
+                        d = np.float64(dys[l])
+                        sum_dy += d
+                        sum_dy_xc += d * (xs[l] - m)
+                    sum_dy_xhat = sum_dy_xc * rstd[s]
+                    p1[c - c0] += sum_dy
+                    p2[c - c0] += sum_dy_xhat
+                    sum_dxhat += gamma[c] * sum_dy
+                    sum_dxhat_xhat += gamma[c] * sum_dy_xhat
+            if not per_channel:
+                sum_dxhat_p[j, s] = sum_dxhat
+                sum_dxhat_xhat_p[j, s] = sum_dxhat_xhat
+
+
+@njit_kernel(parallel=True)
+def _v4_dx(x, dy, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_hi, rstd, gamma, k2, k0,
+           fixed_stats, dx):
+    """dx = rstd * gamma[c] * dy - k2 * (x - mean_hi) + k0, in the dtype of x.
+
+    Per set: k2 = rstd^2 * mean(dxhat * xhat) and k0 = k2 * (mean - mean_hi)
+    - rstd * mean(dxhat), so that dx = rstd * (dxhat - mean(dxhat) - xhat *
+    mean(dxhat * xhat)). With ``fixed_stats``, dx = rstd * gamma[c] * dy.
+    """
+    # Parallel axis: tiles; tile t writes only dx[n, c0*L:c1*L] for its samples n.
+    N = x.shape[0]
+    C = x.shape[1] // L
+    G = C // Cg
+    for t in numba.prange(ntiles):
+        _, n0, n1, c0, c1, g, _ = _tile(t, N, C, Cg, NB, CB, nbg)
+        for n in range(n0, n1):
+            s = n * G + g
+            if L == 1:
+                xs = x[n, c0:c1]
+                dys = dy[n, c0:c1]
+                dxs = dx[n, c0:c1]
+                gs = gamma[c0:c1]
+                if per_channel:
+                    ms = mean_hi[c0:c1]
+                    rs = rstd[c0:c1]
+                    k2s = k2[c0:c1]
+                    k0s = k0[c0:c1]
+                    if fixed_stats:
+                        for i in range(c1 - c0):
+                            dxs[i] = rs[i] * gs[i] * dys[i]
+                    else:
+                        for i in range(c1 - c0):
+                            dxs[i] = rs[i] * gs[i] * dys[i] - k2s[i] * (xs[i] - ms[i]) + k0s[i]
+                else:
+                    m = mean_hi[s]
+                    r = rstd[s]
+                    b2 = k2[s]
+                    b0 = k0[s]
+                    for i in range(c1 - c0):
+                        dxs[i] = r * gs[i] * dys[i] - b2 * (xs[i] - m) + b0
+            else:
+                for c in range(c0, c1):
+                    if per_channel:
+                        s = c
+                    a = rstd[s] * gamma[c]
+                    m = mean_hi[s]
+                    b2 = k2[s]
+                    b0 = k0[s]
+                    xs = x[n, c * L:(c + 1) * L]
+                    dys = dy[n, c * L:(c + 1) * L]
+                    dxs = dx[n, c * L:(c + 1) * L]
+                    if fixed_stats:
+                        for l in range(L):
+                            dxs[l] = a * dys[l]
+                    else:
+                        for l in range(L):
+                            dxs[l] = a * dys[l] - b2 * (xs[l] - m) + b0
+
+
+def backward_v4(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False):
+    N, C, L = x.shape
+    S = _sets(x, groups, per_channel)
+    g = _affine(gamma, C, x.dtype, 1.0)
+    x2, dy2 = x.reshape(N, C * L), dy.reshape(N, C * L)
+    tiles = _Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-SUM_ROWS // L), size=4 * TILE)
+    dbeta_p, dgamma_p = np.empty((tiles.nnb, C)), np.empty((tiles.nnb, C))
+    sum_dxhat_p, sum_dxhat_xhat_p = np.empty((tiles.nbg, S)), np.empty((tiles.nbg, S))
+    _v4_sums(x2, dy2, L, per_channel, tiles.Cg, tiles.NB, tiles.CB, tiles.nbg, tiles.count,
+             mean, rstd, g, dbeta_p, dgamma_p, sum_dxhat_p, sum_dxhat_xhat_p)
+    dbeta, dgamma = dbeta_p.sum(axis=0), dgamma_p.sum(axis=0)
+    if per_channel:
+        sum_dxhat, sum_dxhat_xhat = g * dbeta, g * dgamma
+    else:
+        sum_dxhat, sum_dxhat_xhat = sum_dxhat_p.sum(axis=0), sum_dxhat_xhat_p.sum(axis=0)
+    M = x.size // S
+    mean_hi = mean.astype(x.dtype)
+    k2 = rstd * rstd * sum_dxhat_xhat / M
+    k0 = k2 * (mean - mean_hi) - rstd * sum_dxhat / M
+    if fixed_stats:
+        k2, k0 = np.zeros(S), np.zeros(S)
+    dx = np.empty_like(x)
+    tiles = _Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-8 // L))
+    _v4_dx(x2, dy2, L, per_channel, tiles.Cg, tiles.NB, tiles.CB, tiles.nbg, tiles.count,
+           mean_hi, rstd.astype(x.dtype), g, k2.astype(x.dtype), k0.astype(x.dtype),
+           fixed_stats, dx.reshape(N, C * L))
+    if gamma is None:
+        return dx, None, None
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
 # -- the Python side of variants 2 and 3 (they differ only in their kernels) ----
 
 def _tiled_ops(stats_kernel, forward_kernel, sums_kernel, dx_kernel):
@@ -649,12 +824,22 @@ def _tiled_ops(stats_kernel, forward_kernel, sums_kernel, dx_kernel):
     return stats, forward, backward
 
 
+def _variant(stats, forward, backward):
+    """(train_forward, forward, backward): the training forward is stats, then forward."""
+    def train_forward(x, gamma, beta, groups, per_channel, eps):
+        mean, var, rstd = stats(x, groups, per_channel, eps)
+        return forward(x, mean, rstd, gamma, beta, groups, per_channel), mean, var, rstd
+    return train_forward, forward, backward
+
+
 VARIANTS = {
-    "1 naive, per set": (stats_v1, forward_v1, backward_v1),
-    "2 tiles, 3-D index": _tiled_ops(_v2_stats, _v2_forward, _v2_sums, _v2_dx),
-    "3 tiles, row slices": _tiled_ops(_v3_stats, _v3_forward, _v3_sums, _v3_dx),
-    "4 production": (production.norm_stats, production.norm_forward,
-                     production.norm_backward),
+    "1 naive, per set": _variant(stats_v1, forward_v1, backward_v1),
+    "2 tiles, 3-D index": _variant(*_tiled_ops(_v2_stats, _v2_forward, _v2_sums, _v2_dx)),
+    "3 tiles, row slices": _variant(*_tiled_ops(_v3_stats, _v3_forward, _v3_sums, _v3_dx)),
+    "4 shifted, dtype passes": _variant(production.norm_stats, production.norm_forward,
+                                        backward_v4),
+    "5 fused row sets": (production.norm_forward_train, production.norm_forward,
+                         production.norm_backward),
 }
 
 # (shape of the (N, C, L) view, groups, per_channel): odd sizes, one set
@@ -686,18 +871,19 @@ def check():
                 beta = rng.standard_normal(C).astype(dtype)
                 x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
                 g64, b64 = gamma.astype(np.float64), beta.astype(np.float64)
-                mean, var, rstd = ref.norm_stats(x64, groups, per_channel, EPS)
-                y_ref = ref.norm_forward(x64, mean, rstd, g64, b64, groups, per_channel)
+                y_ref, mean, var, rstd = ref.norm_forward_train(x64, g64, b64, groups,
+                                                                per_channel, EPS)
                 for fixed in (False, True):
                     grads_ref = ref.norm_backward(x64, dy64, mean, rstd, g64, groups,
                                                   per_channel, fixed)
-                    for name, (stats, forward, backward) in VARIANTS.items():
+                    for name, (train_forward, forward, backward) in VARIANTS.items():
                         what = f"{name} {shape} G={groups} {np.dtype(dtype).name} x~{offset}"
-                        got = stats(x, groups, per_channel, EPS)
-                        for part, g_, w_ in zip(("mean", "var", "rstd"), got,
+                        y, *stats = train_forward(x, gamma, beta, groups, per_channel, EPS)
+                        for part, g_, w_ in zip(("mean", "var", "rstd"), stats,
                                                 (mean, var, rstd)):
                             np.testing.assert_allclose(g_, w_, rtol=1e-10,
                                                        err_msg=f"{what} {part}")
+                        _check_close(f"{what} y train", y, y_ref, dtype)
                         _check_close(f"{what} y",
                                      forward(x, mean, rstd, gamma, beta, groups, per_channel),
                                      y_ref, dtype)
@@ -707,6 +893,45 @@ def check():
 
 
 # -- bench --------------------------------------------------------------------
+
+@njit_kernel(parallel=True)
+def _row_sums_flat_index(x, L, out):
+    # Parallel axis: samples; sample n writes only out[n].
+    N = x.shape[0]
+    C = x.shape[1] // L
+    for n in numba.prange(N):
+        acc = 0.0
+        for c in range(C):
+            for l in range(L):
+                acc += x[n, c * L + l]
+        out[n] = acc
+
+
+@njit_kernel(parallel=True)
+def _row_sums_slices(x, L, out):
+    # Parallel axis: samples; sample n writes only out[n].
+    N = x.shape[0]
+    C = x.shape[1] // L
+    for n in numba.prange(N):
+        acc = 0.0
+        for c in range(C):
+            xs = x[n, c * L:(c + 1) * L]
+            for l in range(L):
+                acc += xs[l]
+        out[n] = acc
+
+
+def _bench_indexing(rows, x):
+    """Why the kernels index 1-D slices: the same float64 row sums with a
+    computed 2-D index x[n, c*L + l] and with a 1-D slice per (n, c) row."""
+    N, C, L = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
+    x2 = x.reshape(N, C * L)
+    out = np.empty(N)
+    for name, kernel in (("x[n, c*L + l]", _row_sums_flat_index),
+                         ("xs = x[n, c*L:(c+1)*L]", _row_sums_slices)):
+        rows.append(Row("row sums (indexing)", name, median_time(lambda: kernel(x2, L, out)),
+                        tensor_bytes(x)))
+
 
 def _norms(torch):
     """(label, tinynet layer factory, torch module factory, (N, C, L) view, groups,
@@ -752,10 +977,9 @@ def bench():
         C = view[1]
         gamma = np.ones(C, np.float32)
         beta = np.zeros(C, np.float32)
-        for name, (stats, forward, backward) in VARIANTS.items():
+        for name, (train_forward, _, backward) in VARIANTS.items():
             def step():
-                mean, _, rstd = stats(xv, groups, per_channel, EPS)
-                forward(xv, mean, rstd, gamma, beta, groups, per_channel)
+                _, mean, _, rstd = train_forward(xv, gamma, beta, groups, per_channel, EPS)
                 backward(xv, dyv, mean, rstd, gamma, groups, per_channel)
             rows.append(Row(f"{label} ops fwd+bwd", name, median_time(step), step_bytes,
                             torch_seconds=t_torch))
@@ -790,6 +1014,7 @@ def bench():
         rows.append(Row("BatchNorm eval layer fwd", "tinynet cpu",
                         median_time(lambda: layer.forward(x), repeat=25), 2 * tensor_bytes(x),
                         torch_seconds=t_torch))
+    _bench_indexing(rows, x)
     return rows
 
 

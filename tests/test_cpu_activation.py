@@ -180,3 +180,11 @@ def test_softmax_nan_along_a_strided_axis(rng):
     y = cpu.softmax_forward(x, 1)
     assert np.isnan(y[1, :, 3]).all()
     assert np.isfinite(np.delete(y[1], 3, axis=1)).all() and np.isfinite(y[0]).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 7, 9])
+def test_softmax_row_finds_the_maximum_at_every_position(k):
+    # A missed maximum of 1e4 would overflow exp and give NaN.
+    x = np.where(np.eye(k, dtype=bool), 1e4, 0.0).astype(np.float32)
+    y = cpu.softmax_forward(x, 1)
+    assert_close(y, np.eye(k))

@@ -169,7 +169,8 @@ def test_col2im_rejects_wrong_cols_shape():
 
 
 def test_output_size_matches_ref():
-    for args in [(5, 5, 3, 3, (1, 1), (0, 0)), (7, 6, 3, 2, (2, 1), (1, 0)), (1, 1, 3, 3, (1, 1), (1, 1))]:
+    for args in [(5, 5, 3, 3, (1, 1), (0, 0)), (7, 6, 3, 2, (2, 1), (1, 0)),
+                 (1, 1, 3, 3, (1, 1), (1, 1))]:
         assert cpu.conv2d_output_size(*args) == ref.conv2d_output_size(*args)
     with pytest.raises(ValueError, match="smaller than the kernel"):
         cpu.conv2d_output_size(2, 5, 3, 3, (1, 1), (0, 0))

@@ -3,8 +3,8 @@
 float32 inputs are compared with the float64 reference run on the same
 values; float64 inputs tightly. Every layout (BatchNorm per channel, grouped
 sets with G = 1, 3 and C, L == 1 rows) runs with the production tile sizes
-and with tiny ones, so that sets span several tiles and Chan's merge and the
-partial sums are exercised on small arrays.
+and with tiny ones, so that on small arrays sets span several tiles (Chan's
+merge, the partial sums) and backward tasks hold several samples.
 """
 import numba
 import numpy as np
@@ -24,6 +24,9 @@ LAYOUTS = [
     ((3, 6, 25), 3, False),    # GroupNorm
     ((3, 6, 25), 6, False),    # InstanceNorm
     ((4, 30, 1), 1, False),    # LayerNorm over 30 features
+    ((9, 20, 1), 1, False),    # LayerNorm, several samples per backward task
+    ((9, 6, 1), 3, False),     # GroupNorm on (N, C): pairs of samples per group
+    ((9, 4, 2), 2, False),
     ((2, 5, 7), 5, False),
 ]
 IDS = [f"{s}-G{g}-{'bn' if pc else 'sets'}" for s, g, pc in LAYOUTS]
@@ -35,7 +38,6 @@ def tiling(request, monkeypatch):
     if request.param == "tiny tiles":
         monkeypatch.setattr(cpu_norm, "TILE", 8)
         monkeypatch.setattr(cpu_norm, "ROWS", 2)
-        monkeypatch.setattr(cpu_norm, "SUM_ROWS", 3)
     return request.param
 
 
@@ -65,7 +67,7 @@ def f64(a):
 
 
 def assert_scaled_close(got, want, rtol, what):
-    """|got - want| <= rtol * max(1, max|want|) elementwise, and the same dtype-free shape."""
+    """Same shape and |got - want| <= rtol * max(1, max|want|) elementwise."""
     assert got.shape == want.shape, what
     scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
     assert_close(got, want, 0, rtol * scale, what)
@@ -95,6 +97,23 @@ def test_forward_matches_ref(rng, tiling, shape, groups, per_channel, dtype, aff
     y = cpu.norm_forward(x, mean, rstd, gamma, beta, groups, per_channel)
     assert y.dtype == dtype and y.flags.c_contiguous
     assert_scaled_close(y, want, tol(dtype), "y")
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,groups,per_channel", LAYOUTS, ids=IDS)
+def test_forward_train_matches_ref(rng, tiling, shape, groups, per_channel, dtype, affine):
+    x, _, gamma, beta = make(rng, shape, dtype)
+    if not affine:
+        gamma = beta = None
+    want = ref.norm_forward_train(x.astype(np.float64), f64(gamma), f64(beta), groups,
+                                  per_channel, 1e-5)
+    y, mean, var, rstd = cpu.norm_forward_train(x, gamma, beta, groups, per_channel, 1e-5)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    assert_scaled_close(y, want[0], tol(dtype), "y")
+    for name, g, w in zip(("mean", "var", "rstd"), (mean, var, rstd), want[1:]):
+        assert g.dtype == np.float64
+        assert_close(g, w, 1e-12, 1e-14, name)
 
 
 @pytest.mark.parametrize("fixed_stats", [False, True])
@@ -146,11 +165,13 @@ def test_large_offset_float32_is_accurate(rng, tiling, shape, groups, per_channe
     y, dx are within a few float32 roundings of the float64 reference."""
     x, dy, gamma, beta = make(rng, shape, np.float32, offset=100.0, scale=0.1)
     x64 = x.astype(np.float64)
-    mean, var, rstd = cpu.norm_stats(x, groups, per_channel, 1e-5)
     sets = set_rows(x64, groups, per_channel)
-    assert_close(mean, sets.mean(axis=1), 1e-12, 0, "mean")
-    assert_close(var, sets.var(axis=1), 1e-12, 0, "var")
+    y, mean, var, rstd = cpu.norm_forward_train(x, gamma, beta, groups, per_channel, 1e-5)
+    for got in (cpu.norm_stats(x, groups, per_channel, 1e-5), (mean, var)):
+        assert_close(got[0], sets.mean(axis=1), 1e-12, 0, "mean")
+        assert_close(got[1], sets.var(axis=1), 1e-12, 0, "var")
     y_ref = ref.norm_forward(x64, mean, rstd, f64(gamma), f64(beta), groups, per_channel)
+    assert_scaled_close(y, y_ref, 5e-7, "y train")
     assert_scaled_close(cpu.norm_forward(x, mean, rstd, gamma, beta, groups, per_channel),
                         y_ref, 5e-7, "y")
     want = ref.norm_backward(x64, dy.astype(np.float64), mean, rstd, f64(gamma),
@@ -163,16 +184,19 @@ def test_large_offset_float32_is_accurate(rng, tiling, shape, groups, per_channe
 def test_variance_is_never_negative():
     x = np.full((2, 3, 5), 0.1, np.float32)
     for per_channel, groups in ((True, 1), (False, 3), (False, 1)):
-        _, var, rstd = cpu.norm_stats(x, groups, per_channel, 1e-5)
-        np.testing.assert_array_equal(var, 0.0)
-        assert_close(rstd, np.full(var.shape, 1e-5 ** -0.5), 1e-12, 0, "rstd")
+        for _, var, rstd in (cpu.norm_stats(x, groups, per_channel, 1e-5),
+                             cpu.norm_forward_train(x, None, None, groups, per_channel,
+                                                    1e-5)[1:]):
+            np.testing.assert_array_equal(var, 0.0)
+            assert_close(rstd, np.full(var.shape, 1e-5 ** -0.5), 1e-12, 0, "rstd")
 
 
 @pytest.mark.parametrize("shape,groups,per_channel", LAYOUTS, ids=IDS)
 def test_nan_stays_in_its_sets(rng, tiling, shape, groups, per_channel):
     x, dy, gamma, beta = make(rng, shape, np.float32)
     N, C, L = shape
-    n0, c0, l0 = N - 1, C - 1, L // 2
+    # Sample N - 2 shares its backward task with sample N - 1 (in pairs if L == 1).
+    n0, c0, l0 = N - 2, C - 1, L // 2
     x[n0, c0, l0] = np.nan
     # The members of the set that holds x[n0, c0, l0].
     hit = np.zeros(shape, dtype=bool)
@@ -182,10 +206,10 @@ def test_nan_stays_in_its_sets(rng, tiling, shape, groups, per_channel):
         Cg = C // groups
         g0 = c0 // Cg
         hit[n0, g0 * Cg:(g0 + 1) * Cg, :] = True
-    mean, var, rstd = cpu.norm_stats(x, groups, per_channel, 1e-5)
-    y = cpu.norm_forward(x, mean, rstd, gamma, beta, groups, per_channel)
+    y, mean, var, rstd = cpu.norm_forward_train(x, gamma, beta, groups, per_channel, 1e-5)
+    y_again = cpu.norm_forward(x, mean, rstd, gamma, beta, groups, per_channel)
     dx, dgamma, dbeta = cpu.norm_backward(x, dy, mean, rstd, gamma, groups, per_channel)
-    for name, a in (("y", y), ("dx", dx)):
+    for name, a in (("y", y), ("y from norm_forward", y_again), ("dx", dx)):
         assert np.all(np.isnan(a[hit])), name
         assert np.all(np.isfinite(a[~hit])), name
     channels_hit = hit.any(axis=(0, 2))
@@ -242,6 +266,8 @@ def test_empty_batch():
     x = np.zeros((0, 6, 5), np.float32)
     mean, var, rstd = cpu.norm_stats(x, 3, False, 1e-5)
     assert mean.shape == (0,)
+    y, mean, var, rstd = cpu.norm_forward_train(x, None, None, 1, True, 1e-5)
+    assert y.shape == x.shape and mean.shape == (6,) and np.all(np.isnan(rstd))
     mean, var, rstd = cpu.norm_stats(x, 1, True, 1e-5)
     assert mean.shape == (6,) and np.all(np.isnan(var))
     gamma = np.ones(6, np.float32)
@@ -264,8 +290,9 @@ def test_same_result_for_any_thread_count(rng):
         for xv, dyv, g, groups, per_channel in ((x, dy, gamma, 1, True),
                                                 (x, dy, gamma, 4, False),
                                                 (xl, dyl, gl, 1, False)):
-            mean, var, rstd = cpu.norm_stats(xv, groups, per_channel, 1e-5)
-            out += [mean, var, cpu.norm_forward(xv, mean, rstd, g, g, groups, per_channel)]
+            out += list(cpu.norm_stats(xv, groups, per_channel, 1e-5))
+            y, mean, var, rstd = cpu.norm_forward_train(xv, g, g, groups, per_channel, 1e-5)
+            out += [y, mean, var, cpu.norm_forward(xv, mean, rstd, g, g, groups, per_channel)]
             out += list(cpu.norm_backward(xv, dyv, mean, rstd, g, groups, per_channel))
         return out
 
@@ -290,6 +317,10 @@ def test_errors_match_ref(rng):
         cpu.norm_forward(x, mean, rstd, np.ones(5), None, 3, False)
     with pytest.raises(ValueError, match=r"norm_forward: mean must have shape \(6,\)"):
         cpu.norm_forward(x, mean, rstd, None, None, 3, True)
+    with pytest.raises(ValueError, match=r"norm_forward_train: beta must have shape \(6,\)"):
+        cpu.norm_forward_train(x, None, np.ones(5), 3, False, 1e-5)
+    with pytest.raises(ValueError, match="norm_forward_train: groups must be a positive"):
+        cpu.norm_forward_train(x, None, None, 4, False, 1e-5)
     with pytest.raises(ValueError, match="norm_backward: dy must have the shape of x"):
         cpu.norm_backward(x, x[:, :, :4], mean, rstd, None, 3, False)
     with pytest.raises(TypeError, match="norm_stats: x must be float32 or float64"):

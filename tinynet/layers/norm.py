@@ -8,8 +8,10 @@ and differ only in the set: BatchNorm normalizes each channel over (N, H, W),
 LayerNorm each sample over its last dims, InstanceNorm each (sample, channel)
 over (H, W), and GroupNorm each (sample, group of C/G channels) over
 (C/G, H, W). Each layer reshapes its input to an (N, C, L) view, picks the
-layout (``groups``, ``per_channel``) and calls the backend's three ops
-``norm_stats``, ``norm_forward`` and ``norm_backward``; the backward is
+layout (``groups``, ``per_channel``) and calls the backend's ops:
+``norm_forward_train`` (the input's statistics and y in one call) in every
+forward except BatchNorm's in eval mode, which calls ``norm_forward`` with
+the running statistics; then ``norm_backward``, which is
 
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
 
@@ -48,7 +50,8 @@ class _Norm(Layer):
     """The shared forward/backward of the four normalizations.
 
     A subclass defines ``_view(x) -> (x (N, C, L), groups)`` and sets
-    ``per_channel``; BatchNorm also overrides ``_stats``.
+    ``per_channel``; BatchNorm also overrides ``_running_stats`` and
+    ``_record_batch_stats``.
     """
 
     param_names = ("weight", "bias")
@@ -69,10 +72,12 @@ class _Norm(Layer):
             return None, None
         return self.weight.data.reshape(-1), self.bias.data.reshape(-1)
 
-    def _stats(self, x, groups):
-        """(mean, rstd, fixed_stats) of the (N, C, L) view: the input's own statistics."""
-        mean, _, rstd = self.ops.norm_stats(x, groups, self.per_channel, self.eps)
-        return mean, rstd, False
+    def _running_stats(self):
+        """(mean, rstd) to normalize with instead of the input's own statistics, or None."""
+        return None
+
+    def _record_batch_stats(self, x, mean, var):
+        """Called with the statistics of the (N, C, L) view after each forward that used them."""
 
     def _check_channels(self, x, expected, what):
         if x.shape[1] != expected:
@@ -81,10 +86,18 @@ class _Norm(Layer):
 
     def forward(self, x):
         xv, groups = self._view(x)
-        mean, rstd, fixed_stats = self._stats(xv, groups)
         gamma, beta = self._gamma_beta()
-        y = self.ops.norm_forward(xv, mean, rstd, gamma, beta, groups, self.per_channel)
-        self._cache = (x.shape, xv, mean, rstd, groups, fixed_stats)
+        running = self._running_stats()
+        if running is None:
+            # The input's own statistics, computed with y in one op.
+            y, mean, var, rstd = self.ops.norm_forward_train(xv, gamma, beta, groups,
+                                                             self.per_channel, self.eps)
+            self._record_batch_stats(xv, mean, var)
+        else:
+            # Constant statistics (BatchNorm in eval mode).
+            mean, rstd = running
+            y = self.ops.norm_forward(xv, mean, rstd, gamma, beta, groups, self.per_channel)
+        self._cache = (x.shape, xv, mean, rstd, groups, running is not None)
         return y.reshape(x.shape)
 
     def backward(self, dy):
@@ -158,25 +171,27 @@ class BatchNorm(_Norm):
         x = self._check_input(x, (2, 4), what)
         self._check_channels(x, self.num_features, what)
         N, C = x.shape[:2]
-        return x.reshape(N, C, -1), 1
-
-    def _stats(self, x, groups):
-        if not self.training:
-            # Eval: the running statistics are constants.
-            mean = self.running_mean.astype(np.float64)
-            rstd = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
-            return mean, rstd, True
-        n = x.shape[0] * x.shape[2]
-        if n < 2:
+        xv = x.reshape(N, C, -1)
+        if self.training and N * xv.shape[2] < 2:
             raise ValueError(f"{self.name}: expected more than 1 value per channel when "
-                             f"training, got input of {x.shape[0]} x {x.shape[2]} values "
+                             f"training, got input of {N} x {xv.shape[2]} values "
                              f"per channel")
-        mean, var, rstd = self.ops.norm_stats(x, groups, self.per_channel, self.eps)
+        return xv, 1
+
+    def _running_stats(self):
+        if self.training:
+            return None
+        # Eval: the running statistics are constants.
+        mean = self.running_mean.astype(np.float64)
+        rstd = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+        return mean, rstd
+
+    def _record_batch_stats(self, x, mean, var):
+        n = x.shape[0] * x.shape[2]
         m = self.momentum
         self.running_mean[...] = (1.0 - m) * self.running_mean + m * mean
         self.running_var[...] = (1.0 - m) * self.running_var + m * var * (n / (n - 1))
         self.num_batches_tracked += 1
-        return mean, rstd, False
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

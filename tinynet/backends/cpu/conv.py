@@ -37,15 +37,22 @@ outside Numba) does the matrix multiplies. Two schedules, chosen by K
   = cols dy^T and one for dcols = Wm^T dy^T, then col2im. The backward
   rebuilds each chunk's columns from x: nothing is cached.
 
-im2col and col2im of a stride-1 convolution with OW == W (the "same" width,
-such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
+im2col and col2im (variant 3) of a stride-1 convolution with OW == W (the
+"same" width, such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
 the flat image is the flat image shifted by (p - ph)*W + (q - pw), except the
 rows that leave the image and the columns that wrap around a row edge, which
 are zero. Other strides and paddings copy row by row.
 
-The GEMMs accumulate in the input dtype (as BLAS does); the kernels sum in
-float64: db, the chunk sums of dW, and col2im's scatter-add.
+The GEMMs accumulate in the input dtype, as BLAS does: dW, and in the
+per-sample schedule db, are float32 sums within a sample (or a chunk) for
+float32 input. Sums over samples and chunks, the chunked schedule's db and
+col2im's scatter-add are float64. Scratch arrays (a chunk's columns, dy^T,
+dcols) are kept per thread and reused across calls: a fresh multi-MB array
+pays a page fault per 4 KB page on its first write, which doubled the time
+of the chunked forward.
 """
+import threading
+
 import numpy as np
 import numba
 
@@ -57,7 +64,9 @@ SMALL_K = 48
 """Largest C*KH*KW that takes the per-sample schedule (measured in kernels/conv.py)."""
 
 CHUNK_BYTES = 4 << 20
-"""Target size of one chunk of columns in the chunked schedule (fits in L2 + L3)."""
+"""Target size of one chunk of columns in the chunked schedule. On one thread
+1 to 4 MB ran within 3 % of each other and 8 MB or more 15 to 40 % slower; on
+two threads fewer chunks mean fewer thread-pool wake-ups, and 4 MB was best."""
 
 
 def conv2d_output_size(H, W, kh, kw, stride, padding):
@@ -336,6 +345,24 @@ def _columns_with_ones(x, kh, kw, stride, padding, OH, OW, ones_row):
     return cols
 
 
+_workspace = threading.local()
+
+
+def _scratch(slot, size, dtype):
+    """A 1-D scratch array of ``size`` elements (contents undefined), kept per
+    slot name, dtype and thread and reused by later calls. A fresh multi-MB
+    array costs a page fault per 4 KB on its first write, which measured as
+    much as the im2col kernel itself."""
+    buffers = getattr(_workspace, "buffers", None)
+    if buffers is None:
+        buffers = _workspace.buffers = {}
+    key = (slot, np.dtype(dtype))
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[key] = np.empty(size, dtype=dtype)
+    return buffer[:size]
+
+
 def _chunk_size(N, K, P, itemsize):
     """Samples per chunk: as many as keep a chunk's columns near CHUNK_BYTES."""
     return max(1, min(N, CHUNK_BYTES // (K * P * itemsize)))
@@ -367,7 +394,8 @@ def _backward_per_sample(dy, x, W, cols, stride, padding, has_bias, need_dx):
     db = dWb[:, K].astype(dy.dtype) if has_bias else None
     dx = None
     if need_dx:
-        dcols = np.matmul(np.ascontiguousarray(W.reshape(F, K).T), dy3)
+        dcols = _scratch("dcols", N * K * P, dy.dtype).reshape(N, K, P)
+        np.matmul(np.ascontiguousarray(W.reshape(F, K).T), dy3, out=dcols)
         dx = np.empty(x.shape, dtype=dy.dtype)
         _col2im_kernel(dcols.reshape(N * K, P), 0, N, KH, KW, *stride, *padding, OH, OW,
                        K, 0, dx)
@@ -383,8 +411,8 @@ def _forward_chunked(x, W, b, stride, padding, OH, OW):
     bias = np.zeros(F, dtype=x.dtype) if b is None else b
     y = np.empty((N, F, P), dtype=x.dtype)
     nb = _chunk_size(N, K, P, x.itemsize)
-    cols_buf = np.empty(K * nb * P, dtype=x.dtype)
-    yT_buf = np.empty(F * nb * P, dtype=x.dtype)
+    cols_buf = _scratch("cols", K * nb * P, x.dtype)
+    yT_buf = _scratch("yT", F * nb * P, x.dtype)
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         cols = cols_buf[:K * m * P].reshape(K, m * P)
@@ -409,9 +437,9 @@ def _backward_chunked(dy, x, W, stride, padding, has_bias, need_dx):
     dWT = np.zeros((K, F), dtype=np.float64)
     dWT_chunk = np.empty((K, F), dtype=dtype)
     dbias = np.empty((N, F), dtype=np.float64)
-    cols_buf = np.empty(K * nb * P, dtype=dtype)
-    dyT_buf = np.empty(F * nb * P, dtype=dtype)
-    dcols_buf = np.empty(K * nb * P, dtype=dtype) if need_dx else None
+    cols_buf = _scratch("cols", K * nb * P, dtype)
+    dyT_buf = _scratch("dyT", F * nb * P, dtype)
+    dcols_buf = _scratch("dcols", K * nb * P, dtype) if need_dx else None
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         cols = cols_buf[:K * m * P].reshape(K, m * P)

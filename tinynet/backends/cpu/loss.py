@@ -9,9 +9,9 @@ labels t (N,) and label smoothing eps in [0, 1):
     dx_nk    = (p_nk - q_nk) / N
 
 One pass per row computes m_n, the log-sum-exp and the row's loss in float64
-(exp without libm, as the activations' ``_exp``) and writes p_n; the rows run
-in parallel (promoted from kernels/elementwise.py softmax-xent variant 2). This is torch.nn.CrossEntropyLoss with
-reduction='mean' and label_smoothing=eps
+(exp without libm, the activations' ``_exp``) and writes p_n; the rows run in
+parallel (promoted from kernels/elementwise.py softmax-xent variant 2). This
+is torch.nn.CrossEntropyLoss with reduction='mean' and label_smoothing=eps
 (https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html).
 
 A label outside [0, K) raises ValueError instead of reading out of bounds.
@@ -34,13 +34,15 @@ def _softmax_xent_forward(logits, labels, label_smoothing, probs, row_loss):
     for r in prange(n):
         t = labels[r]
         if t < 0 or t >= k:
+            # A label outside [0, K): skip the row, the caller raises.
             row_loss[r] = np.inf
             continue
+        # The maximum skips NaN; a NaN logit then makes exp, the sum and the
+        # row's loss NaN.
         m = np.float64(logits[r, 0])
         for c in range(1, k):
             v = np.float64(logits[r, c])
-            # A NaN becomes the maximum, so a row with a NaN gives a NaN loss.
-            if v > m or v != v:
+            if v > m:
                 m = v
         s = 0.0
         sum_z = 0.0

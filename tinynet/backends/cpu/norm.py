@@ -2,39 +2,46 @@
 as one family of Numba kernels.
 
 The ops and their layout are those of the reference (tinynet/backends/ref/norm.py,
-which derives the math): x is viewed as (N, C, L), ``per_channel=True``
+which derives the math): x is viewed as (N, C, L); ``per_channel=True``
 (BatchNorm) makes one set per channel c over (n, l), ``per_channel=False``
 (LN, IN, GN) one set per (n, g) over the C/G channels of group g and all l.
 Per set, with M members:
 
     mean = sum(x) / M,  var = sum((x - mean)^2) / M,  rstd = 1 / sqrt(var + eps)
-    y    = x * a[c] + b[c],  a = rstd * gamma[c],  b = beta[c] - mean * a
+    y    = (x - mean) * a + beta[c],  a = rstd * gamma[c]
     dx   = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma[c]
     dgamma[c] = sum over (n, l) of dy * xhat,  dbeta[c] = sum over (n, l) of dy
 
-Work is split into tiles: the channels [c0, c1) of the samples [n0, n1), all
-l. A tile never straddles two groups, so for grouped sets each sample's part
-of a tile, x[n, c0:c1, :], is one contiguous span of a single set. Every op
-is a ``prange`` over tiles, many more tiles than threads and of equal size;
-each tile writes only its own outputs and its own slot of a small partials
-array, and a serial step combines the partials:
+How the kernels compute it:
 
-- ``norm_stats``: per tile and set, the mean and M2 = sum((x - mean)^2) of the
-  tile's members (two passes over the tile, which stays in cache, in float64);
-  then Chan's merge of the tiles of each set. No E[x^2] - E[x]^2 anywhere.
-- ``norm_forward``: the statistics fold into a per-(n, c) scale a and shift b
-  (BatchNorm's eval mode passes its running statistics, so it is the same
-  kernel); one pass reads x and writes y.
-- ``norm_backward``: one pass over (x, dy) gives, per tile, sum(dy) and
-  sum(dy * xhat) per channel (for dbeta, dgamma) and per set (for the two
-  means of dx); a second pass writes dx. ``need_dx=False`` skips the second.
+- Statistics: one pass of shifted sums in float64 per part of a set, d = x - K
+  with K the part's first member, M2 = sum(d^2) - sum(d)^2 / n (its relative
+  rounding error is at most about n * 2^-53, since (mean - K)^2 <= n * var),
+  then Chan's merge of the parts. Never E[x^2] - E[x]^2.
+- y and dx are computed in the dtype of x, so float32 data is never
+  converted in those passes. The mean is split into mean_hi (the mean
+  rounded to that dtype) and the rest, which is folded into a per-set
+  constant; x - mean_hi is then exact or nearly so even at a large offset.
+  Sums for dgamma, dbeta and the two means of dx accumulate in float64.
+- Per-channel sets (BatchNorm) span every sample, so each op is a ``prange``
+  over tiles (samples [n0, n1) x channels [c0, c1) x all l) that write
+  partial results, combined afterwards: the statistics pass, then y; the
+  sums pass, then dx. BatchNorm's eval mode passes its running statistics
+  to ``norm_forward``: one pass with a per-channel scale and shift.
+- Row sets (LN, IN, GN): x[n, group g] is one contiguous row of the
+  (N*G, C/G*L) view, so the training forward and the backward are fused per
+  set: ``norm_forward_train`` is a ``prange`` over sets that computes the
+  statistics and then y while the row is in cache, and ``norm_backward``
+  a ``prange`` over (sample block, group) tasks that compute each row's sums
+  and then its dx. dgamma and dbeta get one partial row per sample block.
 
-Loops run over contiguous 1-D row slices (``x[n, i0:i1]``): indexed that way
-LLVM vectorizes them; 2-D indexing in the inner loop did not vectorize and
-ran about 10 times slower (kernels/norm.py, variant 2). Where L == 1
-(LayerNorm, BatchNorm on (N, C)) a row of channels is the inner loop.
+Every kernel states its parallel axis; each prange iteration writes only
+its own outputs and its own partials, so results do not depend on the
+number of threads. Inner loops run over contiguous 1-D slices, which LLVM
+vectorizes; where L == 1 (LayerNorm, BatchNorm on (N, C)) the inner loop
+runs over channels.
 
-Promoted from kernels/norm.py variant 3.
+Promoted from kernels/norm.py variant 5.
 """
 import numpy as np
 import numba
@@ -42,31 +49,28 @@ import numba
 from .jit import njit_kernel
 from ..ref.norm import _check_layout, _check_vector
 
-__all__ = ["norm_stats", "norm_forward", "norm_backward"]
+__all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
-# Elements per tile: 32 KB of float32, so a second pass over a tile hits L1/L2.
+# Elements per tile of the per-channel (BatchNorm) kernels: 32 KB of float32.
 TILE = 8192
-# Samples per tile when rows are short (L == 1): the forward and dx passes
-# reuse each loaded slice of gamma for ROWS samples, and the backward sums
-# keep per-channel partials of only 1/SUM_ROWS of the size of x.
-ROWS = 8
-SUM_ROWS = 64
+# Samples per tile when rows are short (L < ROWS): a loaded slice of gamma
+# is reused ROWS times, and the per-channel partials of dgamma and dbeta
+# are at most 1/ROWS of the size of x.
+ROWS = 16
 
 
 def _split(total, target):
-    """Split ``total`` into ceil(total / target) parts of equal size: (count, size)."""
+    """Split ``total`` into equal parts of about ``target``: (count, size)."""
     count = max(1, -(-total // max(1, target)))
     size = max(1, -(-total // count))
     return -(-total // size), size
 
 
 class _Tiles:
-    """The tiling of an (N, C, L) view: NB samples times CB channels per tile.
-
-    ``Cg`` is the group width (C for per-channel sets: one group), ``nbg`` the
-    channel blocks per group, ``nnb`` the sample blocks; tile t covers sample
-    block t // (G * nbg) and channel block t % (G * nbg). A tile holds about
-    ``size`` elements.
+    """The tiling of an (N, C, L) view: NB samples times CB channels per tile,
+    about ``size`` elements; a tile never crosses a group (per-channel sets
+    count as one group of C channels). Tile t covers sample block
+    t // (G * nbg) and channel block t % (G * nbg), nbg blocks per group.
     """
 
     def __init__(self, N, C, L, groups, per_channel, rows_per_tile=1, size=None):
@@ -91,15 +95,21 @@ def _tile(t, N, C, Cg, NB, CB, nbg):
     return nb, n0, min(N, n0 + NB), c0, min(c0 + CB, (g + 1) * Cg), g, j
 
 
+@njit_kernel()
+def _shifted_m2(sum_d, sum_d2, count):
+    """M2 from the shifted sums of d = x - K over ``count`` members (never below 0)."""
+    m2 = sum_d2 - sum_d * sum_d / count
+    if m2 < 0.0:
+        m2 = 0.0
+    return m2
+
+
 @njit_kernel(parallel=True)
 def _stats_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_p, m2_p):
     """Mean and M2 = sum((x - mean)^2) of each (tile, set) pair, in float64.
 
     x is (N, C*L). Partials are (P, S): per channel, [nb, c] for sample block
-    nb; grouped (NB = 1), [j, n*G + g] for channel block j of group g. One
-    pass of shifted sums, d = x - K with K the set's first member in the tile:
-    M2 = sum(d^2) - sum(d)^2 / n, whose relative rounding error is at most
-    about n * 2^-53 since (mean - K)^2 <= n * var.
+    nb; grouped (NB = 1), [j, n*G + g] for channel block j of group g.
     """
     # Parallel axis: tiles. Tile t writes only its own partials: row nb,
     # columns c0..c1 (per channel), or the single slot (j, set) (grouped).
@@ -109,7 +119,7 @@ def _stats_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_p, m2_p):
     for t in numba.prange(ntiles):
         nb, n0, n1, c0, c1, g, j = _tile(t, N, C, Cg, NB, CB, nbg)
         if per_channel:
-            # Running sums of d and d^2 per channel, kept in the partial rows.
+            # Shifted sums per channel, K = x[n0, c, 0], kept in the partial rows.
             s1 = mean_p[nb, c0:c1]
             s2 = m2_p[nb, c0:c1]
             for i in range(c1 - c0):
@@ -137,9 +147,7 @@ def _stats_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_p, m2_p):
                         s2[c - c0] += sum_d2
             count = (n1 - n0) * L
             for i in range(c1 - c0):
-                m2 = s2[i] - s1[i] * s1[i] / count
-                if m2 < 0.0:
-                    m2 = 0.0
+                m2 = _shifted_m2(s1[i], s2[i], count)
                 s1[i] = x[n0, (c0 + i) * L] + s1[i] / count
                 s2[i] = m2
         else:
@@ -151,11 +159,8 @@ def _stats_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_p, m2_p):
                 d = xs[i] - k
                 sum_d += d
                 sum_d2 += d * d
-            m2 = sum_d2 - sum_d * sum_d / xs.size
-            if m2 < 0.0:
-                m2 = 0.0
             mean_p[j, n0 * G + g] = k + sum_d / xs.size
-            m2_p[j, n0 * G + g] = m2
+            m2_p[j, n0 * G + g] = _shifted_m2(sum_d, sum_d2, xs.size)
 
 
 @njit_kernel()
@@ -185,10 +190,10 @@ def _forward_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_hi, shift, r
                    y):
     """y = ((x - mean_hi) * rstd + shift) * gamma[c] + beta[c], in the dtype of x.
 
-    x, y are (N, C*L); mean_hi, shift, rstd are per set, in the dtype of x
-    (shift = (mean_hi - mean) * rstd restores the digits of the mean that
-    mean_hi lost). Per row this is y = (x - mean_hi) * a + b with the
-    per-(n, c) scale a = rstd * gamma[c] and shift b = shift * gamma[c] + beta[c].
+    x, y are (N, C*L); mean_hi, shift and rstd are per set, in the dtype of x;
+    shift = (mean_hi - mean) * rstd restores what rounding took from the mean.
+    Per (n, c) row: y = (x - mean_hi) * a + b with the scale a = rstd * gamma[c]
+    and shift b = shift * gamma[c] + beta[c].
     """
     # Parallel axis: tiles; tile t writes only y[n, c0*L:c1*L] for its samples n.
     N = x.shape[0]
@@ -229,120 +234,124 @@ def _forward_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_hi, shift, r
 
 
 @njit_kernel(parallel=True)
-def _backward_sums(x, dy, L, per_channel, Cg, NB, CB, nbg, ntiles, mean, rstd, gamma,
-                   dbeta_p, dgamma_p, sum_dxhat_p, sum_dxhat_xhat_p):
-    """Per tile, in float64: sum(dy) and sum(dy * xhat) of each channel over its
-    samples (dbeta_p, dgamma_p, (nnb, C)) and, grouped, sum(dxhat) and
-    sum(dxhat * xhat) of each (sample, set) over its channels
-    (sum_dxhat_p, sum_dxhat_xhat_p, (nbg, S))."""
-    # Parallel axis: tiles. Tile t writes only row nb, columns c0..c1 of the
-    # per-channel partials, and slots (j, n*G + g) for its samples n.
+def _set_forward(x, L, eps, gamma, beta, mean, var, rstd, y):
+    """Statistics and y of row sets: x, y are (S, Cg*L), one set per row.
+
+    Per set: shifted sums (one pass, float64), then y = ((x - mean_hi) *
+    rstd + shift) * gamma[c] + beta[c] in the dtype of x, reading the row
+    again while it is in cache.
+    """
+    # Parallel axis: sets; set s writes only y[s], mean[s], var[s], rstd[s].
+    S, M = x.shape
+    Cg = M // L
+    G = gamma.size // Cg
+    for s in numba.prange(S):
+        xs = x[s]
+        ys = y[s]
+        k = np.float64(xs[0])
+        sum_d = 0.0
+        sum_d2 = 0.0
+        for i in range(M):
+            d = xs[i] - k
+            sum_d += d
+            sum_d2 += d * d
+        m = k + sum_d / M
+        v = _shifted_m2(sum_d, sum_d2, M) / M
+        r = 1.0 / np.sqrt(v + eps)
+        mean[s] = m
+        var[s] = v
+        rstd[s] = r
+        m_hi = x.dtype.type(m)
+        h = x.dtype.type((m_hi - m) * r)
+        r_t = x.dtype.type(r)
+        c0 = (s % G) * Cg
+        if L == 1:
+            gs = gamma[c0:c0 + Cg]
+            bs = beta[c0:c0 + Cg]
+            for i in range(M):
+                ys[i] = ((xs[i] - m_hi) * r_t + h) * gs[i] + bs[i]
+        else:
+            for c in range(Cg):
+                a = r_t * gamma[c0 + c]
+                b = h * gamma[c0 + c] + beta[c0 + c]
+                xr = xs[c * L:(c + 1) * L]
+                yr = ys[c * L:(c + 1) * L]
+                for l in range(L):
+                    yr[l] = (xr[l] - m_hi) * a + b
+
+
+@njit_kernel(parallel=True)
+def _channel_sums(x, dy, L, NB, CB, nbg, ntiles, mean, rstd, dbeta_p, dgamma_p):
+    """Per-channel sets: per tile, sum(dy) and sum(dy * xhat) of each channel over
+    the tile's samples, in float64, into row nb of dbeta_p and dgamma_p (nnb, C)."""
+    # Parallel axis: tiles; tile t writes only row nb, columns c0..c1 of the partials.
     N = x.shape[0]
     C = x.shape[1] // L
-    G = C // Cg
     for t in numba.prange(ntiles):
-        nb, n0, n1, c0, c1, g, j = _tile(t, N, C, Cg, NB, CB, nbg)
+        nb, n0, n1, c0, c1, _, _ = _tile(t, N, C, C, NB, CB, nbg)
         p1 = dbeta_p[nb, c0:c1]
         p2 = dgamma_p[nb, c0:c1]
         for i in range(c1 - c0):
             p1[i] = 0.0
             p2[i] = 0.0
         for n in range(n0, n1):
-            s = n * G + g
-            sum_dxhat = 0.0
-            sum_dxhat_xhat = 0.0
             if L == 1:
                 xs = x[n, c0:c1]
                 dys = dy[n, c0:c1]
-                gs = gamma[c0:c1]
-                if per_channel:
-                    ms = mean[c0:c1]
-                    rs = rstd[c0:c1]
-                    for i in range(c1 - c0):
-                        d = np.float64(dys[i])
-                        p1[i] += d
-                        p2[i] += d * (xs[i] - ms[i]) * rs[i]
-                else:
-                    m = mean[s]
-                    r = rstd[s]
-                    for i in range(c1 - c0):
-                        d = np.float64(dys[i])
-                        d_xhat = d * (xs[i] - m) * r
-                        p1[i] += d
-                        p2[i] += d_xhat
-                        sum_dxhat += gs[i] * d
-                        sum_dxhat_xhat += gs[i] * d_xhat
+                ms = mean[c0:c1]
+                rs = rstd[c0:c1]
+                for i in range(c1 - c0):
+                    d = np.float64(dys[i])
+                    p1[i] += d
+                    p2[i] += d * (xs[i] - ms[i]) * rs[i]
             else:
                 for c in range(c0, c1):
-                    if per_channel:
-                        s = c
                     xs = x[n, c * L:(c + 1) * L]
                     dys = dy[n, c * L:(c + 1) * L]
-                    m = mean[s]
+                    m = mean[c]
                     sum_dy = 0.0
                     sum_dy_xc = 0.0
                     for l in range(L):
                         d = np.float64(dys[l])
                         sum_dy += d
                         sum_dy_xc += d * (xs[l] - m)
-                    sum_dy_xhat = sum_dy_xc * rstd[s]
                     p1[c - c0] += sum_dy
-                    p2[c - c0] += sum_dy_xhat
-                    sum_dxhat += gamma[c] * sum_dy
-                    sum_dxhat_xhat += gamma[c] * sum_dy_xhat
-            if not per_channel:
-                sum_dxhat_p[j, s] = sum_dxhat
-                sum_dxhat_xhat_p[j, s] = sum_dxhat_xhat
+                    p2[c - c0] += sum_dy_xc * rstd[c]
 
 
 @njit_kernel(parallel=True)
-def _dx_tiles(x, dy, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_hi, rstd, gamma, k2, k0,
-              fixed_stats, dx):
-    """dx = rstd * gamma[c] * dy - k2 * (x - mean_hi) + k0, in the dtype of x.
-
-    Per set: k2 = rstd^2 * mean(dxhat * xhat) and k0 = k2 * (mean - mean_hi)
-    - rstd * mean(dxhat), so that dx = rstd * (dxhat - mean(dxhat) - xhat *
-    mean(dxhat * xhat)). With ``fixed_stats``, dx = rstd * gamma[c] * dy.
-    """
+def _channel_dx(x, dy, L, NB, CB, nbg, ntiles, mean_hi, rstd, gamma, k2, k0, fixed_stats, dx):
+    """Per-channel sets: dx = rstd * gamma[c] * dy - k2 * (x - mean_hi) + k0, in
+    the dtype of x, with per-channel k2 = rstd^2 * mean(dxhat * xhat) and
+    k0 = k2 * (mean - mean_hi) - rstd * mean(dxhat); dx = rstd * gamma[c] * dy
+    with ``fixed_stats``."""
     # Parallel axis: tiles; tile t writes only dx[n, c0*L:c1*L] for its samples n.
     N = x.shape[0]
     C = x.shape[1] // L
-    G = C // Cg
     for t in numba.prange(ntiles):
-        _, n0, n1, c0, c1, g, _ = _tile(t, N, C, Cg, NB, CB, nbg)
+        _, n0, n1, c0, c1, _, _ = _tile(t, N, C, C, NB, CB, nbg)
         for n in range(n0, n1):
-            s = n * G + g
             if L == 1:
                 xs = x[n, c0:c1]
                 dys = dy[n, c0:c1]
                 dxs = dx[n, c0:c1]
                 gs = gamma[c0:c1]
-                if per_channel:
-                    ms = mean_hi[c0:c1]
-                    rs = rstd[c0:c1]
-                    k2s = k2[c0:c1]
-                    k0s = k0[c0:c1]
-                    if fixed_stats:
-                        for i in range(c1 - c0):
-                            dxs[i] = rs[i] * gs[i] * dys[i]
-                    else:
-                        for i in range(c1 - c0):
-                            dxs[i] = rs[i] * gs[i] * dys[i] - k2s[i] * (xs[i] - ms[i]) + k0s[i]
-                else:
-                    m = mean_hi[s]
-                    r = rstd[s]
-                    b2 = k2[s]
-                    b0 = k0[s]
+                ms = mean_hi[c0:c1]
+                rs = rstd[c0:c1]
+                k2s = k2[c0:c1]
+                k0s = k0[c0:c1]
+                if fixed_stats:
                     for i in range(c1 - c0):
-                        dxs[i] = r * gs[i] * dys[i] - b2 * (xs[i] - m) + b0
+                        dxs[i] = rs[i] * gs[i] * dys[i]
+                else:
+                    for i in range(c1 - c0):
+                        dxs[i] = rs[i] * gs[i] * dys[i] - k2s[i] * (xs[i] - ms[i]) + k0s[i]
             else:
                 for c in range(c0, c1):
-                    if per_channel:
-                        s = c
-                    a = rstd[s] * gamma[c]
-                    m = mean_hi[s]
-                    b2 = k2[s]
-                    b0 = k0[s]
+                    a = rstd[c] * gamma[c]
+                    m = mean_hi[c]
+                    b2 = k2[c]
+                    b0 = k0[c]
                     xs = x[n, c * L:(c + 1) * L]
                     dys = dy[n, c * L:(c + 1) * L]
                     dxs = dx[n, c * L:(c + 1) * L]
@@ -354,10 +363,150 @@ def _dx_tiles(x, dy, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_hi, rstd, gam
                             dxs[l] = a * dys[l] - b2 * (xs[l] - m) + b0
 
 
-def _flat(a, dtype):
-    """An (N, C, L) array as a C-contiguous (N, C*L) array of ``dtype``."""
-    N, C, L = a.shape
-    return np.ascontiguousarray(a, dtype=dtype).reshape(N, C * L)
+@njit_kernel()
+def _set_sums(xs, dys, L, gs, m, r, p1, p2):
+    """One row set (xs, dys: its Cg*L members): adds sum(dy) and sum(dy * xhat) of
+    each of its channels to p1, p2 (float64, (Cg,)) and returns the set's
+    sum(dxhat) and sum(dxhat * xhat)."""
+    sum_dxhat = 0.0
+    sum_dxhat_xhat = 0.0
+    if L == 1:
+        for i in range(xs.size):
+            d = np.float64(dys[i])
+            d_xhat = d * (xs[i] - m) * r
+            p1[i] += d
+            p2[i] += d_xhat
+            sum_dxhat += gs[i] * d
+            sum_dxhat_xhat += gs[i] * d_xhat
+    else:
+        for c in range(gs.size):
+            xr = xs[c * L:(c + 1) * L]
+            dyr = dys[c * L:(c + 1) * L]
+            sum_dy = 0.0
+            sum_dy_xc = 0.0
+            for l in range(L):
+                d = np.float64(dyr[l])
+                sum_dy += d
+                sum_dy_xc += d * (xr[l] - m)
+            p1[c] += sum_dy
+            p2[c] += sum_dy_xc * r
+            sum_dxhat += gs[c] * sum_dy
+            sum_dxhat_xhat += gs[c] * sum_dy_xc * r
+    return sum_dxhat, sum_dxhat_xhat
+
+
+@njit_kernel()
+def _set_sums_pair(xa, dya, xb, dyb, gs, m_a, r_a, m_b, r_b, p1, p2):
+    """``_set_sums`` of two row sets with L == 1 and the same channels at once, so
+    that each partial is loaded and stored once per pair."""
+    sum_dxhat_a = 0.0
+    sum_dxhat_xhat_a = 0.0
+    sum_dxhat_b = 0.0
+    sum_dxhat_xhat_b = 0.0
+    for i in range(xa.size):
+        d_a = np.float64(dya[i])
+        d_b = np.float64(dyb[i])
+        d_xhat_a = d_a * (xa[i] - m_a) * r_a
+        d_xhat_b = d_b * (xb[i] - m_b) * r_b
+        p1[i] += d_a + d_b
+        p2[i] += d_xhat_a + d_xhat_b
+        sum_dxhat_a += gs[i] * d_a
+        sum_dxhat_xhat_a += gs[i] * d_xhat_a
+        sum_dxhat_b += gs[i] * d_b
+        sum_dxhat_xhat_b += gs[i] * d_xhat_b
+    return sum_dxhat_a, sum_dxhat_xhat_a, sum_dxhat_b, sum_dxhat_xhat_b
+
+
+@njit_kernel()
+def _set_dx(xs, dys, dxs, L, gs, m, r, sum_dxhat, sum_dxhat_xhat, fixed_stats):
+    """dx of one row set, in the dtype of x:
+
+        dx = rstd * gamma[c] * dy - k2 * (x - mean_hi) + k0,
+        k2 = rstd^2 * mean(dxhat * xhat),  k0 = k2 * (mean - mean_hi) - rstd * mean(dxhat)
+
+    or dx = rstd * gamma[c] * dy with ``fixed_stats``.
+    """
+    M = xs.size
+    m_hi = xs.dtype.type(m)
+    k2 = r * r * sum_dxhat_xhat / M
+    k0 = k2 * (m - m_hi) - r * sum_dxhat / M
+    if fixed_stats:
+        k2 = 0.0
+        k0 = 0.0
+    r_t = xs.dtype.type(r)
+    k2_t = xs.dtype.type(k2)
+    k0_t = xs.dtype.type(k0)
+    if L == 1:
+        if fixed_stats:
+            for i in range(M):
+                dxs[i] = r_t * gs[i] * dys[i]
+        else:
+            for i in range(M):
+                dxs[i] = r_t * gs[i] * dys[i] - k2_t * (xs[i] - m_hi) + k0_t
+    else:
+        for c in range(gs.size):
+            a = r_t * gs[c]
+            xr = xs[c * L:(c + 1) * L]
+            dyr = dys[c * L:(c + 1) * L]
+            dxr = dxs[c * L:(c + 1) * L]
+            if fixed_stats:
+                for l in range(L):
+                    dxr[l] = a * dyr[l]
+            else:
+                for l in range(L):
+                    dxr[l] = a * dyr[l] - k2_t * (xr[l] - m_hi) + k0_t
+
+
+@njit_kernel(parallel=True)
+def _set_backward(x, dy, L, NB, mean, rstd, gamma, fixed_stats, need_dx, dbeta_p, dgamma_p,
+                  dx):
+    """Row sets: x, dy, dx are (N*G, Cg*L), one set per row. Task (nb, g) takes
+    the sets of group g for the samples of block nb; per set, ``_set_sums``
+    (float64, into row nb of dbeta_p and dgamma_p (nnb, C)) and then, with
+    the set still in cache, ``_set_dx`` (skipped without ``need_dx``). With
+    L == 1 the sets go in pairs (``_set_sums_pair``).
+    """
+    # Parallel axis: (sample block, group) tasks; task (nb, g) writes only
+    # dx rows n*G + g of its samples n and columns c0..c0+Cg of row nb of the
+    # partials.
+    S, M = x.shape
+    C = gamma.size
+    Cg = M // L
+    G = C // Cg
+    N = S // G
+    nnb = dbeta_p.shape[0]
+    for t in numba.prange(nnb * G):
+        nb = t // G
+        g = t - nb * G
+        c0 = g * Cg
+        p1 = dbeta_p[nb, c0:c0 + Cg]
+        p2 = dgamma_p[nb, c0:c0 + Cg]
+        gs = gamma[c0:c0 + Cg]
+        for c in range(Cg):
+            p1[c] = 0.0
+            p2[c] = 0.0
+        n = nb * NB
+        n1 = min(N, n + NB)
+        while n < n1:
+            s = n * G + g
+            if L == 1 and n + 1 < n1:
+                sa = s
+                sb = s + G
+                sums = _set_sums_pair(x[sa], dy[sa], x[sb], dy[sb], gs, mean[sa], rstd[sa],
+                                      mean[sb], rstd[sb], p1, p2)
+                if need_dx:
+                    _set_dx(x[sa], dy[sa], dx[sa], L, gs, mean[sa], rstd[sa], sums[0], sums[1],
+                            fixed_stats)
+                    _set_dx(x[sb], dy[sb], dx[sb], L, gs, mean[sb], rstd[sb], sums[2], sums[3],
+                            fixed_stats)
+                n += 2
+            else:
+                sum_dxhat, sum_dxhat_xhat = _set_sums(x[s], dy[s], L, gs, mean[s], rstd[s],
+                                                      p1, p2)
+                if need_dx:
+                    _set_dx(x[s], dy[s], dx[s], L, gs, mean[s], rstd[s], sum_dxhat,
+                            sum_dxhat_xhat, fixed_stats)
+                n += 1
 
 
 def _float_dtype(fname, x):
@@ -371,6 +520,48 @@ def _affine(gamma, beta, C, dtype):
     gamma = np.ones(C, dtype) if gamma is None else np.ascontiguousarray(gamma, dtype)
     beta = np.zeros(C, dtype) if beta is None else np.ascontiguousarray(beta, dtype)
     return gamma, beta
+
+
+def _rows(a, dtype, R):
+    """An array as a C-contiguous (R, -1) array of ``dtype``."""
+    return np.ascontiguousarray(a, dtype=dtype).reshape(R, -1)
+
+
+def _stats(x2, L, groups, per_channel, eps):
+    """mean, var, rstd of x2 (N, C*L) by the tile kernel and Chan's merge."""
+    N = x2.shape[0]
+    C = x2.shape[1] // L
+    S = C if per_channel else N * groups
+    if per_channel:
+        # Tiles of about TILE members of one channel; partials per sample block.
+        tiles = _Tiles(N, C, L, groups, True, rows_per_tile=-(-TILE // L))
+        count = [min(tiles.NB, N - p * tiles.NB) * L for p in range(tiles.nnb)]
+    else:
+        # One sample per tile: its part of a set is one contiguous span.
+        tiles = _Tiles(N, C, L, groups, False)
+        count = [min(tiles.CB, tiles.Cg - p * tiles.CB) * L for p in range(tiles.nbg)]
+    mean_p = np.empty((len(count), S))
+    m2_p = np.empty((len(count), S))
+    _stats_tiles(x2, L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg, tiles.count,
+                 mean_p, m2_p)
+    mean = np.empty(S)
+    var = np.empty(S)
+    _merge_stats(mean_p, m2_p, np.array(count, np.float64), mean, var)
+    return mean, var, 1.0 / np.sqrt(var + eps)
+
+
+def _forward(x2, L, mean, rstd, gamma, beta, groups, per_channel):
+    """y (N, C*L) from x2 (N, C*L) and the float64 statistics, by the tile kernel."""
+    N = x2.shape[0]
+    C = x2.shape[1] // L
+    dtype = x2.dtype
+    mean_hi = mean.astype(dtype)
+    shift = ((mean_hi - mean) * rstd).astype(dtype)
+    y = np.empty_like(x2)
+    tiles = _Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-ROWS // L))
+    _forward_tiles(x2, L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg,
+                   tiles.count, mean_hi, shift, rstd.astype(dtype), gamma, beta, y)
+    return y
 
 
 def norm_stats(x, groups, per_channel, eps):
@@ -399,31 +590,16 @@ def norm_stats(x, groups, per_channel, eps):
     dtype = _float_dtype("norm_stats", x)
     if x.size == 0:
         return np.full(S, np.nan), np.full(S, np.nan), np.full(S, np.nan)
-    if per_channel:
-        # Tiles of about TILE members of one channel; partials per sample block.
-        tiles = _Tiles(N, C, L, groups, True, rows_per_tile=-(-TILE // L))
-        count = [min(tiles.NB, N - p * tiles.NB) * L for p in range(tiles.nnb)]
-    else:
-        # One sample per tile: its part of a set is one contiguous span.
-        tiles = _Tiles(N, C, L, groups, False)
-        count = [min(tiles.CB, tiles.Cg - p * tiles.CB) * L for p in range(tiles.nbg)]
-    mean_p = np.empty((len(count), S))
-    m2_p = np.empty((len(count), S))
-    _stats_tiles(_flat(x, dtype), L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg,
-                 tiles.count, mean_p, m2_p)
-    mean = np.empty(S)
-    var = np.empty(S)
-    _merge_stats(mean_p, m2_p, np.array(count, np.float64), mean, var)
-    return mean, var, 1.0 / np.sqrt(var + eps)
+    return _stats(_rows(x, dtype, N), L, groups, per_channel, eps)
 
 
 def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     """y = (x - mean) * rstd * gamma + beta, with mean and rstd per set.
 
-    Computed in the dtype of x as y = (x - mean_hi) * a + b, with mean_hi the
-    mean rounded to that dtype and a per-(n, c) scale a = rstd * gamma[c] and
-    shift b = beta[c] + (mean_hi - mean) * a. BatchNorm's eval mode passes its
-    running statistics: a per-channel scale and shift.
+    Computed in the dtype of x as y = (x - mean_hi) * a + b per (n, c) row,
+    with mean_hi the mean rounded to that dtype, the scale a = rstd * gamma[c]
+    and the shift b = beta[c] + (mean_hi - mean) * a. BatchNorm's eval mode
+    passes its running statistics: a per-channel scale and shift.
 
     Parameters
     ----------
@@ -448,19 +624,57 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     _check_vector("norm_forward", "gamma", gamma, C)
     _check_vector("norm_forward", "beta", beta, C)
     dtype = _float_dtype("norm_forward", x)
-    y = np.empty((N, C, L), dtype)
     if x.size == 0:
-        return y
+        return np.empty((N, C, L), dtype)
     gamma, beta = _affine(gamma, beta, C, dtype)
-    mean = np.asarray(mean, np.float64)
-    rstd = np.asarray(rstd, np.float64)
-    mean_hi = mean.astype(dtype)
-    shift = ((mean_hi - mean) * rstd).astype(dtype)
-    tiles = _Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-ROWS // L))
-    _forward_tiles(_flat(x, dtype), L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg,
-                   tiles.count, mean_hi, shift, rstd.astype(dtype), gamma, beta,
-                   y.reshape(N, C * L))
-    return y
+    y = _forward(_rows(x, dtype, N), L, np.asarray(mean, np.float64),
+                 np.asarray(rstd, np.float64), gamma, beta, groups, per_channel)
+    return y.reshape(N, C, L)
+
+
+def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
+    """The training forward: the statistics of x and y in one call.
+
+    Equal to ``norm_stats`` followed by ``norm_forward``. For row sets (LN,
+    IN, GN) one pass per set computes both while the set is in cache.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input (N, C, L), float32 or float64.
+    gamma, beta : np.ndarray or None
+        Per-channel scale and shift, shape (C,); None means no affine step.
+    groups, per_channel
+        The set layout, as in ``norm_stats``.
+    eps : float
+        Added to the variance inside the square root.
+
+    Returns
+    -------
+    y : np.ndarray
+        (N, C, L), the dtype of x.
+    mean, var, rstd : np.ndarray
+        float64, shape (S,), as from ``norm_stats``.
+    """
+    S = _check_layout("norm_forward_train", x, groups, per_channel)
+    N, C, L = x.shape
+    _check_vector("norm_forward_train", "gamma", gamma, C)
+    _check_vector("norm_forward_train", "beta", beta, C)
+    dtype = _float_dtype("norm_forward_train", x)
+    if x.size == 0:
+        nan = np.full(S, np.nan)
+        return np.empty((N, C, L), dtype), nan, nan.copy(), nan.copy()
+    gamma, beta = _affine(gamma, beta, C, dtype)
+    if per_channel:
+        x2 = _rows(x, dtype, N)
+        mean, var, rstd = _stats(x2, L, groups, True, eps)
+        y = _forward(x2, L, mean, rstd, gamma, beta, groups, True)
+    else:
+        x2 = _rows(x, dtype, S)
+        mean, var, rstd = np.empty(S), np.empty(S), np.empty(S)
+        y = np.empty_like(x2)
+        _set_forward(x2, L, float(eps), gamma, beta, mean, var, rstd, y)
+    return y.reshape(N, C, L), mean, var, rstd
 
 
 def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
@@ -499,50 +713,47 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     _check_vector("norm_backward", "gamma", gamma, C)
     dtype = _float_dtype("norm_backward", x)
     has_affine = gamma is not None
-    dx = np.empty((N, C, L), dtype) if need_dx else None
-    if x.size == 0:
+    if x.size == 0 or not (has_affine or need_dx):
+        dx = np.empty((N, C, L), dtype) if need_dx else None
         if not has_affine:
             return dx, None, None
         return dx, np.zeros(C, dtype), np.zeros(C, dtype)
     gamma, _ = _affine(gamma, None, C, dtype)
     mean = np.asarray(mean, np.float64)
     rstd = np.asarray(rstd, np.float64)
-    x2 = _flat(x, dtype)
-    dy2 = _flat(dy, dtype)
-
-    # Pass 1: per-channel and per-set sums of dy and dy * xhat.
-    if has_affine or (need_dx and not fixed_stats):
-        tiles = _Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-SUM_ROWS // L),
-                       size=4 * TILE)
+    dx = np.empty((N, C, L), dtype) if need_dx else None
+    # Samples per task and per partial row of dgamma, dbeta: more when rows
+    # are short, at most a quarter of the batch.
+    nnb, NB = _split(N, min(-(-ROWS // L), -(-N // 4)))
+    if per_channel:
+        x2 = _rows(x, dtype, N)
+        dy2 = _rows(dy, dtype, N)
+        tiles = _Tiles(N, C, L, groups, True, rows_per_tile=NB)
         dbeta_p = np.empty((tiles.nnb, C))
         dgamma_p = np.empty((tiles.nnb, C))
-        sum_dxhat_p = np.empty((tiles.nbg, S))
-        sum_dxhat_xhat_p = np.empty((tiles.nbg, S))
-        _backward_sums(x2, dy2, L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg,
-                       tiles.count, mean, rstd, gamma,
-                       dbeta_p, dgamma_p, sum_dxhat_p, sum_dxhat_xhat_p)
+        _channel_sums(x2, dy2, L, tiles.NB, tiles.CB, tiles.nbg, tiles.count, mean, rstd,
+                      dbeta_p, dgamma_p)
         dbeta = dbeta_p.sum(axis=0)
         dgamma = dgamma_p.sum(axis=0)
-        if per_channel:
-            # A channel is a set: its sums of dxhat are gamma times dbeta, dgamma.
-            sum_dxhat, sum_dxhat_xhat = gamma * dbeta, gamma * dgamma
-        else:
-            sum_dxhat, sum_dxhat_xhat = sum_dxhat_p.sum(axis=0), sum_dxhat_xhat_p.sum(axis=0)
-
-    # Pass 2: dx = rstd * gamma * dy - k2 * (x - mean_hi) + k0.
-    if need_dx:
-        mean_hi = mean.astype(dtype)
-        if fixed_stats:
-            k2 = k0 = np.zeros(S, dtype)
-        else:
-            M = x.size // S
-            k2 = rstd * rstd * sum_dxhat_xhat / M
-            k0 = (k2 * (mean - mean_hi) - rstd * sum_dxhat / M).astype(dtype)
-            k2 = k2.astype(dtype)
-        tiles = _Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-ROWS // L))
-        _dx_tiles(x2, dy2, L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg,
-                  tiles.count, mean_hi, rstd.astype(dtype), gamma, k2, k0, bool(fixed_stats),
-                  dx.reshape(N, C * L))
+        if need_dx:
+            mean_hi = mean.astype(dtype)
+            if fixed_stats:
+                k2 = k0 = np.zeros(C)
+            else:
+                # A channel is a set: its sums of dxhat are gamma * dbeta, gamma * dgamma.
+                k2 = rstd * rstd * gamma * dgamma / (N * L)
+                k0 = k2 * (mean - mean_hi) - rstd * gamma * dbeta / (N * L)
+            _channel_dx(x2, dy2, L, tiles.NB, tiles.CB, tiles.nbg, tiles.count, mean_hi,
+                        rstd.astype(dtype), gamma, k2.astype(dtype), k0.astype(dtype),
+                        bool(fixed_stats), dx.reshape(N, C * L))
+    else:
+        dbeta_p = np.empty((nnb, C))
+        dgamma_p = np.empty((nnb, C))
+        dx_rows = dx.reshape(S, -1) if need_dx else np.empty((S, 0), dtype)
+        _set_backward(_rows(x, dtype, S), _rows(dy, dtype, S), L, NB, mean, rstd, gamma,
+                      bool(fixed_stats), bool(need_dx), dbeta_p, dgamma_p, dx_rows)
+        dbeta = dbeta_p.sum(axis=0)
+        dgamma = dgamma_p.sum(axis=0)
     if not has_affine:
         return dx, None, None
     return dx, dgamma.astype(dtype), dbeta.astype(dtype)

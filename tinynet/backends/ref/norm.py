@@ -45,7 +45,7 @@ Papers:
 """
 import numpy as np
 
-__all__ = ["norm_stats", "norm_forward", "norm_backward"]
+__all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
 
 def _check_layout(fname, x, groups, per_channel):
@@ -148,6 +148,37 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     if beta is not None:
         y = y + beta[None, :, None]
     return np.ascontiguousarray(y, dtype=x.dtype)
+
+
+def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
+    """The training forward: the statistics of x and y in one call.
+
+    ``norm_stats`` followed by ``norm_forward``; a backend may fuse the two.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Input (N, C, L).
+    gamma, beta : np.ndarray or None
+        Per-channel scale and shift, shape (C,); None means no affine step.
+    groups, per_channel
+        The set layout, as in ``norm_stats``.
+    eps : float
+        Added to the variance inside the square root.
+
+    Returns
+    -------
+    y : np.ndarray
+        (N, C, L), the dtype of x.
+    mean, var, rstd : np.ndarray
+        float64, shape (S,), as from ``norm_stats``.
+    """
+    _check_layout("norm_forward_train", x, groups, per_channel)
+    _check_vector("norm_forward_train", "gamma", gamma, x.shape[1])
+    _check_vector("norm_forward_train", "beta", beta, x.shape[1])
+    mean, var, rstd = norm_stats(x, groups, per_channel, eps)
+    y = norm_forward(x, mean, rstd, gamma, beta, groups, per_channel)
+    return y, mean, var, rstd
 
 
 def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,

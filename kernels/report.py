@@ -1,0 +1,108 @@
+"""Regenerate docs/performance.md's target table and docs/performance.png.
+
+Runs every lab bench in this process (one machine state, one run), keeps the
+rows that time a public layer (or the whole training step) next to torch, and
+
+- rewrites the table between the ``report:start`` / ``report:end`` markers of
+  docs/performance.md;
+- draws docs/performance.png: a bar chart of tinynet / torch per row
+  (below 1 is faster than torch).
+
+    python -m kernels.report            # about 5 minutes on 2 cores
+    python -m kernels.report --no-write # print only
+"""
+import argparse
+import importlib
+import os
+import time
+
+import numba
+
+from kernels.common import copy_bandwidth
+
+LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+START, END = "<!-- report:start -->", "<!-- report:end -->"
+
+
+def target_rows(lab_rows):
+    """Rows that time tinynet's public API and have a torch time beside them."""
+    return [r for r in lab_rows
+            if "tinynet" in r.variant or r.variant.startswith("tn.optim")
+            if r.torch_seconds]
+
+
+def collect():
+    bandwidth = copy_bandwidth()
+    rows = []
+    for name in LABS:
+        module = importlib.import_module(f"kernels.{name}")
+        rows.extend((name, r) for r in target_rows(module.bench()))
+    from kernels.step import bench as step_bench
+    step = step_bench(repeat=20)
+    return bandwidth, rows, step
+
+
+def markdown(bandwidth, rows, step):
+    lines = [f"Measured by `python -m kernels.report` on {time.strftime('%Y-%m-%d')}: "
+             f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()}, "
+             f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write). "
+             "Median times, float32; ratio = tinynet / torch (below 1: tinynet is faster); "
+             "x floor = time / (minimum bytes moved / copy bandwidth).",
+             "",
+             "| lab | op (public API, forward + backward unless noted) | tinynet ms | torch ms | ratio | x floor |",
+             "|---|---|---|---|---|---|"]
+    for lab, r in rows:
+        d = r.as_dict(bandwidth)
+        floor = f"{d['time/floor']:.2f}" if "time/floor" in d else ""
+        lines.append(f"| {lab} | {r.op} | {d['ms']:.3f} | {d['torch_ms']:.3f} | "
+                     f"{d['ratio']:.2f} | {floor} |")
+    for s in step:
+        lines.append(f"| step | reference CNN step, norm={s['norm']} | {s['tinynet_ms']:.1f} | "
+                     f"{s['torch_ms']:.1f} | {s['ratio']:.2f} | |")
+    return "\n".join(lines)
+
+
+def chart(rows, step, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [r.op for _, r in rows] + [f"CNN step ({s['norm']})" for s in step]
+    ratios = [r.seconds / r.torch_seconds for _, r in rows] + [s["ratio"] for s in step]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(labels) + 1.2))
+    colors = ["tab:green" if v <= 1 else "tab:red" for v in ratios]
+    ax.barh(range(len(labels)), ratios, color=colors)
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("time tinynet / time torch (log scale; left of 1 = tinynet faster)")
+    ax.set_title("tinynet cpu backend vs PyTorch CPU, float32, 2 cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m kernels.report")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    bandwidth, rows, step = collect()
+    table = markdown(bandwidth, rows, step)
+    print(table)
+    if args.no_write:
+        return
+    doc = os.path.join(DOC, "performance.md")
+    with open(doc) as f:
+        text = f.read()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    with open(doc, "w") as f:
+        f.write(f"{head}{START}\n{table}\n{END}{tail}")
+    chart(rows, step, os.path.join(DOC, "performance.png"))
+    print(f"wrote {doc} and {os.path.join(DOC, 'performance.png')}")
+
+
+if __name__ == "__main__":
+    main()
