@@ -198,7 +198,7 @@ def _sigmoid_fwd_libm(x, y):
         y[i] = 1.0 / (1.0 + z) if v >= 0 else z / (1.0 + z)
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _sigmoid_fwd_vec64(x, y):
     # Parallel axis: the flat index i; iteration i writes only y[i].
     for i in numba.prange(x.size):
@@ -228,7 +228,7 @@ def _tanh_fwd_libm(x, y):
         y[i] = math.tanh(np.float64(x[i]))
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _tanh_fwd_vec64(x, y):
     # Parallel axis: the flat index i; iteration i writes only y[i].
     for i in numba.prange(x.size):
@@ -277,7 +277,7 @@ def _gelu_bwd_libm(x, dy, dx):
         dx[i] = np.float64(dy[i]) * (cdf + v * math.exp(-0.5 * v * v) * INV_SQRT_2PI)
 
 
-@njit_kernel(inline="always", error_model="numpy")
+@njit_kernel(inline="always")
 def _phi_cdf_vec64(v):
     # Numerical Recipes' erfcc, as tinynet's _phi_cdf_f32, in float64.
     z = abs(v) * SQRT1_2
@@ -295,7 +295,7 @@ def _phi_cdf_vec64(v):
     return 1.0 - half_erfc if v >= 0 else half_erfc
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _gelu_fwd_vec64(x, y):
     # Parallel axis: the flat index i; iteration i writes only y[i].
     for i in numba.prange(x.size):
@@ -304,7 +304,7 @@ def _gelu_fwd_vec64(x, y):
         y[i] = g if v == v else v
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _gelu_bwd_vec64(x, dy, dx):
     # Parallel axis: the flat index i; iteration i writes only dx[i].
     for i in numba.prange(x.size):

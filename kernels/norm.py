@@ -21,14 +21,13 @@ norm_backward) with the signatures of the ref ops:
 2. tiles: prange over many equal tiles (samples [n0, n1) x channels
    [c0, c1) x all l, never across a group), per-tile partial results (mean
    and M2; the sums of dy and dy * xhat per channel and per set), then a
-   serial combine (Chan's merge for the statistics). Inner loops use 3-D
-   indexing x[n, c, l], which LLVM vectorizes along l but not, for
-   LayerNorm's L == 1, along c.
-3. tiles + contiguous 1-D slices (xs = x[n, c*L:(c+1)*L]; for L == 1 a row
-   of channels, x[n, c0:c1]), so every inner loop is a unit-stride loop
-   that vectorizes. A computed flat index, x[n, c*L + l], does not: the
-   "row sums (indexing)" rows of the bench time the two on the same sums.
-   Every pass computes in float64; the statistics are two-pass.
+   serial combine (Chan's merge for the statistics). Inner loops run over
+   l with 3-D indexing x[n, c, l]; for LayerNorm's (N, M, 1) view that
+   inner loop has length 1.
+3. tiles + contiguous 1-D slices (xs = x[n, c*L:(c+1)*L]), and for L == 1
+   the inner loop runs over a row of channels (x[n, c0:c1]), so it
+   vectorizes for LayerNorm too. Every pass computes in float64; the
+   statistics are two-pass.
 4. 3 plus: one-pass shifted sums for the statistics (d = x - K with K a
    member of the set, M2 = sum(d^2) - sum(d)^2 / n: one float32 -> float64
    conversion per element instead of two); the forward and dx passes in
@@ -894,45 +893,6 @@ def check():
 
 # -- bench --------------------------------------------------------------------
 
-@njit_kernel(parallel=True)
-def _row_sums_flat_index(x, L, out):
-    # Parallel axis: samples; sample n writes only out[n].
-    N = x.shape[0]
-    C = x.shape[1] // L
-    for n in numba.prange(N):
-        acc = 0.0
-        for c in range(C):
-            for l in range(L):
-                acc += x[n, c * L + l]
-        out[n] = acc
-
-
-@njit_kernel(parallel=True)
-def _row_sums_slices(x, L, out):
-    # Parallel axis: samples; sample n writes only out[n].
-    N = x.shape[0]
-    C = x.shape[1] // L
-    for n in numba.prange(N):
-        acc = 0.0
-        for c in range(C):
-            xs = x[n, c * L:(c + 1) * L]
-            for l in range(L):
-                acc += xs[l]
-        out[n] = acc
-
-
-def _bench_indexing(rows, x):
-    """Why the kernels index 1-D slices: the same float64 row sums with a
-    computed 2-D index x[n, c*L + l] and with a 1-D slice per (n, c) row."""
-    N, C, L = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
-    x2 = x.reshape(N, C * L)
-    out = np.empty(N)
-    for name, kernel in (("x[n, c*L + l]", _row_sums_flat_index),
-                         ("xs = x[n, c*L:(c+1)*L]", _row_sums_slices)):
-        rows.append(Row("row sums (indexing)", name, median_time(lambda: kernel(x2, L, out)),
-                        tensor_bytes(x)))
-
-
 def _norms(torch):
     """(label, tinynet layer factory, torch module factory, (N, C, L) view, groups,
     per_channel) of the four targets on SHAPE."""
@@ -1014,7 +974,6 @@ def bench():
         rows.append(Row("BatchNorm eval layer fwd", "tinynet cpu",
                         median_time(lambda: layer.forward(x), repeat=25), 2 * tensor_bytes(x),
                         torch_seconds=t_torch))
-    _bench_indexing(rows, x)
     return rows
 
 

@@ -260,6 +260,11 @@ def test_non_contiguous_inputs(rng):
     y = cpu.norm_forward(xt, mean, rstd, gamma[::-1], beta, 3, False)
     assert_close(y, ref.norm_forward(x, mean, rstd, gamma[::-1].copy(), beta, 3, False),
                  1e-12, 1e-12, "y")
+    strided_mean = np.repeat(mean, 2)[::2]
+    got = cpu.norm_backward(xt, np.asfortranarray(dy), strided_mean, rstd, gamma, 3, False)
+    want = ref.norm_backward(x, dy, mean, rstd, gamma, 3, False)
+    for name, g, w in zip(("dx", "dgamma", "dbeta"), got, want):
+        assert_close(g, w, 1e-12, 1e-12, name)
 
 
 def test_empty_batch():

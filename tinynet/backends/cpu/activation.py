@@ -59,9 +59,6 @@ _F32_INV_SQRT2 = np.float32(1.0 / _SQRT2)
 _F32_INV_SQRT_2PI = np.float32(1.0 / _SQRT_2PI)
 # Softmax over a strided axis: at most this many neighbouring columns per task.
 _SOFTMAX_COLUMNS = 256
-# Kernels that divide use numpy's error model: x / 0 gives inf or NaN instead
-# of a Python ZeroDivisionError check, which would stop the loop from vectorizing.
-_NUMPY_ERRORS = "numpy"
 
 
 def _float_array(op, name, a, dtype=None):
@@ -262,7 +259,7 @@ def _leaky_relu_backward(x, dy, slope, dx):
         dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
 
 
-@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
+@njit_kernel(parallel=True)
 def _sigmoid_forward(x, y):
     one = x.dtype.type(1)
     # Parallel axis: the flat index i; iteration i writes only y[i].
@@ -281,7 +278,7 @@ def _sigmoid_backward(y, dy, dx):
         dx[i] = dy[i] * y[i] * (one - y[i])
 
 
-@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
+@njit_kernel(parallel=True)
 def _tanh_forward(x, y):
     two = x.dtype.type(2)
     # Parallel axis: the flat index i; iteration i writes only y[i].
@@ -301,7 +298,7 @@ def _tanh_backward(y, dy, dx):
         dx[i] = dy[i] * (one - y[i] * y[i])
 
 
-@njit_kernel(inline="always", error_model=_NUMPY_ERRORS)
+@njit_kernel(inline="always")
 def _phi_cdf_f32(v):
     """Phi(v) = erfc(-v / sqrt(2)) / 2 of a float32 v, vectorizable.
 
@@ -325,7 +322,7 @@ def _phi_cdf_f32(v):
     return np.float32(1) - half_erfc if v >= 0 else half_erfc
 
 
-@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
+@njit_kernel(parallel=True)
 def _gelu_forward_f32(x, y):
     # Parallel axis: the flat index i; iteration i writes only y[i].
     for i in prange(x.size):
@@ -334,7 +331,7 @@ def _gelu_forward_f32(x, y):
         y[i] = g if v == v else v
 
 
-@njit_kernel(parallel=True, error_model=_NUMPY_ERRORS)
+@njit_kernel(parallel=True)
 def _gelu_backward_f32(x, dy, dx):
     # Parallel axis: the flat index i; iteration i writes only dx[i].
     for i in prange(x.size):
@@ -553,7 +550,7 @@ def gelu_backward(x, dy):
 # memory. The maximum skips NaN: a NaN then turns exp, the sum and so the
 # whole row or column into NaN, as in the ref.
 
-@njit_kernel(error_model=_NUMPY_ERRORS)
+@njit_kernel()
 def _softmax_row_forward(x, y):
     """y = softmax(x) of one contiguous row x (K,), summed in float64."""
     k = x.size
@@ -578,7 +575,7 @@ def _softmax_row_forward(x, y):
         y[c] = y[c] * r
 
 
-@njit_kernel(error_model=_NUMPY_ERRORS)
+@njit_kernel()
 def _softmax_columns_forward(x, y, o, j0, j1):
     """Softmax of the columns x[o, :, j0:j1] along axis 1, into y[o, :, j0:j1]."""
     k = x.shape[1]

@@ -27,7 +27,7 @@ from .jit import njit_kernel
 __all__ = ["softmax_xent_forward", "softmax_xent_backward"]
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _softmax_xent_forward(logits, labels, label_smoothing, probs, row_loss):
     n, k = logits.shape
     # Parallel axis: the rows r; row r writes only probs[r] and row_loss[r].
@@ -69,7 +69,7 @@ def _softmax_xent_forward(logits, labels, label_smoothing, probs, row_loss):
     return total / n, bad
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _softmax_xent_backward(probs, labels, label_smoothing, dlogits):
     n, k = probs.shape
     inv_n = 1.0 / n

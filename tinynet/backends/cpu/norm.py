@@ -39,7 +39,7 @@ Every kernel states its parallel axis; each prange iteration writes only
 its own outputs and its own partials, so results do not depend on the
 number of threads. Inner loops run over contiguous 1-D slices, which LLVM
 vectorizes; where L == 1 (LayerNorm, BatchNorm on (N, C)) the inner loop
-runs over channels.
+runs over channels, not over a row of length 1.
 
 Promoted from kernels/norm.py variant 5.
 """
@@ -627,8 +627,8 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     if x.size == 0:
         return np.empty((N, C, L), dtype)
     gamma, beta = _affine(gamma, beta, C, dtype)
-    y = _forward(_rows(x, dtype, N), L, np.asarray(mean, np.float64),
-                 np.asarray(rstd, np.float64), gamma, beta, groups, per_channel)
+    y = _forward(_rows(x, dtype, N), L, np.ascontiguousarray(mean, np.float64),
+                 np.ascontiguousarray(rstd, np.float64), gamma, beta, groups, per_channel)
     return y.reshape(N, C, L)
 
 
@@ -719,8 +719,8 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
             return dx, None, None
         return dx, np.zeros(C, dtype), np.zeros(C, dtype)
     gamma, _ = _affine(gamma, None, C, dtype)
-    mean = np.asarray(mean, np.float64)
-    rstd = np.asarray(rstd, np.float64)
+    mean = np.ascontiguousarray(mean, np.float64)
+    rstd = np.ascontiguousarray(rstd, np.float64)
     dx = np.empty((N, C, L), dtype) if need_dx else None
     # Samples per task and per partial row of dgamma, dbeta: more when rows
     # are short, at most a quarter of the batch.
