@@ -18,8 +18,6 @@ import time
 import numpy as np
 import numba
 
-from tinynet.backends.cpu.jit import njit_kernel
-
 __all__ = ["median_time", "copy_bandwidth", "try_torch", "Row", "print_rows",
            "lab_main", "tensor_bytes"]
 
@@ -37,17 +35,28 @@ def median_time(fn, warmup=2, repeat=15, min_seconds=0.0):
     return statistics.median(times)
 
 
-@njit_kernel(parallel=True)
 def _parallel_copy(src, dst):
-    # Parallel axis: contiguous chunks of the flat array; each iteration
-    # writes only its own chunk.
-    n = src.size
-    chunks = 64
-    step = (n + chunks - 1) // chunks
-    for c in numba.prange(chunks):
-        lo = c * step
-        hi = min(n, lo + step)
-        dst[lo:hi] = src[lo:hi]
+    """dst[:] = src[:] with a numba prange kernel (compiled on first use)."""
+    global _copy_kernel
+    if _copy_kernel is None:
+        from tinynet.backends.cpu.jit import njit_kernel
+
+        @njit_kernel(parallel=True)
+        def copy(src, dst):
+            # Parallel axis: contiguous chunks of the flat array; each
+            # iteration writes only its own chunk.
+            n = src.size
+            chunks = 64
+            step = (n + chunks - 1) // chunks
+            for c in numba.prange(chunks):
+                lo = c * step
+                hi = min(n, lo + step)
+                dst[lo:hi] = src[lo:hi]
+        _copy_kernel = copy
+    _copy_kernel(src, dst)
+
+
+_copy_kernel = None
 
 
 def copy_bandwidth(nbytes=256 << 20):
@@ -77,7 +86,7 @@ def try_torch():
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(numba.get_num_threads())
+    torch.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     return torch
 
 

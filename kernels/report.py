@@ -39,7 +39,7 @@ def collect():
         module = importlib.import_module(f"kernels.{name}")
         rows.extend((name, r) for r in target_rows(module.bench()))
     from kernels.step import bench as step_bench
-    step = step_bench(repeat=20)
+    step = step_bench(repeat=20, rounds=3)
     return bandwidth, rows, step
 
 

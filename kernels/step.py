@@ -10,15 +10,23 @@ step. The image batch needs no gradient in either.
 
 prints the median ms per step, the tinynet/torch ratio and the implied time
 per MNIST epoch (938 steps of 64).
+
+Each framework runs in its own new process, so that each keeps its own
+threading defaults: ``import tinynet`` sets OMP_WAIT_POLICY=PASSIVE, which
+slowed torch's step by 15-20% here, and torch's OpenMP runtime, loaded first,
+makes tinynet fall back to numba's workqueue layer (tinynet/threads.py). The
+processes alternate for ``--rounds`` rounds; each round reports the median of
+``--repeat`` steps, and the table shows the median over rounds.
 """
 import argparse
 import json
+import statistics
+import subprocess
+import sys
 
 import numpy as np
 
-import tinynet as tn
-from tinynet.cli import build_cnn
-from kernels.common import median_time, try_torch
+from kernels.common import median_time
 
 NORMS = ("batch", "layer", "instance", "group")
 BATCH = 64
@@ -27,6 +35,8 @@ STEPS_PER_EPOCH = 938
 
 def tinynet_step(norm, x, y):
     """A closure running one tinynet training step on (x, y)."""
+    import tinynet as tn
+    from tinynet.cli import build_cnn
     tn.init.seed(0)
     model = build_cnn(norm)
     loss_fn = tn.SoftmaxCrossEntropy()
@@ -66,16 +76,51 @@ def torch_step(torch, norm, x, y):
     return step
 
 
-def bench(repeat):
+def inputs():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, BATCH).astype(np.int64)
-    torch = try_torch()
+    return x, y
+
+
+def child(framework, norm, repeat):
+    """Run in a new process: print the median seconds of one step."""
+    x, y = inputs()
+    if framework == "torch":
+        import torch
+        from kernels.common import try_torch
+        step = torch_step(try_torch(), norm, x, y)
+    else:
+        step = tinynet_step(norm, x, y)
+    print(median_time(step, warmup=3, repeat=repeat))
+
+
+def run_child(framework, norm, repeat):
+    out = subprocess.run([sys.executable, "-m", "kernels.step", "--child", framework,
+                          "--norm", norm, "--repeat", str(repeat)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.split()[-1])
+
+
+def have_torch():
+    try:
+        import importlib.util
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:
+        return False
+
+
+def bench(repeat=20, rounds=3):
+    """Rows of median ms per step for each norm, tinynet and torch side by side."""
+    frameworks = ("tinynet", "torch") if have_torch() else ("tinynet",)
     rows = []
     for norm in NORMS:
-        t_tn = median_time(tinynet_step(norm, x, y), warmup=3, repeat=repeat)
-        t_torch = (median_time(torch_step(torch, norm, x, y), warmup=3, repeat=repeat)
-                   if torch else None)
+        times = {f: [] for f in frameworks}
+        for _ in range(rounds):
+            for f in frameworks:
+                times[f].append(run_child(f, norm, repeat))
+        t_tn = statistics.median(times["tinynet"])
+        t_torch = statistics.median(times["torch"]) if "torch" in times else None
         rows.append({"norm": norm, "tinynet_ms": 1e3 * t_tn,
                      "torch_ms": None if t_torch is None else 1e3 * t_torch,
                      "ratio": None if t_torch is None else t_tn / t_torch,
@@ -87,10 +132,16 @@ def bench(repeat):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.step")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--child", choices=("tinynet", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--norm", choices=NORMS, default="batch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rows = bench(args.repeat)
-    print(f"reference CNN training step, batch {BATCH}, float32, backend {tn.backend_name()}")
+    if args.child:
+        return child(args.child, args.norm, args.repeat)
+    rows = bench(args.repeat, args.rounds)
+    print(f"reference CNN training step, batch {BATCH}, float32, backend cpu, "
+          f"each framework in its own process, median of {args.rounds} rounds")
     print(f"{'norm':<10}{'tinynet ms':>12}{'torch ms':>10}{'ratio':>8}{'tinynet s/epoch':>17}"
           f"{'torch s/epoch':>15}")
     for r in rows:

@@ -115,6 +115,7 @@ def test_configure_threading_applies_default_when_unset(monkeypatch):
     monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
     monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
     monkeypatch.setattr(threads, "_numba_pool_running", lambda numba: False)
+    monkeypatch.setattr(threads, "_gomp_loaded", lambda: False)
     applied = threads.configure_threading()
     assert applied == {"OMP_WAIT_POLICY": "PASSIVE",
                        "NUMBA_THREADING_LAYER_PRIORITY": "omp tbb workqueue"}
@@ -311,3 +312,33 @@ def test_njit_kernel_caches_beside_a_writable_source(tmp_path):
     result = _run(CHILD_CALL, _clean_env(PYTHONPATH=package))
     assert result == {"total": 4950.0, "cache_path": os.path.join(package, "__pycache__")}
     assert any(name.endswith(".nbi") for name in os.listdir(result["cache_path"]))
+
+
+def test_configure_threading_avoids_a_spinning_openmp_loaded_first(monkeypatch):
+    """An OpenMP runtime already loaded (torch imported before tinynet) has read
+    its wait policy; numba's omp layer would share it, so workqueue is chosen."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
+    monkeypatch.delenv("NUMBA_THREADING_LAYER_PRIORITY", raising=False)
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
+    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
+    monkeypatch.setattr(threads, "_numba_pool_running", lambda numba: False)
+    monkeypatch.setattr(threads, "_gomp_loaded", lambda: True)
+    applied = threads.configure_threading()
+    assert applied["NUMBA_THREADING_LAYER_PRIORITY"] == "workqueue tbb omp"
+    assert numba.config.THREADING_LAYER_PRIORITY[0] == "workqueue"
+
+
+def test_torch_imported_first_gives_workqueue():
+    pytest.importorskip("torch")
+    code = ("import torch, numpy as np, numba, tinynet\n"
+            "from tinynet.backends import cpu\n"
+            "cpu.relu_forward(np.ones(3, np.float32))\n"
+            "print(numba.threading_layer())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER",
+                        "NUMBA_THREADING_LAYER_PRIORITY")}
+    env["PYTHONPATH"] = REPO
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split()[-1] == "workqueue"

@@ -93,16 +93,31 @@ def configure_threading():
     if numba is not None and _numba_pool_running(numba):
         return {}
     applied = {}
+    spinning_gomp = _gomp_loaded() and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = applied["OMP_WAIT_POLICY"] = OMP_WAIT_POLICY
     if not _user_chose_layer(numba):
-        priority = " ".join(LAYER_PRIORITY)
+        # A GNU OpenMP runtime loaded before us (torch imported first, say) has
+        # already read its wait policy, and numba's omp layer would bind to it:
+        # its spinning workers then slow every GEMM (a training step ran 7x
+        # slower). The workqueue layer never spins, so take it then.
+        layers = ("workqueue", "tbb", "omp") if spinning_gomp else LAYER_PRIORITY
+        priority = " ".join(layers)
         os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = priority
         applied["NUMBA_THREADING_LAYER_PRIORITY"] = priority
         # numba reads its environment at import; update it if that already happened.
         if numba is not None:
-            numba.config.THREADING_LAYER_PRIORITY = list(LAYER_PRIORITY)
+            numba.config.THREADING_LAYER_PRIORITY = list(layers)
     return applied
+
+
+def _gomp_loaded():
+    """True when a GNU OpenMP runtime (libgomp) is already mapped into this process."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libgomp" in line for line in f)
+    except OSError:
+        return False
 
 
 def _user_chose_layer(numba):
