@@ -111,23 +111,25 @@ class Row:
         return d
 
 
-def print_rows(rows, bandwidth, title=""):
+def print_rows(rows, bandwidth, title="", file=None):
     """Print a table of Rows: median ms, GB/s or GFLOP/s, time/floor, torch ms, ratio."""
-    print(f"\n{title}  (copy bandwidth {bandwidth / 1e9:.2f} GB/s, "
-          f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()})")
-    head = (f"{'op':<28}{'variant':<30}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}"
+    wo = max([len(r.op) for r in rows] + [2]) + 2
+    wv = max([len(r.variant) for r in rows] + [7]) + 2
+    head = (f"{'op':<{wo}}{'variant':<{wv}}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}"
             f"{'x floor':>9}{'torch ms':>10}{'ratio':>7}")
-    print(head)
-    print("-" * len(head))
+    lines = [f"{title}  (copy bandwidth {bandwidth / 1e9:.2f} GB/s, "
+             f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()})",
+             head, "-" * len(head)]
     for r in rows:
         d = r.as_dict(bandwidth)
 
         def f(key, fmt):
             width = int(fmt.split(".")[0])
             return format(d[key], fmt) if key in d else " " * width
-        print(f"{r.op:<28}{r.variant:<30}{f('ms', '9.3f')}{f('GB/s', '8.1f')}"
-              f"{f('GFLOP/s', '9.1f')}{f('time/floor', '9.2f')}{f('torch_ms', '10.3f')}"
-              f"{f('ratio', '7.2f')}")
+        lines.append(f"{r.op:<{wo}}{r.variant:<{wv}}{f('ms', '9.3f')}{f('GB/s', '8.1f')}"
+                     f"{f('GFLOP/s', '9.1f')}{f('time/floor', '9.2f')}{f('torch_ms', '10.3f')}"
+                     f"{f('ratio', '7.2f')}")
+    print("\n" + "\n".join(lines), file=file)
 
 
 def lab_main(name, check, bench, argv=None):

@@ -1,10 +1,11 @@
-"""Regenerate docs/performance.md's target table and docs/performance.png.
+"""Regenerate docs/performance.md's tables and docs/performance.png.
 
-Runs every lab bench in this process (one machine state, one run), keeps the
-rows that time a public layer (or the whole training step) next to torch, and
+Runs every lab bench in this process (one machine state, one run), then
 
-- rewrites the table between the ``report:start`` / ``report:end`` markers of
-  docs/performance.md;
+- rewrites the target table (the rows that time a public layer, or the whole
+  training step, next to torch) between the ``report:start`` /
+  ``report:end`` markers of docs/performance.md, and every lab's full
+  variant table between ``lab:start`` / ``lab:end``;
 - draws docs/performance.png: a bar chart of tinynet / torch per row
   (below 1 is faster than torch).
 
@@ -13,16 +14,18 @@ rows that time a public layer (or the whole training step) next to torch, and
 """
 import argparse
 import importlib
+import io
 import os
 import time
 
 import numba
 
-from kernels.common import copy_bandwidth
+from kernels.common import copy_bandwidth, print_rows
 
 LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
-START, END = "<!-- report:start -->", "<!-- report:end -->"
+MARKERS = {"report": ("<!-- report:start -->", "<!-- report:end -->"),
+           "lab": ("<!-- lab:start -->", "<!-- lab:end -->")}
 
 
 def target_rows(lab_rows):
@@ -33,14 +36,17 @@ def target_rows(lab_rows):
 
 
 def collect():
+    """(bandwidth, target rows, the labs' full tables as text, step rows)."""
     bandwidth = copy_bandwidth()
-    rows = []
+    rows, tables = [], io.StringIO()
     for name in LABS:
         module = importlib.import_module(f"kernels.{name}")
-        rows.extend((name, r) for r in target_rows(module.bench()))
+        lab_rows = module.bench()
+        print_rows(lab_rows, bandwidth, title=f"python -m kernels.{name} --bench", file=tables)
+        rows.extend((name, r) for r in target_rows(lab_rows))
     from kernels.step import bench as step_bench
-    step = step_bench(repeat=20, rounds=3)
-    return bandwidth, rows, step
+    step = step_bench(repeat=20, rounds=5)
+    return bandwidth, rows, tables.getvalue(), step
 
 
 def markdown(bandwidth, rows, step):
@@ -84,22 +90,30 @@ def chart(rows, step, path):
     plt.close(fig)
 
 
+def replace_between(text, key, body):
+    start, end = MARKERS[key]
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.report")
-    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--no-write", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
-    bandwidth, rows, step = collect()
+    bandwidth, rows, tables, step = collect()
     table = markdown(bandwidth, rows, step)
+    print(tables)
     print(table)
     if args.no_write:
         return
     doc = os.path.join(DOC, "performance.md")
     with open(doc) as f:
         text = f.read()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    text = replace_between(text, "report", table)
+    text = replace_between(text, "lab", f"```\n{tables.strip()}\n```")
     with open(doc, "w") as f:
-        f.write(f"{head}{START}\n{table}\n{END}{tail}")
+        f.write(text)
     chart(rows, step, os.path.join(DOC, "performance.png"))
     print(f"wrote {doc} and {os.path.join(DOC, 'performance.png')}")
 

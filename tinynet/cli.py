@@ -1,6 +1,6 @@
 """The ``tinynet`` command.
 
-    tinynet train [--dataset mnist] [--model cnn] [--norm batch] [--epochs 3] ...
+    tinynet train [--dataset mnist] [--model cnn] [--norm batch] [--epochs 5] ...
     tinynet gradcheck [--layer NAME]
 
 ``train`` writes to ``--out`` (default ./runs/<dataset>-<model>-<norm>):
@@ -210,7 +210,7 @@ def make_parser():
     t.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
     t.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
     t.add_argument("--norm", choices=NORMS, default="batch")
-    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam")
