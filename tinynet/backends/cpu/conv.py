@@ -56,9 +56,10 @@ import threading
 import numpy as np
 import numba
 
+from ..ref.conv import conv2d_output_size
 from .jit import njit_kernel
 
-__all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward"]
+__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward"]
 
 SMALL_K = 48
 """Largest C*KH*KW that takes the per-sample schedule (measured in kernels/conv.py)."""
@@ -67,33 +68,6 @@ CHUNK_BYTES = 4 << 20
 """Target size of one chunk of columns in the chunked schedule. On one thread
 1 to 4 MB ran within 3 % of each other and 8 MB or more 15 to 40 % slower; on
 two threads fewer chunks mean fewer thread-pool wake-ups, and 4 MB was best."""
-
-
-def conv2d_output_size(H, W, kh, kw, stride, padding):
-    """(OH, OW) of a convolution or pooling window sliding over an (H, W) image.
-
-    Parameters
-    ----------
-    H, W : int
-        Input height and width.
-    kh, kw : int
-        Window height and width.
-    stride : tuple of int
-        (sh, sw).
-    padding : tuple of int
-        (ph, pw), zeros added on each side.
-
-    Returns
-    -------
-    (OH, OW) : tuple of int
-        OH = (H + 2*ph - kh) // sh + 1, OW likewise. Raises ValueError when the
-        padded input is smaller than the window.
-    """
-    (sh, sw), (ph, pw) = stride, padding
-    if H + 2 * ph < kh or W + 2 * pw < kw:
-        raise ValueError(f"conv2d: the padded input ({H + 2 * ph}, {W + 2 * pw}) is smaller "
-                         f"than the kernel ({kh}, {kw})")
-    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
 
 
 @njit_kernel()
