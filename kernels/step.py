@@ -83,8 +83,13 @@ def inputs():
     return x, y
 
 
-def child(framework, norm, repeat):
-    """Run in a new process: print the median seconds of one step."""
+def child(framework, norm, repeat, torch_first=False):
+    """Run in a new process: print the median seconds of one step.
+
+    ``torch_first`` imports torch before tinynet, as a user script might.
+    """
+    if torch_first:
+        import torch  # noqa: F401
     x, y = inputs()
     if framework == "torch":
         import torch
@@ -134,11 +139,15 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--child", choices=("tinynet", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--norm", choices=NORMS, default="batch", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("tinynet", "torch"),
+                        help="time one framework's step in this process and print seconds")
+    parser.add_argument("--norm", choices=NORMS, default="batch",
+                        help="with --child: the normalization")
+    parser.add_argument("--torch-first", action="store_true",
+                        help="with --child tinynet: import torch before tinynet")
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.child, args.norm, args.repeat)
+        return child(args.child, args.norm, args.repeat, args.torch_first)
     rows = bench(args.repeat, args.rounds)
     print(f"reference CNN training step, batch {BATCH}, float32, backend cpu, "
           f"each framework in its own process, median of {args.rounds} rounds")
