@@ -196,7 +196,7 @@ def test_njit_kernel_keeps_isnan():
 
 def test_njit_kernel_rejects_fastmath():
     with pytest.raises(TypeError, match="fastmath is fixed"):
-        jit.njit_kernel(fastmath=True)
+        jit.njit_kernel(**{"fastmath": True})
 
 
 def test_njit_kernel_caches_when_writable():
