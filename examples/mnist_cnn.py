@@ -1,7 +1,7 @@
 """Train the reference CNN on MNIST with an explicit loop: forward, loss,
 backward, step, all in plain sight.
 
-    TINYNET_DATA_DIR=../shared/data python examples/mnist_cnn.py [--epochs 2] [--norm batch]
+    TINYNET_DATA_DIR=../shared/data python examples/mnist_cnn.py [--epochs 2] [--norm batch] [--limit N]
 """
 import argparse
 import time
@@ -13,10 +13,12 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=2)
 parser.add_argument("--norm", default="batch", choices=("batch", "layer", "instance", "group", "none"))
 parser.add_argument("--batch-size", type=int, default=64)
+parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
 args = parser.parse_args()
 
 (x_train, y_train) = tn.data.load_mnist("train")
 (x_test, y_test) = tn.data.load_mnist("test")
+x_train, y_train = x_train[:args.limit], y_train[:args.limit]
 x_train, x_test = tn.data.prepare_images(x_train), tn.data.prepare_images(x_test)
 
 tn.init.seed(0)
