@@ -97,7 +97,7 @@ def _sgd_parallel(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
         p[e] = p[e] - lr * d
 
 
-@njit_kernel()
+@njit_kernel(error_model="python")
 def _adam_serial_checked(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2,
                          one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps):
     for e in range(p.size):

@@ -48,64 +48,64 @@ __all__ = ["sgd_step", "adam_step"]
 SERIAL_BELOW = 65536
 
 
-@njit_kernel(error_model="numpy")
+@njit_kernel(inline="always")
+def _sgd_element(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov):
+    """SGD update of element e (torch's order of operations)."""
+    d = g[e]
+    if weight_decay != 0:
+        d = d + weight_decay * p[e]
+    if has_buf:
+        b = momentum * buf[e] + d
+        buf[e] = b
+        d = d + momentum * b if nesterov else b
+    p[e] = p[e] - lr * d
+
+
+@njit_kernel()
 def _sgd_serial(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
     for e in range(p.size):
-        d = g[e]
-        if weight_decay != 0:
-            d = d + weight_decay * p[e]
-        if has_buf:
-            b = momentum * buf[e] + d
-            buf[e] = b
-            d = d + momentum * b if nesterov else b
-        p[e] = p[e] - lr * d
+        _sgd_element(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov)
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _sgd_parallel(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
     # Parallel axis: elements; numba gives each thread one contiguous block,
     # and iteration e writes only p[e] and buf[e].
     for e in numba.prange(p.size):
-        d = g[e]
-        if weight_decay != 0:
-            d = d + weight_decay * p[e]
-        if has_buf:
-            b = momentum * buf[e] + d
-            buf[e] = b
-            d = d + momentum * b if nesterov else b
-        p[e] = p[e] - lr * d
+        _sgd_element(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov)
 
 
-@njit_kernel(error_model="numpy")
+@njit_kernel(inline="always")
+def _adam_element(p, g, m, v, e, shrink, weight_decay, one_minus_beta1, beta2, one_minus_beta2,
+                  neg_step_size, bias_correction2_sqrt, eps):
+    """Adam / AdamW update of element e (shrink = 1 - lr * wd for AdamW, else 1)."""
+    d = g[e]
+    q = p[e] * shrink
+    if weight_decay != 0:
+        d = d + weight_decay * q
+    mm = m[e] + one_minus_beta1 * (d - m[e])
+    vv = beta2 * v[e] + one_minus_beta2 * d * d
+    m[e] = mm
+    v[e] = vv
+    p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
+
+
+@njit_kernel()
 def _adam_serial(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one_minus_beta2,
                  neg_step_size, bias_correction2_sqrt, eps):
     for e in range(p.size):
-        d = g[e]
-        q = p[e] * shrink
-        if weight_decay != 0:
-            d = d + weight_decay * q
-        mm = m[e] + one_minus_beta1 * (d - m[e])
-        vv = beta2 * v[e] + one_minus_beta2 * d * d
-        m[e] = mm
-        v[e] = vv
-        p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
+        _adam_element(p, g, m, v, e, shrink, weight_decay, one_minus_beta1, beta2,
+                      one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps)
 
 
-@njit_kernel(parallel=True, error_model="numpy")
+@njit_kernel(parallel=True)
 def _adam_parallel(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one_minus_beta2,
                    neg_step_size, bias_correction2_sqrt, eps):
     # Parallel axis: elements; numba gives each thread one contiguous block,
     # and iteration e writes only p[e], m[e] and v[e].
     for e in numba.prange(p.size):
-        d = g[e]
-        q = p[e] * shrink
-        if weight_decay != 0:
-            d = d + weight_decay * q
-        mm = m[e] + one_minus_beta1 * (d - m[e])
-        vv = beta2 * v[e] + one_minus_beta2 * d * d
-        m[e] = mm
-        v[e] = vv
-        p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
+        _adam_element(p, g, m, v, e, shrink, weight_decay, one_minus_beta1, beta2,
+                      one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps)
 
 
 def _flat(name, arg, a, param):
