@@ -4,8 +4,8 @@
 **options)`` with two rules built in:
 
 - fastmath is ``{'reassoc', 'contract'}``: reductions may be reassociated
-  (so they vectorize) and multiply-adds may fuse into FMAs. Never
-  ``fastmath=True``: it adds ``nnan`` and ``ninf``, under which LLVM folds
+  (so they vectorize) and multiply-adds may fuse into FMAs. Never all of
+  fastmath (the flag set to True): it adds ``nnan`` and ``ninf``, under which LLVM folds
   ``np.isnan(v)`` to False, so NaN checks and NaN propagation silently vanish.
 - ``error_model="numpy"`` by default: a float division by zero gives inf or
   NaN, as in numpy, instead of raising; Python's model adds a zero-divisor
@@ -80,7 +80,7 @@ def njit_kernel(cache=True, **options):
     """
     if "fastmath" in options:
         raise TypeError("njit_kernel: fastmath is fixed to {'reassoc', 'contract'}; "
-                        "do not pass it (fastmath=True folds np.isnan to False)")
+                        "do not pass it (full fastmath folds np.isnan to False)")
 
     def decorate(func):
         options.setdefault("error_model", "numpy")
