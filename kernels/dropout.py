@@ -33,7 +33,6 @@ on (64, 32, 28, 28) float32 against torch.nn.Dropout(0.5) forward +
     python -m kernels.dropout --check      every variant against the reference
     python -m kernels.dropout --bench      timings, % of floor, torch beside them
 """
-import math
 import statistics
 
 import numpy as np
@@ -41,28 +40,13 @@ import numba
 
 import tinynet as tn
 from tinynet.backends import cpu, ref
+from tinynet.backends.cpu.dropout import _mix, _threshold
 from tinynet.backends.cpu.jit import njit_kernel
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 
 SHAPE = (64, 32, 28, 28)
 P = 0.5
 SEED, STEP = 1234, 7
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@njit_kernel()
-def _mix(z):
-    z = z + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
-
-
-def _threshold(p):
-    return np.uint64(math.ceil(p * 2.0**53) << 11)
 
 
 def _scale(dtype, p):

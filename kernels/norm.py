@@ -238,28 +238,6 @@ def _tile(t, N, C, Cg, NB, CB, nbg):
     return nb, n0, min(N, n0 + NB), c0, min(c0 + CB, (g + 1) * Cg), g, j
 
 
-@njit_kernel()
-def _merge_stats(mean_p, m2_p, count, mean, var):
-    """Chan's merge of the (P, S) partials into each set's mean and biased variance.
-
-    count[p] is the number of members behind partial p (the same for every set).
-    """
-    P, S = mean_p.shape
-    for s in range(S):
-        n_a = count[0]
-        mean_a = mean_p[0, s]
-        m2_a = m2_p[0, s]
-        for p in range(1, P):
-            n_b = count[p]
-            n_ab = n_a + n_b
-            delta = mean_p[p, s] - mean_a
-            mean_a += delta * (n_b / n_ab)
-            m2_a += m2_p[p, s] + delta * delta * (n_a * n_b / n_ab)
-            n_a = n_ab
-        mean[s] = mean_a
-        var[s] = m2_a / n_a
-
-
 # -- variant 2: tiles, 3-D indexing in the inner loops --------------------------
 
 @njit_kernel(parallel=True)
@@ -781,7 +759,7 @@ def _tiled_ops(stats_kernel, forward_kernel, sums_kernel, dx_kernel):
         stats_kernel(x.reshape(N, C * L), L, per_channel, tiles.Cg, tiles.NB, tiles.CB,
                      tiles.nbg, tiles.count, mean_p, m2_p)
         mean, var = np.empty(S), np.empty(S)
-        _merge_stats(mean_p, m2_p, np.array(count, np.float64), mean, var)
+        production._merge_stats(mean_p, m2_p, np.array(count, np.float64), mean, var)
         return mean, var, 1.0 / np.sqrt(var + eps)
 
     def forward(x, mean, rstd, gamma, beta, groups, per_channel):

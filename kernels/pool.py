@@ -70,6 +70,8 @@ import numba
 from tinynet.backends import ref
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 from tinynet.backends.cpu.jit import njit_kernel
+# Promoted kernels the lab's variants call as they stand in production.
+from tinynet.backends.cpu.pool import _avgpool_2x2_forward, _avgpool_forward, _is_2x2
 
 SHAPE = (64, 32, 28, 28)
 OVERLAP = ((3, 3), (2, 2))
@@ -323,10 +325,6 @@ def _max_bwd_2x2(dy, k, W, dx):
                 dx[pl, (2 * i + (t >> 1)) * W + 2 * j + (t & 1)] = dy[pl, i, j]
 
 
-def _is_2x2(kernel, stride):
-    return tuple(kernel) == (2, 2) and tuple(stride) == (2, 2)
-
-
 def max_fwd_v5(x, kernel, stride):
     if not _is_2x2(kernel, stride):
         return max_fwd_v4(x, kernel, stride)
@@ -424,22 +422,6 @@ MAX_VARIANTS = {
 
 
 @njit_kernel(parallel=True)
-def _avg_fwd(x, kh, kw, sh, sw, y):
-    # Parallel axis: planes; iteration pl writes only y[pl]. float64 sums.
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
-    count = kh * kw
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                s = 0.0
-                for p in range(kh):
-                    for q in range(kw):
-                        s += x[pl, i * sh + p, j * sw + q]
-                y[pl, i, j] = s / count
-
-
-@njit_kernel(parallel=True)
 def _avg_bwd_scatter(dy, kh, kw, sh, sw, dx):
     # Parallel axis: planes; iteration pl adds only into dx[pl] (zeroed by the caller).
     P, OH, OW = dy.shape
@@ -457,7 +439,7 @@ def avg_fwd_v1(x, kernel, stride):
     N, C, H, W = x.shape
     OH, OW = _out_hw(H, W, kernel, stride)
     y = np.empty((N, C, OH, OW), x.dtype)
-    _avg_fwd(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
+    _avgpool_forward(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
              y.reshape(N * C, OH, OW))
     return y
 
@@ -558,20 +540,6 @@ def avg_bwd_v3(dy, x_shape, kernel, stride):
 
 
 @njit_kernel(parallel=True)
-def _avg_fwd_2x2(x, y):
-    # Parallel axis: planes; iteration pl writes only y[pl].
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                s = (np.float64(x[pl, 2 * i, 2 * j]) + np.float64(x[pl, 2 * i, 2 * j + 1])
-                     + np.float64(x[pl, 2 * i + 1, 2 * j])
-                     + np.float64(x[pl, 2 * i + 1, 2 * j + 1]))
-                y[pl, i, j] = s / 4
-
-
-@njit_kernel(parallel=True)
 def _avg_bwd_2x2(dy, dx):
     # Parallel axis: planes; iteration pl writes only dx[pl], each pixel once.
     P, OH, OW = dy.shape
@@ -596,7 +564,7 @@ def avg_fwd_v4(x, kernel, stride):
         return avg_fwd_v1(x, kernel, stride)
     N, C, H, W = x.shape
     y = np.empty((N, C, H // 2, W // 2), x.dtype)
-    _avg_fwd_2x2(x.reshape(N * C, H, W), y.reshape(N * C, H // 2, W // 2))
+    _avgpool_2x2_forward(x.reshape(N * C, H, W), y.reshape(N * C, H // 2, W // 2))
     return y
 
 

@@ -92,7 +92,6 @@ def child(framework, norm, repeat, torch_first=False):
         import torch  # noqa: F401
     x, y = inputs()
     if framework == "torch":
-        import torch
         from kernels.common import try_torch
         step = torch_step(try_torch(), norm, x, y)
     else:

@@ -2,7 +2,7 @@
 
 A child process with NUMBA_NUM_THREADS=1 runs a forward and backward pass of the
 reference CNN (with each normalization) and one Adam step, and saves every
-output and gradient; this process does the same with the default thread count.
+output and gradient; a second child does the same with the default thread count.
 A kernel whose result depends on how prange splits its work (a race, or a
 reduction combined in thread order) shows up as a difference.
 """
@@ -42,23 +42,28 @@ def run():
             out[f"{norm}/grad{i}"] = p.grad
     return out
 
-if __name__ == "__main__":
-    np.savez(sys.argv[1], **run())
+np.savez(sys.argv[1], **run())
 """
 
 
-def test_one_thread_matches_default(tmp_path):
+def run_script(tmp_path, name, threads):
+    """Run SCRIPT in a new process (``threads`` None: numba's default count)."""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONPATH=REPO)
-    one = tmp_path / "one.npz"
-    subprocess.run([sys.executable, str(script), str(one)], env=env, check=True, cwd=REPO)
-    namespace = {}
-    exec(compile(SCRIPT.replace('if __name__ == "__main__":', "if False:"), "run", "exec"),
-         namespace)
-    default = namespace["run"]()
-    with np.load(one) as f:
-        assert sorted(f.files) == sorted(default)
-        for k in f.files:
-            np.testing.assert_allclose(f[k], default[k], rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{k}: NUMBA_NUM_THREADS=1 vs default")
+    out = tmp_path / f"{name}.npz"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("NUMBA_NUM_THREADS", None)
+    if threads is not None:
+        env["NUMBA_NUM_THREADS"] = str(threads)
+    subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, cwd=REPO)
+    with np.load(out) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_one_thread_matches_default(tmp_path):
+    one = run_script(tmp_path, "one", 1)
+    default = run_script(tmp_path, "default", None)
+    assert sorted(one) == sorted(default)
+    for k in one:
+        np.testing.assert_allclose(one[k], default[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{k}: NUMBA_NUM_THREADS=1 vs default")
