@@ -1,0 +1,131 @@
+"""Device arrays, allocation and GEMM for the cuda backend.
+
+On a GPU a device array is a CuPy array: numba.cuda kernels take it through
+``__cuda_array_interface__`` without a copy, and GEMMs go to cuBLAS through
+CuPy's matmul. Under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set
+before numba is imported) the same code runs on ``SimDeviceArray``, a numpy
+array tagged as living on the simulated device, with numpy's GEMMs; the tag
+lets layers tell a host array from a device one in the simulator too.
+
+Every kernel launcher takes its block size from ``BLOCK`` (1-D kernels) and
+``BLOCK_REDUCE`` (one block per reduced set); tests patch both small.
+"""
+import os
+
+import numpy as np
+
+__all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_array",
+           "to_device", "to_host", "empty", "zeros", "empty_like", "matmul",
+           "BLOCK", "BLOCK_REDUCE", "grid_1d"]
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+
+# Threads per block for 1-D elementwise kernels and for block reductions.
+BLOCK = 256
+BLOCK_REDUCE = 256
+
+
+class SimDeviceArray(np.ndarray):
+    """A numpy array that stands for a device array under the CUDA simulator."""
+
+
+_cupy = None
+
+
+def _import_cupy():
+    global _cupy
+    if _cupy is None:
+        import cupy
+        _cupy = cupy
+    return _cupy
+
+
+def check_available():
+    """Raise RuntimeError saying what to install or change unless kernels can run.
+
+    Needs numba-cuda and either the simulator or a visible GPU with CuPy.
+    """
+    try:
+        from numba import cuda
+    except ImportError as e:
+        raise RuntimeError("the cuda backend needs numba-cuda: pip install 'tinynet[cuda13]' "
+                           f"(or [cuda12]); {e}") from e
+    if SIMULATOR:
+        return
+    try:
+        available = cuda.is_available()
+    except Exception as e:  # the driver raises its own error types
+        raise RuntimeError(f"the cuda backend found no usable GPU: {e}") from e
+    if not available:
+        raise RuntimeError("the cuda backend found no GPU (numba.cuda.is_available() is False); "
+                           "run on a machine with an NVIDIA GPU and driver, or set "
+                           "NUMBA_ENABLE_CUDASIM=1 before importing tinynet to use the simulator")
+    try:
+        _import_cupy()
+    except ImportError as e:
+        raise RuntimeError("the cuda backend needs CuPy for device arrays and cuBLAS: "
+                           f"pip install 'tinynet[cuda13]' (or [cuda12]); {e}") from e
+
+
+def xp():
+    """The array module of device arrays: CuPy on a GPU, numpy under the simulator."""
+    return np if SIMULATOR else _import_cupy()
+
+
+def is_device_array(a):
+    """True when ``a`` is a device array of this backend."""
+    if SIMULATOR:
+        return isinstance(a, SimDeviceArray)
+    cp = _cupy
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def to_device(a, dtype=None):
+    """Copy a host array (any dtype, e.g. int64 labels) to a C-contiguous device array."""
+    if is_device_array(a):
+        return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+    host = np.ascontiguousarray(a, dtype=dtype)
+    if SIMULATOR:
+        return host.copy().view(SimDeviceArray)
+    return _import_cupy().asarray(host)
+
+
+def to_host(a):
+    """Copy a device array to a fresh numpy array; a numpy array is returned as is."""
+    if SIMULATOR:
+        if isinstance(a, SimDeviceArray):
+            return np.array(a.view(np.ndarray), copy=True)
+        return np.asarray(a)
+    cp = _cupy
+    if cp is not None and isinstance(a, cp.ndarray):
+        return cp.asnumpy(a)
+    return np.asarray(a)
+
+
+def empty(shape, dtype):
+    """An uninitialized C-contiguous device array."""
+    if SIMULATOR:
+        return np.empty(shape, dtype).view(SimDeviceArray)
+    return _import_cupy().empty(shape, dtype)
+
+
+def zeros(shape, dtype):
+    """A zero-filled C-contiguous device array."""
+    if SIMULATOR:
+        return np.zeros(shape, dtype).view(SimDeviceArray)
+    return _import_cupy().zeros(shape, dtype)
+
+
+def empty_like(a):
+    return empty(a.shape, a.dtype)
+
+
+def matmul(a, b):
+    """a @ b on the device: cuBLAS through CuPy, numpy under the simulator."""
+    return a @ b
+
+
+def grid_1d(n, block=None):
+    """Blocks for ``n`` threads at ``block`` (default ``BLOCK``) threads per block."""
+    block = block or BLOCK
+    return max(1, (n + block - 1) // block), block
