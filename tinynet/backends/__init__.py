@@ -39,7 +39,10 @@ def _load(name):
             raise RuntimeError(f"backend {name!r} is not available on this machine: {e}") from e
         check = getattr(module, "check_available", None)
         if check is not None:
-            check()  # raises RuntimeError with the reason
+            try:
+                check()
+            except RuntimeError as e:
+                raise RuntimeError(f"backend {name!r} is not available on this machine: {e}") from e
         _loaded[name] = module
     return _loaded[name]
 

@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from ..contract import op
+
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
            "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward"]
@@ -34,6 +36,7 @@ def _phi_cdf(x64):
     return 0.5 * (1.0 + _erf(x64 / math.sqrt(2.0)).astype(np.float64))
 
 
+@op()
 def relu_forward(x):
     """ReLU: y = max(x, 0).
 
@@ -50,6 +53,7 @@ def relu_forward(x):
     return np.maximum(x, 0)
 
 
+@op()
 def relu_backward(x, dy):
     """ReLU backward: dx = dy where x > 0, else 0 (as torch, NaN x passes dy).
 
@@ -68,6 +72,7 @@ def relu_backward(x, dy):
     return np.where(x <= 0, 0, dy)
 
 
+@op()
 def leaky_relu_forward(x, slope):
     """LeakyReLU: y = x if x > 0 else slope * x.
 
@@ -86,6 +91,7 @@ def leaky_relu_forward(x, slope):
     return np.where(x > 0, x, x * slope)
 
 
+@op()
 def leaky_relu_backward(x, dy, slope):
     """LeakyReLU backward: dx = dy if x > 0 else slope * dy.
 
@@ -106,6 +112,7 @@ def leaky_relu_backward(x, dy, slope):
     return np.where(x > 0, dy, dy * slope)
 
 
+@op()
 def sigmoid_forward(x):
     """Sigmoid: y = 1 / (1 + exp(-x)), computed without overflow.
 
@@ -126,6 +133,7 @@ def sigmoid_forward(x):
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
 
 
+@op()
 def sigmoid_backward(y, dy):
     """Sigmoid backward from the output: dx = dy * y * (1 - y).
 
@@ -144,6 +152,7 @@ def sigmoid_backward(y, dy):
     return dy * y * (1 - y)
 
 
+@op()
 def tanh_forward(x):
     """Tanh: y = tanh(x).
 
@@ -160,6 +169,7 @@ def tanh_forward(x):
     return np.tanh(x)
 
 
+@op()
 def tanh_backward(y, dy):
     """Tanh backward from the output: dx = dy * (1 - y^2).
 
@@ -178,6 +188,7 @@ def tanh_backward(y, dy):
     return dy * (1 - y * y)
 
 
+@op()
 def gelu_forward(x):
     """GELU, exact erf form: y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))).
 
@@ -198,6 +209,7 @@ def gelu_forward(x):
     return y.astype(x.dtype)
 
 
+@op()
 def gelu_backward(x, dy):
     """GELU backward: dx = dy * (Phi(x) + x * phi(x)), phi the standard normal pdf.
 
@@ -221,6 +233,7 @@ def gelu_backward(x, dy):
     return (dy * dydx).astype(dy.dtype)
 
 
+@op()
 def softmax_forward(x, axis):
     """Softmax along ``axis``: y = exp(x - max) / sum(exp(x - max)).
 
@@ -242,6 +255,7 @@ def softmax_forward(x, axis):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
+@op()
 def softmax_backward(y, dy, axis):
     """Softmax backward from the output: dx = y * (dy - sum(dy * y, axis)).
 

@@ -30,6 +30,8 @@ against. Every array keeps the input dtype (float32 or float64).
 """
 import numpy as np
 
+from ..contract import op
+
 __all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
            "conv2d_naive_forward", "conv2d_naive_backward"]
 
@@ -67,6 +69,7 @@ def _pad(x, padding):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
+@op()
 def im2col(x, kh, kw, stride, padding):
     """Unfold every (kh, kw) window of x into a column, as torch.nn.functional.unfold.
 
@@ -100,6 +103,7 @@ def im2col(x, kh, kw, stride, padding):
     return cols.reshape(N, C * kh * kw, OH * OW)
 
 
+@op()
 def col2im(cols, x_shape, kh, kw, stride, padding):
     """The adjoint of im2col: scatter-add every column back onto the image.
 
@@ -138,6 +142,7 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     return np.ascontiguousarray(xp[:, :, ph:ph + H, pw:pw + W])
 
 
+@op()
 def conv2d_forward(x, W, b, stride, padding):
     """y = conv2d(x, W) + b via im2col and one matrix multiply.
 
@@ -172,6 +177,7 @@ def conv2d_forward(x, W, b, stride, padding):
     return y.reshape(N, F, OH, OW), cols
 
 
+@op()
 def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
     """Gradients of the convolution with respect to x, W and b, via the im2col columns.
 

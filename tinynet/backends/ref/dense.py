@@ -10,9 +10,12 @@ backward:  dx = dy W                                       (N, I)
 Each product is one BLAS matrix multiply (NumPy's ``@``). Every array keeps
 the input dtype (float32 or float64).
 """
+from ..contract import op
+
 __all__ = ["dense_forward", "dense_backward"]
 
 
+@op()
 def dense_forward(x, W, b):
     """y = x W^T + b.
 
@@ -36,6 +39,7 @@ def dense_forward(x, W, b):
     return y
 
 
+@op()
 def dense_backward(x, W, dy, has_bias, need_dx):
     """Gradients of y = x W^T + b with respect to x, W and b.
 

@@ -32,6 +32,8 @@ computes it element by element with these exact constants.
 """
 import numpy as np
 
+from ..contract import op
+
 __all__ = ["splitmix64", "dropout_mask", "dropout_forward", "dropout_backward"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -81,6 +83,7 @@ def _check_p(p):
     return p
 
 
+@op()
 def dropout_mask(shape, p, seed, step):
     """The keep mask of ``shape`` for (seed, step): keep_i = u_i >= p.
 
@@ -111,6 +114,7 @@ def dropout_mask(shape, p, seed, step):
     return (u >= p).astype(np.uint8).reshape(shape)
 
 
+@op()
 def dropout_forward(x, p, seed, step):
     """Inverted dropout forward: y = x * keep / (1 - p).
 
@@ -135,6 +139,7 @@ def dropout_forward(x, p, seed, step):
     return x * keep * scale, keep
 
 
+@op()
 def dropout_backward(dy, keep, p):
     """Inverted dropout backward: dx = dy * keep / (1 - p).
 

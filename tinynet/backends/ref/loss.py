@@ -14,9 +14,12 @@ reduction='mean' and label_smoothing=eps
 """
 import numpy as np
 
+from ..contract import op
+
 __all__ = ["softmax_xent_forward", "softmax_xent_backward"]
 
 
+@op()
 def softmax_xent_forward(logits, labels, label_smoothing):
     """Mean softmax cross-entropy and the softmax probabilities.
 
@@ -46,6 +49,7 @@ def softmax_xent_forward(logits, labels, label_smoothing):
     return float(loss), np.exp(logp).astype(logits.dtype)
 
 
+@op()
 def softmax_xent_backward(probs, labels, label_smoothing):
     """Gradient of the mean softmax cross-entropy: dlogits = (probs - q) / N.
 

@@ -45,6 +45,8 @@ Papers:
 """
 import numpy as np
 
+from ..contract import op
+
 __all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
 
@@ -87,6 +89,7 @@ def _xhat(x, mean, rstd, groups, per_channel):
     return _from_sets((xs - mean[:, None]) * rstd[:, None], x.shape, per_channel)
 
 
+@op()
 def norm_stats(x, groups, per_channel, eps):
     """Mean, biased variance and rstd of every set, accumulated in float64.
 
@@ -117,6 +120,7 @@ def norm_stats(x, groups, per_channel, eps):
     return mean, var, rstd
 
 
+@op()
 def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     """y = (x - mean) * rstd * gamma + beta, with mean and rstd per set.
 
@@ -150,6 +154,7 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     return np.ascontiguousarray(y, dtype=x.dtype)
 
 
+@op()
 def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
     """The training forward: the statistics of x and y in one call.
 
@@ -181,6 +186,7 @@ def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
     return y, mean, var, rstd
 
 
+@op()
 def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
                   need_dx=True):
     """Gradients of the normalization with respect to x, gamma and beta.

@@ -32,9 +32,12 @@ scalar factors (bias corrections, step size) are computed in float64.
 """
 import numpy as np
 
+from ..contract import op
+
 __all__ = ["sgd_step", "adam_step"]
 
 
+@op()
 def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
     """One SGD step, in place, as torch.optim.SGD with dampening = 0.
 
@@ -64,6 +67,7 @@ def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
     param -= lr * g
 
 
+@op()
 def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     """One Adam (or AdamW) step, in place, as torch.optim.Adam / AdamW.
 

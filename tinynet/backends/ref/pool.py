@@ -26,6 +26,8 @@ Every array keeps the input dtype (float32 or float64).
 """
 import numpy as np
 
+from ..contract import op
+
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
 
@@ -48,6 +50,7 @@ def _windows(x, kernel, stride):
     return view.reshape(view.shape[:4] + (kh * kw,))
 
 
+@op()
 def maxpool2d_forward(x, kernel, stride):
     """Max over each (kh, kw) window.
 
@@ -87,6 +90,7 @@ def maxpool2d_forward(x, kernel, stride):
     return np.ascontiguousarray(y), (h * W + w).astype(np.int64)
 
 
+@op()
 def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     """Route each dy to its window's argmax, adding where windows share one.
 
@@ -116,6 +120,7 @@ def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     return dx.reshape(N, C, H, W)
 
 
+@op()
 def avgpool2d_forward(x, kernel, stride):
     """Mean over each (kh, kw) window.
 
@@ -136,6 +141,7 @@ def avgpool2d_forward(x, kernel, stride):
     return _windows(x, kernel, stride).mean(axis=-1)
 
 
+@op()
 def avgpool2d_backward(dy, x_shape, kernel, stride):
     """Spread each dy evenly over its window, adding where windows overlap.
 
