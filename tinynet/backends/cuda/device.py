@@ -8,7 +8,15 @@ array tagged as living on the simulated device, with numpy's GEMMs; the tag
 lets layers tell a host array from a device one in the simulator too.
 
 Every kernel launcher takes its block size from ``BLOCK`` (1-D kernels) and
-``BLOCK_REDUCE`` (one block per reduced set); tests patch both small.
+``BLOCK_REDUCE`` (one block per reduced set), and caps its grid at
+``MAX_BLOCKS``: every kernel loops grid-stride over its elements or sets, so
+any grid covers the work. Tests patch all three small, since the simulator
+runs each thread as a Python thread.
+
+``kernel(*signatures)`` is the decorator of every cuda kernel: a lazily
+compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
+the signatures training launches it with, for the PTX and SASS table
+(``python -m kernels.ptx``).
 """
 import os
 
@@ -16,13 +24,24 @@ import numpy as np
 
 __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_array",
            "to_device", "to_host", "empty", "zeros", "empty_like", "matmul",
-           "BLOCK", "BLOCK_REDUCE", "grid_1d"]
+           "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
+           "grid_1d", "grid_sets", "require_device", "kernel", "KERNELS", "FLOAT_TYPES",
+           "signatures_of"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 # Threads per block for 1-D elementwise kernels and for block reductions.
 BLOCK = 256
 BLOCK_REDUCE = 256
+# The grid cap of the grid-stride kernels (a launch covers any size with it).
+MAX_BLOCKS = 65535
+# float64 slots of each shared-memory reduction array; BLOCK_REDUCE <= REDUCE_SHARED.
+REDUCE_SHARED = 256
+# Block reductions use warp shuffles on a GPU; the simulator has no shfl_*_sync,
+# so there they reduce through shared memory alone.
+WARP_SHUFFLE = not SIMULATOR
+# The float types a kernel signature template's "{f}" stands for.
+FLOAT_TYPES = ("float32", "float64")
 
 
 class SimDeviceArray(np.ndarray):
@@ -126,6 +145,59 @@ def matmul(a, b):
 
 
 def grid_1d(n, block=None):
-    """Blocks for ``n`` threads at ``block`` (default ``BLOCK``) threads per block."""
+    """(blocks, threads) for ``n`` elements at ``block`` (default ``BLOCK``)
+    threads per block, one element per thread up to ``MAX_BLOCKS`` blocks."""
     block = block or BLOCK
-    return max(1, (n + block - 1) // block), block
+    return min(MAX_BLOCKS, max(1, (n + block - 1) // block)), block
+
+
+def grid_sets(tasks):
+    """(blocks, threads) for a block reduction over ``tasks`` sets or parts of sets."""
+    block = BLOCK_REDUCE
+    if block > REDUCE_SHARED or block & (block - 1) or (WARP_SHUFFLE and block % 32):
+        raise ValueError(f"cuda backend: BLOCK_REDUCE must be a power of two <= {REDUCE_SHARED}"
+                         f"{' and a multiple of 32' if WARP_SHUFFLE else ''}, got {block}")
+    return min(MAX_BLOCKS, max(1, tasks)), block
+
+
+def require_device(opname, **arrays):
+    """Raise TypeError unless every array given (None is skipped) is a device array."""
+    for name, a in arrays.items():
+        if a is not None and not is_device_array(a):
+            raise TypeError(f"{opname}: {name} is a {type(a).__module__}.{type(a).__name__} "
+                            "on the host; the cuda backend takes device arrays "
+                            "(tn.to_device(x), model.to('cuda'))")
+
+
+# (module, name, python function, signature templates) of every cuda kernel.
+KERNELS = []
+
+
+def kernel(*signatures):
+    """Decorator of a cuda kernel: ``numba.cuda.jit``, compiled on first launch
+    for the argument types it meets, and listed in ``KERNELS``.
+
+    Parameters
+    ----------
+    *signatures : str
+        The signatures training launches the kernel with, for the PTX table;
+        ``{f}`` in a template stands for float32 and for float64, e.g.
+        ``"void({f}[::1], {f}[::1], int64)"``.
+    """
+    from numba import cuda
+
+    def decorate(fn):
+        KERNELS.append((fn.__module__, fn.__name__, fn, signatures))
+        return cuda.jit(fn)
+    return decorate
+
+
+def signatures_of(templates):
+    """The concrete signatures of ``kernel``'s templates, "{f}" expanded."""
+    out = []
+    for t in templates:
+        for f in (FLOAT_TYPES if "{f}" in t else (None,)):
+            sig = t.format(f=f) if f else t
+            if sig not in out:
+                out.append(sig)
+    return out

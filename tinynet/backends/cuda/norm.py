@@ -1,0 +1,321 @@
+"""Normalization on the GPU: BatchNorm, LayerNorm, InstanceNorm and GroupNorm
+as one family of kernels parameterized by the set layout.
+
+The ops and the layout of tinynet/backends/ref/norm.py (which derives the
+math): x is viewed as (N, C, L); ``per_channel=True`` (BatchNorm) makes one
+set per channel c over (n, l), M = N*L members; ``per_channel=False`` (LN,
+IN, GN) one set per (n, g) over the C/G channels of group g and all l,
+M = (C/G)*L members, contiguous in memory. Per set:
+
+    mean = sum(x) / M,  var = sum((x - mean)^2) / M,  rstd = 1 / sqrt(var + eps)
+    y    = (x - mean) * rstd * gamma[c] + beta[c]
+    dx   = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma[c]
+    dgamma[c] = sum over (n, l) of dy * xhat,  dbeta[c] = sum over (n, l) of dy
+
+The kernels, each taking the layout (C, L, M, per_channel) as arguments:
+
+- ``_set_moments`` (the statistics kernel): each set is split into P parts
+  of consecutive members, one block per (set, part), enough blocks to fill
+  the GPU even when there are few sets (BatchNorm has only C). Each thread
+  accumulates shifted sums in float64 over its members (d = x - K, K the
+  part's first member), turns them into its own (count, mean, M2), and the
+  block Chan-merges the threads' triples (tinynet/backends/cuda/reduce.py:
+  warp shuffles on a GPU, shared memory under the simulator).
+  ``_merge_moments`` Chan-merges the P parts of each set and writes mean,
+  var and rstd. Never E[x^2] - E[x]^2.
+- ``_norm_apply``: y, one thread per element.
+- ``_set_sums`` (the backward reduction): for every set of a reduction
+  layout, sum(dy * w) and sum(dy * w * xhat), with xhat from the statistics
+  layout and w = gamma[c] (or 1), in parts as above; ``_merge_sums`` adds the
+  parts. BatchNorm's sets are channels, so one call with w = 1 gives dbeta,
+  dgamma and (times gamma[c]) the two set sums of dx. For row sets one call
+  with w = gamma gives the two set sums, a second with the per-channel
+  reduction layout and w = 1 gives dbeta and dgamma.
+- ``_norm_dx``: dx, one thread per element, from the set sums (or
+  dx = rstd * dxhat when the statistics are fixed: BatchNorm in eval mode).
+
+Every per-element kernel writes only its own element; every reduction block
+writes only the partial of its own (set, part), from thread 0; the merge
+kernels run one thread per set. Nothing depends on the grid size.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from ..contract import implements
+from ..ref import norm as ref
+from ..ref.norm import _check_layout
+from . import device as dev
+from .device import REDUCE_SHARED
+from .reduce import block_moments, block_sum2, chan_merge
+
+__all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
+
+# Blocks the reduction kernels aim for (a few per SM of a large GPU), and the
+# fewest members per thread a part keeps.
+TARGET_BLOCKS = 1024
+MIN_PER_THREAD = 4
+
+_LAYOUT = "int64, int64, int64, boolean"
+
+
+@cuda.jit(device=True, inline=True)
+def _member(s, m, C, L, M, per_channel):
+    """Flat index of member m of set s."""
+    if per_channel:
+        n = m // L
+        return (n * C + s) * L + (m - n * L)
+    return s * M + m
+
+
+@cuda.jit(device=True, inline=True)
+def _set_of(e, C, L, M, per_channel):
+    """The set of flat element e."""
+    if per_channel:
+        return (e // L) % C
+    return e // M
+
+
+@dev.kernel("void({f}[::1], " + _LAYOUT + ", int64, int64, float64[::1], float64[::1], "
+            "float64[::1])")
+def _set_moments(x, C, L, M, per_channel, P, chunk, part_n, part_mean, part_m2):
+    sh_n = cuda.shared.array(REDUCE_SHARED, float64)
+    sh_mean = cuda.shared.array(REDUCE_SHARED, float64)
+    sh_m2 = cuda.shared.array(REDUCE_SHARED, float64)
+    S = x.size // M
+    # Parallel axis: (set, part) tasks, one block each (grid-stride); the block's
+    # threads split the part's members and only thread 0 writes the task's partial.
+    for task in range(cuda.blockIdx.x, S * P, cuda.gridDim.x):
+        s = task // P
+        m0 = (task - s * P) * chunk
+        m1 = min(M, m0 + chunk)
+        shift = float64(x[_member(s, m0, C, L, M, per_channel)])
+        cnt = float64(0.0)
+        s1 = float64(0.0)
+        s2 = float64(0.0)
+        for m in range(m0 + cuda.threadIdx.x, m1, cuda.blockDim.x):
+            d = float64(x[_member(s, m, C, L, M, per_channel)]) - shift
+            cnt += 1.0
+            s1 += d
+            s2 += d * d
+        mean = float64(0.0)
+        m2 = float64(0.0)
+        if cnt > 0.0:
+            mean = shift + s1 / cnt
+            m2 = max(s2 - s1 * s1 / cnt, 0.0)
+        cnt, mean, m2 = block_moments(cnt, mean, m2, sh_n, sh_mean, sh_m2)
+        if cuda.threadIdx.x == 0:
+            part_n[task] = cnt
+            part_mean[task] = mean
+            part_m2[task] = m2
+
+
+@dev.kernel("void(float64[::1], float64[::1], float64[::1], int64, float64, float64[::1], "
+            "float64[::1], float64[::1])")
+def _merge_moments(part_n, part_mean, part_m2, P, eps, mean, var, rstd):
+    # Parallel axis: the sets; each thread merges and writes only its own set.
+    for s in range(cuda.grid(1), mean.size, cuda.gridsize(1)):
+        n = float64(0.0)
+        mu = float64(0.0)
+        m2 = float64(0.0)
+        for p in range(s * P, s * P + P):
+            n, mu, m2 = chan_merge(n, mu, m2, part_n[p], part_mean[p], part_m2[p])
+        mean[s] = mu
+        var[s] = m2 / n
+        rstd[s] = 1.0 / math.sqrt(m2 / n + eps)
+
+
+@dev.kernel("void({f}[::1], float64[::1], float64[::1], {f}[::1], {f}[::1], boolean, boolean, "
+            + _LAYOUT + ", {f}[::1])")
+def _norm_apply(x, mean, rstd, gamma, beta, has_gamma, has_beta, C, L, M, per_channel, y):
+    # Parallel axis: the flat element; each thread writes only its own y.
+    for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        s = _set_of(e, C, L, M, per_channel)
+        c = (e // L) % C
+        v = (float64(x[e]) - mean[s]) * rstd[s]
+        if has_gamma:
+            v = v * gamma[c]
+        if has_beta:
+            v = v + beta[c]
+        y[e] = v
+
+
+@dev.kernel("void({f}[::1], {f}[::1], float64[::1], float64[::1], {f}[::1], boolean, "
+            "int64, int64, int64, boolean, int64, boolean, int64, int64, "
+            "float64[::1], float64[::1])")
+def _set_sums(x, dy, mean, rstd, gamma, has_gamma, C, L, M_red, red_per_channel, M, per_channel,
+              P, chunk, part_a, part_b):
+    sh_a = cuda.shared.array(REDUCE_SHARED, float64)
+    sh_b = cuda.shared.array(REDUCE_SHARED, float64)
+    S = x.size // M_red
+    # Parallel axis: (set, part) tasks of the reduction layout, one block each
+    # (grid-stride); the block's threads split the part's members and only
+    # thread 0 writes the task's two partials.
+    for task in range(cuda.blockIdx.x, S * P, cuda.gridDim.x):
+        s = task // P
+        m0 = (task - s * P) * chunk
+        m1 = min(M_red, m0 + chunk)
+        a = float64(0.0)
+        b = float64(0.0)
+        for m in range(m0 + cuda.threadIdx.x, m1, cuda.blockDim.x):
+            e = _member(s, m, C, L, M_red, red_per_channel)
+            st = _set_of(e, C, L, M, per_channel)
+            xhat = (float64(x[e]) - mean[st]) * rstd[st]
+            g = float64(dy[e])
+            if has_gamma:
+                g = g * gamma[(e // L) % C]
+            a += g
+            b += g * xhat
+        a, b = block_sum2(a, b, sh_a, sh_b)
+        if cuda.threadIdx.x == 0:
+            part_a[task] = a
+            part_b[task] = b
+
+
+@dev.kernel("void(float64[::1], float64[::1], int64, float64[::1], float64[::1])")
+def _merge_sums(part_a, part_b, P, a, b):
+    # Parallel axis: the sets; each thread adds and writes only its own set.
+    for s in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        sa = float64(0.0)
+        sb = float64(0.0)
+        for p in range(s * P, s * P + P):
+            sa += part_a[p]
+            sb += part_b[p]
+        a[s] = sa
+        b[s] = sb
+
+
+@dev.kernel("void({f}[::1], {f}[::1], float64[::1], float64[::1], {f}[::1], boolean, "
+            "float64[::1], float64[::1], boolean, boolean, " + _LAYOUT + ", {f}[::1])")
+def _norm_dx(x, dy, mean, rstd, gamma, has_gamma, sum_a, sum_b, weighted, fixed_stats, C, L, M,
+             per_channel, dx):
+    # Parallel axis: the flat element; each thread writes only its own dx.
+    for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        s = _set_of(e, C, L, M, per_channel)
+        w = float64(gamma[(e // L) % C]) if has_gamma else float64(1.0)
+        dxhat = float64(dy[e]) * w
+        if fixed_stats:
+            dx[e] = rstd[s] * dxhat
+        else:
+            xhat = (float64(x[e]) - mean[s]) * rstd[s]
+            # The set sums of dxhat and dxhat * xhat: weighted by gamma already,
+            # or (per-channel sets) sums of dy and dy * xhat times gamma[c].
+            ma = sum_a[s] / M
+            mb = sum_b[s] / M
+            if not weighted:
+                ma *= w
+                mb *= w
+            dx[e] = rstd[s] * (dxhat - ma - xhat * mb)
+
+
+def _layout(x, groups, per_channel):
+    """(N, C, L, S, M) of the (N, C, L) view and its sets."""
+    N, C, L = x.shape
+    if per_channel:
+        return N, C, L, C, N * L
+    return N, C, L, N * groups, (C // groups) * L
+
+
+def _parts(S, M):
+    """(P, chunk): each set split into P parts of ``chunk`` consecutive members."""
+    P = max(1, min(-(-TARGET_BLOCKS // S), -(-M // (dev.BLOCK_REDUCE * MIN_PER_THREAD))))
+    chunk = -(-M // P)
+    return -(-M // chunk), chunk
+
+
+def _f64(a):
+    return a if a.dtype == np.float64 else a.astype(np.float64)
+
+
+def _vector_arg(v, x):
+    """(array, present): a per-channel vector, or a 1-element stand-in for None."""
+    return (v, True) if v is not None else (x.reshape(-1)[:1], False)
+
+
+def _stats(x, groups, per_channel, eps):
+    N, C, L, S, M = _layout(x, groups, per_channel)
+    P, chunk = _parts(S, M)
+    part_n, part_mean, part_m2 = (dev.empty((S * P,), np.float64) for _ in range(3))
+    _set_moments[dev.grid_sets(S * P)](x.reshape(-1), C, L, M, per_channel, P, chunk,
+                                       part_n, part_mean, part_m2)
+    mean, var, rstd = (dev.empty((S,), np.float64) for _ in range(3))
+    _merge_moments[dev.grid_1d(S)](part_n, part_mean, part_m2, P, float(eps), mean, var, rstd)
+    return mean, var, rstd
+
+
+def _apply(x, mean, rstd, gamma, beta, groups, per_channel):
+    N, C, L, S, M = _layout(x, groups, per_channel)
+    g, has_gamma = _vector_arg(gamma, x)
+    b, has_beta = _vector_arg(beta, x)
+    y = dev.empty_like(x)
+    _norm_apply[dev.grid_1d(x.size)](x.reshape(-1), mean, rstd, g, b, has_gamma, has_beta,
+                                     C, L, M, per_channel, y.reshape(-1))
+    return y
+
+
+def _sums(x, dy, mean, rstd, gamma, groups, per_channel, red_per_channel):
+    """(sum(dy * w), sum(dy * w * xhat)) per set of the reduction layout, float64."""
+    N, C, L, S, M = _layout(x, groups, per_channel)
+    S_red, M_red = (C, N * L) if red_per_channel else (S, M)
+    P, chunk = _parts(S_red, M_red)
+    g, has_gamma = _vector_arg(gamma, x)
+    part_a, part_b = dev.empty((S_red * P,), np.float64), dev.empty((S_red * P,), np.float64)
+    _set_sums[dev.grid_sets(S_red * P)](x.reshape(-1), dy.reshape(-1), mean, rstd, g, has_gamma,
+                                        C, L, M_red, red_per_channel, M, per_channel, P, chunk,
+                                        part_a, part_b)
+    a, b = dev.empty((S_red,), np.float64), dev.empty((S_red,), np.float64)
+    _merge_sums[dev.grid_1d(S_red)](part_a, part_b, P, a, b)
+    return a, b
+
+
+@implements(ref.norm_stats)
+def norm_stats(x, groups, per_channel, eps):
+    dev.require_device("norm_stats", x=x)
+    _check_layout("norm_stats", x, groups, per_channel)
+    return _stats(x, groups, bool(per_channel), eps)
+
+
+@implements(ref.norm_forward)
+def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
+    dev.require_device("norm_forward", x=x, mean=mean, rstd=rstd, gamma=gamma, beta=beta)
+    return _apply(x, _f64(mean), _f64(rstd), gamma, beta, groups, bool(per_channel))
+
+
+@implements(ref.norm_forward_train)
+def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
+    dev.require_device("norm_forward_train", x=x, gamma=gamma, beta=beta)
+    _check_layout("norm_forward_train", x, groups, per_channel)
+    mean, var, rstd = _stats(x, groups, bool(per_channel), eps)
+    return _apply(x, mean, rstd, gamma, beta, groups, bool(per_channel)), mean, var, rstd
+
+
+@implements(ref.norm_backward)
+def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
+                  need_dx=True):
+    dev.require_device("norm_backward", x=x, dy=dy, mean=mean, rstd=rstd, gamma=gamma)
+    per_channel = bool(per_channel)
+    N, C, L, S, M = _layout(x, groups, per_channel)
+    mean, rstd = _f64(mean), _f64(rstd)
+    set_sums = need_dx and not fixed_stats
+    sum_a = sum_b = dgamma = dbeta = None
+    if per_channel:
+        if set_sums or gamma is not None:
+            sum_a, sum_b = _sums(x, dy, mean, rstd, None, groups, True, True)
+            dbeta, dgamma = sum_a, sum_b
+    else:
+        if set_sums:
+            sum_a, sum_b = _sums(x, dy, mean, rstd, gamma, groups, False, False)
+        if gamma is not None:
+            dbeta, dgamma = _sums(x, dy, mean, rstd, None, groups, False, True)
+    dx = None
+    if need_dx:
+        g, has_gamma = _vector_arg(gamma, x)
+        a, b = (sum_a, sum_b) if set_sums else (mean, mean)
+        dx = dev.empty_like(x)
+        _norm_dx[dev.grid_1d(x.size)](x.reshape(-1), dy.reshape(-1), mean, rstd, g, has_gamma,
+                                      a, b, not per_channel, bool(fixed_stats), C, L, M,
+                                      per_channel, dx.reshape(-1))
+    if gamma is None:
+        return dx, None, None
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
