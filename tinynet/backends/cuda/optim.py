@@ -76,7 +76,8 @@ def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
     p = _flat("sgd_step", "param", param, param)
     g = _flat("sgd_step", "grad", grad, param)
     has_buf = buf is not None
-    b = _flat("sgd_step", "buf", buf, param) if has_buf else p
+    # Without momentum the kernel never reads buf; grad stands in for it.
+    b = _flat("sgd_step", "buf", buf, param) if has_buf else g
     dt = param.dtype.type
     _sgd[dev.grid_1d(p.size)](p, g, b, dt(lr), dt(momentum), dt(weight_decay),
                               float(weight_decay) != 0.0, has_buf, bool(nesterov))

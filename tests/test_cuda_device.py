@@ -1,0 +1,68 @@
+"""The cuda backend's device layer: it imports anywhere, and says why it cannot run.
+
+These run in every mode. Without the simulator and without a GPU (CI) the
+backend must import and refuse with a reason; under the simulator the
+device arrays are tagged numpy arrays.
+"""
+import numpy as np
+import pytest
+
+from cudasim import SIMULATOR, requires_cudasim
+
+
+def test_package_imports_and_exposes_the_backend_interface():
+    from tinynet.backends import cuda
+    assert cuda.NAME == "cuda" and cuda.DEVICE == "cuda"
+    for name in ("check_available", "to_device", "to_host", "array_module", "is_native",
+                 "asarray"):
+        assert callable(getattr(cuda, name)), name
+
+
+def _gpu_visible():
+    try:
+        from numba import cuda as ncuda
+        return ncuda.is_available()
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(SIMULATOR or _gpu_visible(), reason="needs a machine with no GPU and no "
+                    "simulator (the normal CI run)")
+def test_without_a_gpu_check_available_says_what_to_change():
+    from tinynet.backends import cuda
+    with pytest.raises(RuntimeError, match="NUMBA_ENABLE_CUDASIM=1|numba-cuda|GPU"):
+        cuda.check_available()
+    assert not hasattr(cuda, "dense_forward"), "ops must not load where they cannot run"
+
+
+@requires_cudasim
+def test_simulator_device_arrays_round_trip():
+    from tinynet.backends import cuda
+    from tinynet.backends.cuda import device
+    x = np.arange(6, dtype=np.int64).reshape(2, 3)
+    xd = cuda.to_device(x)
+    assert cuda.is_native(xd) and not cuda.is_native(x)
+    assert cuda.array_module() is np
+    back = cuda.to_host(xd)
+    assert type(back) is np.ndarray and back.dtype == np.int64
+    np.testing.assert_array_equal(back, x)
+    assert cuda.asarray(xd) is xd
+    assert cuda.asarray(x, np.float32).dtype == np.float32
+    assert device.is_device_array(device.zeros((2,), np.float32))
+
+
+@requires_cudasim
+def test_block_size_must_suit_the_reduction(monkeypatch):
+    from tinynet.backends.cuda import device
+    monkeypatch.setattr(device, "BLOCK_REDUCE", 6)
+    with pytest.raises(ValueError, match="BLOCK_REDUCE must be a power of two"):
+        device.grid_sets(4)
+
+
+@requires_cudasim
+def test_every_ref_op_has_a_cuda_implementation():
+    from tinynet.backends import contract, cuda
+    missing = sorted(set(contract.REGISTRY) - set(contract.implementations(cuda)))
+    assert not missing, f"cuda backend lacks {missing}"
+    for name in contract.implementations(cuda):
+        assert getattr(cuda, name).contract_ref is contract.REGISTRY[name], name
