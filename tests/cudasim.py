@@ -1,15 +1,18 @@
-"""Helpers of the cuda backend's simulator tests (tests/test_cuda_*.py).
+"""Helpers of the cuda backend's tests (tests/test_cuda_*.py).
 
-The tests run the cuda kernels under numba's CUDA simulator, which must be
-switched on before numba is imported, so it cannot be turned on from inside
-a test run:
+The tests run the cuda kernels on a GPU when one is usable, and otherwise
+under numba's CUDA simulator, which must be switched on before numba is
+imported, so it cannot be turned on from inside a test run:
 
     NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/test_cuda_*.py
 
-In a normal run these tests are skipped, and say so (``requires_cudasim``).
-The simulator runs every GPU thread as a Python thread, so ``small_blocks``
-patches the block sizes and the grid cap small: shapes are then several
-blocks long and not multiples of a block, and each launch stays quick.
+With neither, these tests are skipped, and say so (``requires_cuda``).
+``small_blocks`` patches the block sizes and the grid cap small, so that the
+tiny shapes span several blocks, are not multiples of a block, and every
+grid-stride loop runs more than once: under the simulator, which runs each
+GPU thread as a Python thread, blocks of 8 threads and reductions of 4 (a
+shared-memory tree); on a GPU, reductions of 64 threads (two warps, so the
+warp-shuffle path and its cross-warp step both run).
 """
 import os
 
@@ -18,10 +21,27 @@ import pytest
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
+
+
+def _cuda_runs():
+    """True when the cuda backend can run here: the simulator, or a usable GPU."""
+    if SIMULATOR:
+        return True
+    from tinynet.backends import cuda
+    try:
+        cuda.check_available()
+    except RuntimeError:
+        return False
+    return True
+
+
+requires_cuda = pytest.mark.skipif(
+    not _cuda_runs(),
+    reason="cuda backend test: needs a GPU, or the CUDA simulator set before numba is "
+           "imported (NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/test_cuda_*.py)")
 requires_cudasim = pytest.mark.skipif(
-    not SIMULATOR,
-    reason="cuda simulator test: run with NUMBA_ENABLE_CUDASIM=1 set before numba is imported "
-           "(NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/test_cuda_*.py)")
+    not SIMULATOR, reason="cuda simulator test: run with NUMBA_ENABLE_CUDASIM=1 set before "
+                          "numba is imported")
 
 FLOATS = (np.float32, np.float64)
 # Tolerances of a float32 or float64 cuda result against the float64 reference.
@@ -30,11 +50,11 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 8 threads (4 for reductions: a two-level tree), at most 3 blocks
-    per launch, and BatchNorm sets split into a few parts."""
+    """Small blocks, at most 3 blocks per launch, and BatchNorm sets split into a
+    few parts (see the module docstring)."""
     from tinynet.backends.cuda import device, norm
-    monkeypatch.setattr(device, "BLOCK", 8)
-    monkeypatch.setattr(device, "BLOCK_REDUCE", 4)
+    monkeypatch.setattr(device, "BLOCK", 8 if SIMULATOR else 32)
+    monkeypatch.setattr(device, "BLOCK_REDUCE", 4 if SIMULATOR else 64)
     monkeypatch.setattr(device, "MAX_BLOCKS", 3)
     monkeypatch.setattr(norm, "TARGET_BLOCKS", 8)
     return device

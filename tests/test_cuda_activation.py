@@ -1,10 +1,10 @@
-"""cuda activations under the CUDA simulator against the reference."""
+"""cuda activations (GPU or CUDA simulator) against the reference."""
 import numpy as np
 import pytest
 
-from cudasim import FLOATS, D, H, assert_matches, requires_cudasim, small_blocks  # noqa: F401 (a fixture)
+from cudasim import FLOATS, D, H, assert_matches, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
-pytestmark = [requires_cudasim, pytest.mark.usefixtures("small_blocks")]
+pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
 
 # (name, extra args, whether the backward reads the output y instead of x)
 ELEMENTWISE = [("relu", (), False), ("leaky_relu", (0.1,), False), ("sigmoid", (), True),

@@ -1,10 +1,10 @@
-"""cuda Conv2D ops under the CUDA simulator against the reference (and its loop oracle)."""
+"""cuda Conv2D ops (GPU or CUDA simulator) against the reference (and its loop oracle)."""
 import numpy as np
 import pytest
 
-from cudasim import FLOATS, D, H, assert_matches, requires_cudasim, small_blocks  # noqa: F401 (a fixture)
+from cudasim import FLOATS, D, H, assert_matches, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
-pytestmark = [requires_cudasim, pytest.mark.usefixtures("small_blocks")]
+pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
 
 GEOMETRIES = [((1, 1), (1, 1)), ((2, 1), (0, 2))]
 

@@ -1,10 +1,10 @@
-"""cuda Dense ops under the CUDA simulator against the reference."""
+"""cuda Dense ops (GPU or CUDA simulator) against the reference."""
 import numpy as np
 import pytest
 
-from cudasim import FLOATS, D, assert_matches, requires_cudasim, small_blocks  # noqa: F401 (a fixture)
+from cudasim import FLOATS, D, assert_matches, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
-pytestmark = [requires_cudasim, pytest.mark.usefixtures("small_blocks")]
+pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

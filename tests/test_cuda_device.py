@@ -7,7 +7,7 @@ device arrays are tagged numpy arrays.
 import numpy as np
 import pytest
 
-from cudasim import SIMULATOR, requires_cudasim
+from cudasim import SIMULATOR, requires_cuda, requires_cudasim
 
 
 def test_package_imports_and_exposes_the_backend_interface():
@@ -59,7 +59,7 @@ def test_block_size_must_suit_the_reduction(monkeypatch):
         device.grid_sets(4)
 
 
-@requires_cudasim
+@requires_cuda
 def test_every_ref_op_has_a_cuda_implementation():
     from tinynet.backends import contract, cuda
     missing = sorted(set(contract.REGISTRY) - set(contract.implementations(cuda)))

@@ -1,10 +1,10 @@
-"""cuda dropout under the CUDA simulator: the cpu backend's mask, bit for bit."""
+"""cuda dropout (GPU or CUDA simulator): the cpu backend's mask, bit for bit."""
 import numpy as np
 import pytest
 
-from cudasim import FLOATS, D, H, requires_cudasim, small_blocks  # noqa: F401 (a fixture)
+from cudasim import FLOATS, D, H, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
-pytestmark = [requires_cudasim, pytest.mark.usefixtures("small_blocks"),
+pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks"),
               # numpy warns on the uint64 wraparound the hash relies on (the simulator
               # runs the kernel's arithmetic on numpy scalars).
               pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")]

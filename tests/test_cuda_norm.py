@@ -1,4 +1,4 @@
-"""cuda normalization family under the CUDA simulator against the reference.
+"""cuda normalization family (GPU or CUDA simulator) against the reference.
 
 One stats kernel and one backward reduction serve every layout; each layout
 of docs/architecture.md's table runs here on odd shapes, in both dtypes,
@@ -7,9 +7,9 @@ with and without gamma/beta, with fixed statistics and without dx.
 import numpy as np
 import pytest
 
-from cudasim import FLOATS, D, H, assert_matches, requires_cudasim, small_blocks  # noqa: F401 (a fixture)
+from cudasim import FLOATS, D, H, assert_matches, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
-pytestmark = [requires_cudasim, pytest.mark.usefixtures("small_blocks")]
+pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
 
 # (name, (N, C, L), groups, per_channel)
 LAYOUTS = [("batch-4d", (3, 6, 7), 1, True), ("batch-2d", (5, 6, 1), 1, True),

@@ -1,10 +1,10 @@
-"""cuda optimizer steps under the CUDA simulator against the reference, in place."""
+"""cuda optimizer steps (GPU or CUDA simulator) against the reference, in place."""
 import numpy as np
 import pytest
 
-from cudasim import FLOATS, D, H, requires_cudasim, small_blocks  # noqa: F401 (a fixture)
+from cudasim import FLOATS, D, H, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
-pytestmark = [requires_cudasim, pytest.mark.usefixtures("small_blocks")]
+pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
 
 
 def _close(got, want, dtype, what):

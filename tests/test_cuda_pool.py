@@ -1,10 +1,10 @@
-"""cuda pooling ops under the CUDA simulator against the reference."""
+"""cuda pooling ops (GPU or CUDA simulator) against the reference."""
 import numpy as np
 import pytest
 
-from cudasim import FLOATS, D, H, assert_matches, requires_cudasim, small_blocks  # noqa: F401 (a fixture)
+from cudasim import FLOATS, D, H, assert_matches, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
-pytestmark = [requires_cudasim, pytest.mark.usefixtures("small_blocks")]
+pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
 
 # Non-overlapping 2x2 and overlapping windows that do not tile the input.
 WINDOWS = [((2, 2), (2, 2)), ((3, 2), (2, 1))]
