@@ -163,7 +163,7 @@ def to_device(x, device="cuda", dtype=None):
         ``SimDeviceArray`` under the CUDA simulator, numpy for "cpu".
     """
     if device == "cpu":
-        return np.ascontiguousarray(to_host(x), dtype=dtype)
+        return np.asarray(to_host(x), dtype=dtype, order="C")
     return device_backend(device).asarray(x, dtype)
 
 

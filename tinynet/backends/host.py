@@ -24,4 +24,4 @@ def is_native(a):
 
 def asarray(a, dtype=None):
     """``a`` as a C-contiguous numpy array (of ``dtype`` when given)."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    return np.asarray(a, dtype=dtype, order="C")

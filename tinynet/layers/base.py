@@ -96,7 +96,7 @@ class Layer:
         Parameters
         ----------
         target : str or dtype
-            "cuda" or "cpu": parameters, grads and buffers move to that device
+            "cuda" or "cpu": parameters, grads and floating buffers move to that device
             (RuntimeError with the reason when "cuda" cannot run here). A float
             dtype: parameters and floating buffers are cast to it, on the
             device where they are.
@@ -104,11 +104,17 @@ class Layer:
         if isinstance(target, str) and target in DEVICES:
             for p in self.parameters():
                 p.to_(target)
+            # Floating buffers (running statistics) move; integer counters
+            # (num_batches_tracked) are bookkeeping and stay on the host.
             for name, b in self.named_buffers():
-                setattr(self, name, move(b, target))
+                if b.dtype.kind == "f":
+                    setattr(self, name, move(b, target))
             return self
-        dtype = np.dtype(target)
-        if dtype.kind != "f":
+        try:
+            dtype = np.dtype(target)
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind != "f":
             raise TypeError(f"{self.name}.to: dtype must be a float type or a device "
                             f"{DEVICES}, got {target!r}")
         for p in self.parameters():
