@@ -55,8 +55,10 @@ def softmax_xent_forward(logits, labels, label_smoothing):
 
     Returns
     -------
-    loss : float
-        The mean over the batch, computed in float64.
+    loss : float or 0-d array
+        The mean over the batch, computed in float64: a Python float on the
+        host backends, a 0-d float64 device array on a device backend (so a
+        step does not wait for it; ``float(loss)`` reads it).
     probs : np.ndarray
         (N, K) softmax of the logits, logits' dtype.
     """
