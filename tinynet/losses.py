@@ -227,18 +227,9 @@ def count_correct(logits, labels):
 
 
 def accuracy(logits, labels):
-    """Fraction of rows whose highest logit is at the label.
+    """Fraction of rows whose highest logit is at the label, a float in [0, 1].
 
-    Parameters
-    ----------
-    logits : array
-        (N, K) scores (logits or probabilities).
-    labels : array
-        (N,) integer class indices.
-
-    Returns
-    -------
-    float
-        The number of correct rows divided by N, in [0, 1].
+    ``count_correct(logits, labels) / N``, read back to the host; the
+    arguments are those of ``count_correct``.
     """
     return float(count_correct(logits, labels)) / logits.shape[0]
