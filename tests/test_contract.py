@@ -242,5 +242,5 @@ def test_implements_runs_the_ref_check_first_and_keeps_backend_notes():
     x = f32(3)
     assert wrapped(x) is x and calls == [x]
     assert wrapped.__doc__.startswith("[fake backend: implements tinynet.backends.ref.")
-    assert wrapped.__doc__.endswith("Notes (fake backend)\n-----\nBackend note.")
+    assert wrapped.__doc__.endswith("Notes\n-----\nThe fake backend:\nBackend note.")
     assert wrapped.kernel is relu_forward

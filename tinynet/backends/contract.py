@@ -101,7 +101,7 @@ def implements(ref_fn, backend=None):
         doc = (f"[{name} backend: implements {ref_fn.__module__}.{ref_fn.__name__}]\n\n"
                f"{inspect.cleandoc(ref_fn.__doc__ or '')}")
         if fn.__doc__:
-            doc += f"\n\nNotes ({name} backend)\n-----\n{inspect.cleandoc(fn.__doc__)}"
+            doc += f"\n\nNotes\n-----\nThe {name} backend:\n{inspect.cleandoc(fn.__doc__)}"
         wrapped.__doc__ = doc
         wrapped.__module__ = fn.__module__
         wrapped.__wrapped__ = fn
