@@ -8,8 +8,11 @@ The ops of tinynet/backends/ref/dense.py (which derives the math); x is
                db[o] = sum_n dy[n, o]        the channel-sum kernel
 
 ``channel_sums(a, N, C, L)`` is also the bias gradient of Conv2D: the sum of
-an (N, C, L) array over n and l for every c, accumulated in float64, one
-block per channel (a block reduction, tinynet/backends/cuda/reduce.py).
+an (N, C, L) array over n and l for every c, accumulated in float64. With
+L > 1 it is one block per channel (a block reduction,
+tinynet/backends/cuda/reduce.py); with L == 1 (Dense) one thread per column,
+so that a warp reads consecutive columns of each row and no block sits on a
+short column.
 """
 from numba import cuda, float64
 
@@ -47,6 +50,17 @@ def _channel_sums(a, N, C, L, out):
             out[c] = acc
 
 
+@dev.kernel("void({f}[::1], int64, int64, {f}[::1])")
+def _column_sums(a, N, C, out):
+    """out[c] = sum over n of a[n, c], in float64, for a viewed flat as (N, C)."""
+    # Parallel axis: the columns c, one thread each; a thread writes only out[c].
+    for c in range(cuda.grid(1), C, cuda.gridsize(1)):
+        acc = float64(0.0)
+        for n in range(N):
+            acc += a[n * C + c]
+        out[c] = acc
+
+
 def add_channel_bias(y, b, C, L):
     """y (viewed as (N, C, L)) += b[c], in place on a fresh device array."""
     _add_channel_bias[dev.grid_1d(y.size)](y.reshape(-1), b, C, L)
@@ -55,7 +69,10 @@ def add_channel_bias(y, b, C, L):
 def channel_sums(a, N, C, L):
     """sum over (n, l) of a viewed as (N, C, L): a fresh (C,) device array of a's dtype."""
     out = dev.empty((C,), a.dtype)
-    _channel_sums[dev.grid_sets(C)](a.reshape(-1), N, C, L, out)
+    if L == 1:
+        _column_sums[dev.grid_1d(C)](a.reshape(-1), N, C, out)
+    else:
+        _channel_sums[dev.grid_sets(C)](a.reshape(-1), N, C, L, out)
     return out
 
 

@@ -30,7 +30,10 @@ The kernels, each taking the layout (C, L, M, per_channel) as arguments:
   parts. BatchNorm's sets are channels, so one call with w = 1 gives dbeta,
   dgamma and (times gamma[c]) the two set sums of dx. For row sets one call
   with w = gamma gives the two set sums, a second with the per-channel
-  reduction layout and w = 1 gives dbeta and dgamma.
+  reduction layout and w = 1 gives dbeta and dgamma. Per-channel sums with
+  L == 1 (LayerNorm's dgamma and dbeta, BatchNorm on (N, C)) run
+  ``_column_sums`` instead: one thread per channel walks the N rows, a warp
+  reading consecutive channels, since there are many short sets.
 - ``_norm_dx``: dx, one thread per element, from the set sums (or
   dx = rstd * dxhat when the statistics are fixed: BatchNorm in eval mode).
 
@@ -173,6 +176,25 @@ def _set_sums(x, dy, mean, rstd, gamma, has_gamma, C, L, M_red, red_per_channel,
             part_b[task] = b
 
 
+@dev.kernel("void({f}[::1], {f}[::1], float64[::1], float64[::1], int64, int64, boolean, "
+            "float64[::1], float64[::1])")
+def _column_sums(x, dy, mean, rstd, C, M, per_channel, a, b):
+    """Per-channel sum(dy) and sum(dy * xhat) of x viewed as (N, C) (L == 1)."""
+    N = x.size // C
+    # Parallel axis: the channels c, one thread each; a thread writes only a[c], b[c].
+    for c in range(cuda.grid(1), C, cuda.gridsize(1)):
+        sa = float64(0.0)
+        sb = float64(0.0)
+        for n in range(N):
+            e = n * C + c
+            st = _set_of(e, C, 1, M, per_channel)
+            g = float64(dy[e])
+            sa += g
+            sb += g * (float64(x[e]) - mean[st]) * rstd[st]
+        a[c] = sa
+        b[c] = sb
+
+
 @dev.kernel("void(float64[::1], float64[::1], int64, float64[::1], float64[::1])")
 def _merge_sums(part_a, part_b, P, a, b):
     # Parallel axis: the sets; each thread adds and writes only its own set.
@@ -258,6 +280,11 @@ def _sums(x, dy, mean, rstd, gamma, groups, per_channel, red_per_channel):
     """(sum(dy * w), sum(dy * w * xhat)) per set of the reduction layout, float64."""
     N, C, L, S, M = _layout(x, groups, per_channel)
     S_red, M_red = (C, N * L) if red_per_channel else (S, M)
+    if red_per_channel and L == 1:
+        a, b = dev.empty((C,), np.float64), dev.empty((C,), np.float64)
+        _column_sums[dev.grid_1d(C)](x.reshape(-1), dy.reshape(-1), mean, rstd, C, M,
+                                     per_channel, a, b)
+        return a, b
     P, chunk = _parts(S_red, M_red)
     g, has_gamma = _vector_arg(gamma, x)
     part_a, part_b = dev.empty((S_red * P,), np.float64), dev.empty((S_red * P,), np.float64)
