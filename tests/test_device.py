@@ -369,6 +369,28 @@ def test_fit_on_the_device(on_cuda, rng):
 
 
 @requires_cuda
+def test_fit_checkpoint_resumes_onto_the_device(on_cuda, rng, tmp_path):
+    x, y = batch(rng, n=4)
+    ckpt = tmp_path / "ckpt.npz"
+    model = small_model().to("cuda")
+    opt = tn.optim.Adam(model.parameters(), lr=1e-2)
+    tn.fit(model, tn.SoftmaxCrossEntropy(), opt, (x, y), epochs=1, batch_size=2,
+           checkpoint=ckpt, progress=False)
+    fresh = small_model().to("cuda")
+    fresh_opt = tn.optim.Adam(fresh.parameters(), lr=1e-2)
+    history = tn.fit(fresh, tn.SoftmaxCrossEntropy(), fresh_opt, (x, y), epochs=1,
+                     batch_size=2, checkpoint=ckpt, resume=True, progress=False)
+    assert len(history) == 1 and fresh.device == "cuda"
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value, err_msg=key)
+    assert fresh_opt.step_count == opt.step_count == 2
+    for s_model, s_fresh in zip(opt.state, fresh_opt.state):
+        for name in s_model:
+            assert on_cuda.is_native(s_fresh[name])
+            np.testing.assert_array_equal(tn.to_host(s_fresh[name]), tn.to_host(s_model[name]))
+
+
+@requires_cuda
 @pytest.mark.skipif(not os.path.isdir(os.path.join(os.environ.get("TINYNET_DATA_DIR", ""),
                                                    "mnist")),
                     reason="needs the MNIST files under $TINYNET_DATA_DIR/mnist")
