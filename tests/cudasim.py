@@ -56,7 +56,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(device, "BLOCK", 8 if SIMULATOR else 32)
     monkeypatch.setattr(device, "BLOCK_REDUCE", 4 if SIMULATOR else 64)
     monkeypatch.setattr(device, "MAX_BLOCKS", 3)
-    monkeypatch.setattr(norm, "TARGET_BLOCKS", 8)
+    monkeypatch.setattr(norm, "TARGET_BLOCKS", 16)
     return device
 
 

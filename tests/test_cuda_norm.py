@@ -2,7 +2,10 @@
 
 One stats kernel and one backward reduction serve every layout; each layout
 of docs/architecture.md's table runs here on odd shapes, in both dtypes,
-with and without gamma/beta, with fixed statistics and without dx.
+with and without gamma/beta, with fixed statistics and without dx. With the
+small blocks of ``small_blocks``, sets of up to 16 members fit one block
+(the fused paths: batch-2d, batch-small, group, instance, layer) and
+longer ones are split into parts (batch-4d, group-long).
 """
 import numpy as np
 import pytest
@@ -13,8 +16,9 @@ pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
 
 # (name, (N, C, L), groups, per_channel)
 LAYOUTS = [("batch-4d", (3, 6, 7), 1, True), ("batch-2d", (5, 6, 1), 1, True),
+           ("batch-small", (2, 6, 5), 1, True),
            ("group", (3, 6, 7), 3, False), ("instance", (2, 6, 5), 6, False),
-           ("layer", (3, 11, 1), 1, False)]
+           ("layer", (3, 11, 1), 1, False), ("group-long", (2, 4, 40), 2, False)]
 IDS = [layout[0] for layout in LAYOUTS]
 
 
@@ -105,3 +109,16 @@ def test_bad_groups_raise_as_ref():
     from tinynet.backends import cuda
     with pytest.raises(ValueError, match="norm_stats: groups must be a positive divisor of C=6"):
         cuda.norm_stats(D(np.ones((2, 6, 3))), 4, False, 1e-5)
+
+
+@pytest.mark.parametrize("name,shape,groups,per_channel,launches",
+                         [("instance", (2, 6, 5), 6, False, 1), ("batch-4d", (3, 6, 7), 1, True, 3)])
+def test_sets_that_fit_a_block_run_the_forward_in_one_launch(rng, name, shape, groups,
+                                                             per_channel, launches):
+    from kernels.gpu_step import count_launches
+    from tinynet.backends import cuda
+    x, _, gamma, beta = _data(rng, shape)
+    xd, gd, bd = D(x), D(gamma), D(beta)
+    counted = count_launches(lambda: cuda.norm_forward_train(xd, gd, bd, groups, per_channel,
+                                                             1e-5))
+    assert counted == (launches, 0)

@@ -22,19 +22,23 @@ The kernels, each taking the layout (C, L, M, per_channel) as arguments:
   block Chan-merges the threads' triples (tinynet/backends/cuda/reduce.py:
   warp shuffles on a GPU, shared memory under the simulator).
   ``_merge_moments`` Chan-merges the P parts of each set and writes mean,
-  var and rstd. Never E[x^2] - E[x]^2.
-- ``_norm_apply``: y, one thread per element.
+  var and rstd. Never E[x^2] - E[x]^2. When a set fits one block (P == 1:
+  the row layouts of LN, IN and GN at training sizes) the statistics kernel
+  writes the statistics itself and then y of its set, while the set's rows
+  are still in cache: one launch for the training forward.
+- ``_norm_apply``: y, one thread per element (parts, and eval mode).
 - ``_set_sums`` (the backward reduction): for every set of a reduction
   layout, sum(dy * w) and sum(dy * w * xhat), with xhat from the statistics
   layout and w = gamma[c] (or 1), in parts as above; ``_merge_sums`` adds the
-  parts. BatchNorm's sets are channels, so one call with w = 1 gives dbeta,
+  parts; with P == 1 and the statistics' own sets it also writes dx of its
+  set (fused, as the forward). BatchNorm's sets are channels, so one call with w = 1 gives dbeta,
   dgamma and (times gamma[c]) the two set sums of dx. For row sets one call
   with w = gamma gives the two set sums, a second with the per-channel
   reduction layout and w = 1 gives dbeta and dgamma. Per-channel sums with
   L == 1 (LayerNorm's dgamma and dbeta, BatchNorm on (N, C)) run
   ``_column_sums`` instead: one thread per channel walks the N rows, a warp
   reading consecutive channels, since there are many short sets.
-- ``_norm_dx``: dx, one thread per element, from the set sums (or
+- ``_norm_dx``: dx, one thread per element, from the set sums (when not fused, or
   dx = rstd * dxhat when the statistics are fixed: BatchNorm in eval mode).
 
 Every per-element kernel writes only its own element; every reduction block
@@ -55,9 +59,11 @@ from .reduce import block_moments, block_sum2, chan_merge
 
 __all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
-# Blocks the reduction kernels aim for (a few per SM of a large GPU), and the
+# Blocks the reduction kernels aim for (about four 256-thread blocks per SM
+# of a 132-SM GPU): sets are split into TARGET_BLOCKS // S parts, so that
+# S >= TARGET_BLOCKS / 2 sets run whole, one block each (and fused); and the
 # fewest members per thread a part keeps.
-TARGET_BLOCKS = 1024
+TARGET_BLOCKS = 512
 MIN_PER_THREAD = 4
 
 _LAYOUT = "int64, int64, int64, boolean"
@@ -80,15 +86,44 @@ def _set_of(e, C, L, M, per_channel):
     return e // M
 
 
+@cuda.jit(device=True, inline=True)
+def _y_value(xe, mean, rstd, gamma, beta, has_gamma, has_beta, c):
+    """y = (x - mean) * rstd * gamma[c] + beta[c] of one element, in float64."""
+    v = (float64(xe) - mean) * rstd
+    if has_gamma:
+        v = v * gamma[c]
+    if has_beta:
+        v = v + beta[c]
+    return v
+
+
+@cuda.jit(device=True, inline=True)
+def _dx_value(xe, dye, mean, rstd, w, sum_a, sum_b, M, weighted):
+    """dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w, of one
+    element, from its set's sums: of dxhat and dxhat * xhat when ``weighted``, else of dy and
+    dy * xhat (per-channel sets, whose w is one gamma[c])."""
+    xhat = (float64(xe) - mean) * rstd
+    ma = sum_a / M
+    mb = sum_b / M
+    if not weighted:
+        ma *= w
+        mb *= w
+    return rstd * (float64(dye) * w - ma - xhat * mb)
+
+
 @dev.kernel("void({f}[::1], " + _LAYOUT + ", int64, int64, float64[::1], float64[::1], "
-            "float64[::1])")
-def _set_moments(x, C, L, M, per_channel, P, chunk, part_n, part_mean, part_m2):
+            "float64[::1], boolean, {f}[::1], {f}[::1], boolean, boolean, float64, float64[::1], "
+            "float64[::1], float64[::1], {f}[::1])")
+def _set_moments(x, C, L, M, per_channel, P, chunk, part_n, part_mean, part_m2, fuse_y, gamma,
+                 beta, has_gamma, has_beta, eps, mean, var, rstd, y):
     sh_n = cuda.shared.array(REDUCE_SHARED, float64)
     sh_mean = cuda.shared.array(REDUCE_SHARED, float64)
     sh_m2 = cuda.shared.array(REDUCE_SHARED, float64)
     S = x.size // M
     # Parallel axis: (set, part) tasks, one block each (grid-stride); the block's
-    # threads split the part's members and only thread 0 writes the task's partial.
+    # threads split the part's members and only thread 0 writes the task's
+    # partial (or, fused, the set's statistics; each thread then writes y of
+    # its own members).
     for task in range(cuda.blockIdx.x, S * P, cuda.gridDim.x):
         s = task // P
         m0 = (task - s * P) * chunk
@@ -102,16 +137,27 @@ def _set_moments(x, C, L, M, per_channel, P, chunk, part_n, part_mean, part_m2):
             cnt += 1.0
             s1 += d
             s2 += d * d
-        mean = float64(0.0)
+        mu = float64(0.0)
         m2 = float64(0.0)
         if cnt > 0.0:
-            mean = shift + s1 / cnt
+            mu = shift + s1 / cnt
             m2 = max(s2 - s1 * s1 / cnt, 0.0)
-        cnt, mean, m2 = block_moments(cnt, mean, m2, sh_n, sh_mean, sh_m2)
-        if cuda.threadIdx.x == 0:
-            part_n[task] = cnt
-            part_mean[task] = mean
-            part_m2[task] = m2
+        cnt, mu, m2 = block_moments(cnt, mu, m2, sh_n, sh_mean, sh_m2)
+        if not fuse_y:
+            if cuda.threadIdx.x == 0:
+                part_n[task] = cnt
+                part_mean[task] = mu
+                part_m2[task] = m2
+        else:
+            # P == 1: this block holds the whole set; y while its rows are in cache.
+            r = 1.0 / math.sqrt(m2 / cnt + eps)
+            if cuda.threadIdx.x == 0:
+                mean[s] = mu
+                var[s] = m2 / cnt
+                rstd[s] = r
+            for m in range(cuda.threadIdx.x, M, cuda.blockDim.x):
+                e = _member(s, m, C, L, M, per_channel)
+                y[e] = _y_value(x[e], mu, r, gamma, beta, has_gamma, has_beta, (e // L) % C)
 
 
 @dev.kernel("void(float64[::1], float64[::1], float64[::1], int64, float64, float64[::1], "
@@ -135,26 +181,21 @@ def _norm_apply(x, mean, rstd, gamma, beta, has_gamma, has_beta, C, L, M, per_ch
     # Parallel axis: the flat element; each thread writes only its own y.
     for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         s = _set_of(e, C, L, M, per_channel)
-        c = (e // L) % C
-        v = (float64(x[e]) - mean[s]) * rstd[s]
-        if has_gamma:
-            v = v * gamma[c]
-        if has_beta:
-            v = v + beta[c]
-        y[e] = v
+        y[e] = _y_value(x[e], mean[s], rstd[s], gamma, beta, has_gamma, has_beta, (e // L) % C)
 
 
-@dev.kernel("void({f}[::1], {f}[::1], float64[::1], float64[::1], {f}[::1], boolean, "
+@dev.kernel("void({f}[::1], {f}[::1], float64[::1], float64[::1], {f}[::1], boolean, boolean, "
             "int64, int64, int64, boolean, int64, boolean, int64, int64, "
-            "float64[::1], float64[::1])")
-def _set_sums(x, dy, mean, rstd, gamma, has_gamma, C, L, M_red, red_per_channel, M, per_channel,
-              P, chunk, part_a, part_b):
+            "float64[::1], float64[::1], boolean, {f}[::1])")
+def _set_sums(x, dy, mean, rstd, gamma, has_gamma, weight_sums, C, L, M_red, red_per_channel, M,
+              per_channel, P, chunk, part_a, part_b, fuse_dx, dx):
     sh_a = cuda.shared.array(REDUCE_SHARED, float64)
     sh_b = cuda.shared.array(REDUCE_SHARED, float64)
     S = x.size // M_red
     # Parallel axis: (set, part) tasks of the reduction layout, one block each
     # (grid-stride); the block's threads split the part's members and only
-    # thread 0 writes the task's two partials.
+    # thread 0 writes the task's two partials (fused, each thread then also
+    # writes dx of its own members).
     for task in range(cuda.blockIdx.x, S * P, cuda.gridDim.x):
         s = task // P
         m0 = (task - s * P) * chunk
@@ -166,7 +207,7 @@ def _set_sums(x, dy, mean, rstd, gamma, has_gamma, C, L, M_red, red_per_channel,
             st = _set_of(e, C, L, M, per_channel)
             xhat = (float64(x[e]) - mean[st]) * rstd[st]
             g = float64(dy[e])
-            if has_gamma:
+            if has_gamma and weight_sums:
                 g = g * gamma[(e // L) % C]
             a += g
             b += g * xhat
@@ -174,6 +215,13 @@ def _set_sums(x, dy, mean, rstd, gamma, has_gamma, C, L, M_red, red_per_channel,
         if cuda.threadIdx.x == 0:
             part_a[task] = a
             part_b[task] = b
+        if fuse_dx:
+            # P == 1 and the reduction sets are the statistics' sets: dx of the
+            # whole set while its rows are in cache.
+            for m in range(cuda.threadIdx.x, M, cuda.blockDim.x):
+                e = _member(s, m, C, L, M, per_channel)
+                w = float64(gamma[(e // L) % C]) if has_gamma else float64(1.0)
+                dx[e] = _dx_value(x[e], dy[e], mean[s], rstd[s], w, a, b, M, weight_sums)
 
 
 @dev.kernel("void({f}[::1], {f}[::1], float64[::1], float64[::1], int64, int64, boolean, "
@@ -216,19 +264,10 @@ def _norm_dx(x, dy, mean, rstd, gamma, has_gamma, sum_a, sum_b, weighted, fixed_
     for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         s = _set_of(e, C, L, M, per_channel)
         w = float64(gamma[(e // L) % C]) if has_gamma else float64(1.0)
-        dxhat = float64(dy[e]) * w
         if fixed_stats:
-            dx[e] = rstd[s] * dxhat
+            dx[e] = rstd[s] * float64(dy[e]) * w
         else:
-            xhat = (float64(x[e]) - mean[s]) * rstd[s]
-            # The set sums of dxhat and dxhat * xhat: weighted by gamma already,
-            # or (per-channel sets) sums of dy and dy * xhat times gamma[c].
-            ma = sum_a[s] / M
-            mb = sum_b[s] / M
-            if not weighted:
-                ma *= w
-                mb *= w
-            dx[e] = rstd[s] * (dxhat - ma - xhat * mb)
+            dx[e] = _dx_value(x[e], dy[e], mean[s], rstd[s], w, sum_a[s], sum_b[s], M, weighted)
 
 
 def _layout(x, groups, per_channel):
@@ -241,7 +280,7 @@ def _layout(x, groups, per_channel):
 
 def _parts(S, M):
     """(P, chunk): each set split into P parts of ``chunk`` consecutive members."""
-    P = max(1, min(-(-TARGET_BLOCKS // S), -(-M // (dev.BLOCK_REDUCE * MIN_PER_THREAD))))
+    P = max(1, min(TARGET_BLOCKS // S, -(-M // (dev.BLOCK_REDUCE * MIN_PER_THREAD))))
     chunk = -(-M // P)
     return -(-M // chunk), chunk
 
@@ -255,52 +294,70 @@ def _vector_arg(v, x):
     return (v, True) if v is not None else (x.reshape(-1)[:1], False)
 
 
-def _stats(x, groups, per_channel, eps):
+def _stats(x, groups, per_channel, eps, gamma=None, beta=None, y=None):
+    """mean, var, rstd of every set; with ``y``, also y into it. Returns
+    (mean, var, rstd, whether y was written): y is written by the statistics
+    kernel itself when each set fits one block (P == 1)."""
     N, C, L, S, M = _layout(x, groups, per_channel)
     P, chunk = _parts(S, M)
-    part_n, part_mean, part_m2 = (dev.empty((S * P,), np.float64) for _ in range(3))
-    _set_moments[dev.grid_sets(S * P)](x.reshape(-1), C, L, M, per_channel, P, chunk,
-                                       part_n, part_mean, part_m2)
+    fuse_y = y is not None and P == 1
+    g, has_gamma = _vector_arg(gamma, x)
+    b, has_beta = _vector_arg(beta, x)
     mean, var, rstd = (dev.empty((S,), np.float64) for _ in range(3))
-    _merge_moments[dev.grid_1d(S)](part_n, part_mean, part_m2, P, float(eps), mean, var, rstd)
-    return mean, var, rstd
+    # Fused, the partials are not written: one-slot stand-ins.
+    part_n, part_mean, part_m2 = (dev.empty((1 if fuse_y else S * P,), np.float64)
+                                  for _ in range(3))
+    out = y.reshape(-1) if fuse_y else g
+    _set_moments[dev.grid_sets(S * P)](x.reshape(-1), C, L, M, per_channel, P, chunk,
+                                       part_n, part_mean, part_m2, fuse_y, g, b, has_gamma,
+                                       has_beta, float(eps), mean, var, rstd, out)
+    if not fuse_y:
+        _merge_moments[dev.grid_1d(S)](part_n, part_mean, part_m2, P, float(eps), mean, var,
+                                       rstd)
+    return mean, var, rstd, fuse_y
 
 
-def _apply(x, mean, rstd, gamma, beta, groups, per_channel):
+def _apply(x, mean, rstd, gamma, beta, groups, per_channel, y=None):
     N, C, L, S, M = _layout(x, groups, per_channel)
     g, has_gamma = _vector_arg(gamma, x)
     b, has_beta = _vector_arg(beta, x)
-    y = dev.empty_like(x)
+    y = dev.empty_like(x) if y is None else y
     _norm_apply[dev.grid_1d(x.size)](x.reshape(-1), mean, rstd, g, b, has_gamma, has_beta,
                                      C, L, M, per_channel, y.reshape(-1))
     return y
 
 
-def _sums(x, dy, mean, rstd, gamma, groups, per_channel, red_per_channel):
-    """(sum(dy * w), sum(dy * w * xhat)) per set of the reduction layout, float64."""
+def _sums(x, dy, mean, rstd, gamma, weight_sums, groups, per_channel, red_per_channel, dx=None):
+    """(sum(dy * w), sum(dy * w * xhat)) per set of the reduction layout, float64, w = gamma[c]
+    when ``weight_sums`` else 1; and whether dx was written. With ``dx`` (the reduction sets
+    being the statistics' sets) the sums kernel also writes dx when each set fits one block."""
     N, C, L, S, M = _layout(x, groups, per_channel)
     S_red, M_red = (C, N * L) if red_per_channel else (S, M)
-    if red_per_channel and L == 1:
+    if red_per_channel and L == 1 and not weight_sums:
         a, b = dev.empty((C,), np.float64), dev.empty((C,), np.float64)
         _column_sums[dev.grid_1d(C)](x.reshape(-1), dy.reshape(-1), mean, rstd, C, M,
                                      per_channel, a, b)
-        return a, b
+        return a, b, False
     P, chunk = _parts(S_red, M_red)
+    fuse_dx = dx is not None and P == 1
     g, has_gamma = _vector_arg(gamma, x)
-    part_a, part_b = dev.empty((S_red * P,), np.float64), dev.empty((S_red * P,), np.float64)
-    _set_sums[dev.grid_sets(S_red * P)](x.reshape(-1), dy.reshape(-1), mean, rstd, g, has_gamma,
-                                        C, L, M_red, red_per_channel, M, per_channel, P, chunk,
-                                        part_a, part_b)
     a, b = dev.empty((S_red,), np.float64), dev.empty((S_red,), np.float64)
-    _merge_sums[dev.grid_1d(S_red)](part_a, part_b, P, a, b)
-    return a, b
+    part_a, part_b = (a, b) if P == 1 else (dev.empty((S_red * P,), np.float64),
+                                            dev.empty((S_red * P,), np.float64))
+    _set_sums[dev.grid_sets(S_red * P)](x.reshape(-1), dy.reshape(-1), mean, rstd, g, has_gamma,
+                                        weight_sums, C, L, M_red, red_per_channel, M,
+                                        per_channel, P, chunk, part_a, part_b, fuse_dx,
+                                        dx.reshape(-1) if fuse_dx else g)
+    if P > 1:
+        _merge_sums[dev.grid_1d(S_red)](part_a, part_b, P, a, b)
+    return a, b, fuse_dx
 
 
 @implements(ref.norm_stats)
 def norm_stats(x, groups, per_channel, eps):
     dev.require_device("norm_stats", x=x)
     _check_layout("norm_stats", x, groups, per_channel)
-    return _stats(x, groups, bool(per_channel), eps)
+    return _stats(x, groups, bool(per_channel), eps)[:3]
 
 
 @implements(ref.norm_forward)
@@ -313,8 +370,12 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
 def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
     dev.require_device("norm_forward_train", x=x, gamma=gamma, beta=beta)
     _check_layout("norm_forward_train", x, groups, per_channel)
-    mean, var, rstd = _stats(x, groups, bool(per_channel), eps)
-    return _apply(x, mean, rstd, gamma, beta, groups, bool(per_channel)), mean, var, rstd
+    per_channel = bool(per_channel)
+    y = dev.empty_like(x)
+    mean, var, rstd, fused = _stats(x, groups, per_channel, eps, gamma, beta, y)
+    if not fused:
+        _apply(x, mean, rstd, gamma, beta, groups, per_channel, y)
+    return y, mean, var, rstd
 
 
 @implements(ref.norm_backward)
@@ -325,21 +386,23 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     N, C, L, S, M = _layout(x, groups, per_channel)
     mean, rstd = _f64(mean), _f64(rstd)
     set_sums = need_dx and not fixed_stats
+    dx = dev.empty_like(x) if need_dx else None
     sum_a = sum_b = dgamma = dbeta = None
+    fused = False
     if per_channel:
+        # The sets are the channels: the sums of dy and dy * xhat are dbeta and dgamma.
         if set_sums or gamma is not None:
-            sum_a, sum_b = _sums(x, dy, mean, rstd, None, groups, True, True)
+            sum_a, sum_b, fused = _sums(x, dy, mean, rstd, gamma, False, groups, True, True,
+                                        dx if set_sums else None)
             dbeta, dgamma = sum_a, sum_b
     else:
         if set_sums:
-            sum_a, sum_b = _sums(x, dy, mean, rstd, gamma, groups, False, False)
+            sum_a, sum_b, fused = _sums(x, dy, mean, rstd, gamma, True, groups, False, False, dx)
         if gamma is not None:
-            dbeta, dgamma = _sums(x, dy, mean, rstd, None, groups, False, True)
-    dx = None
-    if need_dx:
+            dbeta, dgamma, _ = _sums(x, dy, mean, rstd, gamma, False, groups, False, True)
+    if need_dx and not fused:
         g, has_gamma = _vector_arg(gamma, x)
         a, b = (sum_a, sum_b) if set_sums else (mean, mean)
-        dx = dev.empty_like(x)
         _norm_dx[dev.grid_1d(x.size)](x.reshape(-1), dy.reshape(-1), mean, rstd, g, has_gamma,
                                       a, b, not per_channel, bool(fixed_stats), C, L, M,
                                       per_channel, dx.reshape(-1))
