@@ -109,7 +109,7 @@ def kernel_resources(ptxas=None, archs=ARCHS):
     device = _kernels()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for module, name, fn, templates in device.KERNELS:
+        for module, name, fn, templates, _ in device.KERNELS:
             for sig in device.signatures_of(templates):
                 for arch in archs:
                     ptx, _ = cuda.compile_ptx(fn, sig, cc=arch)

@@ -66,3 +66,23 @@ def test_every_ref_op_has_a_cuda_implementation():
     assert not missing, f"cuda backend lacks {missing}"
     for name in contract.implementations(cuda):
         assert getattr(cuda, name).contract_ref is contract.REGISTRY[name], name
+
+
+def test_out_of_device_memory_says_what_to_change(monkeypatch):
+    """CuPy's OutOfMemoryError becomes a MemoryError naming the array and the remedy."""
+    import types
+    from tinynet.backends.cuda import device
+
+    class OutOfMemoryError(Exception):
+        pass
+
+    def empty(shape, dtype):
+        raise OutOfMemoryError("out of memory allocating 4194304 bytes")
+    fake = types.SimpleNamespace(empty=empty, zeros=empty,
+                                 cuda=types.SimpleNamespace(memory=types.SimpleNamespace(
+                                     OutOfMemoryError=OutOfMemoryError)))
+    monkeypatch.setattr(device, "SIMULATOR", False)
+    monkeypatch.setattr(device, "_cupy", fake)
+    with pytest.raises(MemoryError, match=r"shape \(1024, 1024\) float32 \(4.0 MiB\); use a "
+                                          r"smaller batch size"):
+        device.empty((1024, 1024), np.float32)

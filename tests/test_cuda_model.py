@@ -104,3 +104,44 @@ def test_batchnorm_running_stats_and_eval_mode_match_ref():
     np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=1e-4, atol=1e-5)
     for g, g_ref in zip(outs[1][1], outs[0][1]):
         np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-5 * max(1.0, np.abs(g_ref).max()))
+
+
+def _numba_type(a):
+    import numba
+    if hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray):
+        from numba import cuda
+        a = cuda.as_cuda_array(a)
+    return numba.typeof(a)
+
+
+@pytest.mark.parametrize("norm,opt_name,dtype", [("batch", "adam", np.float32),
+                                                 ("group", "sgd", np.float32),
+                                                 ("layer", "adam", np.float64)])
+def test_training_launches_only_signatures_the_ptx_check_compiles(norm, opt_name, dtype):
+    """Every kernel launch of a training step has argument types that are one of
+    the kernel's declared signatures, which tests/test_cuda_ptx.py compiles."""
+    from numba.core import sigutils
+    from tinynet.backends.cuda import device
+    declared = {k.py_func: {sigutils.normalize_signature(s)[0]
+                            for s in device.signatures_of(k.signatures)}
+                for k in device.KERNELS}
+    seen = {}
+
+    def record(py_func, args):
+        seen.setdefault(py_func, set()).add(tuple(_numba_type(a) for a in args))
+    x, y = _data()
+    with tn.use_backend("cuda"):
+        model = tiny_cnn(norm).to(dtype).to("cuda")
+        opt = OPTIMIZERS[opt_name](model.parameters())
+        loss_fn = tn.SoftmaxCrossEntropy()
+        xd, yd = tn.to_device(x.astype(dtype)), tn.to_device(y)
+        with device.watch_launches(record):
+            loss_fn.forward(model.forward(xd), yd)
+            model.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+    assert len(seen) >= 10
+    for py_func, types in seen.items():
+        assert py_func in declared, f"{py_func.__name__} is not a declared cuda kernel"
+        undeclared = types - declared[py_func]
+        assert not undeclared, f"{py_func.__name__} launched with undeclared types {undeclared}"

@@ -20,7 +20,8 @@ def test_every_kernel_assembles_without_spills_for_cc80_and_cc90():
     from tinynet.backends.cuda import device
     rows = ptx.kernel_resources()
     built = {(r["kernel"], r["signature"], r["arch"]) for r in rows}
-    for _, name, _, templates in device.KERNELS:
+    for k in device.KERNELS:
+        name, templates = k.name, k.signatures
         for sig in device.signatures_of(templates):
             for arch in ("sm_80", "sm_90"):
                 assert (name, sig, arch) in built, f"{name} {sig} {arch} was not built"

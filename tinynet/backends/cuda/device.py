@@ -18,6 +18,8 @@ compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
 the signatures training launches it with, for the PTX and SASS table
 (``python -m kernels.ptx``).
 """
+import collections
+import contextlib
 import os
 
 import numpy as np
@@ -25,8 +27,8 @@ import numpy as np
 __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_array",
            "to_device", "to_host", "empty", "zeros", "empty_like", "matmul",
            "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
-           "grid_1d", "grid_sets", "require_device", "kernel", "KERNELS", "FLOAT_TYPES",
-           "signatures_of"]
+           "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
+           "FLOAT_TYPES", "signatures_of", "watch_launches"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -121,18 +123,31 @@ def to_host(a):
     return np.asarray(a)
 
 
+def _allocate(what, shape, dtype):
+    """CuPy's ``what`` (empty or zeros); out of device memory is a MemoryError saying what to do."""
+    cp = _import_cupy()
+    try:
+        return getattr(cp, what)(shape, dtype)
+    except cp.cuda.memory.OutOfMemoryError as e:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        raise MemoryError(f"cuda backend: out of device memory allocating an array of shape "
+                          f"{tuple(int(n) for n in np.atleast_1d(shape))} {np.dtype(dtype)} ({nbytes / 2**20:.1f} "
+                          f"MiB); use a smaller batch size or model, or drop references to "
+                          f"device arrays that are no longer needed ({e})") from e
+
+
 def empty(shape, dtype):
     """An uninitialized C-contiguous device array."""
     if SIMULATOR:
         return np.empty(shape, dtype).view(SimDeviceArray)
-    return _import_cupy().empty(shape, dtype)
+    return _allocate("empty", shape, dtype)
 
 
 def zeros(shape, dtype):
     """A zero-filled C-contiguous device array."""
     if SIMULATOR:
         return np.zeros(shape, dtype).view(SimDeviceArray)
-    return _import_cupy().zeros(shape, dtype)
+    return _allocate("zeros", shape, dtype)
 
 
 def empty_like(a):
@@ -169,7 +184,9 @@ def require_device(opname, **arrays):
                             "(tn.to_device(x), model.to('cuda'))")
 
 
-# (module, name, python function, signature templates) of every cuda kernel.
+Kernel = collections.namedtuple("Kernel", "module name py_func signatures dispatcher")
+Kernel.__doc__ = "A cuda kernel: its module, name, Python function, signature templates, dispatcher."
+# Every cuda kernel, in definition order.
 KERNELS = []
 
 
@@ -187,9 +204,34 @@ def kernel(*signatures):
     from numba import cuda
 
     def decorate(fn):
-        KERNELS.append((fn.__module__, fn.__name__, fn, signatures))
-        return cuda.jit(fn)
+        dispatcher = cuda.jit(fn)
+        KERNELS.append(Kernel(fn.__module__, fn.__name__, fn, signatures, dispatcher))
+        return dispatcher
     return decorate
+
+
+@contextlib.contextmanager
+def watch_launches(callback):
+    """Within the block, call ``callback(py_func, args)`` at every numba.cuda kernel
+    launch (any kernel, the lab's too), before the kernel runs."""
+    if not KERNELS:
+        raise RuntimeError("watch_launches: no cuda kernel is defined yet")
+    dispatcher_type = type(KERNELS[0].dispatcher)
+    getitem = dispatcher_type.__getitem__
+
+    def watched_getitem(self, config):
+        launch = getitem(self, config)
+        py_func = getattr(self, "py_func", None) or self.fn
+
+        def watched_launch(*args):
+            callback(py_func, args)
+            return launch(*args)
+        return watched_launch
+    dispatcher_type.__getitem__ = watched_getitem
+    try:
+        yield
+    finally:
+        dispatcher_type.__getitem__ = getitem
 
 
 def signatures_of(templates):
