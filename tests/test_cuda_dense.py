@@ -1,5 +1,4 @@
 """cuda Dense ops (GPU or CUDA simulator) against the reference."""
-import numpy as np
 import pytest
 
 from cudasim import FLOATS, D, assert_matches, requires_cuda, small_blocks  # noqa: F401 (a fixture)
