@@ -86,3 +86,19 @@ def test_out_of_device_memory_says_what_to_change(monkeypatch):
     with pytest.raises(MemoryError, match=r"shape \(1024, 1024\) float32 \(4.0 MiB\); use a "
                                           r"smaller batch size"):
         device.empty((1024, 1024), np.float32)
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the GPU path's numba-cuda config (not the simulator's)")
+def test_gpu_path_turns_off_the_per_argument_stream_sync(monkeypatch):
+    """One stream orders every launch, so numba-cuda's host wait on the stream a CuPy
+    array names, per argument and launch, is switched off when CuPy is first used."""
+    import sys
+    import types
+    from numba.cuda.core import config
+    from tinynet.backends.cuda import device
+    monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+    monkeypatch.setattr(device, "_cupy", None)
+    monkeypatch.delenv("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", raising=False)
+    monkeypatch.setattr(config, "CUDA_ARRAY_INTERFACE_SYNC", True)
+    device._import_cupy()
+    assert config.CUDA_ARRAY_INTERFACE_SYNC is False

@@ -13,6 +13,13 @@ Every kernel launcher takes its block size from ``BLOCK`` (1-D kernels) and
 any grid covers the work. Tests patch all three small, since the simulator
 runs each thread as a Python thread.
 
+Every kernel and every CuPy operation runs on the legacy default stream, in
+launch order. numba-cuda by default synchronizes the stream that a CuPy
+array's ``__cuda_array_interface__`` names, for every array argument of every
+launch (a host wait per argument); with one stream that wait orders nothing,
+so it is switched off (numba-cuda's CUDA_ARRAY_INTERFACE_SYNC) unless
+``NUMBA_CUDA_ARRAY_INTERFACE_SYNC`` is set in the environment.
+
 ``kernel(*signatures)`` is the decorator of every cuda kernel: a lazily
 compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
 the signatures training launches it with, for the PTX and SASS table
@@ -57,6 +64,9 @@ def _import_cupy():
     global _cupy
     if _cupy is None:
         import cupy
+        if "NUMBA_CUDA_ARRAY_INTERFACE_SYNC" not in os.environ:
+            from numba.cuda.core import config
+            config.CUDA_ARRAY_INTERFACE_SYNC = False
         _cupy = cupy
     return _cupy
 
