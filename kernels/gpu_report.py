@@ -50,9 +50,11 @@ def ptx_section():
     ptxas = ptx.find_ptxas()
     rows = ptx.kernel_resources(ptxas)
     bad = ptx.problems(rows)
+    verdict = "no spills, shared memory within a block" if not bad else \
+        "PROBLEMS: " + "; ".join(bad)
     lines = [f"`python -m kernels.ptx` (ptxas {ptx.ptxas_version(ptxas)}, numba-cuda "
              f"{importlib.metadata.version('numba-cuda')}): {len(rows)} kernel builds, "
-             f"{'no spills, shared memory within a block' if not bad else 'PROBLEMS: ' + '; '.join(bad)}.",
+             f"{verdict}.",
              "", "```", ptx.format_table(rows), "```"]
     return "\n".join(lines), not bad
 

@@ -125,7 +125,8 @@ def problems(rows):
     for r in rows:
         where = f"{r['module']}.{r['kernel']} {r['signature']} on {r['arch']}"
         if r["spill_stores"] or r["spill_loads"]:
-            out.append(f"{where} spills ({r['spill_stores']} B stored, {r['spill_loads']} B loaded)")
+            out.append(f"{where} spills ({r['spill_stores']} B stored, "
+                       f"{r['spill_loads']} B loaded)")
         if r["smem"] > SHARED_PER_BLOCK:
             out.append(f"{where} declares {r['smem']} B of shared memory (> {SHARED_PER_BLOCK})")
     return out

@@ -112,7 +112,8 @@ def test_bad_groups_raise_as_ref():
 
 
 @pytest.mark.parametrize("name,shape,groups,per_channel,launches",
-                         [("instance", (2, 6, 5), 6, False, 1), ("batch-4d", (3, 6, 7), 1, True, 3)])
+                         [("instance", (2, 6, 5), 6, False, 1),
+                          ("batch-4d", (3, 6, 7), 1, True, 3)])
 def test_sets_that_fit_a_block_run_the_forward_in_one_launch(rng, name, shape, groups,
                                                              per_channel, launches):
     from kernels.gpu_step import count_launches

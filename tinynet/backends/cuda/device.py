@@ -139,11 +139,12 @@ def _allocate(what, shape, dtype):
     try:
         return getattr(cp, what)(shape, dtype)
     except cp.cuda.memory.OutOfMemoryError as e:
+        shape = tuple(int(n) for n in np.atleast_1d(shape))
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         raise MemoryError(f"cuda backend: out of device memory allocating an array of shape "
-                          f"{tuple(int(n) for n in np.atleast_1d(shape))} {np.dtype(dtype)} ({nbytes / 2**20:.1f} "
-                          f"MiB); use a smaller batch size or model, or drop references to "
-                          f"device arrays that are no longer needed ({e})") from e
+                          f"{shape} {np.dtype(dtype)} ({nbytes / 2**20:.1f} MiB); use a smaller "
+                          f"batch size or model, or drop references to device arrays that are "
+                          f"no longer needed ({e})") from e
 
 
 def empty(shape, dtype):
@@ -195,7 +196,8 @@ def require_device(opname, **arrays):
 
 
 Kernel = collections.namedtuple("Kernel", "module name py_func signatures dispatcher")
-Kernel.__doc__ = "A cuda kernel: its module, name, Python function, signature templates, dispatcher."
+Kernel.__doc__ = ("A cuda kernel: its module, name, Python function, signature templates "
+                  "and dispatcher.")
 # Every cuda kernel, in definition order.
 KERNELS = []
 

@@ -30,20 +30,25 @@ The kernels, each taking the layout (C, L, M, per_channel) as arguments:
 - ``_set_sums`` (the backward reduction): for every set of a reduction
   layout, sum(dy * w) and sum(dy * w * xhat), with xhat from the statistics
   layout and w = gamma[c] (or 1), in parts as above; ``_merge_sums`` adds the
-  parts; with P == 1 and the statistics' own sets it also writes dx of its
-  set (fused, as the forward). BatchNorm's sets are channels, so one call with w = 1 gives dbeta,
-  dgamma and (times gamma[c]) the two set sums of dx. For row sets one call
-  with w = gamma gives the two set sums, a second with the per-channel
-  reduction layout and w = 1 gives dbeta and dgamma. Per-channel sums with
-  L == 1 (LayerNorm's dgamma and dbeta, BatchNorm on (N, C)) run
-  ``_column_sums`` instead: one thread per channel walks the N rows, a warp
-  reading consecutive channels, since there are many short sets.
-- ``_norm_dx``: dx, one thread per element, from the set sums (when not fused, or
-  dx = rstd * dxhat when the statistics are fixed: BatchNorm in eval mode).
+  parts. With P == 1 and the statistics' own sets it then writes dx of its
+  set too (fused, as the forward). BatchNorm's sets are channels, so one
+  call with w = 1 gives dbeta, dgamma and (times gamma[c]) the two set sums
+  of dx. For row sets one call with w = gamma gives the two set sums, a
+  second with the per-channel reduction layout and w = 1 gives dbeta and
+  dgamma. Per-channel sums with L == 1 (LayerNorm's dgamma and dbeta,
+  BatchNorm on (N, C)) run ``_column_sums`` instead: one thread per channel
+  walks the N rows, a warp reading consecutive channels, since there are
+  many short sets.
+- ``_norm_dx``: dx, one thread per element, from the set sums when not
+  fused, or dx = rstd * dxhat when the statistics are fixed (BatchNorm in
+  eval mode).
 
 Every per-element kernel writes only its own element; every reduction block
-writes only the partial of its own (set, part), from thread 0; the merge
-kernels run one thread per set. Nothing depends on the grid size.
+writes only the partial of its own (set, part), from thread 0, and, fused,
+y or dx of its own set; the merge kernels run one thread per set. Nothing
+depends on the grid size. Papers: BatchNorm https://arxiv.org/abs/1502.03167,
+LayerNorm https://arxiv.org/abs/1607.06450, InstanceNorm
+https://arxiv.org/abs/1607.08022, GroupNorm https://arxiv.org/abs/1803.08494.
 """
 import math
 
