@@ -102,3 +102,22 @@ def test_gpu_path_turns_off_the_per_argument_stream_sync(monkeypatch):
     monkeypatch.setattr(config, "CUDA_ARRAY_INTERFACE_SYNC", True)
     device._import_cupy()
     assert config.CUDA_ARRAY_INTERFACE_SYNC is False
+
+
+def test_kernels_compile_uncached_where_no_cache_directory_is_writable(monkeypatch):
+    from numba import cuda as ncuda
+    from tinynet.backends.cuda import device
+    jit = ncuda.jit
+
+    def refusing_jit(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return jit(*args, **kwargs)
+    monkeypatch.setattr(ncuda, "jit", refusing_jit)
+    monkeypatch.setattr(device, "KERNELS", [])
+
+    @device.kernel("void(float32[::1])")
+    def _fill(a):
+        for i in range(ncuda.grid(1), a.size, ncuda.gridsize(1)):
+            a[i] = 1
+    assert device.KERNELS[0].name == "_fill" and device.KERNELS[0].dispatcher is _fill

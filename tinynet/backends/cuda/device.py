@@ -206,6 +206,11 @@ def kernel(*signatures):
     """Decorator of a cuda kernel: ``numba.cuda.jit``, compiled on first launch
     for the argument types it meets, and listed in ``KERNELS``.
 
+    Compiled kernels are cached on disk (``cache=True``: the ``__pycache__``
+    beside the source, else numba's user cache directory), so a new process
+    skips the compile; where no directory is writable numba refuses caching
+    at decoration, and the kernel is then compiled in each process instead.
+
     Parameters
     ----------
     *signatures : str
@@ -216,7 +221,10 @@ def kernel(*signatures):
     from numba import cuda
 
     def decorate(fn):
-        dispatcher = cuda.jit(fn)
+        try:
+            dispatcher = cuda.jit(cache=True)(fn)
+        except RuntimeError:
+            dispatcher = cuda.jit(fn)
         KERNELS.append(Kernel(fn.__module__, fn.__name__, fn, signatures, dispatcher))
         return dispatcher
     return decorate
