@@ -9,7 +9,7 @@ configure_threading()  # before any numba kernel starts a thread pool
 
 from .parameter import Parameter  # noqa: E402
 from .backends import (set_backend, get_backend, use_backend, available_backends,
-                       backend_name)
+                       backend_name, to_device, to_host, DeviceMismatchError)
 from .layers import *  # noqa: F401,F403
 from .layers import Layer
 from .model import Sequential

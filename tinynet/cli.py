@@ -97,10 +97,14 @@ def cmd_train(args):
     (x_train, y_train), (x_test, y_test) = _load_dataset(args.dataset, args.data_dir)
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    if args.val_limit:
+        x_test, y_test = x_test[:args.val_limit], y_test[:args.val_limit]
     flatten = args.model == "mlp"
     x_train = data.prepare_images(x_train, flatten=flatten)
     x_test = data.prepare_images(x_test, flatten=flatten)
     model = build_cnn(args.norm) if args.model == "cnn" else build_mlp(args.norm)
+    # The model lives on the backend's device; fit uploads the data once.
+    model.to(backends.get_backend().DEVICE)
     model.summary(input_shape=(1,) + x_train.shape[1:])
 
     augment = data.RandomShift(args.shift) if args.shift else None
@@ -221,6 +225,8 @@ def make_parser():
                    help="augment: shift images by up to this many pixels")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, default=0, help="train on the first N images only")
+    t.add_argument("--val-limit", type=int, default=0,
+                   help="evaluate on the first N test images only")
     t.add_argument("--data-dir", default=None,
                    help="dataset root (default: $TINYNET_DATA_DIR, then ~/.cache/tinynet)")
     t.add_argument("--out", default=None, help="output directory")

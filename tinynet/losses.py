@@ -1,8 +1,10 @@
 """Losses: softmax cross-entropy and mean squared error, mean reduction as torch.
 
 Usage: ``loss = f.forward(pred, target)`` (or ``f(pred, target)``) returns a
-Python float and caches what the backward needs; ``dpred = f.backward()``
-returns dL/dpred, already divided by the batch (or element) count.
+Python float (on a device backend a 0-d device array, read with ``float``)
+and caches what the backward needs; ``dpred = f.backward()`` returns
+dL/dpred, already divided by the batch (or element) count, on the device of
+pred.
 
 SoftmaxCrossEntropy, for logits x (N, K), integer labels t (N,) and label
 smoothing eps (torch.nn.CrossEntropyLoss(label_smoothing=eps)):
@@ -21,37 +23,50 @@ MSELoss, for pred and target of the same shape with M elements in all
     loss  = (1 / M) * sum_i (pred_i - target_i)^2
     dpred = 2 * (pred - target) / M
 
-``accuracy(logits, labels)`` is the fraction of rows whose argmax is the label.
+``accuracy(logits, labels)`` is the fraction of rows whose argmax is the label;
+``count_correct`` is their number, left on the device.
 """
 import numpy as np
 
-from .backends import get_backend
+from .backends import check_device, device_of, get_backend
 
-__all__ = ["SoftmaxCrossEntropy", "MSELoss", "accuracy"]
+__all__ = ["SoftmaxCrossEntropy", "MSELoss", "accuracy", "count_correct"]
 
 
-def _check_float_array(name, arg, value, what):
-    """Raise unless ``value`` is a float numpy array; ``what`` is its expected shape."""
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name}: {arg} must be a numpy array of shape {what}, "
+def _check_float_array(name, arg, value, what, backend):
+    """Raise unless ``value`` is a float array on the backend's device; ``what`` is its shape."""
+    if not (isinstance(value, np.ndarray) or device_of(value) != "cpu"):
+        raise TypeError(f"{name}: {arg} must be an array of shape {what}, "
                         f"got {type(value).__name__}")
+    check_device(name, arg, value, backend)
     if value.dtype.kind != "f":
         raise TypeError(f"{name}: {arg} must be float32 or float64, got {value.dtype}")
 
 
-def _check_logits_labels(name, logits, labels):
-    """Check (N, K) float logits and (N,) integer labels in [0, K); return labels as int64."""
-    _check_float_array(name, "logits", logits, "(N, K)")
+def _check_logits_labels(name, logits, labels, backend):
+    """Check (N, K) float logits and (N,) integer labels; return labels as int64.
+
+    Host labels may be any array-like; on a device backend they must be device
+    arrays (``tn.to_device(y)``).
+    """
+    _check_float_array(name, "logits", logits, "(N, K)", backend)
     if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ValueError(f"{name}: logits must have shape (N, K) with N, K >= 1, "
                          f"got {logits.shape}")
-    labels = np.asarray(labels)
+    if backend.DEVICE == "cpu":
+        labels = np.asarray(labels)
+    check_device(name, "labels", labels, backend)
     if labels.dtype.kind not in "iu":
         raise TypeError(f"{name}: labels must be integer class indices, got {labels.dtype}")
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"{name}: labels must have shape (N,) = ({logits.shape[0]},) "
                          f"to match logits {logits.shape}, got {labels.shape}")
-    return labels.astype(np.int64)
+    return labels if labels.dtype == np.int64 else labels.astype(np.int64)
+
+
+def _value(loss, backend):
+    """The loss as a Python float on a host backend; a 0-d device array on a device one."""
+    return float(loss) if backend.DEVICE == "cpu" else loss
 
 
 class _Loss:
@@ -114,21 +129,28 @@ class SoftmaxCrossEntropy(_Loss):
 
         Returns
         -------
-        float
-            The loss. A NaN logit makes it NaN.
+        float or 0-d device array
+            The loss: a Python float on a host backend; on a device backend a
+            0-d float64 device array, so that a training step does not wait
+            for it (``float(loss)`` reads it). A NaN logit makes it NaN, and
+            on a device so does a label outside [0, K).
         """
         self._cache = None
-        labels = _check_logits_labels("SoftmaxCrossEntropy", logits, labels)
+        backend = get_backend()
+        labels = _check_logits_labels("SoftmaxCrossEntropy", logits, labels, backend)
         k = logits.shape[1]
-        bad = (labels < 0) | (labels >= k)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"SoftmaxCrossEntropy: label {labels[i]} at index {i} is out of "
-                             f"range [0, {k}) for logits with K = {k} classes")
-        logits = np.ascontiguousarray(logits)
-        loss, probs = get_backend().softmax_xent_forward(logits, labels, self.label_smoothing)
+        if backend.DEVICE == "cpu":
+            # On a device this check would cost a round trip per step; there
+            # a bad label makes the loss NaN instead.
+            bad = (labels < 0) | (labels >= k)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"SoftmaxCrossEntropy: label {labels[i]} at index {i} is out "
+                                 f"of range [0, {k}) for logits with K = {k} classes")
+        logits = backend.asarray(logits)
+        loss, probs = backend.softmax_xent_forward(logits, labels, self.label_smoothing)
         self._cache = (probs, labels)
-        return loss
+        return _value(loss, backend)
 
     def backward(self):
         """dL/dlogits, (N, K), logits' dtype, already divided by N."""
@@ -162,12 +184,14 @@ class MSELoss(_Loss):
 
         Returns
         -------
-        float
-            The loss, summed in float64.
+        float or 0-d device array
+            The loss, summed in float64; on a device backend a 0-d device
+            array, as for SoftmaxCrossEntropy.
         """
         self._cache = None
-        _check_float_array("MSELoss", "pred", pred, "(*)")
-        _check_float_array("MSELoss", "target", target, "(*)")
+        backend = get_backend()
+        _check_float_array("MSELoss", "pred", pred, "(*)", backend)
+        _check_float_array("MSELoss", "target", target, "(*)", backend)
         if pred.shape != target.shape:
             raise ValueError(f"MSELoss: target must have pred's shape {pred.shape}, "
                              f"got {target.shape}")
@@ -175,7 +199,7 @@ class MSELoss(_Loss):
             raise ValueError("MSELoss: pred is empty; the mean needs at least one element")
         diff = pred - target.astype(pred.dtype)
         self._cache = diff
-        return float(np.mean(np.square(diff, dtype=np.float64)))
+        return _value((diff.astype(np.float64) ** 2).mean(), backend)
 
     def backward(self):
         """dL/dpred = 2 * (pred - target) / M, pred's shape and dtype."""
@@ -183,20 +207,29 @@ class MSELoss(_Loss):
         return diff * (2.0 / diff.size)
 
 
-def accuracy(logits, labels):
-    """Fraction of rows whose highest logit is at the label.
+def count_correct(logits, labels):
+    """Number of rows whose highest logit is at the label, on the logits' device.
 
     Parameters
     ----------
-    logits : np.ndarray
+    logits : array
         (N, K) scores (logits or probabilities).
-    labels : np.ndarray
+    labels : array
         (N,) integer class indices.
 
     Returns
     -------
-    float
-        The number of correct rows divided by N, in [0, 1].
+    0-d integer array
+        The count, on the active backend's device (``int()`` reads it).
     """
-    labels = _check_logits_labels("accuracy", logits, labels)
-    return float(np.mean(np.argmax(logits, axis=1) == labels))
+    labels = _check_logits_labels("accuracy", logits, labels, get_backend())
+    return (logits.argmax(axis=1) == labels).sum()
+
+
+def accuracy(logits, labels):
+    """Fraction of rows whose highest logit is at the label, a float in [0, 1].
+
+    ``count_correct(logits, labels) / N``, read back to the host; the
+    arguments are those of ``count_correct``.
+    """
+    return float(count_correct(logits, labels)) / logits.shape[0]

@@ -13,6 +13,7 @@ import tempfile
 
 import numpy as np
 
+from .backends import device_of, move, to_host
 from .layers.base import Layer
 from .parameter import Parameter
 
@@ -30,10 +31,10 @@ def _slots(layer, prefix=""):
 
 
 def _as_array(value):
-    """numpy view of a numpy array, scalar or torch tensor."""
+    """numpy view of a numpy array, scalar, device array or torch tensor."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
-    return np.asarray(value)
+    return to_host(value)
 
 
 def _check_and_load(entries, state, strict=True):
@@ -51,7 +52,7 @@ def _check_and_load(entries, state, strict=True):
             raise KeyError(f"load_state_dict: missing key {key!r} "
                            f"({type(owner).__name__}.{attr})")
         current = getattr(owner, attr)
-        current = current.data if isinstance(current, Parameter) else np.asarray(current)
+        current = current.data if isinstance(current, Parameter) else current
         value = _as_array(state[key])
         if value.shape != current.shape:
             raise ValueError(f"load_state_dict: key {key!r} has shape {value.shape}, "
@@ -63,12 +64,13 @@ def _check_and_load(entries, state, strict=True):
         for key in state:
             if key.startswith(prefixes) and key not in expected:
                 raise KeyError(f"load_state_dict: unexpected key {key!r}")
+    # Each value goes onto the device (and into the dtype) of what it replaces.
     for owner, attr, value in loaded:
         current = getattr(owner, attr)
         if isinstance(current, Parameter):
-            current.data[...] = value.astype(current.data.dtype)
+            current.data[...] = move(value.astype(current.data.dtype), current.device)
         else:
-            setattr(owner, attr, np.array(value, dtype=np.asarray(current).dtype))
+            setattr(owner, attr, move(np.array(value, dtype=current.dtype), device_of(current)))
 
 
 class Sequential(Layer):
@@ -142,13 +144,15 @@ class Sequential(Layer):
             layer.train(mode)
         return self
 
-    def to(self, dtype):
+    def to(self, target):
+        """Move every layer to a device ("cuda", "cpu") or cast it to a dtype. Returns self."""
         for layer in self.layers:
-            layer.to(dtype)
+            layer.to(target)
         return self
 
     def state_dict(self, prefix=""):
-        """Dict of torch-style keys ("0.weight", "1.running_mean") to array copies."""
+        """Dict of torch-style keys ("0.weight", "1.running_mean") to numpy copies,
+        wherever the model lives."""
         sd = {}
         for i, layer in enumerate(self.layers):
             sd.update(layer.state_dict(f"{prefix}{i}."))
@@ -197,7 +201,7 @@ class Sequential(Layer):
         if input_shape is not None:
             modes = [layer.training for layer in self.layers]
             self.eval()
-            x = np.zeros(input_shape, dtype=self.dtype or dtype)
+            x = move(np.zeros(input_shape, dtype=self.dtype or dtype), self.device or "cpu")
             for i, layer in enumerate(self.layers):
                 x = layer.forward(x)
                 layer._cache = None

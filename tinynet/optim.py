@@ -46,7 +46,7 @@ import numbers
 
 import numpy as np
 
-from .backends import get_backend
+from .backends import array_module_of, check_device, get_backend, move, to_host
 from .parameter import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineWarmup"]
@@ -135,7 +135,8 @@ class Optimizer:
         self.params = params
         self.lr = _nonnegative(name, "lr", lr)
         self.step_count = 0
-        self.state = [{s: np.zeros_like(p.data) for s in state_names} for p in params]
+        self.state = [{s: array_module_of(p.data).zeros_like(p.data) for s in state_names}
+                      for p in params]
 
     def zero_grad(self):
         """Set every parameter's ``grad`` to zeros, in place."""
@@ -145,17 +146,19 @@ class Optimizer:
     def step(self):
         """Update every parameter in place from its ``grad``."""
         name = type(self).__name__
+        backend = get_backend()
         for i, p in enumerate(self.params):
             if p.grad.shape != p.data.shape:
                 raise ValueError(f"{name}.step: params[{i}] has grad of shape "
                                  f"{p.grad.shape}, expected {p.data.shape}")
-            # A model cast with .to(dtype) after the optimizer was made:
-            # the state follows the parameter's dtype.
+            check_device(f"{name}.step", f"params[{i}]", p.data, backend, parameter=True)
+            # A model cast with .to(dtype) or moved with .to(device) after the
+            # optimizer was made: the state follows the parameter.
             for s, array in self.state[i].items():
                 if array.dtype != p.data.dtype:
-                    self.state[i][s] = array.astype(p.data.dtype)
+                    array = array.astype(p.data.dtype)
+                self.state[i][s] = move(array, p.device)
         self.step_count += 1
-        backend = get_backend()
         for p, state in zip(self.params, self.state):
             self._update(backend, p, state)
 
@@ -164,7 +167,7 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self):
-        """The optimizer's state as a flat dict of str -> np.ndarray (copies).
+        """The optimizer's state as a flat dict of str -> np.ndarray (host copies).
 
         Keys: "step" (int64, 0-d), "lr" (float64, 0-d) and "<i>.<name>" for
         each state array of parameter i, e.g. "0.exp_avg". The other
@@ -174,7 +177,7 @@ class Optimizer:
               "lr": np.array(self.lr, dtype=np.float64)}
         for i, state in enumerate(self.state):
             for s, array in state.items():
-                sd[f"{i}.{s}"] = array.copy()
+                sd[f"{i}.{s}"] = np.array(to_host(array))
         return sd
 
     def load_state_dict(self, state):
@@ -190,7 +193,8 @@ class Optimizer:
         lr = _nonnegative(f"{name}.load_state_dict", "lr", float(np.asarray(state["lr"])))
         for i, (p, arrays) in enumerate(zip(self.params, self.state)):
             for s in arrays:
-                arrays[s] = np.array(state[f"{i}.{s}"], dtype=p.data.dtype, order="C")
+                arrays[s] = move(np.array(state[f"{i}.{s}"], dtype=p.data.dtype, order="C"),
+                                 p.device)
         self.step_count = step_count
         self.lr = lr
 

@@ -6,6 +6,8 @@ reads ``grad`` and updates ``data`` in place; ``zero_grad`` clears ``grad``.
 """
 import numpy as np
 
+from .backends import device_of, move
+
 
 class Parameter:
     """A learnable array with its accumulated gradient.
@@ -19,10 +21,12 @@ class Parameter:
 
     Attributes
     ----------
-    data : np.ndarray
-        The value, any shape.
-    grad : np.ndarray
-        The gradient of the loss with respect to ``data``, same shape and dtype.
+    data : array
+        The value, any shape: a numpy array, or a device array after
+        ``model.to("cuda")``.
+    grad : array
+        The gradient of the loss with respect to ``data``, same shape, dtype
+        and device.
     """
 
     def __init__(self, data, name=None):
@@ -49,12 +53,25 @@ class Parameter:
         """Set ``grad`` to zeros, in place."""
         self.grad[...] = 0
 
+    @property
+    def device(self):
+        """Where ``data`` and ``grad`` live: "cpu" or "cuda"."""
+        return device_of(self.data)
+
     def astype_(self, dtype):
-        """Cast ``data`` and ``grad`` to ``dtype`` in place of the old arrays."""
-        self.data = np.ascontiguousarray(self.data.astype(dtype))
-        self.grad = np.ascontiguousarray(self.grad.astype(dtype))
+        """Cast ``data`` and ``grad`` to ``dtype`` in place of the old arrays, on their device."""
+        self.data = self.data.astype(dtype, order="C")
+        self.grad = self.grad.astype(dtype, order="C")
+        return self
+
+    def to_(self, device):
+        """Move ``data`` and ``grad`` to ``device`` ("cpu" or "cuda") in place of the old arrays."""
+        self.data = move(self.data, device)
+        self.grad = move(self.grad, device)
         return self
 
     def __repr__(self):
         name = f"{self.name}, " if self.name else ""
-        return f"Parameter({name}shape={self.data.shape}, dtype={self.data.dtype})"
+        device = self.device
+        where = "" if device == "cpu" else f", device={device}"
+        return f"Parameter({name}shape={self.data.shape}, dtype={self.data.dtype}{where})"

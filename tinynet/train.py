@@ -22,8 +22,10 @@ import time
 
 import numpy as np
 
+from .backends import get_backend
+from .data.device import DeviceLoader
 from .data.loader import DataLoader
-from .losses import accuracy
+from .losses import count_correct
 
 __all__ = ["fit", "evaluate", "History", "ProgressBar", "save_checkpoint", "load_checkpoint"]
 
@@ -106,11 +108,15 @@ class ProgressBar:
 
 
 def _as_loader(data, batch_size, shuffle, seed):
-    if isinstance(data, DataLoader):
+    """A DataLoader of ``data``; on a device backend a DeviceLoader (data uploaded once)."""
+    if isinstance(data, DeviceLoader):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return DataLoader(data[0], data[1], batch_size=batch_size, shuffle=shuffle, seed=seed)
-    raise TypeError("data must be a DataLoader or an (x, y) tuple of arrays")
+        data = DataLoader(data[0], data[1], batch_size=batch_size, shuffle=shuffle, seed=seed)
+    if not isinstance(data, DataLoader):
+        raise TypeError("data must be a DataLoader or an (x, y) tuple of arrays")
+    backend = get_backend()
+    return data if backend.DEVICE == "cpu" else DeviceLoader(data, backend)
 
 
 def evaluate(model, loss_fn, data, batch_size=256):
@@ -137,7 +143,7 @@ def evaluate(model, loss_fn, data, batch_size=256):
             logits = model.forward(xb)
             n = len(yb)
             total_loss += loss_fn.forward(logits, yb) * n
-            total_correct += accuracy(logits, yb) * n
+            total_correct += count_correct(logits, yb)
             count += n
     finally:
         for layer, mode in zip(model.layers, modes):
@@ -145,7 +151,7 @@ def evaluate(model, loss_fn, data, batch_size=256):
         model.training = was_training
     if count == 0:
         raise ValueError("evaluate: the data is empty")
-    return total_loss / count, total_correct / count
+    return float(total_loss) / count, float(total_correct) / count
 
 
 def _atomic_write(path, write):
@@ -246,6 +252,10 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
     if epochs < 1:
         raise ValueError(f"fit: epochs must be >= 1, got {epochs}")
     loader = _as_loader(train_data, batch_size, True, seed)
+    if val_data is not None:
+        val_data = _as_loader(val_data, 256, False, None)
+    # On a device the running sums stay there; the bar reads them ~20 times an epoch.
+    every = 1 if get_backend().DEVICE == "cpu" else max(1, len(loader) // 20)
     history, start = History(), 0
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         start, history, loader.epoch = load_checkpoint(checkpoint, model, optimizer, scheduler)
@@ -264,12 +274,14 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
                 scheduler.step()
             n = len(yb)
             total_loss += loss * n
-            total_correct += accuracy(logits, yb) * n
+            total_correct += count_correct(logits, yb)
             seen += n
-            bar.update(step, seen, loss=total_loss / seen, acc=total_correct / seen)
+            if step % every == 0 or step == len(loader):
+                bar.update(step, seen, loss=float(total_loss) / seen,
+                           acc=float(total_correct) / seen)
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "train_loss": total_loss / seen,
-                  "train_acc": total_correct / seen, "val_loss": None, "val_acc": None,
+        record = {"epoch": epoch + 1, "train_loss": float(total_loss) / seen,
+                  "train_acc": float(total_correct) / seen, "val_loss": None, "val_acc": None,
                   "seconds": seconds, "samples_per_s": seen / seconds, "lr": optimizer.lr}
         if val_data is not None:
             record["val_loss"], record["val_acc"] = evaluate(model, loss_fn, val_data)

@@ -13,9 +13,20 @@ Backends:
   implicitly; asking for it without a GPU is an error.
 
 The default is the fastest backend that imports on this machine.
+
+Devices. Every backend module also has a ``DEVICE`` ("cpu" for ref and cpu,
+"cuda" for cuda) and ``array_module()``, ``is_native(a)`` and
+``asarray(a, dtype=None)``; a device backend also has ``to_host(a)``. The
+backend is chosen globally; an array's device is where it lives. Layers,
+losses and optimizers check that their inputs and parameters live on the
+active backend's device and raise ``DeviceMismatchError`` naming the layer
+and both devices otherwise; nothing is copied between devices implicitly.
+Arrays move only by ``to_device`` / ``to_host`` / ``model.to(device)``.
 """
 import importlib
 import contextlib
+
+import numpy as np
 
 _MODULES = {
     "ref": "tinynet.backends.ref",
@@ -39,7 +50,10 @@ def _load(name):
             raise RuntimeError(f"backend {name!r} is not available on this machine: {e}") from e
         check = getattr(module, "check_available", None)
         if check is not None:
-            check()  # raises RuntimeError with the reason
+            try:
+                check()
+            except RuntimeError as e:
+                raise RuntimeError(f"backend {name!r} is not available on this machine: {e}") from e
         _loaded[name] = module
     return _loaded[name]
 
@@ -101,3 +115,94 @@ def use_backend(name):
         yield _current
     finally:
         _current = previous
+
+
+class DeviceMismatchError(RuntimeError, TypeError):
+    """An array (or a layer's parameters) is not on the device that would use it."""
+
+
+def device_of(a):
+    """The device an array lives on: "cuda" for a cuda device array, else "cpu"."""
+    for module in _loaded.values():
+        if module.DEVICE != "cpu" and module.is_native(a):
+            return module.DEVICE
+    return "cpu"
+
+
+def device_backend(device):
+    """The backend module whose arrays live on ``device`` ("cpu" or "cuda").
+
+    "cpu" is the active backend when it runs on the host, else the default
+    one; "cuda" loads the cuda backend (RuntimeError with the reason when it
+    cannot run here).
+    """
+    if device == "cpu":
+        current = get_backend()
+        return current if current.DEVICE == "cpu" else _load(default_backend_name())
+    if device == "cuda":
+        return _load("cuda")
+    raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+
+
+def to_device(x, device="cuda", dtype=None):
+    """Copy a host array to ``device`` (default "cuda"); a device array stays as it is.
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape and dtype: inputs (float32) and integer labels (int64) alike.
+    device : str
+        "cuda" (the default) or "cpu".
+    dtype : dtype, optional
+        Convert to this dtype on the way.
+
+    Returns
+    -------
+    array
+        A C-contiguous array of ``device``: a CuPy array on a GPU, a
+        ``SimDeviceArray`` under the CUDA simulator, numpy for "cpu".
+    """
+    if device == "cpu":
+        return np.asarray(to_host(x), dtype=dtype, order="C")
+    return device_backend(device).asarray(x, dtype)
+
+
+def to_host(a):
+    """A numpy array of ``a``: a fresh copy of a device array, a host array as it is."""
+    for module in _loaded.values():
+        if module.DEVICE != "cpu" and module.is_native(a):
+            return module.to_host(a)
+    return np.asarray(a)
+
+
+def move(a, device):
+    """``a`` on ``device``: itself when it is there already, else a copy."""
+    if device_of(a) == device:
+        return a
+    return to_host(a) if device == "cpu" else device_backend(device).asarray(a)
+
+
+def array_module_of(a):
+    """The array module (numpy, or CuPy on a GPU) that computes on ``a``'s device."""
+    return device_backend(device_of(a)).array_module()
+
+
+def check_device(owner, what, a, backend=None, parameter=False):
+    """Raise DeviceMismatchError unless ``a`` lives on the backend's device.
+
+    ``owner`` names the layer, loss or optimizer and ``what`` the array
+    ("input", "dy", "the parameters") for the message; ``parameter`` says
+    that the fix is to move the model rather than the array.
+    """
+    backend = backend or get_backend()
+    device = device_of(a)
+    if device == backend.DEVICE:
+        return
+    if parameter:
+        fix = (f"move the model with model.to({backend.DEVICE!r}) or select a backend "
+               f"that runs on {device}")
+    else:
+        fix = f"move it with tn.{'to_host' if backend.DEVICE == 'cpu' else 'to_device'}(x)"
+    raise DeviceMismatchError(f"{owner}: {what} (on {device}) cannot be used by the active "
+                              f"backend {backend.NAME!r}, which runs on {backend.DEVICE}; "
+                              f"{fix}")

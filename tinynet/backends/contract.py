@@ -2,33 +2,53 @@
 
 Every op of the contract (docs/architecture.md) has one home: its function in
 ``tinynet/backends/ref/``. The ref function documents the math and the shapes
-in its docstring, and its argument checks are declared with it:
+in its docstring, and its argument check is declared with it::
 
-    def _check_relu_backward(x, dy):          # reads only .shape / .dtype / .ndim,
-        ...                                    # so it works on numpy, CuPy and
-                                               # simulator arrays alike
-    @op(check=_check_relu_backward)
+    def _check_x_dy(name, x, dy):             # reads only .shape / .dtype / .ndim,
+        check_float(name, "dy", dy)            # so it works on numpy, CuPy and
+        check_same_shape(name, "dy", dy, x)    # simulator arrays alike
+
+    @op(check=_check_x_dy)
     def relu_backward(x, dy):
         '''ReLU backward: dx = dy where x > 0 ... (the one docstring)'''
 
-Every other backend's function says which ref op it implements:
+Every other backend's function says which ref op it implements::
 
     @implements(ref.activation.relu_backward)
     def relu_backward(x, dy):
-        ...                                    # only the kernel and its launch
+        ...                                    # only the conversion and the kernel
 
 ``implements`` gives the backend function the ref op's name and docstring
-(with a line naming the backend) and runs the ref op's check before the
-kernel, so an error message is the same on every backend. ``REGISTRY`` maps
-each op name to its ref function; ``implementations(backend)`` lists what a
-backend module implements, which tests compare with the registry.
+(with a line naming the backend, and the backend function's own docstring,
+if it has one, appended as backend notes) and runs the ref op's check before
+the kernel, so an error message is the same on every backend. Conversions
+(contiguity, dtype) and checks of backend-specific values (such as a
+max-pool cache) stay in the backend. ``REGISTRY`` maps each op name to its
+ref function; ``implementations(backend)`` lists what a backend module
+implements, which tests compare with the registry.
 """
 import functools
+import inspect
 
-__all__ = ["op", "implements", "REGISTRY", "implementations"]
+import numpy as np
+
+__all__ = ["op", "implements", "REGISTRY", "implementations", "check_float",
+           "check_shape", "check_same_shape", "check_ndim"]
 
 # op name -> the ref function that defines it.
 REGISTRY = {}
+
+
+def _checked(fn, check, name):
+    """``fn`` behind ``check(name, *args, **kwargs)``; ``fn`` itself without a check."""
+    if check is None:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        check(name, *args, **kwargs)
+        return fn(*args, **kwargs)
+    return wrapped
 
 
 def op(check=None):
@@ -37,19 +57,15 @@ def op(check=None):
     Parameters
     ----------
     check : callable or None
-        Called with the op's arguments before the op runs, on every backend.
-        It raises ValueError / TypeError with a message naming the op, the
-        argument and the expected shape or dtype, and returns nothing. It may
-        read only ``.shape``, ``.dtype`` and ``.ndim`` of array arguments.
+        Called as ``check(op_name, *args, **kwargs)`` with the op's arguments
+        before the op runs, on every backend. It raises ValueError / TypeError
+        with a message that starts with the op's name and names the argument
+        and the expected shape or dtype, and returns nothing. It may read
+        only ``.shape``, ``.dtype`` and ``.ndim`` of array arguments, so that
+        it runs on any backend's arrays without a copy or a device sync.
     """
     def decorate(fn):
-        if check is None:
-            wrapped = fn
-        else:
-            @functools.wraps(fn)
-            def wrapped(*args, **kwargs):
-                check(*args, **kwargs)
-                return fn(*args, **kwargs)
+        wrapped = _checked(fn, check, fn.__name__)
         wrapped.contract_check = check
         wrapped.contract_ref = wrapped
         REGISTRY[fn.__name__] = wrapped
@@ -60,8 +76,9 @@ def op(check=None):
 def implements(ref_fn, backend=None):
     """Decorator for a backend op: it implements the ref op ``ref_fn``.
 
-    The decorated function gets ``ref_fn``'s name and docstring, a note of
-    the backend it belongs to, and runs ``ref_fn``'s check before itself.
+    The decorated function gets ``ref_fn``'s name and docstring, a first line
+    naming the backend, its own docstring (if any) appended as backend notes,
+    and runs ``ref_fn``'s check before itself.
 
     Parameters
     ----------
@@ -73,23 +90,21 @@ def implements(ref_fn, backend=None):
     """
     if getattr(ref_fn, "contract_ref", None) is not ref_fn:
         raise TypeError(f"implements: {ref_fn!r} is not a registered ref op")
-    check = ref_fn.contract_check
 
     def decorate(fn):
         if fn.__name__ != ref_fn.__name__:
             raise TypeError(f"implements: {fn.__name__} must be named {ref_fn.__name__}")
         name = backend or fn.__module__.split(".")[2]
-
-        if check is None:
+        wrapped = functools.wraps(ref_fn)(_checked(fn, ref_fn.contract_check, fn.__name__))
+        if wrapped is fn:
             wrapped = functools.wraps(ref_fn)(lambda *a, **k: fn(*a, **k))
-        else:
-            @functools.wraps(ref_fn)
-            def wrapped(*args, **kwargs):
-                check(*args, **kwargs)
-                return fn(*args, **kwargs)
+        doc = (f"[{name} backend: implements {ref_fn.__module__}.{ref_fn.__name__}]\n\n"
+               f"{inspect.cleandoc(ref_fn.__doc__ or '')}")
+        if fn.__doc__:
+            doc += f"\n\nNotes\n-----\nThe {name} backend:\n{inspect.cleandoc(fn.__doc__)}"
+        wrapped.__doc__ = doc
         wrapped.__module__ = fn.__module__
-        wrapped.__doc__ = (f"[{name} backend: implements {ref_fn.__module__}."
-                           f"{ref_fn.__name__}]\n\n{ref_fn.__doc__ or ''}")
+        wrapped.__wrapped__ = fn
         wrapped.contract_ref = ref_fn
         wrapped.kernel = fn
         return wrapped
@@ -99,3 +114,34 @@ def implements(ref_fn, backend=None):
 def implementations(backend_module):
     """Names of the registered ops that ``backend_module`` defines."""
     return sorted(name for name in REGISTRY if hasattr(backend_module, name))
+
+
+def _describe(a):
+    """An array's dtype, or the type name of a non-array, for error messages."""
+    return getattr(a, "dtype", type(a).__name__)
+
+
+def check_float(name, arg, a):
+    """TypeError unless ``a`` is a float32 or float64 array."""
+    if getattr(a, "dtype", None) not in (np.float32, np.float64):
+        raise TypeError(f"{name}: {arg} must be float32 or float64, got {_describe(a)}")
+
+
+def check_ndim(name, arg, a, ndim, what):
+    """ValueError unless ``a`` has ``ndim`` axes; ``what`` names them, e.g. "(N, C, H, W)"."""
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: {arg} must have shape {what}, got shape {a.shape}")
+
+
+def check_shape(name, arg, a, shape):
+    """ValueError unless ``a`` (an array or None for "absent") has ``shape``."""
+    if a is not None and tuple(getattr(a, "shape", ())) != tuple(shape):
+        raise ValueError(f"{name}: {arg} must have shape {tuple(shape)}, "
+                         f"got {getattr(a, 'shape', type(a).__name__)}")
+
+
+def check_same_shape(name, arg, a, like, what="the shape of the cached tensor"):
+    """ValueError unless ``a`` has ``like``'s shape."""
+    if getattr(a, "shape", None) != like.shape:
+        raise ValueError(f"{name}: {arg} must have {what} {like.shape}, "
+                         f"got {getattr(a, 'shape', type(a).__name__)}")

@@ -11,10 +11,16 @@ The contract (docs/architecture.md):
 - ``train()`` / ``eval()`` set ``training``; training is the default.
 - ``requires_input_grad = False`` lets a layer skip computing ``dx`` (the
   first layer of a network needs none); its backward then returns None.
+- ``to("cuda")`` / ``to("cpu")`` moves parameters, grads and buffers to a
+  device; ``to(dtype)`` casts them. Inputs must live on the active backend's
+  device, and so must the parameters: a mismatch raises DeviceMismatchError
+  naming the layer and both devices.
 """
 import numpy as np
 
-from ..backends import get_backend
+from ..backends import check_device, device_of, get_backend, move, to_host
+
+DEVICES = ("cpu", "cuda")
 
 
 class Layer:
@@ -84,17 +90,38 @@ class Layer:
         """Set eval mode. Returns self."""
         return self.train(False)
 
-    def to(self, dtype):
-        """Cast parameters and floating buffers to ``dtype`` in place. Returns self."""
-        dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise TypeError(f"{self.name}.to: dtype must be a float type, got {dtype}")
+    def to(self, target):
+        """Move the layer to a device, or cast it to a dtype, in place. Returns self.
+
+        Parameters
+        ----------
+        target : str or dtype
+            "cuda" or "cpu": parameters, grads and floating buffers move to that device
+            (RuntimeError with the reason when "cuda" cannot run here). A float
+            dtype: parameters and floating buffers are cast to it, on the
+            device where they are.
+        """
+        if isinstance(target, str) and target in DEVICES:
+            for p in self.parameters():
+                p.to_(target)
+            # Floating buffers (running statistics) move; integer counters
+            # (num_batches_tracked) are bookkeeping and stay on the host.
+            for name, b in self.named_buffers():
+                if b.dtype.kind == "f":
+                    setattr(self, name, move(b, target))
+            return self
+        try:
+            dtype = np.dtype(target)
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind != "f":
+            raise TypeError(f"{self.name}.to: dtype must be a float type or a device "
+                            f"{DEVICES}, got {target!r}")
         for p in self.parameters():
             p.astype_(dtype)
-        for name in self.buffer_names:
-            b = getattr(self, name)
-            if isinstance(b, np.ndarray) and b.dtype.kind == "f":
-                setattr(self, name, np.ascontiguousarray(b.astype(dtype)))
+        for name, b in self.named_buffers():
+            if b.dtype.kind == "f":
+                setattr(self, name, b.astype(dtype, order="C"))
         return self
 
     @property
@@ -103,14 +130,21 @@ class Layer:
         ps = self.parameters()
         return ps[0].data.dtype if ps else None
 
+    @property
+    def device(self):
+        """Where the layer's parameters live ("cpu" or "cuda"), or None without any."""
+        ps = self.parameters()
+        return ps[0].device if ps else None
+
     # -- state_dict ---------------------------------------------------------
     def state_dict(self, prefix=""):
-        """Dict of name -> array copy: parameters, then buffers (PyTorch's keys)."""
+        """Dict of name -> numpy copy, wherever the layer lives: parameters, then
+        buffers (PyTorch's keys)."""
         sd = {}
         for name, p in self.named_parameters(prefix):
-            sd[name] = p.data.copy()
+            sd[name] = np.array(to_host(p.data))
         for name, b in self.named_buffers(prefix):
-            sd[name] = np.array(b, copy=True)
+            sd[name] = np.array(to_host(b))
         return sd
 
     def load_state_dict(self, state, prefix="", strict=True):
@@ -128,17 +162,29 @@ class Layer:
     def name(self):
         return type(self).__name__
 
+    def _check_devices(self, what, a):
+        """Raise DeviceMismatchError unless the parameters and ``a`` are on the backend's device.
+
+        Returns the backend."""
+        backend = self.ops
+        for p in self.parameters()[:1]:
+            check_device(self.name, "the parameters", p.data, backend, parameter=True)
+        check_device(self.name, what, a, backend)
+        return backend
+
     def _check_input(self, x, ndims, what):
         """Raise a clear error unless ``x`` is a float array of rank in ``ndims``.
 
-        ``what`` describes the expected shape, e.g. "(N, C, H, W)". The old
+        ``what`` describes the expected shape, e.g. "(N, C, H, W)". ``x`` and
+        the parameters must live on the active backend's device. The old
         backward cache is dropped first, so a failed forward cannot leave a
         stale one behind, and the input dtype is kept for ``_check_dy``.
         """
         self._cache = None
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"{self.name}: input must be a numpy array of shape {what}, "
+        if not (isinstance(x, np.ndarray) or device_of(x) != "cpu"):
+            raise TypeError(f"{self.name}: input must be an array of shape {what}, "
                             f"got {type(x).__name__}")
+        backend = self._check_devices("input", x)
         if x.ndim not in ndims:
             raise ValueError(f"{self.name}: input must have shape {what}, got shape {x.shape}")
         if x.dtype.kind != "f":
@@ -148,20 +194,21 @@ class Layer:
             raise TypeError(f"{self.name}: input dtype {x.dtype} does not match the layer's "
                             f"parameters ({dtype}); cast x or call layer.to({x.dtype.name})")
         self._dtype = x.dtype
-        return np.ascontiguousarray(x)
+        return backend.asarray(x)
 
     def _check_dy(self, dy, shape):
-        """Raise unless forward ran and ``dy`` has the output's ``shape``."""
+        """Raise unless forward ran and ``dy`` has the output's ``shape``, on the device."""
         if self._cache is None:
             raise RuntimeError(f"{self.name}.backward called before forward")
-        if not isinstance(dy, np.ndarray) or dy.shape != tuple(shape):
+        if getattr(dy, "shape", None) != tuple(shape):
             got = getattr(dy, "shape", type(dy).__name__)
             raise ValueError(f"{self.name}.backward: dy must have the output's shape "
                              f"{tuple(shape)}, got {got}")
+        backend = self._check_devices("dy", dy)
         if dy.dtype != self._dtype:
             raise TypeError(f"{self.name}.backward: dy must have the forward input's dtype "
                             f"{self._dtype}, got {dy.dtype}")
-        return np.ascontiguousarray(dy)
+        return backend.asarray(dy)
 
     def extra_repr(self):
         return ""

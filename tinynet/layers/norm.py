@@ -182,8 +182,9 @@ class BatchNorm(_Norm):
         if self.training:
             return None
         # Eval: the running statistics are constants.
+        xp = self.ops.array_module()
         mean = self.running_mean.astype(np.float64)
-        rstd = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+        rstd = 1.0 / xp.sqrt(self.running_var.astype(np.float64) + self.eps)
         return mean, rstd
 
     def _record_batch_stats(self, x, mean, var):

@@ -3,7 +3,7 @@
 forward:   y = x reshaped to (N, prod(x.shape[1:]))
 backward:  dx = dy reshaped back to x's shape
 """
-import numpy as np
+import math
 
 from .base import Layer
 
@@ -22,7 +22,7 @@ class Flatten(Layer):
         """Reshape x (N, *) to (N, prod(*)). The output is a view of x."""
         # Any rank from 2 up; NumPy arrays have at most 64 axes.
         x = self._check_input(x, range(2, 65), "(N, *) with at least 2 dims")
-        y = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
+        y = x.reshape(x.shape[0], math.prod(x.shape[1:]))
         self._cache = (x.shape, y.shape, x.dtype)
         return y
 

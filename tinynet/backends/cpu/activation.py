@@ -1,16 +1,7 @@
 """Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax (Numba kernels).
 
-The same ops and equations as tinynet/backends/ref/activation.py:
-
-- ReLU:       y = max(x, 0)                   dx = dy * [x > 0]
-- LeakyReLU:  y = x if x > 0 else slope * x   dx = dy if x > 0 else slope * dy
-- Sigmoid:    y = 1 / (1 + exp(-x))           dx = dy * y * (1 - y)
-- Tanh:       y = tanh(x)                     dx = dy * (1 - y^2)
-- GELU:       y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))
-              dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-  (exact erf form; https://arxiv.org/abs/1606.08415)
-- Softmax:    y_k = exp(x_k - m) / sum_j exp(x_j - m),  m = max_j x_j
-              dx = y * (dy - sum_k(dy_k * y_k))   (sums along the softmax axis)
+The ops, their equations and their argument checks are those of
+tinynet/backends/ref/activation.py (each op below says which one it implements).
 
 The elementwise ops run one flat loop over the C-order elements under prange,
 which numba splits into one contiguous block per thread and LLVM vectorizes
@@ -39,6 +30,8 @@ from numba import prange
 from numba.core import types
 from numba.extending import intrinsic, overload
 
+from .. import ref
+from ..contract import implements
 from .jit import njit_kernel
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
@@ -61,33 +54,18 @@ _F32_INV_SQRT_2PI = np.float32(1.0 / _SQRT_2PI)
 _SOFTMAX_COLUMNS = 256
 
 
-def _float_array(op, name, a, dtype=None):
-    """``a`` as a C-contiguous float32 or float64 array (of ``dtype`` when given)."""
-    a = np.ascontiguousarray(a, dtype=dtype)
-    if a.dtype != np.float32 and a.dtype != np.float64:
-        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
-    return a
-
-
-def _same_shape(op, x, dy):
-    if x.shape != dy.shape:
-        raise ValueError(f"{op}: dy must have the shape of the cached tensor {x.shape}, "
-                         f"got {dy.shape}")
-
-
-def _unary(kernel, op, x):
+def _unary(kernel, x):
     """Run ``kernel(x_flat, y_flat)`` on a fresh output of x's shape and dtype."""
-    x = _float_array(op, "x", x)
+    x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     kernel(x.reshape(-1), y.reshape(-1))
     return y
 
 
-def _binary(kernel, op, x, dy, *args):
+def _binary(kernel, x, dy, *args):
     """Run ``kernel(x_flat, dy_flat, *args, dx_flat)``; x is read in dy's dtype."""
-    dy = _float_array(op, "dy", dy)
-    x = _float_array(op, "x", x, dy.dtype)
-    _same_shape(op, x, dy)
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x, dy.dtype)
     dx = np.empty_like(dy)
     kernel(x.reshape(-1), dy.reshape(-1), *args, dx.reshape(-1))
     return dx
@@ -361,186 +339,58 @@ def _gelu_backward_f64(x, dy, dx):
         dx[i] = dy[i] * (cdf + v * pdf)
 
 
+@implements(ref.activation.relu_forward)
 def relu_forward(x):
-    """ReLU: y = max(x, 0); NaN stays NaN.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, any shape, float32 or float64.
-
-    Returns
-    -------
-    np.ndarray
-        y, same shape and dtype as x.
-    """
-    return _unary(_relu_forward, "relu_forward", x)
+    return _unary(_relu_forward, x)
 
 
+@implements(ref.activation.relu_backward)
 def relu_backward(x, dy):
-    """ReLU backward: dx = dy where x > 0, else 0 (a NaN x passes dy, as torch).
-
-    Parameters
-    ----------
-    x : np.ndarray
-        The forward input, any shape.
-    dy : np.ndarray
-        Upstream gradient, same shape as x.
-
-    Returns
-    -------
-    np.ndarray
-        dx, same shape and dtype as dy.
-    """
-    return _binary(_relu_backward, "relu_backward", x, dy)
+    return _binary(_relu_backward, x, dy)
 
 
+@implements(ref.activation.leaky_relu_forward)
 def leaky_relu_forward(x, slope):
-    """LeakyReLU: y = x if x > 0 else slope * x.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, any shape, float32 or float64.
-    slope : float
-        The negative slope (rounded to x's dtype, as the ref).
-
-    Returns
-    -------
-    np.ndarray
-        y, same shape and dtype as x.
-    """
-    x = _float_array("leaky_relu_forward", "x", x)
+    """The slope is rounded to x's dtype, as in the ref."""
+    x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     _leaky_relu_forward(x.reshape(-1), x.dtype.type(slope), y.reshape(-1))
     return y
 
 
+@implements(ref.activation.leaky_relu_backward)
 def leaky_relu_backward(x, dy, slope):
-    """LeakyReLU backward: dx = dy if x > 0 else slope * dy.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        The forward input, any shape.
-    dy : np.ndarray
-        Upstream gradient, same shape as x.
-    slope : float
-        The negative slope.
-
-    Returns
-    -------
-    np.ndarray
-        dx, same shape and dtype as dy.
-    """
-    dy = _float_array("leaky_relu_backward", "dy", dy)
-    return _binary(_leaky_relu_backward, "leaky_relu_backward", x, dy, dy.dtype.type(slope))
+    return _binary(_leaky_relu_backward, x, dy, dy.dtype.type(slope))
 
 
+@implements(ref.activation.sigmoid_forward)
 def sigmoid_forward(x):
-    """Sigmoid: y = 1 / (1 + exp(-x)), without overflow for any x.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, any shape, float32 or float64.
-
-    Returns
-    -------
-    np.ndarray
-        y in [0, 1], same shape and dtype as x.
-    """
-    return _unary(_sigmoid_forward, "sigmoid_forward", x)
+    return _unary(_sigmoid_forward, x)
 
 
+@implements(ref.activation.sigmoid_backward)
 def sigmoid_backward(y, dy):
-    """Sigmoid backward from the output: dx = dy * y * (1 - y).
-
-    Parameters
-    ----------
-    y : np.ndarray
-        The forward output, any shape.
-    dy : np.ndarray
-        Upstream gradient, same shape as y.
-
-    Returns
-    -------
-    np.ndarray
-        dx, same shape and dtype as dy.
-    """
-    return _binary(_sigmoid_backward, "sigmoid_backward", y, dy)
+    return _binary(_sigmoid_backward, y, dy)
 
 
+@implements(ref.activation.tanh_forward)
 def tanh_forward(x):
-    """Tanh: y = tanh(x).
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, any shape, float32 or float64.
-
-    Returns
-    -------
-    np.ndarray
-        y in [-1, 1], same shape and dtype as x.
-    """
-    return _unary(_tanh_forward, "tanh_forward", x)
+    return _unary(_tanh_forward, x)
 
 
+@implements(ref.activation.tanh_backward)
 def tanh_backward(y, dy):
-    """Tanh backward from the output: dx = dy * (1 - y^2).
-
-    Parameters
-    ----------
-    y : np.ndarray
-        The forward output, any shape.
-    dy : np.ndarray
-        Upstream gradient, same shape as y.
-
-    Returns
-    -------
-    np.ndarray
-        dx, same shape and dtype as dy.
-    """
-    return _binary(_tanh_backward, "tanh_backward", y, dy)
+    return _binary(_tanh_backward, y, dy)
 
 
+@implements(ref.activation.gelu_forward)
 def gelu_forward(x):
-    """GELU, exact erf form: y = 0.5 * x * (1 + erf(x / sqrt(2))).
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, any shape, float32 or float64.
-
-    Returns
-    -------
-    np.ndarray
-        y, same shape and dtype as x.
-    """
-    x = _float_array("gelu_forward", "x", x)
-    return _unary(_gelu_forward_f32 if x.dtype == np.float32 else _gelu_forward_f64,
-                  "gelu_forward", x)
+    return _unary(_gelu_forward_f32 if x.dtype == np.float32 else _gelu_forward_f64, x)
 
 
+@implements(ref.activation.gelu_backward)
 def gelu_backward(x, dy):
-    """GELU backward: dx = dy * (Phi(x) + x * phi(x)), phi the standard normal pdf.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        The forward input, any shape.
-    dy : np.ndarray
-        Upstream gradient, same shape as x.
-
-    Returns
-    -------
-    np.ndarray
-        dx, same shape and dtype as dy.
-    """
-    dy = _float_array("gelu_backward", "dy", dy)
-    return _binary(_gelu_backward_f32 if dy.dtype == np.float32 else _gelu_backward_f64,
-                   "gelu_backward", x, dy)
+    return _binary(_gelu_backward_f32 if dy.dtype == np.float32 else _gelu_backward_f64, x, dy)
 
 
 # Softmax kernels view x as (outer, K, inner) and normalize along K. With
@@ -675,60 +525,29 @@ def _softmax_backward(y, dy, dx, columns):
         _softmax_columns_backward(y, dy, dx, o, j0, min(j0 + width, inner))
 
 
-def _axis_view(op, a, axis):
+def _axis_view(a, axis):
     """``a`` viewed as (outer, K, inner) around ``axis``."""
-    if not -a.ndim <= axis < a.ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for shape {a.shape}")
     axis %= a.ndim
     return a.reshape(math.prod(a.shape[:axis]), a.shape[axis], math.prod(a.shape[axis + 1:]))
 
 
+@implements(ref.activation.softmax_forward)
 def softmax_forward(x, axis):
-    """Softmax along ``axis``: y = exp(x - max) / sum(exp(x - max)), sums in float64.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, any shape, e.g. (N, K) or (N, C, H, W), float32 or float64.
-    axis : int
-        The axis the probabilities sum to 1 along (negative counts from the end).
-
-    Returns
-    -------
-    np.ndarray
-        y, same shape and dtype as x.
-    """
-    x = _float_array("softmax_forward", "x", x)
+    """Sums in float64."""
+    x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     if x.size:
-        _softmax_forward(_axis_view("softmax_forward", x, axis),
-                         _axis_view("softmax_forward", y, axis), _SOFTMAX_COLUMNS)
+        _softmax_forward(_axis_view(x, axis), _axis_view(y, axis), _SOFTMAX_COLUMNS)
     return y
 
 
+@implements(ref.activation.softmax_backward)
 def softmax_backward(y, dy, axis):
-    """Softmax backward from the output: dx = y * (dy - sum(dy * y, axis)).
-
-    Parameters
-    ----------
-    y : np.ndarray
-        The forward output, any shape.
-    dy : np.ndarray
-        Upstream gradient, same shape as y.
-    axis : int
-        The softmax axis used in the forward pass.
-
-    Returns
-    -------
-    np.ndarray
-        dx, same shape and dtype as dy.
-    """
-    dy = _float_array("softmax_backward", "dy", dy)
-    y = _float_array("softmax_backward", "y", y, dy.dtype)
-    _same_shape("softmax_backward", y, dy)
+    """Sums in float64."""
+    dy = np.ascontiguousarray(dy)
+    y = np.ascontiguousarray(y, dy.dtype)
     dx = np.empty_like(dy)
     if dy.size:
-        _softmax_backward(_axis_view("softmax_backward", y, axis),
-                          _axis_view("softmax_backward", dy, axis),
-                          _axis_view("softmax_backward", dx, axis), _SOFTMAX_COLUMNS)
+        _softmax_backward(_axis_view(y, axis), _axis_view(dy, axis), _axis_view(dx, axis),
+                          _SOFTMAX_COLUMNS)
     return dx

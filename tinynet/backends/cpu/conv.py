@@ -1,24 +1,12 @@
 """2-D convolution (cross-correlation, as torch.nn.Conv2d), the Numba CPU backend.
 
-x is (N, C, H, W), W is (F, C, KH, KW), b is (F,); stride (sh, sw), zero
-padding (ph, pw), xp is x padded with zeros, and the output is (N, F, OH, OW):
-
-    OH = (H + 2*ph - KH) // sh + 1,   OW = (W + 2*pw - KW) // sw + 1
-
-forward:   y[n, f, i, j] = b[f] + sum_{c, p, q} W[f, c, p, q] * xp[n, c, i*sh + p, j*sw + q]
-backward:  db[f]          = sum_{n, i, j} dy[n, f, i, j]
-           dW[f, c, p, q] = sum_{n, i, j} dy[n, f, i, j] * xp[n, c, i*sh + p, j*sw + q]
-           dx             = the unpadded part of
-                            dxp[n, c, i*sh + p, j*sw + q] += sum_f dy[n, f, i, j] * W[f, c, p, q]
-
-im2col (Chellapilla, Puri and Simard, 2006,
-https://inria.hal.science/inria-00112631) turns each product into a matrix
-multiply. With K = C*KH*KW taps and P = OH*OW output pixels, the columns of
-sample n are cols[n] (K, P): row r = (c*KH + p)*KW + q, column i*OW + j holds
-xp[n, c, i*sh + p, j*sw + q]. With Wm = W reshaped to (F, K):
+The ops, their equations and their argument checks are those of
+tinynet/backends/ref/conv.py, which derives the im2col form: with K = C*KH*KW
+taps, P = OH*OW output pixels, the columns cols[n] (K, P) of sample n and
+Wm = W reshaped to (F, K),
 
     y[n] = Wm cols[n] + b,   dW = sum_n dy[n] cols[n]^T,   dcols[n] = Wm^T dy[n],
-    dx = col2im(dcols), the adjoint of im2col (a scatter-add back onto the image).
+    dx = col2im(dcols).
 
 Numba kernels build and scatter the columns; NumPy's BLAS (``np.matmul``,
 outside Numba) does the matrix multiplies. Two schedules, chosen by K
@@ -56,6 +44,8 @@ import threading
 import numpy as np
 import numba
 
+from .. import ref
+from ..contract import implements
 from ..ref.conv import conv2d_output_size
 from .jit import njit_kernel
 
@@ -243,26 +233,8 @@ def _fold_dbias(dy, n0, dyT, dbias):
         dbias[n0 + k, f] = s
 
 
+@implements(ref.conv.im2col)
 def im2col(x, kh, kw, stride, padding):
-    """Unfold every (kh, kw) window of x into a column, as torch.nn.functional.unfold.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, shape (N, C, H, W).
-    kh, kw : int
-        Kernel height and width.
-    stride : tuple of int
-        (sh, sw).
-    padding : tuple of int
-        (ph, pw).
-
-    Returns
-    -------
-    cols : np.ndarray
-        Shape (N, C*kh*kw, OH*OW), dtype of x. Row (c*kh + p)*kw + q, column
-        i*OW + j holds xp[n, c, i*sh + p, j*sw + q].
-    """
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
@@ -272,34 +244,11 @@ def im2col(x, kh, kw, stride, padding):
     return cols
 
 
+@implements(ref.conv.col2im)
 def col2im(cols, x_shape, kh, kw, stride, padding):
-    """The adjoint of im2col: scatter-add every column back onto the image.
-
-    Parameters
-    ----------
-    cols : np.ndarray
-        Shape (N, C*kh*kw, OH*OW), laid out as im2col returns it.
-    x_shape : tuple of int
-        (N, C, H, W), the shape of the image im2col read.
-    kh, kw : int
-        Kernel height and width.
-    stride : tuple of int
-        (sh, sw).
-    padding : tuple of int
-        (ph, pw).
-
-    Returns
-    -------
-    x : np.ndarray
-        Shape (N, C, H, W), dtype of cols. A pixel covered by several windows
-        gets the sum of their entries; the padding is dropped.
-    """
     N, C, H, W = x_shape
     OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
     K = C * kh * kw
-    if cols.shape != (N, K, OH * OW):
-        raise ValueError(f"col2im: cols must have shape (N, C*kh*kw, OH*OW) = "
-                         f"{(N, K, OH * OW)}, got {cols.shape}")
     scratch = np.array(cols, order="C")  # the kernel overwrites wrapped taps
     dx = np.empty(x_shape, dtype=cols.dtype)
     _col2im_kernel(scratch.reshape(N * K, -1), 0, N, kh, kw, *stride, *padding, OH, OW,
@@ -433,31 +382,11 @@ def _backward_chunked(dy, x, W, stride, padding, has_bias, need_dx):
     return dx, dW, db
 
 
+@implements(ref.conv.conv2d_forward)
 def conv2d_forward(x, W, b, stride, padding):
-    """y = conv2d(x, W) + b via im2col and BLAS GEMMs.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, shape (N, C, H, W).
-    W : np.ndarray
-        Weight, shape (F, C, KH, KW).
-    b : np.ndarray or None
-        Bias, shape (F,), or None.
-    stride : tuple of int
-        (sh, sw).
-    padding : tuple of int
-        (ph, pw).
-
-    Returns
-    -------
-    y : np.ndarray
-        Output, shape (N, F, OH, OW), dtype of x.
-    cache : np.ndarray or None
-        For C*KH*KW <= SMALL_K the columns with a ones row, shape
-        (N, C*KH*KW + 1, OH*OW) (no ones row without a bias); otherwise None
-        (the backward rebuilds the columns from x).
-    """
+    """The cache is the columns with a ones row, (N, C*KH*KW + 1, OH*OW) (no ones
+    row without a bias), when C*KH*KW <= SMALL_K; otherwise None (the backward
+    rebuilds the columns from x)."""
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
     b = None if b is None else np.ascontiguousarray(b)
@@ -469,37 +398,9 @@ def conv2d_forward(x, W, b, stride, padding):
     return _forward_chunked(x, W, b, stride, padding, OH, OW)
 
 
+@implements(ref.conv.conv2d_backward)
 def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
-    """Gradients of the convolution with respect to x, W and b.
-
-    Parameters
-    ----------
-    dy : np.ndarray
-        Upstream gradient, shape (N, F, OH, OW).
-    x : np.ndarray
-        The forward input, shape (N, C, H, W).
-    W : np.ndarray
-        Weight, shape (F, C, KH, KW).
-    cache : np.ndarray or None
-        What conv2d_forward returned; None rebuilds what is needed from x.
-    stride : tuple of int
-        (sh, sw).
-    padding : tuple of int
-        (ph, pw).
-    has_bias : bool
-        Compute db.
-    need_dx : bool
-        Compute dx (the first layer of a network needs none).
-
-    Returns
-    -------
-    dx : np.ndarray or None
-        Shape (N, C, H, W); None unless ``need_dx``.
-    dW : np.ndarray
-        Shape (F, C, KH, KW).
-    db : np.ndarray or None
-        Shape (F,); None unless ``has_bias``.
-    """
+    """``cache`` is what this backend's conv2d_forward returned, or None."""
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)

@@ -1,11 +1,8 @@
 """Dense (fully connected) layer, the Numba CPU backend.
 
-x is (N, I), W is (O, I) and b is (O,), as torch.nn.Linear stores them.
-
-forward:   y[n, o] = sum_i x[n, i] * W[o, i] + b[o]       i.e. y = x W^T + b
-backward:  dx = dy W                                       (N, I)
-           dW = dy^T x                                     (O, I)
-           db[o] = sum_n dy[n, o]                          (O,)
+The ops, their equations and their argument checks are those of
+tinynet/backends/ref/dense.py: y = x W^T + b, dx = dy W, dW = dy^T x,
+db = sum_n dy[n].
 
 Each product is one BLAS GEMM (NumPy's ``np.matmul``, called outside
 Numba), in the input dtype. The bias costs one pass over the output and
@@ -17,6 +14,8 @@ the work.
 """
 import numpy as np
 
+from .. import ref
+from ..contract import implements
 from .jit import njit_kernel
 
 __all__ = ["dense_forward", "dense_backward"]
@@ -45,23 +44,8 @@ def _bias_grad(dy, db):
         db[o] = acc[o]
 
 
+@implements(ref.dense.dense_forward)
 def dense_forward(x, W, b):
-    """y = x W^T + b.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, shape (N, I).
-    W : np.ndarray
-        Weight, shape (O, I).
-    b : np.ndarray or None
-        Bias, shape (O,), or None for no bias.
-
-    Returns
-    -------
-    y : np.ndarray
-        Output, shape (N, O), dtype of x.
-    """
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
     y = np.matmul(x, W.T)
@@ -70,31 +54,8 @@ def dense_forward(x, W, b):
     return y
 
 
+@implements(ref.dense.dense_backward)
 def dense_backward(x, W, dy, has_bias, need_dx):
-    """Gradients of y = x W^T + b with respect to x, W and b.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        The forward input, shape (N, I).
-    W : np.ndarray
-        Weight, shape (O, I).
-    dy : np.ndarray
-        Upstream gradient dL/dy, shape (N, O).
-    has_bias : bool
-        Compute db.
-    need_dx : bool
-        Compute dx (the first layer of a network needs none).
-
-    Returns
-    -------
-    dx : np.ndarray or None
-        dL/dx = dy W, shape (N, I); None unless ``need_dx``.
-    dW : np.ndarray
-        dL/dW = dy^T x, shape (O, I).
-    db : np.ndarray or None
-        dL/db = sum of dy over the batch, shape (O,); None unless ``has_bias``.
-    """
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
     dy = np.ascontiguousarray(dy)

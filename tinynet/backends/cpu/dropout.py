@@ -1,10 +1,8 @@
 """Dropout with a counter-based random mask (Numba kernels).
 
-Inverted dropout (https://jmlr.org/papers/v15/srivastava14a.html) with drop
-probability p, the same ops as tinynet/backends/ref/dropout.py:
-
-    forward:   y  = x  * keep / (1 - p)
-    backward:  dx = dy * keep / (1 - p)
+The ops, their equations and their argument checks are those of
+tinynet/backends/ref/dropout.py: inverted dropout with drop probability p,
+y = x * keep / (1 - p) and dx = dy * keep / (1 - p).
 
 The mask is the ref's, bit for bit: with uint64 arithmetic modulo 2^64,
 
@@ -30,7 +28,8 @@ import math
 import numpy as np
 from numba import prange
 
-from ..ref.dropout import _check_counter, _check_p
+from .. import ref
+from ..contract import implements
 from .jit import njit_kernel
 
 __all__ = ["splitmix64", "dropout_mask", "dropout_forward", "dropout_backward"]
@@ -88,76 +87,25 @@ def _dropout_backward(dy, keep, scale, dx):
 
 
 def splitmix64(z):
-    """The SplitMix64 hash of ``z``, elementwise, modulo 2^64.
-
-    Parameters
-    ----------
-    z : int or np.ndarray
-        An integer in [0, 2^64) or an array of them (any shape; read as uint64).
-
-    Returns
-    -------
-    np.uint64 or np.ndarray
-        The hash, uint64, same shape as ``z``. ``splitmix64(0) == 0xE220A8397B1DCDAF``.
-    """
+    """tinynet.backends.ref.dropout.splitmix64 (same arguments and result) as a Numba kernel."""
     z = np.asarray(z, dtype=np.uint64, order="C")
     out = np.empty_like(z)
     _splitmix64(z.reshape(-1), out.reshape(-1))
     return out[()] if out.ndim == 0 else out
 
 
+@implements(ref.dropout.dropout_mask)
 def dropout_mask(shape, p, seed, step):
-    """The keep mask of ``shape`` for (seed, step): keep_i = u_i >= p.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Shape of the mask, e.g. (N, C, H, W).
-    p : float
-        Drop probability, in [0, 1). p = 0 keeps every element.
-    seed : int
-        The layer's seed, in [0, 2^64).
-    step : int
-        The forward-pass counter, in [0, 2^64).
-
-    Returns
-    -------
-    np.ndarray
-        keep, uint8 of ``shape``: 1 where the element is kept, 0 where dropped.
-    """
-    p = _check_p(p)
-    seed = _check_counter("seed", seed)
-    step = _check_counter("step", step)
     keep = np.empty(shape, dtype=np.uint8)
-    _dropout_mask(np.uint64(seed), np.uint64(step), _threshold(p), keep.reshape(-1))
+    _dropout_mask(np.uint64(seed), np.uint64(step), _threshold(float(p)), keep.reshape(-1))
     return keep
 
 
+@implements(ref.dropout.dropout_forward)
 def dropout_forward(x, p, seed, step):
-    """Inverted dropout forward: y = x * keep / (1 - p), mask and scaling fused.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, any shape, float32 or float64.
-    p : float
-        Drop probability, in [0, 1).
-    seed, step : int
-        Select the mask (see ``dropout_mask``).
-
-    Returns
-    -------
-    y : np.ndarray
-        Same shape and dtype as x.
-    keep : np.ndarray
-        uint8 mask of x's shape, for the backward pass.
-    """
-    p = _check_p(p)
-    seed = _check_counter("seed", seed)
-    step = _check_counter("step", step)
+    """Mask and scaling fused in one pass."""
+    p = float(p)
     x = np.ascontiguousarray(x)
-    if x.dtype != np.float32 and x.dtype != np.float64:
-        raise TypeError(f"dropout_forward: x must be float32 or float64, got {x.dtype}")
     y = np.empty_like(x)
     keep = np.empty(x.shape, dtype=np.uint8)
     scale = x.dtype.type(1.0 / (1.0 - p))
@@ -166,32 +114,11 @@ def dropout_forward(x, p, seed, step):
     return y, keep
 
 
+@implements(ref.dropout.dropout_backward)
 def dropout_backward(dy, keep, p):
-    """Inverted dropout backward: dx = dy * keep / (1 - p).
-
-    Parameters
-    ----------
-    dy : np.ndarray
-        Upstream gradient, any shape, float32 or float64.
-    keep : np.ndarray
-        The uint8 mask returned by ``dropout_forward``, same shape as dy.
-    p : float
-        The drop probability used in the forward pass.
-
-    Returns
-    -------
-    np.ndarray
-        dx, same shape and dtype as dy.
-    """
-    p = _check_p(p)
     dy = np.ascontiguousarray(dy)
-    if dy.dtype != np.float32 and dy.dtype != np.float64:
-        raise TypeError(f"dropout_backward: dy must be float32 or float64, got {dy.dtype}")
     keep = np.ascontiguousarray(keep, dtype=np.uint8)
-    if keep.shape != dy.shape:
-        raise ValueError(f"dropout_backward: keep must have dy's shape {dy.shape}, "
-                         f"got {keep.shape}")
     dx = np.empty_like(dy)
-    _dropout_backward(dy.reshape(-1), keep.reshape(-1), dy.dtype.type(1.0 / (1.0 - p)),
+    _dropout_backward(dy.reshape(-1), keep.reshape(-1), dy.dtype.type(1.0 / (1.0 - float(p))),
                       dx.reshape(-1))
     return dx

@@ -1,12 +1,9 @@
 """Fused softmax + cross-entropy loss, mean over the batch (Numba kernels).
 
-The same op as tinynet/backends/ref/loss.py. For logits x (N, K), integer
-labels t (N,) and label smoothing eps in [0, 1):
-
-    log p_nk = x_nk - m_n - log(sum_j exp(x_nj - m_n)),   m_n = max_j x_nj
-    q_nk     = (1 - eps) * [k == t_n] + eps / K           (the smoothed target)
-    loss     = -(1 / N) * sum_n sum_k q_nk * log p_nk
-    dx_nk    = (p_nk - q_nk) / N
+The ops, their equations and their argument checks are those of
+tinynet/backends/ref/loss.py: log p = log softmax(x) per row, the smoothed
+target q = (1 - eps) * onehot(t) + eps / K, loss = -(1 / N) sum q * log p and
+dx = (p - q) / N.
 
 One pass per row computes m_n, the log-sum-exp and the row's loss in float64
 (exp without libm, the activations' ``_exp``) and writes p_n; the rows run in
@@ -21,6 +18,8 @@ import math
 import numpy as np
 from numba import prange
 
+from .. import ref
+from ..contract import implements
 from .activation import _exp
 from .jit import njit_kernel
 
@@ -89,46 +88,16 @@ def _softmax_xent_backward(probs, labels, label_smoothing, dlogits):
     return bad
 
 
-def _check(op, arr_name, arr, labels, label_smoothing):
-    """Validate the arguments; return (arr, labels int64, eps) ready for a kernel."""
-    arr = np.ascontiguousarray(arr)
-    if arr.dtype != np.float32 and arr.dtype != np.float64:
-        raise TypeError(f"{op}: {arr_name} must be float32 or float64, got {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{op}: {arr_name} must have shape (N, K) with N, K >= 1, "
-                         f"got {arr.shape}")
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    if labels.shape != (arr.shape[0],):
-        raise ValueError(f"{op}: labels must have shape (N,) = ({arr.shape[0]},), "
-                         f"got {labels.shape}")
-    return arr, labels, float(label_smoothing)
-
-
 def _raise_bad_label(op, labels, bad, k):
     raise ValueError(f"{op}: label {labels[bad]} at index {bad} is out of range [0, {k})")
 
 
+@implements(ref.loss.softmax_xent_forward)
 def softmax_xent_forward(logits, labels, label_smoothing):
-    """Mean softmax cross-entropy and the softmax probabilities.
-
-    Parameters
-    ----------
-    logits : np.ndarray
-        (N, K) float32 or float64.
-    labels : np.ndarray
-        (N,) int64, each in [0, K).
-    label_smoothing : float
-        eps in [0, 1); the target is (1 - eps) * onehot + eps / K.
-
-    Returns
-    -------
-    loss : float
-        The mean over the batch, computed in float64.
-    probs : np.ndarray
-        (N, K) softmax of the logits, logits' dtype.
-    """
-    logits, labels, eps = _check("softmax_xent_forward", "logits", logits, labels,
-                                 label_smoothing)
+    """A label outside [0, K) raises ValueError instead of reading out of bounds."""
+    logits = np.ascontiguousarray(logits)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    eps = float(label_smoothing)
     probs = np.empty_like(logits)
     row_loss = np.empty(logits.shape[0], dtype=np.float64)
     loss, bad = _softmax_xent_forward(logits, labels, eps, probs, row_loss)
@@ -137,25 +106,12 @@ def softmax_xent_forward(logits, labels, label_smoothing):
     return float(loss), probs
 
 
+@implements(ref.loss.softmax_xent_backward)
 def softmax_xent_backward(probs, labels, label_smoothing):
-    """Gradient of the mean softmax cross-entropy: dlogits = (probs - q) / N.
-
-    Parameters
-    ----------
-    probs : np.ndarray
-        (N, K) softmax probabilities from ``softmax_xent_forward``.
-    labels : np.ndarray
-        (N,) int64, each in [0, K).
-    label_smoothing : float
-        eps in [0, 1), as in the forward pass.
-
-    Returns
-    -------
-    np.ndarray
-        dlogits, (N, K), probs' dtype, already divided by N.
-    """
-    probs, labels, eps = _check("softmax_xent_backward", "probs", probs, labels,
-                                label_smoothing)
+    """A label outside [0, K) raises ValueError instead of reading out of bounds."""
+    probs = np.ascontiguousarray(probs)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    eps = float(label_smoothing)
     dlogits = np.empty_like(probs)
     bad = _softmax_xent_backward(probs, labels, eps, dlogits)
     if bad >= 0:

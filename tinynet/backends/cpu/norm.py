@@ -1,16 +1,11 @@
 """Normalization on the CPU: BatchNorm, LayerNorm, InstanceNorm and GroupNorm
 as one family of Numba kernels.
 
-The ops and their layout are those of the reference (tinynet/backends/ref/norm.py,
-which derives the math): x is viewed as (N, C, L); ``per_channel=True``
-(BatchNorm) makes one set per channel c over (n, l), ``per_channel=False``
-(LN, IN, GN) one set per (n, g) over the C/G channels of group g and all l.
-Per set, with M members:
-
-    mean = sum(x) / M,  var = sum((x - mean)^2) / M,  rstd = 1 / sqrt(var + eps)
-    y    = (x - mean) * a + beta[c],  a = rstd * gamma[c]
-    dx   = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma[c]
-    dgamma[c] = sum over (n, l) of dy * xhat,  dbeta[c] = sum over (n, l) of dy
+The ops, their layout, their equations and their argument checks are those
+of tinynet/backends/ref/norm.py, which derives the math: x viewed as
+(N, C, L), one set per channel (BatchNorm) or per (n, g) (LN, IN, GN), and
+per set mean, var, rstd = 1 / sqrt(var + eps), y = (x - mean) * rstd * gamma
++ beta, dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
 
 How the kernels compute it:
 
@@ -46,8 +41,9 @@ Promoted from kernels/norm.py variant 5.
 import numpy as np
 import numba
 
+from .. import ref
+from ..contract import implements
 from .jit import njit_kernel
-from ..ref.norm import _check_layout, _check_vector
 
 __all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
@@ -509,12 +505,6 @@ def _set_backward(x, dy, L, NB, mean, rstd, gamma, fixed_stats, need_dx, dbeta_p
                 n += 1
 
 
-def _float_dtype(fname, x):
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{fname}: x must be float32 or float64, got {x.dtype}")
-    return x.dtype
-
-
 def _affine(gamma, beta, C, dtype):
     """gamma and beta as C-contiguous (C,) arrays of ``dtype``; None -> ones, zeros."""
     gamma = np.ones(C, dtype) if gamma is None else np.ascontiguousarray(gamma, dtype)
@@ -564,66 +554,23 @@ def _forward(x2, L, mean, rstd, gamma, beta, groups, per_channel):
     return y
 
 
+@implements(ref.norm.norm_stats)
 def norm_stats(x, groups, per_channel, eps):
-    """Mean, biased variance and rstd of every set, accumulated in float64.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input viewed as (N, C, L), float32 or float64.
-    groups : int
-        G, the number of channel groups; G must divide C. Ignored when
-        ``per_channel`` is True.
-    per_channel : bool
-        True: one set per channel (S = C). False: one set per (n, g) (S = N*G).
-    eps : float
-        Added to the variance inside the square root.
-
-    Returns
-    -------
-    mean, var, rstd : np.ndarray
-        float64, shape (S,). var is the biased variance (divided by the set
-        size) and rstd = 1 / sqrt(var + eps).
-    """
-    S = _check_layout("norm_stats", x, groups, per_channel)
     N, C, L = x.shape
-    dtype = _float_dtype("norm_stats", x)
+    S = C if per_channel else N * groups
+    dtype = x.dtype
     if x.size == 0:
         return np.full(S, np.nan), np.full(S, np.nan), np.full(S, np.nan)
     return _stats(_rows(x, dtype, N), L, groups, per_channel, eps)
 
 
+@implements(ref.norm.norm_forward)
 def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
-    """y = (x - mean) * rstd * gamma + beta, with mean and rstd per set.
-
-    Computed in the dtype of x as y = (x - mean_hi) * a + b per (n, c) row,
+    """Computed in the dtype of x as y = (x - mean_hi) * a + b per (n, c) row,
     with mean_hi the mean rounded to that dtype, the scale a = rstd * gamma[c]
-    and the shift b = beta[c] + (mean_hi - mean) * a. BatchNorm's eval mode
-    passes its running statistics: a per-channel scale and shift.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input (N, C, L), float32 or float64.
-    mean, rstd : np.ndarray
-        Per-set statistics, shape (S,), e.g. from ``norm_stats``.
-    gamma, beta : np.ndarray or None
-        Per-channel scale and shift, shape (C,); None means no affine step.
-    groups, per_channel
-        The set layout, as in ``norm_stats``.
-
-    Returns
-    -------
-    y : np.ndarray
-        (N, C, L), the dtype of x.
-    """
-    S = _check_layout("norm_forward", x, groups, per_channel)
+    and the shift b = beta[c] + (mean_hi - mean) * a."""
     N, C, L = x.shape
-    _check_vector("norm_forward", "mean", mean, S)
-    _check_vector("norm_forward", "rstd", rstd, S)
-    _check_vector("norm_forward", "gamma", gamma, C)
-    _check_vector("norm_forward", "beta", beta, C)
-    dtype = _float_dtype("norm_forward", x)
+    dtype = x.dtype
     if x.size == 0:
         return np.empty((N, C, L), dtype)
     gamma, beta = _affine(gamma, beta, C, dtype)
@@ -632,35 +579,13 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     return y.reshape(N, C, L)
 
 
+@implements(ref.norm.norm_forward_train)
 def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
-    """The training forward: the statistics of x and y in one call.
-
-    Equal to ``norm_stats`` followed by ``norm_forward``. For row sets (LN,
-    IN, GN) one pass per set computes both while the set is in cache.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input (N, C, L), float32 or float64.
-    gamma, beta : np.ndarray or None
-        Per-channel scale and shift, shape (C,); None means no affine step.
-    groups, per_channel
-        The set layout, as in ``norm_stats``.
-    eps : float
-        Added to the variance inside the square root.
-
-    Returns
-    -------
-    y : np.ndarray
-        (N, C, L), the dtype of x.
-    mean, var, rstd : np.ndarray
-        float64, shape (S,), as from ``norm_stats``.
-    """
-    S = _check_layout("norm_forward_train", x, groups, per_channel)
+    """For row sets (LN, IN, GN) one pass per set computes the statistics and y
+    while the set is in cache."""
     N, C, L = x.shape
-    _check_vector("norm_forward_train", "gamma", gamma, C)
-    _check_vector("norm_forward_train", "beta", beta, C)
-    dtype = _float_dtype("norm_forward_train", x)
+    S = C if per_channel else N * groups
+    dtype = x.dtype
     if x.size == 0:
         nan = np.full(S, np.nan)
         return np.empty((N, C, L), dtype), nan, nan.copy(), nan.copy()
@@ -677,41 +602,12 @@ def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
     return y.reshape(N, C, L), mean, var, rstd
 
 
+@implements(ref.norm.norm_backward)
 def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
                   need_dx=True):
-    """Gradients of the normalization with respect to x, gamma and beta.
-
-    Parameters
-    ----------
-    x, dy : np.ndarray
-        Input and upstream gradient, both (N, C, L), float32 or float64.
-    mean, rstd : np.ndarray
-        The per-set statistics the forward pass used, shape (S,).
-    gamma : np.ndarray or None
-        Per-channel scale, shape (C,); None when the layer has no affine step.
-    groups, per_channel
-        The set layout, as in ``norm_stats``.
-    fixed_stats : bool
-        True when mean and rstd did not come from x (BatchNorm in eval mode):
-        then dx = rstd * dxhat.
-    need_dx : bool
-        False skips dx (returned as None).
-
-    Returns
-    -------
-    dx : np.ndarray or None
-        (N, C, L), the dtype of x; None when ``need_dx`` is False.
-    dgamma, dbeta : np.ndarray or None
-        (C,), the dtype of x; both None when gamma is None.
-    """
-    S = _check_layout("norm_backward", x, groups, per_channel)
     N, C, L = x.shape
-    if dy.shape != x.shape:
-        raise ValueError(f"norm_backward: dy must have the shape of x {x.shape}, got {dy.shape}")
-    _check_vector("norm_backward", "mean", mean, S)
-    _check_vector("norm_backward", "rstd", rstd, S)
-    _check_vector("norm_backward", "gamma", gamma, C)
-    dtype = _float_dtype("norm_backward", x)
+    S = C if per_channel else N * groups
+    dtype = x.dtype
     has_affine = gamma is not None
     if x.size == 0 or not (has_affine or need_dx):
         dx = np.empty((N, C, L), dtype) if need_dx else None

@@ -1,23 +1,9 @@
 """Optimizer steps: SGD (momentum, Nesterov) and Adam / AdamW, as fused in-place
 Numba kernels.
 
-Each op reads ``grad`` (never writes it), updates ``param`` and its state
-arrays in place and returns nothing. The formulas are torch.optim's (and the
-ref backend's), with dampening = 0, amsgrad off, maximize off:
-
-SGD (torch.optim.SGD)
-    g     = grad + weight_decay * param
-    buf   = momentum * buf + g                   (when momentum != 0)
-    g     = g + momentum * buf   if nesterov,   else   g = buf
-    param = param - lr * g
-
-Adam (torch.optim.Adam, https://arxiv.org/abs/1412.6980) and
-AdamW (torch.optim.AdamW, https://arxiv.org/abs/1711.05101), step t = 1, 2, ...
-    Adam:  g = grad + weight_decay * param       (L2 penalty in the gradient)
-    AdamW: g = grad; param = param * (1 - lr * weight_decay)   (decoupled)
-    m     = m + (1 - beta1) * (g - m)
-    v     = beta2 * v + (1 - beta2) * g * g
-    param = param - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+The ops, their formulas (torch.optim's, term for term) and their argument
+checks are those of tinynet/backends/ref/optim.py. Each op reads ``grad``,
+updates ``param`` and its state arrays in place and returns nothing.
 
 A kernel makes one pass over memory: Adam reads param, grad, m and v once and
 writes param, m and v once; the NumPy reference makes a pass (and a
@@ -41,6 +27,8 @@ import functools
 import numba
 import numpy as np
 
+from .. import ref
+from ..contract import implements
 from .jit import njit_kernel
 
 __all__ = ["sgd_step", "adam_step"]
@@ -108,35 +96,24 @@ def _adam_parallel(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one
                       one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps)
 
 
-def _flat(name, arg, a, param):
-    """A flat view of ``a`` (a state array updated in place through it).
+def _flat(name, arg, a):
+    """A flat view of the array ``a``, updated in place through it.
 
-    TypeError unless ``a`` is an array of param's dtype; ValueError unless it
-    has param's shape and is C-contiguous (else the view would be a copy).
+    TypeError unless ``a`` is a numpy array; ValueError unless it is
+    C-contiguous (else the view would be a copy).
     """
-    if not isinstance(a, np.ndarray) or a.dtype != param.dtype:
-        raise TypeError(f"{name}: {arg} must be a {param.dtype} array like param, "
-                        f"got {getattr(a, 'dtype', type(a).__name__)}")
-    if a.shape != param.shape or not a.flags.c_contiguous:
-        raise ValueError(f"{name}: {arg} must be C-contiguous of shape {param.shape}, "
-                         f"got shape {a.shape}")
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: {arg} must be a numpy array, got {type(a).__name__}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: {arg} must be C-contiguous of shape {a.shape}")
     return a.reshape(-1)
 
 
-def _flat_grad(name, grad, param):
+def _flat_grad(grad, param):
     """grad as a flat array of param's dtype (a copy only when it must be)."""
-    if getattr(grad, "shape", None) != param.shape:
-        raise ValueError(f"{name}: grad must have param's shape {param.shape}, "
-                         f"got {getattr(grad, 'shape', type(grad).__name__)}")
     if grad.dtype != param.dtype or not grad.flags.c_contiguous:
         grad = np.ascontiguousarray(grad, dtype=param.dtype)
     return grad.reshape(-1)
-
-
-def _check_param(name, param):
-    if not isinstance(param, np.ndarray) or param.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name}: param must be a float32 or float64 array, "
-                        f"got {getattr(param, 'dtype', type(param).__name__)}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -156,59 +133,22 @@ def _adam_scalars(dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled):
             dt(-lr / bias_correction1), dt(bias_correction2_sqrt), dt(eps))
 
 
+@implements(ref.optim.sgd_step)
 def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
-    """One SGD step, in place, as torch.optim.SGD with dampening = 0.
-
-    Parameters
-    ----------
-    param : np.ndarray
-        The parameter, any shape, C-contiguous float32 or float64; updated
-        in place.
-    grad : np.ndarray
-        Its gradient, same shape; not modified.
-    buf : np.ndarray or None
-        The momentum buffer, same shape and dtype as param, updated in place;
-        None when momentum == 0. Start it at zeros.
-    lr, momentum, weight_decay : float
-        Learning rate, momentum factor and L2 penalty.
-    nesterov : bool
-        Use Nesterov momentum: step along g + momentum * buf.
-    """
-    _check_param("sgd_step", param)
-    g = _flat_grad("sgd_step", grad, param)
-    p = _flat("sgd_step", "param", param, param)
+    p = _flat("sgd_step", "param", param)
+    g = _flat_grad(grad, param)
     has_buf = buf is not None
-    buf = _flat("sgd_step", "buf", buf, param) if has_buf else np.empty(0, param.dtype)
+    buf = _flat("sgd_step", "buf", buf) if has_buf else np.empty(0, param.dtype)
     dt = param.dtype.type
     kernel = _sgd_serial if p.size < SERIAL_BELOW else _sgd_parallel
     kernel(p, g, buf, dt(lr), dt(momentum), dt(weight_decay), has_buf, bool(nesterov))
 
 
+@implements(ref.optim.adam_step)
 def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """One Adam (or AdamW) step, in place, as torch.optim.Adam / AdamW.
-
-    Parameters
-    ----------
-    param : np.ndarray
-        The parameter, any shape, C-contiguous float32 or float64; updated
-        in place.
-    grad : np.ndarray
-        Its gradient, same shape; not modified.
-    m, v : np.ndarray
-        First and second moment estimates (torch's exp_avg, exp_avg_sq),
-        same shape and dtype as param, updated in place. Start them at zeros.
-    step : int
-        The number of this step, counting from 1 (for the bias corrections).
-    lr, beta1, beta2, eps, weight_decay : float
-        Learning rate, moment decay rates, denominator guard and weight decay.
-    decoupled : bool
-        False: Adam, weight decay is an L2 term added to the gradient.
-        True: AdamW, the parameter is shrunk by (1 - lr * weight_decay) first.
-    """
-    _check_param("adam_step", param)
-    g = _flat_grad("adam_step", grad, param)
-    p = _flat("adam_step", "param", param, param)
-    m, v = _flat("adam_step", "m", m, param), _flat("adam_step", "v", v, param)
+    p = _flat("adam_step", "param", param)
+    g = _flat_grad(grad, param)
+    m, v = _flat("adam_step", "m", m), _flat("adam_step", "v", v)
     scalars = _adam_scalars(param.dtype, int(step), float(lr), float(beta1), float(beta2),
                             float(eps), float(weight_decay), bool(decoupled))
     kernel = _adam_serial if p.size < SERIAL_BELOW else _adam_parallel

@@ -1,24 +1,11 @@
 """2-D max and average pooling, Numba kernels (as torch.nn.MaxPool2d / AvgPool2d).
 
-x is (N, C, H, W); a (kh, kw) window slides with stride (sh, sw), with no
-padding and in floor mode, so the output is (N, C, OH, OW) with
-OH = (H - kh) // sh + 1 and OW = (W - kw) // sw + 1. Window (i, j) covers
-rows i*sh .. i*sh + kh - 1 and columns j*sw .. j*sw + kw - 1; tap t = p*kw + q
-of the window is pixel (i*sh + p, j*sw + q).
-
-Max pooling
-    forward:  y[n, c, i, j] = max over the window of x[n, c, h, w]
-    backward: dx[n, c, h, w] = sum of dy[n, c, i, j] over the windows whose
-              argmax is (h, w)
-    The taps are scanned in row-major order and a tap takes over when it is
-    strictly greater than the running max, or NaN (torch's rule): the argmax
-    is the first maximum, or the last NaN of a window holding one.
-
-Average pooling
-    forward:  y[n, c, i, j] = (1 / (kh*kw)) * sum over the window of x[n, c, h, w]
-    backward: dx[n, c, h, w] = (1 / (kh*kw)) * sum of dy[n, c, i, j] over the
-              windows that contain (h, w)
-    Window sums are taken in float64.
+The ops, their equations and their argument checks are those of
+tinynet/backends/ref/pool.py. Tap t = p*kw + q of window (i, j) is pixel
+(i*sh + p, j*sw + q). Max pooling scans the taps in row-major order, and a
+tap takes over when it is strictly greater than the running max, or NaN
+(torch's rule): the argmax is the first maximum, or the last NaN of a window
+holding one. Average pooling sums each window in float64.
 
 Every kernel runs over the N*C planes in parallel: a window never leaves its
 plane, so one prange iteration reads and writes one plane only.
@@ -40,26 +27,12 @@ Promoted from kernels/pool.py (``python -m kernels.pool --bench``):
 import numba
 import numpy as np
 
+from .. import ref
+from ..contract import implements
+from ..ref.pool import _output_size
 from .jit import njit_kernel
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
-
-
-def _as_float_array(name, arg, a):
-    """``a`` as a C-contiguous float32 or float64 array; TypeError otherwise."""
-    a = np.ascontiguousarray(a)
-    if a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name}: {arg} must be float32 or float64, got {a.dtype}")
-    return a
-
-
-def _output_size(x_shape, kernel, stride):
-    """(OH, OW) in floor mode; ValueError when the window does not fit."""
-    H, W = x_shape[2:]
-    (kh, kw), (sh, sw) = kernel, stride
-    if H < kh or W < kw:
-        raise ValueError(f"pool2d: input ({H}, {W}) is smaller than the kernel ({kh}, {kw})")
-    return (H - kh) // sh + 1, (W - kw) // sw + 1
 
 
 def _is_2x2(kernel, stride):
@@ -220,28 +193,12 @@ def _avgpool_backward(dy, kh, kw, sh, sw, dx):
                         dx[pl, i * sh + p, j * sw + q] += g
 
 
+@implements(ref.pool.maxpool2d_forward)
 def maxpool2d_forward(x, kernel, stride):
-    """Max over each (kh, kw) window.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, shape (N, C, H, W), float32 or float64.
-    kernel : tuple of int
-        (kh, kw).
-    stride : tuple of int
-        (sh, sw).
-
-    Returns
-    -------
-    y : np.ndarray
-        Output, shape (N, C, OH, OW), dtype of x.
-    cache : np.ndarray
-        The argmax's tap t = p*kw + q inside each window, shape (N, C, OH, OW),
-        uint8 (int32 for windows of more than 256 taps); pass it to
-        ``maxpool2d_backward``.
-    """
-    x = _as_float_array("maxpool2d_forward", "x", x)
+    """The cache is the argmax's tap t = p*kw + q inside each window, shape
+    (N, C, OH, OW), uint8 (int32 for windows of more than 256 taps), not the
+    ref's flat index: 1 byte per output instead of 8."""
+    x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     OH, OW = _output_size(x.shape, kernel, stride)
     y = np.empty((N, C, OH, OW), x.dtype)
@@ -254,33 +211,12 @@ def maxpool2d_forward(x, kernel, stride):
     return y, k
 
 
+@implements(ref.pool.maxpool2d_backward)
 def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
-    """Route each dy to its window's argmax, adding where windows share one.
-
-    Parameters
-    ----------
-    dy : np.ndarray
-        Upstream gradient, shape (N, C, OH, OW).
-    x_shape : tuple of int
-        (N, C, H, W), the forward input's shape.
-    cache : np.ndarray
-        The taps ``maxpool2d_forward`` returned, shape (N, C, OH, OW).
-    kernel : tuple of int
-        (kh, kw).
-    stride : tuple of int
-        (sh, sw).
-
-    Returns
-    -------
-    dx : np.ndarray
-        Shape (N, C, H, W), dtype of dy; zero except at the argmaxes.
-    """
-    dy = _as_float_array("maxpool2d_backward", "dy", dy)
+    """Accepts only the taps this backend's maxpool2d_forward returned."""
+    dy = np.ascontiguousarray(dy)
     N, C, H, W = x_shape
-    OH, OW = _output_size(x_shape, kernel, stride)
-    if dy.shape != (N, C, OH, OW):
-        raise ValueError(f"maxpool2d_backward: dy must have shape {(N, C, OH, OW)}, "
-                         f"got {dy.shape}")
+    OH, OW = dy.shape[2:]
     # The kernels index dx with the cache unchecked: only accept the taps
     # this module's forward made for these shapes.
     if not (isinstance(cache, np.ndarray) and cache.shape == dy.shape
@@ -301,24 +237,9 @@ def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     return dx
 
 
+@implements(ref.pool.avgpool2d_forward)
 def avgpool2d_forward(x, kernel, stride):
-    """Mean over each (kh, kw) window.
-
-    Parameters
-    ----------
-    x : np.ndarray
-        Input, shape (N, C, H, W), float32 or float64.
-    kernel : tuple of int
-        (kh, kw).
-    stride : tuple of int
-        (sh, sw).
-
-    Returns
-    -------
-    y : np.ndarray
-        Output, shape (N, C, OH, OW), dtype of x.
-    """
-    x = _as_float_array("avgpool2d_forward", "x", x)
+    x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     OH, OW = _output_size(x.shape, kernel, stride)
     y = np.empty((N, C, OH, OW), x.dtype)
@@ -330,31 +251,11 @@ def avgpool2d_forward(x, kernel, stride):
     return y
 
 
+@implements(ref.pool.avgpool2d_backward)
 def avgpool2d_backward(dy, x_shape, kernel, stride):
-    """Spread each dy evenly over its window, adding where windows overlap.
-
-    Parameters
-    ----------
-    dy : np.ndarray
-        Upstream gradient, shape (N, C, OH, OW).
-    x_shape : tuple of int
-        (N, C, H, W), the forward input's shape.
-    kernel : tuple of int
-        (kh, kw).
-    stride : tuple of int
-        (sh, sw).
-
-    Returns
-    -------
-    dx : np.ndarray
-        Shape (N, C, H, W), dtype of dy.
-    """
-    dy = _as_float_array("avgpool2d_backward", "dy", dy)
+    dy = np.ascontiguousarray(dy)
     N, C, H, W = x_shape
-    OH, OW = _output_size(x_shape, kernel, stride)
-    if dy.shape != (N, C, OH, OW):
-        raise ValueError(f"avgpool2d_backward: dy must have shape {(N, C, OH, OW)}, "
-                         f"got {dy.shape}")
+    OH, OW = dy.shape[2:]
     dy3 = dy.reshape(N * C, OH, OW)
     if _is_2x2(kernel, stride):
         dx = np.empty(x_shape, dy.dtype)

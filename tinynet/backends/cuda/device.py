@@ -8,21 +8,49 @@ array tagged as living on the simulated device, with numpy's GEMMs; the tag
 lets layers tell a host array from a device one in the simulator too.
 
 Every kernel launcher takes its block size from ``BLOCK`` (1-D kernels) and
-``BLOCK_REDUCE`` (one block per reduced set); tests patch both small.
+``BLOCK_REDUCE`` (one block per reduced set), and caps its grid at
+``MAX_BLOCKS``: every kernel loops grid-stride over its elements or sets, so
+any grid covers the work. Tests patch all three small, since the simulator
+runs each thread as a Python thread.
+
+Every kernel and every CuPy operation runs on the legacy default stream, in
+launch order. numba-cuda by default synchronizes the stream that a CuPy
+array's ``__cuda_array_interface__`` names, for every array argument of every
+launch (a host wait per argument); with one stream that wait orders nothing,
+so it is switched off (numba-cuda's CUDA_ARRAY_INTERFACE_SYNC) unless
+``NUMBA_CUDA_ARRAY_INTERFACE_SYNC`` is set in the environment.
+
+``kernel(*signatures)`` is the decorator of every cuda kernel: a lazily
+compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
+the signatures training launches it with, for the PTX and SASS table
+(``python -m kernels.ptx``).
 """
+import collections
+import contextlib
 import os
 
 import numpy as np
 
 __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_array",
            "to_device", "to_host", "empty", "zeros", "empty_like", "matmul",
-           "BLOCK", "BLOCK_REDUCE", "grid_1d"]
+           "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
+           "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
+           "FLOAT_TYPES", "signatures_of", "watch_launches"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 # Threads per block for 1-D elementwise kernels and for block reductions.
 BLOCK = 256
 BLOCK_REDUCE = 256
+# The grid cap of the grid-stride kernels (a launch covers any size with it).
+MAX_BLOCKS = 65535
+# float64 slots of each shared-memory reduction array; BLOCK_REDUCE <= REDUCE_SHARED.
+REDUCE_SHARED = 256
+# Block reductions use warp shuffles on a GPU; the simulator has no shfl_*_sync,
+# so there they reduce through shared memory alone.
+WARP_SHUFFLE = not SIMULATOR
+# The float types a kernel signature template's "{f}" stands for.
+FLOAT_TYPES = ("float32", "float64")
 
 
 class SimDeviceArray(np.ndarray):
@@ -36,6 +64,9 @@ def _import_cupy():
     global _cupy
     if _cupy is None:
         import cupy
+        if "NUMBA_CUDA_ARRAY_INTERFACE_SYNC" not in os.environ:
+            from numba.cuda.core import config
+            config.CUDA_ARRAY_INTERFACE_SYNC = False
         _cupy = cupy
     return _cupy
 
@@ -102,18 +133,32 @@ def to_host(a):
     return np.asarray(a)
 
 
+def _allocate(what, shape, dtype):
+    """CuPy's ``what`` (empty or zeros); out of device memory is a MemoryError saying what to do."""
+    cp = _import_cupy()
+    try:
+        return getattr(cp, what)(shape, dtype)
+    except cp.cuda.memory.OutOfMemoryError as e:
+        shape = tuple(int(n) for n in np.atleast_1d(shape))
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        raise MemoryError(f"cuda backend: out of device memory allocating an array of shape "
+                          f"{shape} {np.dtype(dtype)} ({nbytes / 2**20:.1f} MiB); use a smaller "
+                          f"batch size or model, or drop references to device arrays that are "
+                          f"no longer needed ({e})") from e
+
+
 def empty(shape, dtype):
     """An uninitialized C-contiguous device array."""
     if SIMULATOR:
         return np.empty(shape, dtype).view(SimDeviceArray)
-    return _import_cupy().empty(shape, dtype)
+    return _allocate("empty", shape, dtype)
 
 
 def zeros(shape, dtype):
     """A zero-filled C-contiguous device array."""
     if SIMULATOR:
         return np.zeros(shape, dtype).view(SimDeviceArray)
-    return _import_cupy().zeros(shape, dtype)
+    return _allocate("zeros", shape, dtype)
 
 
 def empty_like(a):
@@ -126,6 +171,95 @@ def matmul(a, b):
 
 
 def grid_1d(n, block=None):
-    """Blocks for ``n`` threads at ``block`` (default ``BLOCK``) threads per block."""
+    """(blocks, threads) for ``n`` elements at ``block`` (default ``BLOCK``)
+    threads per block, one element per thread up to ``MAX_BLOCKS`` blocks."""
     block = block or BLOCK
-    return max(1, (n + block - 1) // block), block
+    return min(MAX_BLOCKS, max(1, (n + block - 1) // block)), block
+
+
+def grid_sets(tasks):
+    """(blocks, threads) for a block reduction over ``tasks`` sets or parts of sets."""
+    block = BLOCK_REDUCE
+    if block > REDUCE_SHARED or block & (block - 1) or (WARP_SHUFFLE and block % 32):
+        raise ValueError(f"cuda backend: BLOCK_REDUCE must be a power of two <= {REDUCE_SHARED}"
+                         f"{' and a multiple of 32' if WARP_SHUFFLE else ''}, got {block}")
+    return min(MAX_BLOCKS, max(1, tasks)), block
+
+
+def require_device(opname, **arrays):
+    """Raise TypeError unless every array given (None is skipped) is a device array."""
+    for name, a in arrays.items():
+        if a is not None and not is_device_array(a):
+            raise TypeError(f"{opname}: {name} is a {type(a).__module__}.{type(a).__name__} "
+                            "on the host; the cuda backend takes device arrays "
+                            "(tn.to_device(x), model.to('cuda'))")
+
+
+Kernel = collections.namedtuple("Kernel", "module name py_func signatures dispatcher")
+Kernel.__doc__ = ("A cuda kernel: its module, name, Python function, signature templates "
+                  "and dispatcher.")
+# Every cuda kernel, in definition order.
+KERNELS = []
+
+
+def kernel(*signatures):
+    """Decorator of a cuda kernel: ``numba.cuda.jit``, compiled on first launch
+    for the argument types it meets, and listed in ``KERNELS``.
+
+    Compiled kernels are cached on disk (``cache=True``: the ``__pycache__``
+    beside the source, else numba's user cache directory), so a new process
+    skips the compile; where no directory is writable numba refuses caching
+    at decoration, and the kernel is then compiled in each process instead.
+
+    Parameters
+    ----------
+    *signatures : str
+        The signatures training launches the kernel with, for the PTX table;
+        ``{f}`` in a template stands for float32 and for float64, e.g.
+        ``"void({f}[::1], {f}[::1], int64)"``.
+    """
+    from numba import cuda
+
+    def decorate(fn):
+        try:
+            dispatcher = cuda.jit(cache=True)(fn)
+        except RuntimeError:
+            dispatcher = cuda.jit(fn)
+        KERNELS.append(Kernel(fn.__module__, fn.__name__, fn, signatures, dispatcher))
+        return dispatcher
+    return decorate
+
+
+@contextlib.contextmanager
+def watch_launches(callback):
+    """Within the block, call ``callback(py_func, args)`` at every numba.cuda kernel
+    launch (any kernel, the lab's too), before the kernel runs."""
+    if not KERNELS:
+        raise RuntimeError("watch_launches: no cuda kernel is defined yet")
+    dispatcher_type = type(KERNELS[0].dispatcher)
+    getitem = dispatcher_type.__getitem__
+
+    def watched_getitem(self, config):
+        launch = getitem(self, config)
+        py_func = getattr(self, "py_func", None) or self.fn
+
+        def watched_launch(*args):
+            callback(py_func, args)
+            return launch(*args)
+        return watched_launch
+    dispatcher_type.__getitem__ = watched_getitem
+    try:
+        yield
+    finally:
+        dispatcher_type.__getitem__ = getitem
+
+
+def signatures_of(templates):
+    """The concrete signatures of ``kernel``'s templates, "{f}" expanded."""
+    out = []
+    for t in templates:
+        for f in (FLOAT_TYPES if "{f}" in t else (None,)):
+            sig = t.format(f=f) if f else t
+            if sig not in out:
+                out.append(sig)
+    return out

@@ -10,4 +10,6 @@ from .norm import *        # noqa: F401,F403
 from .loss import *        # noqa: F401,F403
 from .optim import *       # noqa: F401,F403
 
+from ..host import DEVICE, array_module, is_native, asarray  # noqa: F401,E402
+
 NAME = "ref"

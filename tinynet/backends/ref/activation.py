@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from ..contract import check_float, check_same_shape, op
+
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
            "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward"]
@@ -34,6 +36,41 @@ def _phi_cdf(x64):
     return 0.5 * (1.0 + _erf(x64 / math.sqrt(2.0)).astype(np.float64))
 
 
+def _check_x(name, x, slope=None):
+    check_float(name, "x", x)
+
+
+def _check_cached(name, arg, a, dy):
+    """dy and the cached tensor ``a`` (x or y): float arrays of one shape."""
+    check_float(name, "dy", dy)
+    check_float(name, arg, a)
+    check_same_shape(name, "dy", dy, a)
+
+
+def _check_x_dy(name, x, dy, slope=None):
+    _check_cached(name, "x", x, dy)
+
+
+def _check_y_dy(name, y, dy):
+    _check_cached(name, "y", y, dy)
+
+
+def _check_axis(name, a, axis):
+    if not -a.ndim <= axis < a.ndim:
+        raise ValueError(f"{name}: axis {axis} is out of range for shape {a.shape}")
+
+
+def _check_softmax_forward(name, x, axis):
+    _check_x(name, x)
+    _check_axis(name, x, axis)
+
+
+def _check_softmax_backward(name, y, dy, axis):
+    _check_y_dy(name, y, dy)
+    _check_axis(name, y, axis)
+
+
+@op(check=_check_x)
 def relu_forward(x):
     """ReLU: y = max(x, 0).
 
@@ -50,6 +87,7 @@ def relu_forward(x):
     return np.maximum(x, 0)
 
 
+@op(check=_check_x_dy)
 def relu_backward(x, dy):
     """ReLU backward: dx = dy where x > 0, else 0 (as torch, NaN x passes dy).
 
@@ -68,6 +106,7 @@ def relu_backward(x, dy):
     return np.where(x <= 0, 0, dy)
 
 
+@op(check=_check_x)
 def leaky_relu_forward(x, slope):
     """LeakyReLU: y = x if x > 0 else slope * x.
 
@@ -86,6 +125,7 @@ def leaky_relu_forward(x, slope):
     return np.where(x > 0, x, x * slope)
 
 
+@op(check=_check_x_dy)
 def leaky_relu_backward(x, dy, slope):
     """LeakyReLU backward: dx = dy if x > 0 else slope * dy.
 
@@ -106,6 +146,7 @@ def leaky_relu_backward(x, dy, slope):
     return np.where(x > 0, dy, dy * slope)
 
 
+@op(check=_check_x)
 def sigmoid_forward(x):
     """Sigmoid: y = 1 / (1 + exp(-x)), computed without overflow.
 
@@ -126,6 +167,7 @@ def sigmoid_forward(x):
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
 
 
+@op(check=_check_y_dy)
 def sigmoid_backward(y, dy):
     """Sigmoid backward from the output: dx = dy * y * (1 - y).
 
@@ -144,6 +186,7 @@ def sigmoid_backward(y, dy):
     return dy * y * (1 - y)
 
 
+@op(check=_check_x)
 def tanh_forward(x):
     """Tanh: y = tanh(x).
 
@@ -160,6 +203,7 @@ def tanh_forward(x):
     return np.tanh(x)
 
 
+@op(check=_check_y_dy)
 def tanh_backward(y, dy):
     """Tanh backward from the output: dx = dy * (1 - y^2).
 
@@ -178,6 +222,7 @@ def tanh_backward(y, dy):
     return dy * (1 - y * y)
 
 
+@op(check=_check_x)
 def gelu_forward(x):
     """GELU, exact erf form: y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))).
 
@@ -198,6 +243,7 @@ def gelu_forward(x):
     return y.astype(x.dtype)
 
 
+@op(check=_check_x_dy)
 def gelu_backward(x, dy):
     """GELU backward: dx = dy * (Phi(x) + x * phi(x)), phi the standard normal pdf.
 
@@ -221,6 +267,7 @@ def gelu_backward(x, dy):
     return (dy * dydx).astype(dy.dtype)
 
 
+@op(check=_check_softmax_forward)
 def softmax_forward(x, axis):
     """Softmax along ``axis``: y = exp(x - max) / sum(exp(x - max)).
 
@@ -242,6 +289,7 @@ def softmax_forward(x, axis):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
+@op(check=_check_softmax_backward)
 def softmax_backward(y, dy, axis):
     """Softmax backward from the output: dx = y * (dy - sum(dy * y, axis)).
 

@@ -26,9 +26,11 @@ pixels it came from, so a pixel seen by several windows sums their gradients.
 
 conv2d_naive_forward / conv2d_naive_backward compute the same with plain
 loops over the output positions; they are the oracle the fast ops are tested
-against. Every array keeps the input dtype (float32 or float64).
+against, ref-only and not ops of the backend contract (not registered). Every array keeps the input dtype (float32 or float64).
 """
 import numpy as np
+
+from ..contract import check_float, check_ndim, check_shape, op
 
 __all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
            "conv2d_naive_forward", "conv2d_naive_backward"]
@@ -61,12 +63,58 @@ def conv2d_output_size(H, W, kh, kw, stride, padding):
     return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
 
 
+def _check_image(name, arg, x, kh, kw, stride, padding):
+    """x a float (N, C, H, W) array the window fits; returns (OH, OW)."""
+    check_float(name, arg, x)
+    check_ndim(name, arg, x, 4, "(N, C, H, W)")
+    return conv2d_output_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
+
+
+def _check_im2col(name, x, kh, kw, stride, padding):
+    _check_image(name, "x", x, kh, kw, stride, padding)
+
+
+def _check_col2im(name, cols, x_shape, kh, kw, stride, padding):
+    check_float(name, "cols", cols)
+    N, C, H, W = x_shape
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    if cols.shape != (N, C * kh * kw, OH * OW):
+        raise ValueError(f"{name}: cols must have shape (N, C*kh*kw, OH*OW) = "
+                         f"{(N, C * kh * kw, OH * OW)}, got {cols.shape}")
+
+
+def _check_conv(name, x, W, b, stride, padding):
+    """x (N, C, H, W), W (F, C, KH, KW) and b (F,) of one float dtype; returns (OH, OW)."""
+    check_float(name, "W", W)
+    check_ndim(name, "W", W, 4, "(F, C, KH, KW)")
+    F, C, KH, KW = W.shape
+    OH, OW = _check_image(name, "x", x, KH, KW, stride, padding)
+    if x.shape[1] != C:
+        raise ValueError(f"{name}: x must have shape (N, {C}, H, W) for W {W.shape}, "
+                         f"got {x.shape}")
+    if x.dtype != W.dtype:
+        raise TypeError(f"{name}: x ({x.dtype}) and W ({W.dtype}) must have one dtype")
+    check_shape(name, "b", b, (F,))
+    return OH, OW
+
+
+def _check_conv_forward(name, x, W, b, stride, padding):
+    _check_conv(name, x, W, b, stride, padding)
+
+
+def _check_conv_backward(name, dy, x, W, cache, stride, padding, has_bias, need_dx):
+    OH, OW = _check_conv(name, x, W, None, stride, padding)
+    check_float(name, "dy", dy)
+    check_shape(name, "dy", dy, (x.shape[0], W.shape[0], OH, OW))
+
+
 def _pad(x, padding):
     """x (N, C, H, W) with ph zero rows and pw zero columns added on each side."""
     ph, pw = padding
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
+@op(check=_check_im2col)
 def im2col(x, kh, kw, stride, padding):
     """Unfold every (kh, kw) window of x into a column, as torch.nn.functional.unfold.
 
@@ -100,6 +148,7 @@ def im2col(x, kh, kw, stride, padding):
     return cols.reshape(N, C * kh * kw, OH * OW)
 
 
+@op(check=_check_col2im)
 def col2im(cols, x_shape, kh, kw, stride, padding):
     """The adjoint of im2col: scatter-add every column back onto the image.
 
@@ -126,9 +175,6 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     sh, sw = stride
     ph, pw = padding
     OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
-    if cols.shape != (N, C * kh * kw, OH * OW):
-        raise ValueError(f"col2im: cols must have shape (N, C*kh*kw, OH*OW) = "
-                         f"{(N, C * kh * kw, OH * OW)}, got {cols.shape}")
     cols = cols.reshape(N, C, kh, kw, OH, OW)
     xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
     for p in range(kh):
@@ -138,6 +184,7 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     return np.ascontiguousarray(xp[:, :, ph:ph + H, pw:pw + W])
 
 
+@op(check=_check_conv_forward)
 def conv2d_forward(x, W, b, stride, padding):
     """y = conv2d(x, W) + b via im2col and one matrix multiply.
 
@@ -158,8 +205,10 @@ def conv2d_forward(x, W, b, stride, padding):
     -------
     y : np.ndarray
         Output, shape (N, F, OH, OW), dtype of x.
-    cache : np.ndarray
-        The im2col columns of x, shape (N, C*KH*KW, OH*OW), for the backward.
+    cache : object
+        Backend-specific, only passed back to the same backend's
+        conv2d_backward. The ref's is the im2col columns of x, shape
+        (N, C*KH*KW, OH*OW).
     """
     N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
@@ -172,6 +221,7 @@ def conv2d_forward(x, W, b, stride, padding):
     return y.reshape(N, F, OH, OW), cols
 
 
+@op(check=_check_conv_backward)
 def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
     """Gradients of the convolution with respect to x, W and b, via the im2col columns.
 
@@ -183,8 +233,9 @@ def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
         The forward input, shape (N, C, H, W).
     W : np.ndarray
         Weight, shape (F, C, KH, KW).
-    cache : np.ndarray or None
-        The columns conv2d_forward returned; None recomputes them from x.
+    cache : object or None
+        What the same backend's conv2d_forward returned; None recomputes what
+        is needed from x.
     stride : tuple of int
         (sh, sw).
     padding : tuple of int

@@ -32,6 +32,8 @@ computes it element by element with these exact constants.
 """
 import numpy as np
 
+from ..contract import check_float, check_same_shape, op
+
 __all__ = ["splitmix64", "dropout_mask", "dropout_forward", "dropout_backward"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -81,6 +83,24 @@ def _check_p(p):
     return p
 
 
+def _check_mask(name, shape, p, seed, step):
+    _check_p(p)
+    _check_counter("seed", seed)
+    _check_counter("step", step)
+
+
+def _check_forward(name, x, p, seed, step):
+    _check_mask(name, x.shape, p, seed, step)
+    check_float(name, "x", x)
+
+
+def _check_backward(name, dy, keep, p):
+    _check_p(p)
+    check_float(name, "dy", dy)
+    check_same_shape(name, "keep", keep, dy, what="dy's shape")
+
+
+@op(check=_check_mask)
 def dropout_mask(shape, p, seed, step):
     """The keep mask of ``shape`` for (seed, step): keep_i = u_i >= p.
 
@@ -100,10 +120,8 @@ def dropout_mask(shape, p, seed, step):
     np.ndarray
         keep, uint8 of ``shape``: 1 where the element is kept, 0 where dropped.
     """
-    p = _check_p(p)
-    seed = _check_counter("seed", seed)
-    step = _check_counter("step", step)
-    key = splitmix64(np.uint64(seed) ^ splitmix64(step))
+    p = float(p)
+    key = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(step)))
     i = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.uint64)
     with np.errstate(over="ignore"):
         h = splitmix64(key + i)
@@ -111,6 +129,7 @@ def dropout_mask(shape, p, seed, step):
     return (u >= p).astype(np.uint8).reshape(shape)
 
 
+@op(check=_check_forward)
 def dropout_forward(x, p, seed, step):
     """Inverted dropout forward: y = x * keep / (1 - p).
 
@@ -135,6 +154,7 @@ def dropout_forward(x, p, seed, step):
     return x * keep * scale, keep
 
 
+@op(check=_check_backward)
 def dropout_backward(dy, keep, p):
     """Inverted dropout backward: dx = dy * keep / (1 - p).
 
@@ -152,6 +172,5 @@ def dropout_backward(dy, keep, p):
     np.ndarray
         dx, same shape and dtype as dy.
     """
-    p = _check_p(p)
     scale = dy.dtype.type(1.0 / (1.0 - p))
     return dy * keep * scale

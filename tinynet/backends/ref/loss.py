@@ -14,9 +14,33 @@ reduction='mean' and label_smoothing=eps
 """
 import numpy as np
 
+from ..contract import check_float, op
+
 __all__ = ["softmax_xent_forward", "softmax_xent_backward"]
 
 
+def _check_xent(name, arr_name, arr, labels):
+    """arr a float (N, K) array with N, K >= 1 and labels integers of shape (N,)."""
+    check_float(name, arr_name, arr)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name}: {arr_name} must have shape (N, K) with N, K >= 1, "
+                         f"got {arr.shape}")
+    if getattr(labels, "shape", None) != (arr.shape[0],):
+        raise ValueError(f"{name}: labels must have shape (N,) = ({arr.shape[0]},), "
+                         f"got {getattr(labels, 'shape', type(labels).__name__)}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}: labels must be integers, got {labels.dtype}")
+
+
+def _check_forward(name, logits, labels, label_smoothing):
+    _check_xent(name, "logits", logits, labels)
+
+
+def _check_backward(name, probs, labels, label_smoothing):
+    _check_xent(name, "probs", probs, labels)
+
+
+@op(check=_check_forward)
 def softmax_xent_forward(logits, labels, label_smoothing):
     """Mean softmax cross-entropy and the softmax probabilities.
 
@@ -31,8 +55,10 @@ def softmax_xent_forward(logits, labels, label_smoothing):
 
     Returns
     -------
-    loss : float
-        The mean over the batch, computed in float64.
+    loss : float or 0-d array
+        The mean over the batch, computed in float64: a Python float on the
+        host backends, a 0-d float64 device array on a device backend (so a
+        step does not wait for it; ``float(loss)`` reads it).
     probs : np.ndarray
         (N, K) softmax of the logits, logits' dtype.
     """
@@ -46,6 +72,7 @@ def softmax_xent_forward(logits, labels, label_smoothing):
     return float(loss), np.exp(logp).astype(logits.dtype)
 
 
+@op(check=_check_backward)
 def softmax_xent_backward(probs, labels, label_smoothing):
     """Gradient of the mean softmax cross-entropy: dlogits = (probs - q) / N.
 

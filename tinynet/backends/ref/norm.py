@@ -45,24 +45,51 @@ Papers:
 """
 import numpy as np
 
+from ..contract import check_float, check_same_shape, check_shape, op
+
 __all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
 
-def _check_layout(fname, x, groups, per_channel):
-    """Raise unless x is (N, C, L) and, for grouped sets, G divides C. Returns S."""
+def _check_layout(name, x, groups, per_channel):
+    """Raise unless x is a float (N, C, L) array and, for grouped sets, G divides C.
+
+    Returns S, the number of sets."""
     if x.ndim != 3:
-        raise ValueError(f"{fname}: x must have shape (N, C, L), got shape {x.shape}")
+        raise ValueError(f"{name}: x must have shape (N, C, L), got shape {x.shape}")
     N, C, _ = x.shape
-    if per_channel:
-        return C
-    if not isinstance(groups, (int, np.integer)) or groups < 1 or C % groups != 0:
-        raise ValueError(f"{fname}: groups must be a positive divisor of C={C}, got {groups}")
-    return N * groups
+    if not per_channel and (not isinstance(groups, (int, np.integer)) or groups < 1
+                            or C % groups != 0):
+        raise ValueError(f"{name}: groups must be a positive divisor of C={C}, got {groups}")
+    check_float(name, "x", x)
+    return C if per_channel else N * groups
 
 
-def _check_vector(fname, name, v, size):
-    if v is not None and np.shape(v) != (size,):
-        raise ValueError(f"{fname}: {name} must have shape ({size},), got {np.shape(v)}")
+def _check_stats(name, x, groups, per_channel, eps):
+    _check_layout(name, x, groups, per_channel)
+
+
+def _check_forward(name, x, mean, rstd, gamma, beta, groups, per_channel):
+    S = _check_layout(name, x, groups, per_channel)
+    C = x.shape[1]
+    check_shape(name, "mean", mean, (S,))
+    check_shape(name, "rstd", rstd, (S,))
+    check_shape(name, "gamma", gamma, (C,))
+    check_shape(name, "beta", beta, (C,))
+
+
+def _check_forward_train(name, x, gamma, beta, groups, per_channel, eps):
+    _check_layout(name, x, groups, per_channel)
+    check_shape(name, "gamma", gamma, (x.shape[1],))
+    check_shape(name, "beta", beta, (x.shape[1],))
+
+
+def _check_backward(name, x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
+                    need_dx=True):
+    S = _check_layout(name, x, groups, per_channel)
+    check_same_shape(name, "dy", dy, x, what="the shape of x")
+    check_shape(name, "mean", mean, (S,))
+    check_shape(name, "rstd", rstd, (S,))
+    check_shape(name, "gamma", gamma, (x.shape[1],))
 
 
 def _to_sets(a, groups, per_channel):
@@ -87,6 +114,7 @@ def _xhat(x, mean, rstd, groups, per_channel):
     return _from_sets((xs - mean[:, None]) * rstd[:, None], x.shape, per_channel)
 
 
+@op(check=_check_stats)
 def norm_stats(x, groups, per_channel, eps):
     """Mean, biased variance and rstd of every set, accumulated in float64.
 
@@ -108,7 +136,6 @@ def norm_stats(x, groups, per_channel, eps):
         float64, shape (S,). var is the biased variance (divided by the set
         size) and rstd = 1 / sqrt(var + eps).
     """
-    _check_layout("norm_stats", x, groups, per_channel)
     xs = _to_sets(x.astype(np.float64), groups, per_channel)
     # Two passes: the mean first, then the mean squared deviation from it.
     mean = xs.mean(axis=1)
@@ -117,6 +144,7 @@ def norm_stats(x, groups, per_channel, eps):
     return mean, var, rstd
 
 
+@op(check=_check_forward)
 def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     """y = (x - mean) * rstd * gamma + beta, with mean and rstd per set.
 
@@ -136,12 +164,6 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     y : np.ndarray
         (N, C, L), the dtype of x.
     """
-    S = _check_layout("norm_forward", x, groups, per_channel)
-    C = x.shape[1]
-    _check_vector("norm_forward", "mean", mean, S)
-    _check_vector("norm_forward", "rstd", rstd, S)
-    _check_vector("norm_forward", "gamma", gamma, C)
-    _check_vector("norm_forward", "beta", beta, C)
     y = _xhat(x, np.asarray(mean, np.float64), np.asarray(rstd, np.float64), groups, per_channel)
     if gamma is not None:
         y = y * gamma[None, :, None]
@@ -150,6 +172,7 @@ def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
     return np.ascontiguousarray(y, dtype=x.dtype)
 
 
+@op(check=_check_forward_train)
 def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
     """The training forward: the statistics of x and y in one call.
 
@@ -173,14 +196,12 @@ def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
     mean, var, rstd : np.ndarray
         float64, shape (S,), as from ``norm_stats``.
     """
-    _check_layout("norm_forward_train", x, groups, per_channel)
-    _check_vector("norm_forward_train", "gamma", gamma, x.shape[1])
-    _check_vector("norm_forward_train", "beta", beta, x.shape[1])
     mean, var, rstd = norm_stats(x, groups, per_channel, eps)
     y = norm_forward(x, mean, rstd, gamma, beta, groups, per_channel)
     return y, mean, var, rstd
 
 
+@op(check=_check_backward)
 def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
                   need_dx=True):
     """Gradients of the normalization with respect to x, gamma and beta.
@@ -208,13 +229,6 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     dgamma, dbeta : np.ndarray or None
         (C,), the dtype of x; both None when gamma is None.
     """
-    S = _check_layout("norm_backward", x, groups, per_channel)
-    C = x.shape[1]
-    if dy.shape != x.shape:
-        raise ValueError(f"norm_backward: dy must have the shape of x {x.shape}, got {dy.shape}")
-    _check_vector("norm_backward", "mean", mean, S)
-    _check_vector("norm_backward", "rstd", rstd, S)
-    _check_vector("norm_backward", "gamma", gamma, C)
     rstd = np.asarray(rstd, np.float64)
     xhat = _xhat(x, np.asarray(mean, np.float64), rstd, groups, per_channel)
     dy = dy.astype(np.float64)

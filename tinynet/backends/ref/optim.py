@@ -32,9 +32,37 @@ scalar factors (bias corrections, step size) are computed in float64.
 """
 import numpy as np
 
+from ..contract import check_float, op
+
 __all__ = ["sgd_step", "adam_step"]
 
 
+def _check_state(name, arg, a, param):
+    """``a`` (grad or a state array) has param's shape; a state array also its dtype."""
+    if getattr(a, "shape", None) != param.shape:
+        raise ValueError(f"{name}: {arg} must have param's shape {param.shape}, "
+                         f"got {getattr(a, 'shape', type(a).__name__)}")
+    if arg != "grad" and a.dtype != param.dtype:
+        raise TypeError(f"{name}: {arg} must be a {param.dtype} array like param, "
+                        f"got {a.dtype}")
+
+
+def _check_sgd(name, param, grad, buf, lr, momentum, weight_decay, nesterov):
+    check_float(name, "param", param)
+    _check_state(name, "grad", grad, param)
+    if buf is not None:
+        _check_state(name, "buf", buf, param)
+
+
+def _check_adam(name, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay,
+                decoupled):
+    check_float(name, "param", param)
+    _check_state(name, "grad", grad, param)
+    _check_state(name, "m", m, param)
+    _check_state(name, "v", v, param)
+
+
+@op(check=_check_sgd)
 def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
     """One SGD step, in place, as torch.optim.SGD with dampening = 0.
 
@@ -64,6 +92,7 @@ def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
     param -= lr * g
 
 
+@op(check=_check_adam)
 def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     """One Adam (or AdamW) step, in place, as torch.optim.Adam / AdamW.
 

@@ -26,6 +26,8 @@ Every array keeps the input dtype (float32 or float64).
 """
 import numpy as np
 
+from ..contract import check_float, check_ndim, check_shape, op
+
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
 
@@ -38,6 +40,22 @@ def _output_size(x_shape, kernel, stride):
     return (H - kh) // sh + 1, (W - kw) // sw + 1
 
 
+def _check_pool_forward(name, x, kernel, stride):
+    check_float(name, "x", x)
+    check_ndim(name, "x", x, 4, "(N, C, H, W)")
+    _output_size(x.shape, kernel, stride)
+
+
+def _check_maxpool_backward(name, dy, x_shape, cache, kernel, stride):
+    _check_pool_backward(name, dy, x_shape, kernel, stride)
+
+
+def _check_pool_backward(name, dy, x_shape, kernel, stride):
+    check_float(name, "dy", dy)
+    N, C = x_shape[:2]
+    check_shape(name, "dy", dy, (N, C) + _output_size(x_shape, kernel, stride))
+
+
 def _windows(x, kernel, stride):
     """Every pooling window of x as a copy, shape (N, C, OH, OW, kh*kw), row-major inside."""
     # Raises ValueError when the window does not fit.
@@ -48,6 +66,7 @@ def _windows(x, kernel, stride):
     return view.reshape(view.shape[:4] + (kh * kw,))
 
 
+@op(check=_check_pool_forward)
 def maxpool2d_forward(x, kernel, stride):
     """Max over each (kh, kw) window.
 
@@ -65,9 +84,10 @@ def maxpool2d_forward(x, kernel, stride):
     y : np.ndarray
         Output, shape (N, C, OH, OW), dtype of x.
     cache : np.ndarray
-        int64, shape (N, C, OH, OW): the flat index h*W + w of each window's
-        argmax (the first maximum in row-major order, or the last NaN) in its
-        (H, W) plane.
+        Shape (N, C, OH, OW), backend-specific (each backend's notes say what it
+        holds; a layer passes it back to the same backend's backward). The
+        ref's is int64: the flat index h*W + w of each window's argmax (the
+        first maximum in row-major order, or the last NaN) in its (H, W) plane.
     """
     kw = kernel[1]
     sh, sw = stride
@@ -87,6 +107,7 @@ def maxpool2d_forward(x, kernel, stride):
     return np.ascontiguousarray(y), (h * W + w).astype(np.int64)
 
 
+@op(check=_check_maxpool_backward)
 def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     """Route each dy to its window's argmax, adding where windows share one.
 
@@ -97,7 +118,7 @@ def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     x_shape : tuple of int
         (N, C, H, W), the forward input's shape.
     cache : np.ndarray
-        The flat argmax indices maxpool2d_forward returned, shape (N, C, OH, OW).
+        What the same backend's maxpool2d_forward returned, shape (N, C, OH, OW).
     kernel : tuple of int
         (kh, kw).
     stride : tuple of int
@@ -116,6 +137,7 @@ def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     return dx.reshape(N, C, H, W)
 
 
+@op(check=_check_pool_forward)
 def avgpool2d_forward(x, kernel, stride):
     """Mean over each (kh, kw) window.
 
@@ -136,6 +158,7 @@ def avgpool2d_forward(x, kernel, stride):
     return _windows(x, kernel, stride).mean(axis=-1)
 
 
+@op(check=_check_pool_backward)
 def avgpool2d_backward(dy, x_shape, kernel, stride):
     """Spread each dy evenly over its window, adding where windows overlap.
 
