@@ -42,7 +42,10 @@ def test_train_writes_outputs_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["epochs"] == 1 and result["test_acc"] > 0.8
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "curves.png", "history.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint.safetensors", "config.json", "curves.png",
+                                       "history.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["model"], config["norm"], config["dataset"]) == ("mlp", "batch", "mnist")
     assert main(args[:-3] + ["--epochs", "2", "--out", str(out), "--quiet", "--resume"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]

@@ -4,8 +4,9 @@
     tinynet gradcheck [--layer NAME]
 
 ``train`` writes to ``--out`` (default ./runs/<dataset>-<model>-<norm>):
-checkpoint.npz (every epoch, atomically), history.json and curves.png.
-``--resume`` continues from that checkpoint with the optimizer's state.
+config.json (the model and training settings), checkpoint.safetensors (every
+epoch, atomically), history.json and curves.png. ``--resume`` continues from
+that checkpoint (or an older checkpoint.npz) with the optimizer's state.
 """
 import argparse
 import json
@@ -89,6 +90,37 @@ def _make_optimizer(args, params):
     return optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay or 1e-2)
 
 
+def _run_checkpoint(out, resume):
+    """OUT/checkpoint.safetensors; OUT/checkpoint.npz when resuming a run that has only that."""
+    path = os.path.join(out, "checkpoint.safetensors")
+    legacy = os.path.join(out, "checkpoint.npz")
+    if resume and not os.path.exists(path) and os.path.exists(legacy):
+        return legacy
+    return path
+
+
+def _run_config(args):
+    """What ``tinynet eval`` needs to rebuild the model and its inputs (config.json)."""
+    return {"dataset": args.dataset, "model": args.model, "norm": args.norm,
+            "num_classes": 10, "seed": args.seed, "epochs": args.epochs,
+            "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+            "schedule": args.schedule, "shift": args.shift, "limit": args.limit}
+
+
+def _write_json(path, obj):
+    from .serialization import atomic_write
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def build_model(config):
+    """The model a run's config.json describes (``model``: cnn or mlp, ``norm``)."""
+    if config.get("model") not in ("cnn", "mlp") or config.get("norm", "batch") not in NORMS:
+        raise ValueError(f"config: model must be 'cnn' or 'mlp' and norm one of {NORMS}, "
+                         f"got model={config.get('model')!r} norm={config.get('norm')!r}")
+    build = build_cnn if config["model"] == "cnn" else build_mlp
+    return build(config.get("norm", "batch"), num_classes=int(config.get("num_classes", 10)))
+
+
 def cmd_train(args):
     if args.backend != "auto":
         backends.set_backend(args.backend)
@@ -100,7 +132,7 @@ def cmd_train(args):
     flatten = args.model == "mlp"
     x_train = data.prepare_images(x_train, flatten=flatten)
     x_test = data.prepare_images(x_test, flatten=flatten)
-    model = build_cnn(args.norm) if args.model == "cnn" else build_mlp(args.norm)
+    model = build_model(_run_config(args))
     model.summary(input_shape=(1,) + x_train.shape[1:])
 
     augment = data.RandomShift(args.shift) if args.shift else None
@@ -117,9 +149,11 @@ def cmd_train(args):
 
     out = args.out or os.path.join("runs", f"{args.dataset}-{args.model}-{args.norm}")
     os.makedirs(out, exist_ok=True)
-    checkpoint = os.path.join(out, "checkpoint.npz")
+    checkpoint = _run_checkpoint(out, args.resume)
     if os.path.exists(checkpoint) and not args.resume:
         print(f"note: overwriting {checkpoint} (use --resume to continue it)", file=sys.stderr)
+    config = _run_config(args)
+    _write_json(os.path.join(out, "config.json"), config)
 
     def write_outputs(history):
         history.save(os.path.join(out, "history.json"))
@@ -132,7 +166,7 @@ def cmd_train(args):
     history = fit(model, losses.SoftmaxCrossEntropy(label_smoothing=args.label_smoothing),
                   optimizer, loader, epochs=args.epochs, val_data=(x_test, y_test),
                   scheduler=scheduler, checkpoint=checkpoint, resume=args.resume,
-                  progress=not args.quiet, on_epoch_end=write_outputs)
+                  progress=not args.quiet, on_epoch_end=write_outputs, config=config)
     wall = time.perf_counter() - t0
     final = history.records[-1]
     print(json.dumps({"test_acc": final["val_acc"], "test_loss": final["val_loss"],
@@ -224,7 +258,8 @@ def make_parser():
     t.add_argument("--data-dir", default=None,
                    help="dataset root (default: $TINYNET_DATA_DIR, then ~/.cache/tinynet)")
     t.add_argument("--out", default=None, help="output directory")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.safetensors (or an older OUT/checkpoint.npz)")
     t.add_argument("--backend", choices=("auto", "ref", "cpu", "cuda"), default="auto",
                    help="kernel backend (default: the fastest available)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
