@@ -1,6 +1,8 @@
 """The ``tinynet`` command.
 
     tinynet train [--dataset mnist] [--model cnn] [--norm batch] [--epochs 5] ...
+    tinynet eval RUN_DIR_OR_CHECKPOINT [--dataset D] [--data-dir DIR] [--tta]
+    tinynet info
     tinynet gradcheck [--layer NAME]
 
 ``train`` writes to ``--out`` (default ./runs/<dataset>-<model>-<norm>):
@@ -175,6 +177,132 @@ def cmd_train(args):
     return 0
 
 
+def _resolve_run(target):
+    """(checkpoint path, config dict) of a run directory or a checkpoint file.
+
+    A directory holds config.json and checkpoint.safetensors (or an older
+    checkpoint.npz). A file is a training checkpoint (its config is inside,
+    or in config.json beside it) or a model file from ``model.save`` with a
+    config.json beside it.
+    """
+    from .train import read_checkpoint
+    from .serialization import read_tensors
+    if os.path.isdir(target):
+        candidates = [os.path.join(target, f"checkpoint{ext}") for ext in (".safetensors", ".npz")]
+        found = [c for c in candidates if os.path.isfile(c)]
+        if not found:
+            raise FileNotFoundError(f"{target}: no checkpoint.safetensors or checkpoint.npz "
+                                    f"(is it the --out directory of `tinynet train`?)")
+        path = found[0]
+    elif os.path.isfile(target):
+        path = target
+    else:
+        raise FileNotFoundError(f"{target}: no such run directory or checkpoint file")
+    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+    config = {}
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            try:
+                config = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"{config_path}: not valid JSON ({e})") from e
+    _, metadata = read_tensors(path)
+    is_checkpoint = metadata.get("format") == "tinynet-checkpoint" or "history" in metadata
+    if is_checkpoint and not config:
+        config = read_checkpoint(path)["config"]
+    if not config:
+        raise ValueError(f"{path}: no model config; expected {config_path} as `tinynet train` "
+                         f"writes it")
+    return path, config, is_checkpoint
+
+
+def _conv_feature_maps(model, x):
+    """Activations of one input x (1, C, H, W) after each Conv2D block.
+
+    A block is the Conv2D and the normalizations and activations that follow
+    it, up to the next pooling, conv or reshape layer. Returns a list of
+    ((C_l, H_l, W_l) arrays, the block's layer names).
+    """
+    from .layers import (BatchNorm, GroupNorm, InstanceNorm, LayerNorm, LeakyReLU, GELU)
+    pointwise = (BatchNorm, GroupNorm, InstanceNorm, LayerNorm, ReLU, LeakyReLU, GELU,
+                 Sigmoid, Tanh)
+    maps, names = [], []
+    in_block = False
+    for layer in model.layers:
+        x = layer.forward(x)
+        if isinstance(layer, Conv2D):
+            maps.append(x[0])
+            names.append(layer.name)
+            in_block = True
+        elif in_block and isinstance(layer, pointwise):
+            maps[-1] = x[0]
+            names[-1] += "-" + layer.name
+        else:
+            in_block = False
+    return maps, names
+
+
+def cmd_eval(args):
+    from .plots import plot_confusion, plot_feature_maps, plot_filters, plot_misclassified
+    from .train import _EvalMode, load_checkpoint, predict, tta_views
+    if args.backend != "auto":
+        backends.set_backend(args.backend)
+    path, config, is_checkpoint = _resolve_run(args.target)
+    dataset = args.dataset or config.get("dataset", "mnist")
+    model = build_model(config)
+    if is_checkpoint:
+        load_checkpoint(path, model)
+    else:
+        model.load(path)
+    images, labels = (data.load_mnist if dataset == "mnist" else data.load_fashion_mnist)(
+        "test", root=args.data_dir)
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    x = data.prepare_images(images, flatten=config["model"] == "mlp")
+    views = tta_views(images.shape[1:], shift=1, hflip=dataset == "fashion-mnist") if args.tta else None
+    probs = predict(model, x, batch_size=256, tta=views)
+    n, K = probs.shape
+    pred = probs.argmax(axis=1)
+    loss = float(-np.mean(np.log(np.maximum(probs[np.arange(n), labels], 1e-300))))
+    acc = float(np.mean(pred == labels))
+    confusion = np.zeros((K, K), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    names = data.CLASS_NAMES[dataset]
+
+    out = os.path.dirname(os.path.abspath(path))
+    label = f"{dataset} test{' with TTA' if args.tta else ''}"
+    figures = {"confusion": plot_confusion(confusion, os.path.join(out, "confusion.png"),
+                                           names, title=f"{label}: confusion matrix"),
+               "misclassified": os.path.join(out, "misclassified.png")}
+    plot_misclassified(images, labels, probs, figures["misclassified"], names,
+                       title=f"{label}: most confidently misclassified")
+    convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    if convs:
+        figures["filters"] = plot_filters(convs[0].weight.data, os.path.join(out, "filters.png"))
+        with _EvalMode(model):
+            maps, block_names = _conv_feature_maps(model, x[:1])
+        figures["feature_maps"] = plot_feature_maps(
+            images[0], maps, os.path.join(out, "feature_maps.png"), names=block_names,
+            title=f"feature maps of test image 0 (a {names[labels[0]]})")
+
+    print(f"{path}: {config['model']} norm={config.get('norm')} on {label}, "
+          f"{n} images, backend {backends.backend_name()}")
+    print(f"test loss {loss:.4f}  accuracy {100 * acc:.2f}%")
+    width = max(len(name) for name in names)
+    for k, name in enumerate(names):
+        print(f"  {name:<{width}}  {100 * per_class[k]:6.2f}%  "
+              f"({confusion[k, k]}/{confusion[k].sum()})")
+    for what, fig in figures.items():
+        print(f"{what}: {fig}")
+    result = {"test_loss": loss, "test_acc": acc, "tta": bool(args.tta), "dataset": dataset,
+              "images": n, "per_class_acc": {name: float(a) for name, a in zip(names, per_class)},
+              "confusion": confusion.tolist(), "figures": figures}
+    _write_json(os.path.join(out, "eval-tta.json" if args.tta else "eval.json"), result)
+    print(json.dumps({"test_loss": round(loss, 6), "test_acc": acc, "tta": bool(args.tta)}))
+    return 0
+
+
 def _gradcheck_cases():
     """name -> (layer factory, input shape), tiny odd shapes as in the tests."""
     return {
@@ -265,6 +393,20 @@ def make_parser():
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    e = sub.add_parser("eval", help="evaluate a trained model and draw what it gets wrong")
+    e.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="a `tinynet train` --out directory, or a checkpoint file in one")
+    e.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default=None,
+                   help="test set (default: the one the run trained on)")
+    e.add_argument("--data-dir", default=None,
+                   help="dataset root (default: $TINYNET_DATA_DIR, then ~/.cache/tinynet)")
+    e.add_argument("--backend", choices=("auto", "ref", "cpu", "cuda"), default="auto")
+    e.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average over the identity and 1-pixel "
+                        "shifts (and the mirror image on fashion-mnist)")
+    e.add_argument("--limit", type=int, default=0, help="evaluate the first N test images only")
+    e.set_defaults(func=cmd_eval)
+
     g = sub.add_parser("gradcheck", help="check every layer's backward numerically")
     g.add_argument("--layer", default=None, help="check only this layer (class name)")
     g.add_argument("--tol", type=float, default=1e-6)
@@ -276,8 +418,11 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError, TypeError) as e:
         print(f"tinynet: error: {e}", file=sys.stderr)
+        return 1
+    except KeyError as e:  # a checkpoint's missing or unexpected key
+        print(f"tinynet: error: {e.args[0]}", file=sys.stderr)
         return 1
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from .idx import read_idx
 
 __all__ = ["load_mnist", "load_fashion_mnist", "data_root", "DatasetNotFoundError",
-           "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS"]
+           "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS", "CLASS_NAMES"]
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -58,6 +58,13 @@ FASHION_MNIST_SHA256 = {
 
 # Directories searched after the root (read only; downloads never go there)
 FASHION_MNIST_SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
+
+# Class names by label, per dataset
+CLASS_NAMES = {
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
 
 SPLITS = {"train": ("train", 60000), "test": ("t10k", 10000)}
 DOWNLOAD_TIMEOUT = 10.0  # seconds per connection attempt
