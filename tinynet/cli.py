@@ -303,6 +303,13 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_info(args):
+    from .info import collect, format_info
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
 def _gradcheck_cases():
     """name -> (layer factory, input shape), tiny odd shapes as in the tests."""
     return {
@@ -406,6 +413,10 @@ def make_parser():
                         "shifts (and the mirror image on fashion-mnist)")
     e.add_argument("--limit", type=int, default=0, help="evaluate the first N test images only")
     e.set_defaults(func=cmd_eval)
+
+    i = sub.add_parser("info", help="versions, backends, threads, BLAS, kernel cache, data sets")
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
+    i.set_defaults(func=cmd_info)
 
     g = sub.add_parser("gradcheck", help="check every layer's backward numerically")
     g.add_argument("--layer", default=None, help="check only this layer (class name)")
