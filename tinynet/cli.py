@@ -23,8 +23,12 @@ from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GELU, GlobalAvg
                      GroupNorm, InstanceNorm, LayerNorm, LeakyReLU, MaxPool2D, AvgPool2D,
                      ReLU, Sigmoid, Softmax, Tanh)
 from .model import Sequential
+from .serialization import atomic_write, remove_stale_temps
 
 NORMS = ("batch", "layer", "instance", "group", "none")
+# the files `tinynet train` writes into its --out directory, each atomically
+RUN_FILES = ("config.json", "checkpoint.safetensors", "checkpoint.npz", "history.json",
+             "curves.png")
 
 
 def _norm_2d(kind, channels, spatial):
@@ -92,6 +96,13 @@ def _make_optimizer(args, params):
     return optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay or 1e-2)
 
 
+def _on_images(augment, image_shape):
+    """An augmentation of (N, H*W) inputs: ``augment`` applied to them as (N, H, W) images."""
+    def flat(xb, rng):
+        return augment(xb.reshape((len(xb),) + image_shape), rng).reshape(xb.shape)
+    return flat
+
+
 def _run_checkpoint(out, resume):
     """OUT/checkpoint.safetensors; OUT/checkpoint.npz when resuming a run that has only that."""
     path = os.path.join(out, "checkpoint.safetensors")
@@ -110,7 +121,6 @@ def _run_config(args):
 
 
 def _write_json(path, obj):
-    from .serialization import atomic_write
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
@@ -138,6 +148,8 @@ def cmd_train(args):
     model.summary(input_shape=(1,) + x_train.shape[1:])
 
     augment = data.RandomShift(args.shift) if args.shift else None
+    if augment is not None and flatten:
+        augment = _on_images(augment, (28, 28))
     loader = data.DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True,
                              seed=args.seed, augment=augment)
     optimizer = _make_optimizer(args, model.parameters())
@@ -154,6 +166,8 @@ def cmd_train(args):
     checkpoint = _run_checkpoint(out, args.resume)
     if os.path.exists(checkpoint) and not args.resume:
         print(f"note: overwriting {checkpoint} (use --resume to continue it)", file=sys.stderr)
+    for name in RUN_FILES:  # what an earlier run killed mid-write left behind
+        remove_stale_temps(os.path.join(out, name))
     config = _run_config(args)
     _write_json(os.path.join(out, "config.json"), config)
 

@@ -8,6 +8,7 @@
 - ``plot_filters``: the first conv layer's kernels.
 - ``plot_feature_maps``: one image's activations after each conv layer.
 """
+import io
 import math
 
 import matplotlib
@@ -17,8 +18,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .serialization import atomic_write  # noqa: E402
+
 __all__ = ["plot_history", "smooth", "plot_confusion", "plot_misclassified", "plot_filters",
            "plot_feature_maps"]
+
+
+def _save(fig, path, **options):
+    """Render ``fig`` to PNG in memory, then write it atomically and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **options)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return path
 
 
 def smooth(values, alpha=0.05):
@@ -118,8 +130,7 @@ def plot_history(history, path, title="tinynet training"):
     ax_acc.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
     return path
 
 
@@ -163,8 +174,7 @@ def plot_confusion(confusion, path, class_names=None, title="confusion matrix"):
     ax.set_title(f"{title}\n{int(np.trace(c))}/{int(total)} correct "
                  f"({100 * np.trace(c) / max(total, 1):.2f}%)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -208,8 +218,7 @@ def plot_misclassified(images, labels, probs, path, class_names=None, count=24, 
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(f"{title} ({len(order)} of {len(wrong)} errors)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return order
 
 
@@ -238,8 +247,7 @@ def plot_filters(weight, path, title="first conv layer filters"):
     _grid(axes, w, "RdBu_r", symmetric=True)
     fig.suptitle(f"{title} ({F} x {w.shape[-2]}x{w.shape[-1]})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return path
 
 
@@ -270,6 +278,5 @@ def plot_feature_maps(image, maps, path, names=None, max_maps=16,
     shown = f", the first {max_maps} channels" if max(len(m) for m in maps) > max_maps else ""
     fig.suptitle(f"{title}{shown}\nblocks {blocks}" if blocks else title + shown, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return path
