@@ -24,3 +24,18 @@ def check_grads(layer, x, tol=1e-6, **kw):
     result = tn.gradcheck(layer, x, tol=tol, **kw)
     assert result.passed, str(result)
     return result
+
+
+# Property-based tests (tests/test_fuzz_*.py): few examples, no deadline (numba
+# compiles on first use), so the suite stays fast; TINYNET_HYPOTHESIS_EXAMPLES
+# raises the count for a longer local search.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:
+    pass
+else:
+    settings.register_profile(
+        "tinynet", max_examples=int(os.environ.get("TINYNET_HYPOTHESIS_EXAMPLES", 30)),
+        deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                              HealthCheck.too_slow])
+    settings.load_profile("tinynet")

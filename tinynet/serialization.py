@@ -15,6 +15,11 @@ flushed to disk and renamed over the target, so the target always holds
 either the old or the new complete file. A process killed during the write
 leaves that temporary file behind; ``remove_stale_temps`` deletes it.
 
+A safetensors file that tinynet writes carries a sha256 of its tensors and
+metadata in its header (``tinynet.sha256``), so a changed byte is an error
+on reading; a file from elsewhere has none and is read as it is. An .npz
+has a CRC-32 per member, which zipfile checks.
+
 Reads check everything before returning: the container parses, every entry is
 a plain numeric array (no object arrays, so nothing is unpickled, and no
 strings outside the metadata), and every floating-point value is finite (a
@@ -22,6 +27,8 @@ NaN or inf in a checkpoint is an error, never silently loaded). Any failure
 raises ``CheckpointError`` naming the file.
 """
 import glob
+import hashlib
+import json
 import os
 import tempfile
 import zipfile
@@ -33,6 +40,8 @@ __all__ = ["CheckpointError", "write_tensors", "read_tensors", "atomic_write",
            "remove_stale_temps", "FORMATS"]
 
 FORMATS = (".safetensors", ".npz")
+# safetensors metadata key of the sha256 that write_tensors stores (see _digest)
+_DIGEST = "tinynet.sha256"
 _NPZ_META = "meta/"
 # dtype kinds a tensor may have: bool, signed and unsigned int, float
 _TENSOR_KINDS = "biuf"
@@ -123,11 +132,23 @@ def write_tensors(path, tensors, metadata=None):
         arrays[key] = value
     if fmt == ".safetensors":
         from safetensors.numpy import save
-        payload = save(arrays, metadata=metadata or None)
+        metadata[_DIGEST] = _digest(arrays, metadata)
+        payload = save(arrays, metadata=metadata)
         atomic_write(path, lambda f: f.write(payload))
     else:
         arrays.update({_NPZ_META + k: np.array(v) for k, v in metadata.items()})
         atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _digest(tensors, metadata):
+    """sha256 over every tensor's key, dtype, shape and bytes, and the other metadata."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        value = np.asarray(tensors[key], order="C")
+        h.update(json.dumps([key, value.dtype.str, list(value.shape)]).encode())
+        h.update(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
+    h.update(json.dumps(sorted((k, v) for k, v in metadata.items() if k != _DIGEST)).encode())
+    return h.hexdigest()
 
 
 def _read_safetensors(path):
@@ -138,6 +159,10 @@ def _read_safetensors(path):
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path!r} is not a valid safetensors file: {e}") from e
+    expected = metadata.pop(_DIGEST, None)
+    if expected is not None and expected != _digest(tensors, metadata):
+        raise CheckpointError(f"checkpoint {path!r} is corrupt: its contents do not match the "
+                              f"sha256 that tinynet stored when it wrote the file")
     return tensors, metadata
 
 
