@@ -87,8 +87,8 @@ class Layer:
     def to(self, dtype):
         """Cast parameters and floating buffers to ``dtype`` in place. Returns self."""
         dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise TypeError(f"{self.name}.to: dtype must be a float type, got {dtype}")
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{self.name}.to: dtype must be float32 or float64, got {dtype}")
         for p in self.parameters():
             p.astype_(dtype)
         for name in self.buffer_names:
@@ -141,7 +141,7 @@ class Layer:
                             f"got {type(x).__name__}")
         if x.ndim not in ndims:
             raise ValueError(f"{self.name}: input must have shape {what}, got shape {x.shape}")
-        if x.dtype.kind != "f":
+        if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"{self.name}: input must be float32 or float64, got {x.dtype}")
         dtype = self.dtype
         if dtype is not None and x.dtype != dtype:
