@@ -75,7 +75,9 @@ def test_eval_checkpoint_file_with_tta(run_dir, capsys):
     views = tn.train.tta_views((28, 28), shift=1, hflip=False)
     p = tn.predict(model, x, tta=views)
     assert result["test_acc"] == pytest.approx(np.mean(p.argmax(1) == labels[:300]))
-    assert (run_dir / "eval-tta.json").exists()
+    saved = json.loads((run_dir / "eval-tta.json").read_text())
+    assert saved["figures"]["confusion"] == str(run_dir / "confusion-tta.png")
+    assert (run_dir / "misclassified-tta.png").read_bytes()[:8] == PNG
 
 
 @needs_mnist

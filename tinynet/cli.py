@@ -273,7 +273,9 @@ def cmd_eval(args):
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
     x = data.prepare_images(images, flatten=config["model"] == "mlp")
-    views = tta_views(images.shape[1:], shift=1, hflip=dataset == "fashion-mnist") if args.tta else None
+    views = None
+    if args.tta:  # mirror images only where the classes are mirror symmetric
+        views = tta_views(images.shape[1:], shift=1, hflip=dataset == "fashion-mnist")
     probs = predict(model, x, batch_size=256, tta=views)
     n, K = probs.shape
     pred = probs.argmax(axis=1)
@@ -286,9 +288,11 @@ def cmd_eval(args):
 
     out = os.path.dirname(os.path.abspath(path))
     label = f"{dataset} test{' with TTA' if args.tta else ''}"
-    figures = {"confusion": plot_confusion(confusion, os.path.join(out, "confusion.png"),
+    suffix = "-tta" if args.tta else ""
+    figures = {"confusion": plot_confusion(confusion,
+                                           os.path.join(out, f"confusion{suffix}.png"),
                                            names, title=f"{label}: confusion matrix"),
-               "misclassified": os.path.join(out, "misclassified.png")}
+               "misclassified": os.path.join(out, f"misclassified{suffix}.png")}
     plot_misclassified(images, labels, probs, figures["misclassified"], names,
                        title=f"{label}: most confidently misclassified")
     convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
@@ -312,7 +316,7 @@ def cmd_eval(args):
     result = {"test_loss": loss, "test_acc": acc, "tta": bool(args.tta), "dataset": dataset,
               "images": n, "per_class_acc": {name: float(a) for name, a in zip(names, per_class)},
               "confusion": confusion.tolist(), "figures": figures}
-    _write_json(os.path.join(out, "eval-tta.json" if args.tta else "eval.json"), result)
+    _write_json(os.path.join(out, f"eval{suffix}.json"), result)
     print(json.dumps({"test_loss": round(loss, 6), "test_acc": acc, "tta": bool(args.tta)}))
     return 0
 
