@@ -199,3 +199,45 @@ def test_torch_file_without_digest_still_loads(tmp_path):
     model = small_model()
     save_file(model.state_dict(), str(tmp_path / "other.safetensors"))
     assert same_state(small_model().load(tmp_path / "other.safetensors"), model)
+
+
+def checkpoint_cases(tmp_path):
+    """name -> (tensors, metadata) of a training checkpoint with one thing wrong."""
+    model = small_model()
+    opt = tn.optim.Adam(model.parameters())
+    save_checkpoint(tmp_path / "good.safetensors", model, opt, 1,
+                    tn.History([{"epoch": 1}]), loader_epoch=1)
+    tensors, meta = read_tensors(tmp_path / "good.safetensors")
+    drop = {k: v for k, v in tensors.items() if k != "step/3"}
+    return {
+        "a model file": (model.state_dict(), {}),
+        "bad history JSON": (tensors, dict(meta, history="[{")),
+        "epoch not an int": (tensors, dict(meta, epoch="one")),
+        "epoch and history disagree": (tensors, dict(meta, epoch="2")),
+        "negative loader epoch": (tensors, dict(meta, loader_epoch="-1")),
+        "unknown section": (dict(tensors, **{"extra/x": np.zeros(1)}), meta),
+        "missing step counter": (drop, meta),
+        "float step counter": (dict(tensors, **{"step/3": np.array(2.0)}), meta),
+        "missing optimizer moment": ({k: v for k, v in tensors.items()
+                                      if k != "optim/0.exp_avg"}, meta),
+        "NaN optimizer moment": (dict(tensors, **{"optim/0.exp_avg": np.full((4, 3), np.nan,
+                                                                             np.float32)}), meta),
+    }
+
+
+@pytest.mark.parametrize("ext", [".safetensors", ".npz"])
+@pytest.mark.parametrize("case", ["a model file", "bad history JSON", "epoch not an int",
+                                  "epoch and history disagree", "negative loader epoch",
+                                  "unknown section", "missing step counter",
+                                  "float step counter", "missing optimizer moment",
+                                  "NaN optimizer moment"])
+def test_structured_bad_training_checkpoints(tmp_path, ext, case):
+    tensors, meta = checkpoint_cases(tmp_path)[case]
+    path = tmp_path / f"bad{ext}"
+    write_tensors(path, tensors, meta)
+    model = small_model()
+    opt = tn.optim.Adam(model.parameters())
+    before = model.state_dict()
+    assert not load_or_clear_error(lambda: load_checkpoint(path, model, opt), path), case
+    assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert opt.step_count == 0 and model[3].step == 0
