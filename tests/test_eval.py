@@ -64,17 +64,17 @@ def test_eval_run_dir_metrics_match_predict(run_dir, capsys):
 def test_eval_checkpoint_file_with_tta(run_dir, capsys):
     capsys.readouterr()
     assert main(["eval", str(run_dir / "checkpoint.safetensors"), "--data-dir", SHARED_DATA,
-                 "--limit", "300", "--tta", "--backend", "ref"]) == 0
+                 "--limit", "30", "--tta", "--backend", "ref"]) == 0
     result = last_json(capsys)
     assert result["tta"] is True
     config = json.loads((run_dir / "config.json").read_text())
     model = build_model(config)
     tn.train.load_checkpoint(run_dir / "checkpoint.safetensors", model)
     images, labels = tn.data.load_mnist("test", root=SHARED_DATA)
-    x = tn.data.prepare_images(images[:300])
+    x = tn.data.prepare_images(images[:30])
     views = tn.train.tta_views((28, 28), shift=1, hflip=False)
     p = tn.predict(model, x, tta=views)
-    assert result["test_acc"] == pytest.approx(np.mean(p.argmax(1) == labels[:300]))
+    assert result["test_acc"] == pytest.approx(np.mean(p.argmax(1) == labels[:30]))
     saved = json.loads((run_dir / "eval-tta.json").read_text())
     assert saved["figures"]["confusion"] == str(run_dir / "confusion-tta.png")
     assert (run_dir / "misclassified-tta.png").read_bytes()[:8] == PNG
