@@ -1,7 +1,8 @@
 """Tensor files: safetensors and .npz, written atomically, read without unpickling.
 
 A file holds named arrays (tensors) and string metadata. The format is
-picked by the extension:
+picked by the extension (any other name is .npz, as in earlier versions, and
+is recognized by its first bytes when read):
 
 - ``.safetensors``: the safetensors format (https://github.com/huggingface/safetensors),
   which torch, JAX and NumPy all read: an 8-byte header length, a JSON header
@@ -51,13 +52,20 @@ class CheckpointError(ValueError):
     """A tensor file is unreadable, malformed, or holds a value tinynet rejects."""
 
 
-def _format(path):
-    """The file's format (one of FORMATS) from its extension."""
+def _format(path, sniff=False):
+    """The file's format (one of FORMATS) from its extension.
+
+    Any other name is .npz, the format of earlier versions; with ``sniff``
+    (reading) an existing file of another name is recognized by its first
+    bytes instead: "PK" (a zip archive) is .npz, anything else safetensors.
+    """
     for ext in FORMATS:
         if path.endswith(ext):
             return ext
-    raise ValueError(f"{path!r}: unknown checkpoint format; the name must end in "
-                     f"{' or '.join(FORMATS)}")
+    if sniff and os.path.isfile(path):
+        with open(path, "rb") as f:
+            return ".npz" if f.read(2) == b"PK" else ".safetensors"
+    return ".npz"
 
 
 def _temp_pattern(path):
@@ -115,7 +123,7 @@ def write_tensors(path, tensors, metadata=None):
     Parameters
     ----------
     path : str or os.PathLike
-        Ends in ``.safetensors`` or ``.npz``.
+        Ends in ``.safetensors`` or ``.npz``; any other name gets .npz.
     tensors : dict of str -> numpy.ndarray
         Numeric arrays of any shape, 0-d included.
     metadata : dict of str -> str, optional
@@ -202,7 +210,8 @@ def read_tensors(path):
     Parameters
     ----------
     path : str or os.PathLike
-        Ends in ``.safetensors`` or ``.npz``.
+        Ends in ``.safetensors`` or ``.npz``; a file of another name is
+        recognized by its first bytes.
 
     Returns
     -------
@@ -216,11 +225,9 @@ def read_tensors(path):
         When the file does not parse, holds a pickled object or an entry that
         is not a numeric array, or a float value that is NaN or infinite. The
         message names the file and the entry.
-    ValueError
-        When the extension is neither ``.safetensors`` nor ``.npz``.
     """
     path = os.fspath(path)
-    fmt = _format(path)
+    fmt = _format(path, sniff=True)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     tensors, metadata = _read_safetensors(path) if fmt == ".safetensors" else _read_npz(path)
