@@ -49,3 +49,17 @@ def test_train_writes_outputs_and_resumes(tmp_path, capsys):
     assert main(args[:-3] + ["--epochs", "2", "--out", str(out), "--quiet", "--resume"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+@needs_mnist
+def test_resume_of_a_finished_run_rewrites_its_outputs(tmp_path, capsys):
+    """A kill between the last checkpoint and history.json: --resume brings them in line."""
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", SHARED_DATA, "--model", "mlp", "--limit", "500",
+            "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    (out / "history.json").unlink()
+    (out / "curves.png").unlink()
+    assert main(args + ["--resume"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1] and (out / "curves.png").exists()

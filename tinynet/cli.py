@@ -171,11 +171,14 @@ def cmd_train(args):
     config = _run_config(args)
     _write_json(os.path.join(out, "config.json"), config)
 
+    written = []
+
     def write_outputs(history):
         history.save(os.path.join(out, "history.json"))
         from .plots import plot_history
         plot_history(history, os.path.join(out, "curves.png"),
                      title=f"{args.dataset} {args.model} norm={args.norm}")
+        written.append(len(history))
 
     from .train import fit
     t0 = time.perf_counter()
@@ -184,6 +187,8 @@ def cmd_train(args):
                   scheduler=scheduler, checkpoint=checkpoint, resume=args.resume,
                   progress=not args.quiet, on_epoch_end=write_outputs, config=config)
     wall = time.perf_counter() - t0
+    if not written:  # a resumed run that was already complete: outputs from its checkpoint
+        write_outputs(history)
     final = history.records[-1]
     print(json.dumps({"test_acc": final["val_acc"], "test_loss": final["val_loss"],
                       "epochs": len(history), "wall_s": round(wall, 1),
