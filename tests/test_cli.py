@@ -63,3 +63,13 @@ def test_resume_of_a_finished_run_rewrites_its_outputs(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1] and (out / "curves.png").exists()
+
+
+def test_resume_picks_an_older_npz_checkpoint(tmp_path):
+    from tinynet.cli import _run_checkpoint
+    assert _run_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint.safetensors")
+    (tmp_path / "checkpoint.npz").write_bytes(b"")
+    assert _run_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint.npz")
+    assert _run_checkpoint(str(tmp_path), False) == str(tmp_path / "checkpoint.safetensors")
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"")
+    assert _run_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint.safetensors")
