@@ -24,3 +24,19 @@ def check_grads(layer, x, tol=1e-6, **kw):
     result = tn.gradcheck(layer, x, tol=tol, **kw)
     assert result.passed, str(result)
     return result
+
+
+# Property-based tests (tests/test_fuzz_*.py): few examples, drawn from a fixed
+# seed (derandomize) so that every CI run checks the same inputs, and no
+# deadline (numba compiles on first use). TINYNET_HYPOTHESIS_EXAMPLES=N runs N
+# random examples per test instead, for a longer search.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:
+    pass
+else:
+    _search = os.environ.get("TINYNET_HYPOTHESIS_EXAMPLES")
+    settings.register_profile(
+        "tinynet", max_examples=int(_search or 30), derandomize=not _search, deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    settings.load_profile("tinynet")

@@ -42,7 +42,34 @@ def test_train_writes_outputs_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["epochs"] == 1 and result["test_acc"] > 0.8
-    assert sorted(os.listdir(out)) == ["checkpoint.npz", "curves.png", "history.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint.safetensors", "config.json", "curves.png",
+                                       "history.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["model"], config["norm"], config["dataset"]) == ("mlp", "batch", "mnist")
     assert main(args[:-3] + ["--epochs", "2", "--out", str(out), "--quiet", "--resume"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+@needs_mnist
+def test_resume_of_a_finished_run_rewrites_its_outputs(tmp_path, capsys):
+    """A kill between the last checkpoint and history.json: --resume brings them in line."""
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", SHARED_DATA, "--model", "mlp", "--limit", "500",
+            "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    (out / "history.json").unlink()
+    (out / "curves.png").unlink()
+    assert main(args + ["--resume"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1] and (out / "curves.png").exists()
+
+
+def test_resume_picks_an_older_npz_checkpoint(tmp_path):
+    from tinynet.cli import _run_checkpoint
+    assert _run_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint.safetensors")
+    (tmp_path / "checkpoint.npz").write_bytes(b"")
+    assert _run_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint.npz")
+    assert _run_checkpoint(str(tmp_path), False) == str(tmp_path / "checkpoint.safetensors")
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"")
+    assert _run_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint.safetensors")

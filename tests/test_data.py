@@ -347,8 +347,12 @@ def test_fashion_mnist_download_and_missing(tmp_path, monkeypatch, no_system_dir
     x, _ = load_fashion_mnist("test", root=tmp_path / "cache", mirrors=[url])
     np.testing.assert_array_equal(x, images)
     assert sorted(os.listdir(tmp_path / "cache" / "fashion-mnist")) == sorted(n + ".gz" for n in TEST_NAMES)
-    with pytest.raises(DatasetNotFoundError, match="fashion-mnist"):
+    with pytest.raises(DatasetNotFoundError, match="fashion-mnist") as err:
         load_fashion_mnist("train", root=tmp_path / "cache", download=False)
+    assert "apt-get install dataset-fashion-mnist" in str(err.value)
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_mnist("train", root=tmp_path / "cache", download=False)
+    assert "apt-get" not in str(err.value), "no Debian package holds MNIST"
 
 
 def test_hash_tables_cover_every_file():

@@ -117,7 +117,7 @@ def test_host_model_to_cpu_moves_nothing():
     after = [p.data for p in model.parameters()] + [b for _, b in model.named_buffers()]
     assert all(a is b for a, b in zip(arrays, after))
     assert tn.to_device(np.zeros(3), "cpu").shape == (3,)
-    with pytest.raises(TypeError, match="Dense.to: dtype must be a float type or a device"):
+    with pytest.raises(TypeError, match="Dense.to: dtype must be float32 or float64, or a device"):
         tn.Dense(2, 2).to("tpu")
 
 

@@ -1,12 +1,13 @@
 """fit / evaluate / checkpoints / progress bar, on small synthetic data."""
 import io
 import json
+import os
 
 import numpy as np
 import pytest
 
 import tinynet as tn
-from tinynet.train import ProgressBar, load_checkpoint
+from tinynet.train import load_checkpoint
 
 
 def blobs(rng, n=240, d=6, k=3):
@@ -68,28 +69,173 @@ def test_resume_continues_exactly(tmp_path, rng):
         np.testing.assert_allclose(m2.state_dict()[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
 
 
-def test_checkpoint_is_plain_arrays(tmp_path, rng):
+@pytest.mark.parametrize("ext", [".npz", ".safetensors"])
+def test_checkpoint_is_plain_arrays(tmp_path, rng, ext):
     x, y = blobs(rng, n=64)
     model = make_model()
     opt = tn.optim.Adam(model.parameters())
-    ckpt = tmp_path / "ckpt.npz"
+    ckpt = tmp_path / f"ckpt{ext}"
+    tn.fit(model, tn.SoftmaxCrossEntropy(), opt, (x, y), epochs=1, checkpoint=ckpt,
+           progress=False, config={"model": "blobs"})
+    if ext == ".npz":
+        with np.load(ckpt, allow_pickle=False) as f:
+            assert "model/0.weight" in f.files and "step/3" in f.files
+            assert json.loads(str(f["meta/history"]))[0]["epoch"] == 1
+    else:
+        from safetensors import safe_open
+        with safe_open(str(ckpt), framework="numpy") as f:
+            assert "model/0.weight" in f.keys() and "optim/step" in f.keys()
+            meta = f.metadata()
+        assert meta["format"] == "tinynet-checkpoint" and meta["epoch"] == "1"
+        assert json.loads(meta["config"]) == {"model": "blobs"}
+    assert os.listdir(tmp_path) == [ckpt.name], "no temp file is left behind"
+    fresh = make_model()
+    epoch, history, loader_epoch = load_checkpoint(ckpt, fresh)
+    assert epoch == 1 and len(history) == 1 and loader_epoch == 1
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[k], v, err_msg=k)
+    assert fresh[3].step == model[3].step == 1  # one batch of 64
+
+
+def test_legacy_npz_checkpoint_loads(tmp_path, rng):
+    """Checkpoints of the earlier .npz layout (counters and history as arrays) still load."""
+    model = make_model()
+    opt = tn.optim.Adam(model.parameters())
+    history = tn.History([{"epoch": 1, "train_loss": 1.0}])
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"optim/{k}": v for k, v in opt.state_dict().items()})
+    arrays.update({"step/3": np.array(7), "epoch": np.array(1), "loader_epoch": np.array(1),
+                   "history": np.array(history.to_json())})
+    np.savez(tmp_path / "old.npz", **arrays)
+    other = make_model()
+    epoch, restored, loader_epoch = load_checkpoint(tmp_path / "old.npz", other,
+                                                    tn.optim.Adam(other.parameters()))
+    assert (epoch, loader_epoch, other[3].step) == (1, 1, 7)
+    assert restored.records == history.records
+
+
+def test_bad_checkpoint_changes_nothing(tmp_path, rng):
+    x, y = blobs(rng, n=64)
+    model = make_model()
+    opt = tn.optim.Adam(model.parameters())
+    ckpt = tmp_path / "ckpt.safetensors"
     tn.fit(model, tn.SoftmaxCrossEntropy(), opt, (x, y), epochs=1, checkpoint=ckpt,
            progress=False)
-    with np.load(ckpt, allow_pickle=False) as f:
-        assert "model/0.weight" in f.files and "epoch" in f.files
-        assert json.loads(str(f["history"]))[0]["epoch"] == 1
-    epoch, history, _ = load_checkpoint(ckpt, make_model())
-    assert epoch == 1 and len(history) == 1
+    other = tn.Sequential(tn.Dense(6, 16), tn.BatchNorm(16), tn.ReLU(), tn.Dropout(0.1, seed=3),
+                          tn.Dense(16, 3))
+    sgd = tn.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)  # a different optimizer state
+    before = other.state_dict()
+    with pytest.raises(KeyError, match="ckpt.safetensors"):
+        load_checkpoint(ckpt, other, sgd)
+    for k, v in before.items():
+        np.testing.assert_array_equal(other.state_dict()[k], v, err_msg=k)
 
 
-def test_progress_bar_reports_throughput():
-    out = io.StringIO()
-    bar = ProgressBar(20, desc="epoch 1/1", file=out)
-    for i in range(1, 21):
-        bar.update(i, i * 10, loss=0.5)
-    text = out.getvalue()
-    assert "samples/s" in text and "20/20" in text and "loss 0.5000" in text
-    assert text.count("\n") <= 11, "off a terminal it prints about every 10%"
+def test_history_keeps_every_step(rng):
+    x, y = blobs(rng, n=100)
+    model = make_model()
+    opt = tn.optim.SGD(model.parameters(), lr=0.1)
+    sched = tn.optim.StepLR(opt, step_size=2, gamma=0.5)
+    history = tn.fit(model, tn.SoftmaxCrossEntropy(), opt, (x, y), epochs=2, batch_size=32,
+                     scheduler=sched, progress=False)
+    for r in history.records:
+        assert len(r["step_loss"]) == len(r["step_lr"]) == 4  # ceil(100 / 32)
+        sizes = [32, 32, 32, 4]
+        mean = sum(l * n for l, n in zip(r["step_loss"], sizes)) / 100
+        assert mean == pytest.approx(r["train_loss"])
+    assert history.records[0]["step_lr"] == [0.1, 0.1, 0.05, 0.05]
+    assert history.records[1]["step_lr"] == [0.025, 0.025, 0.0125, 0.0125]
+    assert tn.History.from_json(history.to_json()).records == history.records
+
+
+def test_progress_bar_off_the_terminal(rng, capsys):
+    """stderr is captured (not a terminal): the bar stays quiet, the epoch line shows."""
+    x, y = blobs(rng, n=64)
+    model = make_model()
+    tn.fit(model, tn.SoftmaxCrossEntropy(), tn.optim.Adam(model.parameters()), (x, y),
+           epochs=1, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epoch 1: train loss" in err and "samples/s" in err
+    assert "\r" not in err and "img/s" not in err
+
+
+def test_progress_bar_on_a_terminal_shows_throughput_and_eta(monkeypatch):
+    from tinynet.train import _progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    monkeypatch.delenv("CI", raising=False)
+    with _progress_bar(100, "epoch 1/1", True) as bar:
+        for _ in range(5):
+            bar.update(10)
+        bar.refresh()  # tqdm redraws at most every 0.1 s; force one now
+    text = term.getvalue()
+    assert "epoch 1/1" in text and "img/s" in text and "50.0/100" in text
+    assert "<" in text.split("50.0/100")[-1], "the ETA follows the elapsed time"
+    term.truncate(0)
+    monkeypatch.setenv("CI", "1")
+    with _progress_bar(100, "epoch 1/1", True) as bar:
+        bar.update(100)
+    with _progress_bar(100, "epoch 1/1", False) as bar:
+        bar.update(100)
+    assert term.getvalue().strip("\x00") == "", "quiet in CI and with progress=False"
+
+
+def test_predict_restores_mode_and_gives_probabilities(rng):
+    x, y = blobs(rng, n=50)
+    model = make_model()
+    model[3].train()
+    model[1].eval()  # a mixed mode must come back as it was
+    p = tn.predict(model, x, batch_size=16)
+    assert p.shape == (50, 3) and p.dtype == np.float64
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    assert [layer.training for layer in model] == [True, False, True, True, True]
+    model.eval()
+    logits = model.forward(x).astype(np.float64)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(p, expected / expected.sum(1, keepdims=True), rtol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        tn.predict(model, x, batch_size=0)
+
+
+def test_tta_views_are_exact_shifts():
+    from tinynet.train import tta_views
+    x = np.arange(2 * 1 * 4 * 5, dtype=np.float32).reshape(2, 1, 4, 5)
+    views = tta_views((4, 5), shift=1, hflip=True)
+    assert len(views) == 6
+    identity, up, down, left, right, flip = (v(x) for v in views)
+    np.testing.assert_array_equal(identity, x)
+    np.testing.assert_array_equal(up[..., :-1, :], x[..., 1:, :])     # out[r] = x[r + 1]
+    assert not up[..., -1, :].any()
+    np.testing.assert_array_equal(down[..., 1:, :], x[..., :-1, :])
+    np.testing.assert_array_equal(left[..., :, :-1], x[..., :, 1:])
+    np.testing.assert_array_equal(right[..., :, 1:], x[..., :, :-1])
+    np.testing.assert_array_equal(flip, x[..., ::-1])
+    flat = x.reshape(2, 20)
+    np.testing.assert_array_equal(views[2](flat), down.reshape(2, 20))
+    assert len(tta_views(shift=0)) == 1
+
+
+def test_evaluate_with_tta_averages_view_probabilities(rng):
+    from tinynet.train import tta_views
+    x = rng.standard_normal((40, 1, 5, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    tn.init.seed(0)
+    model = tn.Sequential(tn.Conv2D(1, 2, 3, padding=1), tn.ReLU(), tn.Flatten(),
+                          tn.Dense(50, 3))
+    views = tta_views((5, 5), shift=1)
+    loss, acc = tn.evaluate(model, tn.SoftmaxCrossEntropy(), (x, y), batch_size=16, tta=views)
+    p = np.mean([tn.predict(model, v(x)) for v in views], axis=0)
+    assert acc == pytest.approx(np.mean(p.argmax(1) == y))
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(40), y])))
+    plain = tn.evaluate(model, tn.SoftmaxCrossEntropy(), (x, y), tta=views[:1])
+    assert plain == pytest.approx(tn.evaluate(model, tn.SoftmaxCrossEntropy(), (x, y)))
+    with pytest.raises(TypeError, match="tta"):
+        tn.evaluate(model, tn.SoftmaxCrossEntropy(), (x, y), tta=[])
 
 
 def test_fit_rejects_bad_arguments(rng):

@@ -5,17 +5,19 @@ backward: dx = J_1^T (... J_K^T dy), each layer's backward in reverse order.
 
 ``state_dict()`` uses torch's keys ("0.weight", "1.running_mean", ...), so
 the state of a torch ``nn.Sequential`` with the same layers loads here, and
-the reverse works too. Files are .npz, written atomically and read with
-``allow_pickle=False``: loading a checkpoint never runs code from it.
+the reverse works too. ``save`` / ``load`` pick the file format by the
+extension: ``.safetensors`` (which ``safetensors.torch.load_file`` opens) or
+``.npz``. Both are written atomically and read without unpickling, so loading
+a file never runs code from it (tinynet/serialization.py).
 """
 import os
-import tempfile
 
 import numpy as np
 
 from .backends import device_of, move, to_host
 from .layers.base import Layer
 from .parameter import Parameter
+from .serialization import read_tensors, write_tensors
 
 
 def _slots(layer, prefix=""):
@@ -54,6 +56,10 @@ def _check_and_load(entries, state, strict=True):
         current = getattr(owner, attr)
         current = current.data if isinstance(current, Parameter) else current
         value = _as_array(state[key])
+        if value.dtype.kind not in ("f" if current.dtype.kind == "f" else "biu"):
+            raise TypeError(f"load_state_dict: key {key!r} has dtype {value.dtype}, "
+                            f"expected {'a float' if current.dtype.kind == 'f' else 'an integer'}"
+                            f" array like {current.dtype}")
         if value.shape != current.shape:
             raise ValueError(f"load_state_dict: key {key!r} has shape {value.shape}, "
                              f"expected {current.shape}")
@@ -168,24 +174,32 @@ class Sequential(Layer):
         _check_and_load([(self, prefix)], state, strict)
 
     def save(self, path):
-        """Write the state_dict to ``path`` as .npz, atomically (temp file + rename)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write the state_dict to ``path`` atomically (temp file + rename).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            ``*.safetensors`` (PyTorch's keys: ``safetensors.torch.load_file``
+            gives a dict that a torch ``nn.Sequential`` of the same layers
+            loads) or ``*.npz``.
+        """
+        write_tensors(path, self.state_dict())
 
     def load(self, path):
-        """Read a state_dict written by ``save`` (never unpickles). Returns self."""
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            state = {k: f[k] for k in f.files}
-        self.load_state_dict(state)
+        """Read a state_dict from a ``.safetensors`` or ``.npz`` file. Returns self.
+
+        The file is never unpickled. Raises ``CheckpointError`` (a ValueError)
+        for a file that does not parse or holds NaN or inf, and KeyError,
+        ValueError or TypeError for a missing or unexpected key or a wrong
+        shape or dtype; each message names the file, and nothing is changed
+        then.
+        """
+        path = os.fspath(path)
+        state, _ = read_tensors(path)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, ValueError, TypeError) as e:
+            raise type(e)(f"{path}: {e.args[0]}") from e
         return self
 
     def summary(self, input_shape=None, dtype=np.float32, file=None):

@@ -1,4 +1,4 @@
-"""Training loop: fit, evaluate, History, checkpoints and a progress bar.
+"""Training loop: fit, evaluate, predict, History, checkpoints and a progress bar.
 
 One training step is the whole of backprop, written out:
 
@@ -10,24 +10,38 @@ One training step is the whole of backprop, written out:
 
 ``fit`` runs that step over a DataLoader for some epochs, evaluates on the
 validation data after each, and (with ``checkpoint=PATH``) writes the model,
-optimizer, scheduler and history to one .npz file at the end of every epoch,
-atomically, so a crash loses at most the epoch in progress. ``resume=True``
-continues from that file.
+optimizer, scheduler, history and counters to one .safetensors or .npz file at
+the end of every epoch, atomically, so a crash loses at most the epoch in
+progress. ``resume=True`` continues from that file, exactly: the data order
+and augmentation of epoch e come from a generator seeded by (seed, e), and
+Dropout's mask counters are saved, so a resumed run computes the same weights
+as an uninterrupted one.
+
+Test-time augmentation (``evaluate(..., tta=views)``) averages the class
+probabilities over deterministic views of each input, e.g. the identity and
+the four one-pixel shifts (``tta_views``):
+
+    p(k | x) = (1 / V) sum_v softmax(model(view_v(x)))_k
 """
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .backends import get_backend
+from .backends import array_module_of, get_backend, to_host
 from .data.device import DeviceLoader
 from .data.loader import DataLoader
 from .losses import count_correct
+from .serialization import (CheckpointError, atomic_write, read_tensors, remove_stale_temps,
+                            write_tensors)
 
-__all__ = ["fit", "evaluate", "History", "ProgressBar", "save_checkpoint", "load_checkpoint"]
+__all__ = ["fit", "evaluate", "predict", "tta_views", "History", "save_checkpoint",
+           "load_checkpoint", "read_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "tinynet-checkpoint"
 
 
 class History:
@@ -38,7 +52,9 @@ class History:
     records : list of dict
         One dict per epoch with keys ``epoch``, ``train_loss``, ``train_acc``,
         ``val_loss``, ``val_acc`` (None without validation data), ``seconds``,
-        ``samples_per_s`` and ``lr``.
+        ``samples_per_s``, ``lr`` (at the end of the epoch), and the per-step
+        lists ``step_loss`` (each batch's training loss) and ``step_lr`` (the
+        learning rate that batch's update used).
     """
 
     def __init__(self, records=None):
@@ -63,48 +79,29 @@ class History:
 
     def save(self, path):
         """Write the records as JSON, atomically."""
-        _atomic_write(path, lambda f: f.write(self.to_json().encode()))
+        atomic_write(path, lambda f: f.write(self.to_json().encode()))
 
     def __repr__(self):
         return f"History({len(self)} epochs)"
 
 
-class ProgressBar:
-    """A one-line progress bar with throughput, written to stderr.
+def _progress_bar(total, desc, enabled):
+    """A tqdm bar over ``total`` samples on stderr (images/s and ETA).
 
-    On a terminal it redraws in place; elsewhere (CI, a log file) it prints a
-    line about every 10% so the log stays short.
+    Off when ``enabled`` is False, when $CI is set, and when stderr is not a
+    terminal (tqdm's ``disable=None``), so logs stay free of bar redraws.
     """
+    disable = None if enabled and not os.environ.get("CI") else True
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, file=sys.stderr,
+                disable=disable, leave=False, dynamic_ncols=True)
 
-    def __init__(self, total, desc="", file=None, enabled=True, width=24):
-        self.total = max(int(total), 1)
-        self.desc = desc
-        self.file = file or sys.stderr
-        self.enabled = enabled
-        self.width = width
-        self.tty = hasattr(self.file, "isatty") and self.file.isatty()
-        self.start = time.perf_counter()
-        self._last_decile = -1
 
-    def update(self, done, samples, **metrics):
-        """Show ``done`` of ``total`` steps, ``samples`` seen so far and metrics."""
-        if not self.enabled:
-            return
-        decile = 10 * done // self.total
-        if not self.tty and decile == self._last_decile and done < self.total:
-            return
-        self._last_decile = decile
-        elapsed = time.perf_counter() - self.start
-        rate = samples / elapsed if elapsed > 0 else 0.0
-        eta = elapsed / done * (self.total - done) if done else 0.0
-        filled = self.width * done // self.total
-        bar = "#" * filled + "." * (self.width - filled)
-        extra = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        line = (f"{self.desc} [{bar}] {done}/{self.total} {extra} "
-                f"{rate:,.0f} samples/s {elapsed:.0f}s<{eta:.0f}s")
-        end = "" if self.tty and done < self.total else "\n"
-        self.file.write(("\r" if self.tty else "") + line + end)
-        self.file.flush()
+def _floats(values):
+    """Python floats of host floats or 0-d device arrays, read back in one copy."""
+    if not values:
+        return []
+    xp = array_module_of(values[0])
+    return [float(v) for v in to_host(xp.stack([xp.asarray(v) for v in values]))]
 
 
 def _as_loader(data, batch_size, shuffle, seed):
@@ -119,7 +116,133 @@ def _as_loader(data, batch_size, shuffle, seed):
     return data if backend.DEVICE == "cpu" else DeviceLoader(data, backend)
 
 
-def evaluate(model, loss_fn, data, batch_size=256):
+class _EvalMode:
+    """Context manager: put a model in eval mode, then restore every layer's mode."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = (self.model.training, [layer.training for layer in self.model.layers])
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        was_training, modes = self.modes
+        for layer, mode in zip(self.model.layers, modes):
+            layer.train(mode)
+        self.model.training = was_training
+
+
+def _softmax(logits):
+    """Row-wise softmax of (N, K) logits, computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _check_views(name, tta):
+    if tta is None:
+        return None
+    views = list(tta)
+    if not views or not all(callable(v) for v in views):
+        raise TypeError(f"{name}: tta must be a non-empty sequence of callables "
+                        f"view(x) -> x, e.g. tinynet.train.tta_views()")
+    return views
+
+
+def predict(model, x, batch_size=256, tta=None):
+    """Class probabilities of ``model`` on ``x``, in eval mode.
+
+    The model's mode (and each layer's) is restored afterwards.
+
+    Parameters
+    ----------
+    model : Sequential
+        Its output is logits (N, K); a softmax is applied here.
+    x : numpy.ndarray
+        Inputs in the model's input shape, e.g. (N, 1, 28, 28) or (N, 784).
+    batch_size : int
+        Samples per forward pass.
+    tta : sequence of callables, optional
+        Views ``view(x) -> x'`` of a batch (same shape); the probabilities
+        are averaged over them (see ``tta_views``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (N, K), each row sums to 1.
+    """
+    x = to_host(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise ValueError(f"predict: x must be a non-empty batch (N, ...), got shape {x.shape}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"predict: batch_size must be an int >= 1, got {batch_size!r}")
+    views = _check_views("predict", tta) or [None]
+    backend = get_backend()
+    chunks = []
+    with _EvalMode(model):
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size]
+            p = sum(_softmax(to_host(model.forward(backend.asarray(xb if v is None else v(xb)))))
+                    for v in views)
+            chunks.append(p / len(views))
+    return np.concatenate(chunks)
+
+
+def tta_views(image_shape=(28, 28), shift=1, hflip=False):
+    """Deterministic test-time views: the identity, one-pixel shifts, optional flips.
+
+    Parameters
+    ----------
+    image_shape : (H, W)
+        The image size; inputs may be (N, C, H, W) or flattened (N, C*H*W).
+    shift : int
+        Shift by this many pixels up, down, left and right (zero fill);
+        0 gives no shifted views.
+    hflip : bool
+        Add the left-right mirror image (for data whose classes are mirror
+        symmetric, e.g. Fashion-MNIST; never for digits).
+
+    Returns
+    -------
+    list of callables
+        ``view(x) -> x'`` with x's shape and dtype; 1 + 4 (shift > 0) + 1
+        (hflip) views.
+    """
+    H, W = image_shape
+
+    def as_images(x):
+        return x.reshape(len(x), -1, H, W)
+
+    def shifted(dy, dx):
+        def view(x):
+            img = as_images(x)
+            out = np.zeros_like(img)
+            # out[r, c] = img[r - dy, c - dx], zero where that falls outside
+            out[..., max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+                img[..., max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
+            return out.reshape(x.shape)
+        view.__name__ = f"shift({dy},{dx})"
+        return view
+
+    def identity(x):
+        return x
+
+    def flip(x):
+        return np.ascontiguousarray(as_images(x)[..., ::-1]).reshape(x.shape)
+
+    views = [identity]
+    if shift:
+        views += [shifted(dy, dx) for dy, dx in
+                  ((-shift, 0), (shift, 0), (0, -shift), (0, shift))]
+    if hflip:
+        views.append(flip)
+    return views
+
+
+def evaluate(model, loss_fn, data, batch_size=256, tta=None):
     """Mean loss and accuracy of ``model`` on ``data``, in eval mode.
 
     Parameters
@@ -128,6 +251,10 @@ def evaluate(model, loss_fn, data, batch_size=256):
     loss_fn : SoftmaxCrossEntropy or another loss with ``forward(pred, y)``
     data : DataLoader or (x, y)
         x in the model's input shape, y labels (N,).
+    tta : sequence of callables, optional
+        Test-time views (``tta_views``): the class probabilities are averaged
+        over them, and the loss is then the cross-entropy of the averaged
+        probabilities, -mean(log p(y | x)) (``loss_fn`` is not used).
 
     Returns
     -------
@@ -135,39 +262,24 @@ def evaluate(model, loss_fn, data, batch_size=256):
         Sample-weighted means over the whole data; accuracy in [0, 1].
     """
     loader = _as_loader(data, batch_size, False, None)
-    was_training, modes = model.training, [layer.training for layer in model.layers]
-    model.eval()
+    views = _check_views("evaluate", tta)
     total_loss = total_correct = count = 0.0
-    try:
+    with _EvalMode(model):
         for xb, yb in loader:
-            logits = model.forward(xb)
             n = len(yb)
-            total_loss += loss_fn.forward(logits, yb) * n
-            total_correct += count_correct(logits, yb)
+            if views is None:
+                logits = model.forward(xb)
+                total_loss += loss_fn.forward(logits, yb) * n
+                total_correct += count_correct(logits, yb)
+            else:
+                p = predict(model, xb, batch_size=max(n, 1), tta=views)
+                yb = to_host(yb)
+                total_loss += -np.log(np.maximum(p[np.arange(n), yb], 1e-300)).sum()
+                total_correct += (p.argmax(axis=1) == yb).sum()
             count += n
-    finally:
-        for layer, mode in zip(model.layers, modes):
-            layer.train(mode)
-        model.training = was_training
     if count == 0:
         raise ValueError("evaluate: the data is empty")
     return float(total_loss) / count, float(total_correct) / count
-
-
-def _atomic_write(path, write):
-    """Call ``write(f)`` on a temp file beside ``path``, then rename it over ``path``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _layer_steps(model):
@@ -175,25 +287,86 @@ def _layer_steps(model):
     return {f"{i}": layer.step for i, layer in enumerate(model.layers) if hasattr(layer, "step")}
 
 
-def save_checkpoint(path, model, optimizer, epoch, history, scheduler=None, loader_epoch=0):
-    """Write model, optimizer, scheduler, history and counters to one .npz, atomically.
+def save_checkpoint(path, model, optimizer, epoch, history, scheduler=None, loader_epoch=0,
+                    config=None):
+    """Write model, optimizer, scheduler, history and counters to one file, atomically.
 
-    Every entry is a plain array (strings as unicode arrays), so the file loads
-    with ``allow_pickle=False``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``*.safetensors`` or ``*.npz`` (tinynet/serialization.py).
+    config : dict, optional
+        JSON-serializable description of the run (e.g. the model
+        architecture), stored beside the tensors.
+
+    Notes
+    -----
+    Tensors: ``model/<state_dict key>``, ``optim/<key>``, ``sched/<key>`` and
+    ``step/<layer index>`` (Dropout's mask counter, int64 0-d). Metadata
+    (strings): ``format`` = "tinynet-checkpoint", ``epoch``,
+    ``loader_epoch``, ``history`` (History.to_json) and ``config`` (JSON).
     """
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     if scheduler is not None:
-        arrays.update({f"sched/{k}": v for k, v in scheduler.state_dict().items()})
-    arrays.update({f"step/{k}": np.array(v) for k, v in _layer_steps(model).items()})
-    arrays["epoch"] = np.array(epoch)
-    arrays["loader_epoch"] = np.array(loader_epoch)
-    arrays["history"] = np.array(history.to_json())
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+        tensors.update({f"sched/{k}": v for k, v in scheduler.state_dict().items()})
+    tensors.update({f"step/{k}": np.array(v, dtype=np.int64)
+                    for k, v in _layer_steps(model).items()})
+    metadata = {"format": CHECKPOINT_FORMAT, "epoch": str(int(epoch)),
+                "loader_epoch": str(int(loader_epoch)), "history": history.to_json(),
+                "config": json.dumps(config or {})}
+    write_tensors(path, tensors, metadata)
+
+
+def read_checkpoint(path):
+    """Read a checkpoint file into its sections, checking its metadata.
+
+    Returns
+    -------
+    dict
+        ``model``, ``optim``, ``sched``, ``step``: dicts of arrays;
+        ``epoch``, ``loader_epoch``: int; ``history``: History;
+        ``config``: dict (empty when the file has none).
+
+    Raises
+    ------
+    CheckpointError
+        When the file is unreadable (see ``read_tensors``), is not a training
+        checkpoint, or its counters or JSON do not parse.
+    """
+    path = os.fspath(path)
+    tensors, metadata = read_tensors(path)
+    # .npz checkpoints of earlier versions kept the counters and history as arrays
+    for key in ("epoch", "loader_epoch"):
+        if key in tensors and key not in metadata:
+            metadata[key] = str(tensors.pop(key))
+    missing = [k for k in ("epoch", "loader_epoch", "history") if k not in metadata]
+    if missing:
+        raise CheckpointError(f"checkpoint {path!r} is not a training checkpoint: no "
+                              f"{', '.join(missing)} (a model file is read by model.load)")
+    try:
+        epoch, loader_epoch = int(metadata["epoch"]), int(metadata["loader_epoch"])
+        history = History.from_json(metadata["history"])
+        config = json.loads(metadata.get("config", "{}"))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path!r}: bad metadata ({e})") from e
+    if epoch < 0 or loader_epoch < 0 or len(history) != epoch:
+        raise CheckpointError(f"checkpoint {path!r}: epoch {epoch}, loader_epoch "
+                              f"{loader_epoch} and {len(history)} history records disagree")
+    sections = {name: {} for name in ("model", "optim", "sched", "step")}
+    for key, value in tensors.items():
+        name, _, rest = key.partition("/")
+        if name not in sections or not rest:
+            raise CheckpointError(f"checkpoint {path!r}: unexpected entry {key!r}")
+        sections[name][rest] = value
+    return dict(sections, epoch=epoch, loader_epoch=loader_epoch, history=history,
+                config=config)
 
 
 def load_checkpoint(path, model, optimizer=None, scheduler=None):
-    """Restore a checkpoint written by ``save_checkpoint``.
+    """Restore a checkpoint written by ``save_checkpoint`` (.safetensors or .npz).
+
+    Everything is checked before anything is changed; errors name the file.
 
     Returns
     -------
@@ -201,26 +374,35 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
         The number of epochs completed, their History, and the loader's
         shuffle counter.
     """
-    with np.load(os.fspath(path), allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-
-    def section(name):
-        return {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + "/")}
-
-    model.load_state_dict(section("model"))
-    if optimizer is not None:
-        optimizer.load_state_dict(section("optim"))
-    if scheduler is not None:
-        scheduler.load_state_dict(section("sched"))
-    for i, step in section("step").items():
+    path = os.fspath(path)
+    ckpt = read_checkpoint(path)
+    steps = ckpt["step"]
+    expected = _layer_steps(model)
+    if set(steps) != set(expected):
+        raise CheckpointError(f"checkpoint {path!r}: step counters for layers "
+                              f"{sorted(steps)}, the model has them for {sorted(expected)}")
+    for i, step in steps.items():
+        if step.ndim != 0 or step.dtype.kind not in "iu" or step < 0:
+            raise CheckpointError(f"checkpoint {path!r}: step/{i} must be a 0-d integer "
+                                  f">= 0, got dtype {step.dtype} shape {step.shape}")
+    parts = [(model, ckpt["model"]), (optimizer, ckpt["optim"]), (scheduler, ckpt["sched"])]
+    parts = [(obj, state) for obj, state in parts if obj is not None]
+    before = [obj.state_dict() for obj, _ in parts]
+    try:
+        for obj, state in parts:
+            obj.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as e:
+        for (obj, _), old in zip(parts, before):
+            obj.load_state_dict(old)
+        raise type(e)(f"{path}: {e.args[0]}") from e
+    for i, step in steps.items():
         model.layers[int(i)].step = int(step)
-    history = History.from_json(str(arrays["history"]))
-    return int(arrays["epoch"]), history, int(arrays["loader_epoch"])
+    return ckpt["epoch"], ckpt["history"], ckpt["loader_epoch"]
 
 
 def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_size=64,
         scheduler=None, checkpoint=None, resume=False, progress=True, seed=0,
-        on_epoch_end=None):
+        on_epoch_end=None, config=None):
     """Train ``model`` and return its History.
 
     Parameters
@@ -237,13 +419,18 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
     scheduler : StepLR or CosineWarmup, optional
         Stepped after every batch.
     checkpoint : str or path, optional
-        A .npz file written atomically at the end of every epoch.
+        A .safetensors or .npz file written atomically at the end of every
+        epoch. Temp files that a killed earlier write left beside it are
+        removed first.
     resume : bool
         Continue from ``checkpoint`` when it exists.
     progress : bool
-        Show a progress bar with samples/s on stderr.
+        Show a tqdm progress bar (images/s, ETA) on stderr when it is a
+        terminal, and one summary line per epoch.
     on_epoch_end : callable, optional
         Called as ``on_epoch_end(history)`` after each epoch's record.
+    config : dict, optional
+        JSON-serializable description of the run, stored in the checkpoint.
 
     Returns
     -------
@@ -257,32 +444,40 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
     # On a device the running sums stay there; the bar reads them ~20 times an epoch.
     every = 1 if get_backend().DEVICE == "cpu" else max(1, len(loader) // 20)
     history, start = History(), 0
-    if resume and checkpoint is not None and os.path.exists(checkpoint):
-        start, history, loader.epoch = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    if checkpoint is not None:
+        remove_stale_temps(checkpoint)
+        if resume and os.path.exists(checkpoint):
+            start, history, loader.epoch = load_checkpoint(checkpoint, model, optimizer,
+                                                           scheduler)
     for epoch in range(start, epochs):
         model.train()
-        bar = ProgressBar(len(loader), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress)
         t0 = time.perf_counter()
         total_loss = total_correct = seen = 0.0
-        for step, (xb, yb) in enumerate(loader, 1):
-            logits = model.forward(xb)
-            loss = loss_fn.forward(logits, yb)
-            model.zero_grad()
-            model.backward(loss_fn.backward())
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            n = len(yb)
-            total_loss += loss * n
-            total_correct += count_correct(logits, yb)
-            seen += n
-            if step % every == 0 or step == len(loader):
-                bar.update(step, seen, loss=float(total_loss) / seen,
-                           acc=float(total_correct) / seen)
+        step_loss, step_lr = [], []
+        with _progress_bar(len(loader.x), f"epoch {epoch + 1}/{epochs}", progress) as bar:
+            for step, (xb, yb) in enumerate(loader, 1):
+                step_lr.append(float(optimizer.lr))
+                logits = model.forward(xb)
+                loss = loss_fn.forward(logits, yb)
+                model.zero_grad()
+                model.backward(loss_fn.backward())
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                n = len(yb)
+                step_loss.append(loss)
+                total_loss += loss * n
+                total_correct += count_correct(logits, yb)
+                seen += n
+                bar.update(n)
+                if step % every == 0 or step == len(loader):
+                    bar.set_postfix(loss=f"{float(total_loss) / seen:.4f}",
+                                    acc=f"{float(total_correct) / seen:.4f}", refresh=False)
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "train_loss": float(total_loss) / seen,
                   "train_acc": float(total_correct) / seen, "val_loss": None, "val_acc": None,
-                  "seconds": seconds, "samples_per_s": seen / seconds, "lr": optimizer.lr}
+                  "seconds": seconds, "samples_per_s": seen / seconds, "lr": optimizer.lr,
+                  "step_loss": _floats(step_loss), "step_lr": step_lr}
         if val_data is not None:
             record["val_loss"], record["val_acc"] = evaluate(model, loss_fn, val_data)
         history.append(record)
@@ -290,10 +485,11 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
             val = ("" if record["val_acc"] is None else
                    f", val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%")
             print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} "
-                  f"acc {100 * record['train_acc']:.2f}%{val}, {seconds:.1f}s", file=sys.stderr)
+                  f"acc {100 * record['train_acc']:.2f}%{val}, {seconds:.1f}s, "
+                  f"{record['samples_per_s']:,.0f} samples/s", file=sys.stderr)
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer, epoch + 1, history, scheduler,
-                            loader.epoch)
+                            loader.epoch, config=config)
         if on_epoch_end is not None:
             on_epoch_end(history)
     return history

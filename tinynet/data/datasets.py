@@ -6,7 +6,8 @@ with N = 60000 for "train" and 10000 for "test". They live in
 or gzipped (``train-images-idx3-ubyte.gz``). The root is, in this order, the
 ``root=`` argument, then ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``.
 Fashion-MNIST is also looked for in /usr/share/datasets/fashion-mnist, where
-Debian's ``dataset-fashion-mnist`` package installs the four .gz files.
+Debian's ``dataset-fashion-mnist`` package installs the four .gz files
+(``apt-get install dataset-fashion-mnist``); the not-found error says so.
 
 Missing files are downloaded from several public mirrors in turn, into a
 temporary file in the target directory that is renamed into place only after
@@ -30,7 +31,7 @@ import numpy as np
 from .idx import read_idx
 
 __all__ = ["load_mnist", "load_fashion_mnist", "data_root", "DatasetNotFoundError",
-           "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS"]
+           "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS", "CLASS_NAMES"]
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -58,6 +59,15 @@ FASHION_MNIST_SHA256 = {
 
 # Directories searched after the root (read only; downloads never go there)
 FASHION_MNIST_SYSTEM_DIRS = ("/usr/share/datasets/fashion-mnist",)
+# The Debian package that installs a data set, and where it puts the files
+DEBIAN_PACKAGES = {"fashion-mnist": ("dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist")}
+
+# Class names by label, per dataset
+CLASS_NAMES = {
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
 
 SPLITS = {"train": ("train", 60000), "test": ("t10k", 10000)}
 DOWNLOAD_TIMEOUT = 10.0  # seconds per connection attempt
@@ -194,10 +204,14 @@ def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_d
         else:
             why = "No mirrors were given to download from."
         also = f" (also searched {', '.join(extra_dirs)})" if extra_dirs else ""
+        package = ""
+        if subdir in DEBIAN_PACKAGES:
+            name, where = DEBIAN_PACKAGES[subdir]
+            package = f" On Debian or Ubuntu, `apt-get install {name}` installs them in {where}."
         raise DatasetNotFoundError(
             f"load_{dataset}({split!r}): missing {listed} in {target_dir}{also}.\n{why}\n"
             f"Put the files (raw IDX or .gz) in {target_dir}, or pass root= or set "
-            f"TINYNET_DATA_DIR to a directory that holds {subdir}/.")
+            f"TINYNET_DATA_DIR to a directory that holds {subdir}/.{package}")
 
     images_path, labels_path = paths[names[0]], paths[names[1]]
     images, labels = read_idx(images_path), read_idx(labels_path)

@@ -97,8 +97,8 @@ class Layer:
         ----------
         target : str or dtype
             "cuda" or "cpu": parameters, grads and floating buffers move to that device
-            (RuntimeError with the reason when "cuda" cannot run here). A float
-            dtype: parameters and floating buffers are cast to it, on the
+            (RuntimeError with the reason when "cuda" cannot run here). float32 or
+            float64: parameters and floating buffers are cast to it, on the
             device where they are.
         """
         if isinstance(target, str) and target in DEVICES:
@@ -114,8 +114,8 @@ class Layer:
             dtype = np.dtype(target)
         except TypeError:
             dtype = None
-        if dtype is None or dtype.kind != "f":
-            raise TypeError(f"{self.name}.to: dtype must be a float type or a device "
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{self.name}.to: dtype must be float32 or float64, or a device "
                             f"{DEVICES}, got {target!r}")
         for p in self.parameters():
             p.astype_(dtype)
@@ -187,7 +187,7 @@ class Layer:
         backend = self._check_devices("input", x)
         if x.ndim not in ndims:
             raise ValueError(f"{self.name}: input must have shape {what}, got shape {x.shape}")
-        if x.dtype.kind != "f":
+        if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"{self.name}: input must be float32 or float64, got {x.dtype}")
         dtype = self.dtype
         if dtype is not None and x.dtype != dtype:

@@ -171,7 +171,7 @@ class BatchNorm(_Norm):
         x = self._check_input(x, (2, 4), what)
         self._check_channels(x, self.num_features, what)
         N, C = x.shape[:2]
-        xv = x.reshape(N, C, -1)
+        xv = x.reshape(N, C, math.prod(x.shape[2:]))  # explicit: -1 fails when N == 0
         if self.training and N * xv.shape[2] < 2:
             raise ValueError(f"{self.name}: expected more than 1 value per channel when "
                              f"training, got input of {N} x {xv.shape[2]} values "
@@ -336,7 +336,7 @@ class GroupNorm(_Norm):
         x = self._check_input(x, range(2, 33), what)
         self._check_channels(x, self.num_channels, what)
         N, C = x.shape[:2]
-        return x.reshape(N, C, -1), self.num_groups
+        return x.reshape(N, C, math.prod(x.shape[2:])), self.num_groups
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"

@@ -127,6 +127,9 @@ class GlobalAvgPool2D(Layer):
         """y[n, c] = mean of x[n, c] over (H, W). x: (N, C, H, W); returns (N, C)."""
         x = self._check_input(x, (4,), "(N, C, H, W)")
         N, C, H, W = x.shape
+        if H == 0 or W == 0:
+            raise ValueError(f"{self.name}: input must have H, W >= 1 to average over, "
+                             f"got shape {x.shape}")
         y = self.ops.avgpool2d_forward(x, (H, W), (H, W))
         self._cache = (x.shape, x.dtype)
         return y.reshape(N, C)

@@ -240,7 +240,7 @@ def im2col(x, kh, kw, stride, padding):
     OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
     K = C * kh * kw
     cols = np.empty((N, K, OH * OW), dtype=x.dtype)
-    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, K, 0, cols.reshape(N * K, -1))
+    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, K, 0, cols.reshape(N * K, OH * OW))
     return cols
 
 
@@ -251,7 +251,7 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     K = C * kh * kw
     scratch = np.array(cols, order="C")  # the kernel overwrites wrapped taps
     dx = np.empty(x_shape, dtype=cols.dtype)
-    _col2im_kernel(scratch.reshape(N * K, -1), 0, N, kh, kw, *stride, *padding, OH, OW,
+    _col2im_kernel(scratch.reshape(N * K, OH * OW), 0, N, kh, kw, *stride, *padding, OH, OW,
                    K, 0, dx)
     return dx
 
@@ -262,7 +262,7 @@ def _columns_with_ones(x, kh, kw, stride, padding, OH, OW, ones_row):
     K = C * kh * kw
     R = K + ones_row
     cols = np.empty((N, R, OH * OW), dtype=x.dtype)
-    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, R, 0, cols.reshape(N * R, -1))
+    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, R, 0, cols.reshape(N * R, OH * OW))
     if ones_row:
         cols[:, K] = 1
     return cols

@@ -285,7 +285,8 @@ def softmax_forward(x, axis):
     np.ndarray
         y, same shape and dtype as x.
     """
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    # initial=-inf: an empty axis gives an empty y, as torch does
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 

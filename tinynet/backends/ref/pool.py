@@ -133,7 +133,8 @@ def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     dx = np.zeros((N * C, H * W), dtype=dy.dtype)
     plane = np.arange(N * C)[:, None]
     # Scatter-add: an index that appears in several windows gets the sum.
-    np.add.at(dx, (plane, cache.reshape(N * C, -1)), dy.reshape(N * C, -1))
+    windows = cache.shape[2] * cache.shape[3]  # explicit: -1 fails when N * C == 0
+    np.add.at(dx, (plane, cache.reshape(N * C, windows)), dy.reshape(N * C, windows))
     return dx.reshape(N, C, H, W)
 
 

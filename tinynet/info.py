@@ -1,0 +1,167 @@
+"""``tinynet info``: what this machine gives tinynet.
+
+Versions (tinynet, Python, numpy, numba, and numba-cuda, CuPy, safetensors,
+torch when installed); each backend and, when it cannot load, why; the thread
+counts, numba's threading layer and the BLAS libraries in use (through
+threadpoolctl); the kernel compile cache and how many kernels it holds; and
+where each data set was found.
+"""
+import importlib
+import importlib.metadata
+import os
+import pkgutil
+import platform
+import sys
+
+import numpy as np
+
+__all__ = ["collect", "format_info"]
+
+# distributions whose versions are reported when installed
+_DISTRIBUTIONS = ("numpy", "numba", "numba-cuda", "cupy-cuda12x", "cupy-cuda13x", "cupy",
+                  "safetensors", "threadpoolctl", "tqdm", "matplotlib", "torch")
+
+
+def _versions():
+    from . import __version__
+    out = {"tinynet": __version__, "python": platform.python_version()}
+    for name in _DISTRIBUTIONS:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _backends():
+    """name -> "available" or the RuntimeError that loading it raises."""
+    from . import backends
+    out = {}
+    for name in ("ref", "cpu", "cuda"):
+        try:
+            backends._load(name)
+        except (ImportError, RuntimeError) as e:
+            out[name] = f"unavailable: {e}"
+        else:
+            out[name] = "available"
+    return out
+
+
+def _threads():
+    """Thread counts, numba's threading layer and the BLAS libraries."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from . import backends
+    from .threads import get_num_threads
+    out = {"tinynet_threads": get_num_threads(), "numba_threads": numba.get_num_threads(),
+           "numba_threading_layer_requested": numba.config.THREADING_LAYER,
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+    try:
+        cpu = backends._load("cpu")
+        # the threading layer is chosen when the first parallel kernel runs
+        cpu.relu_forward(np.zeros(64, dtype=np.float32))
+        out["numba_threading_layer"] = numba.threading_layer()
+    except (RuntimeError, ValueError) as e:
+        out["numba_threading_layer"] = f"unknown ({e})"
+    out["blas"] = [{"library": p.get("internal_api"), "version": p.get("version"),
+                    "threads": p.get("num_threads"), "path": p.get("filepath"),
+                    "threading": p.get("threading_layer")}
+                   for p in threadpool_info() if p.get("user_api") == "blas"]
+    out["openmp"] = [{"library": p.get("internal_api"), "path": p.get("filepath"),
+                      "threads": p.get("num_threads")}
+                     for p in threadpool_info() if p.get("user_api") == "openmp"]
+    return out
+
+
+def _kernel_cache():
+    """Where the cpu kernels are cached and how many of them already are."""
+    from numba.core.registry import CPUDispatcher
+    try:
+        cpu = importlib.import_module("tinynet.backends.cpu")
+    except ImportError as e:
+        return {"error": f"the cpu backend does not import: {e}"}
+    kernels = []
+    for m in pkgutil.iter_modules(cpu.__path__):
+        module = importlib.import_module(f"{cpu.__name__}.{m.name}")
+        kernels += [v for v in vars(module).values()
+                    if isinstance(v, CPUDispatcher) and v.__module__ == module.__name__]
+    dirs = sorted({k.stats.cache_path for k in kernels if k.stats.cache_path})
+    cached = 0
+    for k in kernels:
+        cache_file = getattr(getattr(k, "_cache", None), "_cache_file", None)
+        index = getattr(cache_file, "_index_path", None)
+        cached += bool(index and os.path.exists(index))
+    state = ("no cache directory is writable: every process compiles" if not dirs else
+             "warm" if cached == len(kernels) else
+             "cold" if cached == 0 else "partly warm")
+    return {"directories": dirs, "kernels": len(kernels), "cached": cached, "state": state,
+            "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR")}
+
+
+def _datasets():
+    """dataset -> {"found": directory or None, "searched": [...]} for both splits."""
+    from .data import datasets
+    root = datasets.data_root()
+    out = {"root": root}
+    for name, subdir, extra in (("mnist", "mnist", ()),
+                                ("fashion-mnist", "fashion-mnist",
+                                 datasets.FASHION_MNIST_SYSTEM_DIRS)):
+        search = [os.path.join(root, subdir), *extra]
+        files = {}
+        for prefix in ("train", "t10k"):
+            for kind in ("images-idx3", "labels-idx1"):
+                base = f"{prefix}-{kind}-ubyte"
+                files[base] = datasets._find(base, search)
+        dirs = sorted({os.path.dirname(p) for p in files.values() if p})
+        missing = [k for k, p in files.items() if p is None]
+        out[name] = {"found": dirs, "missing": missing, "searched": search}
+    return out
+
+
+def collect():
+    """Everything ``tinynet info`` prints, as a JSON-serializable dict."""
+    return {"versions": _versions(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "backends": _backends(), "threads": _threads(),
+            "kernel_cache": _kernel_cache(), "datasets": _datasets()}
+
+
+def format_info(info):
+    """The report as text, one fact a line."""
+    lines = ["versions"]
+    lines += [f"  {k:<16}{v}" for k, v in info["versions"].items()]
+    lines.append(f"platform          {info['platform']}, {info['cpu_count']} CPUs")
+    lines.append("backends")
+    lines += [f"  {k:<16}{v}" for k, v in info["backends"].items()]
+    t = info["threads"]
+    lines.append("threads")
+    lines.append("  counts          " + ", ".join(f"{k} {v}" for k, v in
+                                                  t["tinynet_threads"].items()))
+    lines.append(f"  numba layer     {t['numba_threading_layer']} "
+                 f"(requested: {t['numba_threading_layer_requested']}, "
+                 f"OMP_WAIT_POLICY={t['OMP_WAIT_POLICY']})")
+    for b in t["blas"] or [{"library": "none found", "version": "", "threads": "",
+                            "path": "", "threading": ""}]:
+        lines.append(f"  BLAS            {b['library']} {b['version']}, {b['threads']} threads, "
+                     f"{b['threading']} threading, {b['path']}")
+    for o in t["openmp"]:
+        lines.append(f"  OpenMP          {o['library']}, {o['threads']} threads, {o['path']}")
+    c = info["kernel_cache"]
+    lines.append("kernel cache")
+    if "error" in c:
+        lines.append(f"  {c['error']}")
+    else:
+        lines.append(f"  {c['state']}: {c['cached']}/{c['kernels']} cpu kernels compiled in "
+                     f"{', '.join(c['directories']) or '(none)'}")
+    d = info["datasets"]
+    lines.append(f"datasets (root {d['root']})")
+    for name in ("mnist", "fashion-mnist"):
+        entry = d[name]
+        if not entry["missing"]:
+            lines.append(f"  {name:<16}found in {', '.join(entry['found'])}")
+        else:
+            hint = (" (Debian: apt-get install dataset-fashion-mnist)"
+                    if name == "fashion-mnist" else "")
+            lines.append(f"  {name:<16}missing {len(entry['missing'])} of 4 files; searched "
+                         f"{', '.join(entry['searched'])}{hint}")
+    return "\n".join(lines)
