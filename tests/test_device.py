@@ -406,4 +406,4 @@ def test_tinynet_train_backend_cuda_on_a_tiny_subset(on_cuda, tmp_path, capsys):
     assert result["backend"] == "cuda" and result["epochs"] == 1
     # One validation image: the accuracy is 0 or 1.
     assert np.isfinite(result["test_loss"]) and result["test_acc"] in (0.0, 1.0)
-    assert (tmp_path / "checkpoint.npz").exists()
+    assert (tmp_path / "checkpoint.safetensors").exists()
