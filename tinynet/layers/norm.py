@@ -57,20 +57,16 @@ class _Norm(Layer):
     param_names = ("weight", "bias")
     per_channel = False
 
-    def _affine_params(self, shape, affine=True):
+    def _affine_params(self, shape, affine=True, bias=True):
         """Create weight (gamma, ones) and bias (beta, zeros) of ``shape``, or None."""
-        if affine:
-            self.weight = Parameter(init.ones(shape), "weight")
-            self.bias = Parameter(init.zeros(shape), "bias")
-        else:
-            self.weight = None
-            self.bias = None
+        self.weight = Parameter(init.ones(shape), "weight") if affine else None
+        self.bias = Parameter(init.zeros(shape), "bias") if affine and bias else None
 
     def _gamma_beta(self):
-        """gamma and beta flattened to (C,), or (None, None) without affine."""
-        if self.weight is None:
-            return None, None
-        return self.weight.data.reshape(-1), self.bias.data.reshape(-1)
+        """gamma and beta flattened to (C,); None for the ones the layer does not have."""
+        gamma = None if self.weight is None else self.weight.data.reshape(-1)
+        beta = None if self.bias is None else self.bias.data.reshape(-1)
+        return gamma, beta
 
     def _running_stats(self):
         """(mean, rstd) to normalize with instead of the input's own statistics, or None."""
@@ -110,13 +106,43 @@ class _Norm(Layer):
                                                    need_dx=self.requires_input_grad)
         if self.weight is not None:
             self.weight.grad += dgamma.reshape(self.weight.shape)
+        if self.bias is not None:
             self.bias.grad += dbeta.reshape(self.bias.shape)
         if not self.requires_input_grad:
             return None
         return dx.reshape(x_shape)
 
 
-class BatchNorm(_Norm):
+def _check_momentum(layer, momentum):
+    """``momentum`` as a float in [0, 1], or None (torch's cumulative average)."""
+    if momentum is None:
+        return None
+    if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+            or not 0.0 <= momentum <= 1.0):
+        raise ValueError(f"{layer}: momentum must be a number in [0, 1] or None, "
+                         f"got {momentum!r}")
+    return float(momentum)
+
+
+class _RunningStats:
+    """The running-statistics buffers shared by BatchNorm and InstanceNorm."""
+
+    def _init_running(self, track_running_stats):
+        self.track_running_stats = bool(track_running_stats)
+        if self.track_running_stats:
+            self.running_mean = init.zeros((self.num_features,))
+            self.running_var = init.ones((self.num_features,))
+            self.num_batches_tracked = np.array(0, dtype=np.int64)
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def _blend(self, factor, mean, var_unbiased):
+        """running = (1 - factor) * running + factor * batch, in place."""
+        self.running_mean[...] = (1.0 - factor) * self.running_mean + factor * mean
+        self.running_var[...] = (1.0 - factor) * self.running_var + factor * var_unbiased
+
+
+class BatchNorm(_RunningStats, _Norm):
     """Batch normalization over (N,) or (N, H, W) for each channel, as torch BatchNorm1d/2d.
 
     Training: y = (x - mean_B) / sqrt(var_B + eps) * weight + bias, with the
@@ -126,8 +152,12 @@ class BatchNorm(_Norm):
         running_var  = (1 - momentum) * running_var  + momentum * var_B * n / (n - 1)
 
     (the UNBIASED variance, n = N*H*W values per channel) and
-    num_batches_tracked += 1. Eval: the running statistics replace the batch
-    ones, so the output of one sample does not depend on the others.
+    num_batches_tracked += 1. With ``momentum=None`` the running statistics
+    are the cumulative average of all batches, momentum = 1 /
+    num_batches_tracked. Eval: the running statistics replace the batch ones,
+    so the output of one sample does not depend on the others; with
+    ``track_running_stats=False`` there are none, and eval normalizes with
+    the batch statistics as training does.
 
     Parameters
     ----------
@@ -135,16 +165,22 @@ class BatchNorm(_Norm):
         C, the number of channels.
     eps : float
         Added to the variance inside the square root.
-    momentum : float
-        Weight of the new batch in the running statistics, in [0, 1].
+    momentum : float or None
+        Weight of the new batch in the running statistics, in [0, 1]; None
+        for the cumulative moving average.
+    affine : bool
+        Learn gamma and beta (default True); False leaves both None.
+    track_running_stats : bool
+        Keep running statistics (default True). False: no buffers (none in
+        the state_dict either, as torch) and batch statistics in eval too.
 
     Attributes
     ----------
-    weight, bias : Parameter
+    weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape (C,).
-    running_mean, running_var : np.ndarray
+    running_mean, running_var : np.ndarray or None
         (C,), zeros and ones at creation, the parameters' dtype.
-    num_batches_tracked : np.ndarray
+    num_batches_tracked : np.ndarray or None
         0-d int64, the number of training batches seen.
 
     Input (N, C) or (N, C, H, W); output the same shape.
@@ -153,18 +189,15 @@ class BatchNorm(_Norm):
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     per_channel = True
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True):
         super().__init__()
         self.num_features = _check_positive_int(self.name, "num_features", num_features)
         self.eps = _check_eps(self.name, eps)
-        if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
-                or not 0.0 <= momentum <= 1.0):
-            raise ValueError(f"{self.name}: momentum must be a number in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
-        self._affine_params((self.num_features,))
-        self.running_mean = init.zeros((self.num_features,))
-        self.running_var = init.ones((self.num_features,))
-        self.num_batches_tracked = np.array(0, dtype=np.int64)
+        self.momentum = _check_momentum(self.name, momentum)
+        self.affine = bool(affine)
+        self._affine_params((self.num_features,), self.affine)
+        self._init_running(track_running_stats)
 
     def _view(self, x):
         what = "(N, C) or (N, C, H, W)"
@@ -179,7 +212,7 @@ class BatchNorm(_Norm):
         return xv, 1
 
     def _running_stats(self):
-        if self.training:
+        if self.training or not self.track_running_stats:
             return None
         # Eval: the running statistics are constants.
         mean = self.running_mean.astype(np.float64)
@@ -187,14 +220,20 @@ class BatchNorm(_Norm):
         return mean, rstd
 
     def _record_batch_stats(self, x, mean, var):
+        if not (self.training and self.track_running_stats):
+            return
         n = x.shape[0] * x.shape[2]
-        m = self.momentum
-        self.running_mean[...] = (1.0 - m) * self.running_mean + m * mean
-        self.running_var[...] = (1.0 - m) * self.running_var + m * var * (n / (n - 1))
         self.num_batches_tracked += 1
+        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self._blend(m, mean, var * (n / (n - 1)))
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        s = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        if not self.affine:
+            s += ", affine=False"
+        if not self.track_running_stats:
+            s += ", track_running_stats=False"
+        return s
 
 
 class LayerNorm(_Norm):
@@ -211,16 +250,21 @@ class LayerNorm(_Norm):
         ``(C, H, W)`` for (N, C, H, W).
     eps : float
         Added to the variance inside the square root.
+    elementwise_affine : bool
+        Learn the weight and bias (default True); False leaves both None.
+    bias : bool
+        With ``elementwise_affine``, learn the bias too (default True);
+        False keeps the weight only, as torch's ``bias=False``.
 
     Attributes
     ----------
-    weight, bias : Parameter
+    weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape ``normalized_shape``.
 
     Input (*, *normalized_shape); output the same shape.
     """
 
-    def __init__(self, normalized_shape, eps=1e-5):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
         if isinstance(normalized_shape, (int, np.integer)):
             normalized_shape = (normalized_shape,)
@@ -231,7 +275,8 @@ class LayerNorm(_Norm):
             _check_positive_int(self.name, "every dim of normalized_shape", d)
         self.normalized_shape = tuple(int(d) for d in normalized_shape)
         self.eps = _check_eps(self.name, eps)
-        self._affine_params(self.normalized_shape)
+        self.elementwise_affine = bool(elementwise_affine)
+        self._affine_params(self.normalized_shape, self.elementwise_affine, bool(bias))
 
     def _view(self, x):
         k = len(self.normalized_shape)
@@ -245,15 +290,30 @@ class LayerNorm(_Norm):
         return x.reshape(-1, M, 1), 1
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}"
+        s = f"{self.normalized_shape}, eps={self.eps}"
+        if not self.elementwise_affine:
+            s += ", elementwise_affine=False"
+        elif self.bias is None:
+            s += ", bias=False"
+        return s
 
 
-class InstanceNorm(_Norm):
+class InstanceNorm(_RunningStats, _Norm):
     """Instance normalization over (H, W) for each sample and channel,
-    as torch InstanceNorm2d(affine=True) without running statistics.
+    as torch InstanceNorm2d(affine=True).
 
     y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and biased
-    variance of each (n, c) plane. Same in train and eval.
+    variance of each (n, c) plane. Without running statistics (the default)
+    it is the same in train and eval. With ``track_running_stats=True``, as
+    torch, each training forward also updates
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean_n(mean_nc)
+        running_var  = (1 - momentum) * running_var  + momentum * mean_n(var_nc * L / (L - 1))
+
+    (L = H*W; the unbiased variance of each plane, averaged over the batch)
+    and eval normalizes every plane with the running statistics of its
+    channel. As torch, ``momentum=None`` then means no update at all, and
+    num_batches_tracked stays 0.
 
     Parameters
     ----------
@@ -263,21 +323,32 @@ class InstanceNorm(_Norm):
         Added to the variance inside the square root.
     affine : bool
         Learn a per-channel weight and bias; False leaves both None.
+    track_running_stats : bool
+        Keep running statistics and use them in eval (default False).
+    momentum : float or None
+        Weight of the new batch in the running statistics, in [0, 1].
 
     Attributes
     ----------
     weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape (C,).
+    running_mean, running_var, num_batches_tracked : np.ndarray or None
+        As BatchNorm's, with ``track_running_stats=True``; else None.
 
     Input (N, C, H, W) with H*W > 1; output the same shape.
     """
 
-    def __init__(self, num_features, eps=1e-5, affine=True):
+    buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features, eps=1e-5, affine=True, track_running_stats=False,
+                 momentum=0.1):
         super().__init__()
         self.num_features = _check_positive_int(self.name, "num_features", num_features)
         self.eps = _check_eps(self.name, eps)
         self.affine = bool(affine)
+        self.momentum = _check_momentum(self.name, momentum)
         self._affine_params((self.num_features,), self.affine)
+        self._init_running(track_running_stats)
 
     def _view(self, x):
         what = "(N, C, H, W)"
@@ -288,10 +359,29 @@ class InstanceNorm(_Norm):
             raise ValueError(f"{self.name}: expected more than 1 spatial element, "
                              f"got input shape {x.shape}")
         # One group per channel: every (n, c) plane is a set.
+        self._batch = N
         return x.reshape(N, C, H * W), C
 
+    def _running_stats(self):
+        if self.training or not self.track_running_stats:
+            return None
+        # Eval: every (n, c) plane uses channel c's running statistics.
+        mean = np.tile(self.running_mean.astype(np.float64), self._batch)
+        rstd = np.tile(1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps), self._batch)
+        return mean, rstd
+
+    def _record_batch_stats(self, x, mean, var):
+        if not (self.training and self.track_running_stats) or self.momentum is None:
+            return
+        N, C, L = x.shape
+        self._blend(self.momentum, mean.reshape(N, C).mean(axis=0),
+                    (var * (L / (L - 1))).reshape(N, C).mean(axis=0))
+
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+        s = f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+        if self.track_running_stats:
+            s += f", track_running_stats=True, momentum={self.momentum}"
+        return s
 
 
 class GroupNorm(_Norm):
@@ -311,16 +401,18 @@ class GroupNorm(_Norm):
         C, the number of channels.
     eps : float
         Added to the variance inside the square root.
+    affine : bool
+        Learn a per-channel weight and bias (default True); False leaves both None.
 
     Attributes
     ----------
-    weight, bias : Parameter
+    weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape (C,).
 
     Input (N, C, *spatial), e.g. (N, C, H, W); output the same shape.
     """
 
-    def __init__(self, num_groups, num_channels, eps=1e-5):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
         super().__init__()
         self.num_groups = _check_positive_int(self.name, "num_groups", num_groups)
         self.num_channels = _check_positive_int(self.name, "num_channels", num_channels)
@@ -328,7 +420,8 @@ class GroupNorm(_Norm):
             raise ValueError(f"{self.name}: num_groups={self.num_groups} must divide "
                              f"num_channels={self.num_channels}")
         self.eps = _check_eps(self.name, eps)
-        self._affine_params((self.num_channels,))
+        self.affine = bool(affine)
+        self._affine_params((self.num_channels,), self.affine)
 
     def _view(self, x):
         what = "(N, C, *spatial)"
@@ -338,4 +431,5 @@ class GroupNorm(_Norm):
         return x.reshape(N, C, -1), self.num_groups
 
     def extra_repr(self):
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+        s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+        return s if self.affine else s + ", affine=False"

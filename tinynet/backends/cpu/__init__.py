@@ -10,5 +10,6 @@ from .dropout import *     # noqa: F401,F403
 from .norm import *        # noqa: F401,F403
 from .loss import *        # noqa: F401,F403
 from .optim import *       # noqa: F401,F403
+from .weightnorm import *  # noqa: F401,F403
 
 NAME = "cpu"
