@@ -131,3 +131,4 @@ def test_bad_momentum():
         tn.BatchNorm(3, momentum=2)
     with pytest.raises(ValueError, match="InstanceNorm: momentum"):
         tn.InstanceNorm(3, momentum="x")
+

@@ -17,5 +17,6 @@ from .losses import *  # noqa: F401,F403
 from . import optim, init, data
 from .gradcheck import gradcheck, GradcheckResult
 from .train import fit, evaluate, History
+from .recorder import Recorder
 
 __version__ = "0.1.0"

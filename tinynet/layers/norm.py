@@ -31,7 +31,7 @@ from .. import init
 from ..parameter import Parameter
 from .base import Layer
 
-__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm"]
+__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "recompute_batchnorm_stats"]
 
 
 def _check_positive_int(layer, name, value):
@@ -433,3 +433,67 @@ class GroupNorm(_Norm):
     def extra_repr(self):
         s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
         return s if self.affine else s + ", affine=False"
+
+
+def _leaves(layer):
+    """The non-container layers of ``layer``, in forward order."""
+    subs = getattr(layer, "layers", None)
+    if subs is None:
+        return [layer]
+    return [leaf for sub in subs for leaf in _leaves(sub)]
+
+
+def recompute_batchnorm_stats(model, x, batch_size=256):
+    """Set every BatchNorm's running statistics to the exact ones over a data set.
+
+    The textbook inference network (Ioffe and Szegedy 2015, Algorithm 2,
+    https://arxiv.org/abs/1502.03167): each BatchNorm's running_mean and
+    running_var become the mean and the UNBIASED variance of its input over
+    all of ``x`` (all N*H*W values per channel), computed with the layers
+    before it in eval mode and the BatchNorms before it already set. The
+    BatchNorms are done in forward order, one pass over ``x`` each; the
+    statistics of the batches are merged with Chan's formula in float64.
+
+    Parameters
+    ----------
+    model : Sequential
+        A chain of layers (nested Sequentials are followed). BatchNorms
+        without running statistics are skipped.
+    x : np.ndarray
+        The data set, (N, ...) with the model's input shape.
+    batch_size : int
+        Samples per forward pass; the result does not depend on it.
+
+    Returns
+    -------
+    model
+        The model, in eval mode, with the new statistics. num_batches_tracked
+        is left as it was.
+    """
+    batch_size = _check_positive_int("recompute_batchnorm_stats", "batch_size", batch_size)
+    if len(x) < 2:
+        raise ValueError(f"recompute_batchnorm_stats: x must hold at least 2 samples, "
+                         f"got shape {np.shape(x)}")
+    model.eval()
+    leaves = _leaves(model)
+    for k, bn in enumerate(leaves):
+        if not isinstance(bn, BatchNorm) or not bn.track_running_stats:
+            continue
+        count, mean, m2 = 0, 0.0, 0.0
+        for start in range(0, len(x), batch_size):
+            h = x[start:start + batch_size]
+            for layer in leaves[:k]:
+                h = layer.forward(h)
+                layer._cache = None
+            hv = np.ascontiguousarray(h).reshape(h.shape[0], h.shape[1], -1)
+            n_b = hv.shape[0] * hv.shape[2]
+            mean_b, var_b, _ = bn.ops.norm_stats(hv, 1, True, bn.eps)
+            # Chan's merge of (count, mean, M2) with the batch's.
+            delta = mean_b - mean
+            total = count + n_b
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + var_b * n_b + delta * delta * (count * n_b / total)
+            count = total
+        bn.running_mean[...] = mean
+        bn.running_var[...] = m2 / (count - 1)
+    return model
