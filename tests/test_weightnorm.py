@@ -221,3 +221,22 @@ def test_trains_with_sgd(rng):
         model.backward(loss_fn.backward())
         opt.step()
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(5, 4), (3, 4, 3, 3)])
+def test_mean_only_batchnorm(rng, backend, training, shape):
+    layer = tn.MeanOnlyBatchNorm(4, momentum=0.3).to(np.float64)
+    layer.bias.data[...] = rng.standard_normal(4)
+    x = rng.standard_normal(shape) * 2 + 1
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    bc = (1, 4) + (1,) * (len(shape) - 2)
+    with tn.use_backend(backend):
+        y = layer.forward(x)
+        assert_close(y, x - x.mean(axis=axes, keepdims=True) + layer.bias.data.reshape(bc),
+                     1e-12, 1e-12, "y")
+        assert_close(layer.running_mean, 0.3 * x.mean(axis=axes), 1e-12, 1e-12, "running_mean")
+        layer.train(training)
+        check_grads(layer, x)
+    assert list(layer.state_dict()) == ["bias", "running_mean", "num_batches_tracked"]

@@ -17,15 +17,26 @@ weightnorm_forward / weightnorm_backward, then its dense or conv2d ops.
 Data-dependent initialization (the paper's section 3): ``init_from_data(x)``
 sets g and b so that every output unit has mean 0 and standard deviation 1 on
 the batch x.
+
+MeanOnlyBatchNorm is the paper's companion (section 2.2): it subtracts each
+channel's batch mean and adds a bias, without dividing by the std,
+
+    forward:   y = x - mean_B + beta            (eval: x - running_mean + beta)
+    backward:  dx = dy - mean_B(dy),  dbeta = sum dy   (eval: dx = dy)
+
+with the means over (N, H, W) per channel; running_mean follows BatchNorm's
+momentum rule. It runs on the backend's norm_stats and norm_forward with
+rstd = 1.
 """
 import numpy as np
 
+from .. import init
 from ..parameter import Parameter
 from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
 
-__all__ = ["WeightNorm"]
+__all__ = ["WeightNorm", "MeanOnlyBatchNorm"]
 
 _G_KEY = "parametrizations.weight.original0"
 _V_KEY = "parametrizations.weight.original1"
@@ -200,3 +211,78 @@ class WeightNorm(Layer):
 
     def extra_repr(self):
         return self._op.layer_repr
+
+
+class MeanOnlyBatchNorm(Layer):
+    """Mean-only batch normalization (Salimans and Kingma 2016, section 2.2).
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    momentum : float
+        Weight of the new batch in ``running_mean``, in [0, 1].
+
+    Attributes
+    ----------
+    bias : Parameter
+        beta, (C,), zeros.
+    running_mean : np.ndarray
+        (C,), zeros at creation.
+    num_batches_tracked : np.ndarray
+        0-d int64.
+
+    Input (N, C) or (N, C, H, W); output the same shape.
+    """
+
+    param_names = ("bias",)
+    buffer_names = ("running_mean", "num_batches_tracked")
+
+    def __init__(self, num_features, momentum=0.1):
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"MeanOnlyBatchNorm: num_features must be a positive int, "
+                             f"got {num_features!r}")
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"MeanOnlyBatchNorm: momentum must be in [0, 1], got {momentum!r}")
+        self.num_features = num_features
+        self.momentum = float(momentum)
+        self.bias = Parameter(init.zeros((num_features,)), "bias")
+        self.running_mean = init.zeros((num_features,))
+        self.num_batches_tracked = np.array(0, dtype=np.int64)
+
+    def forward(self, x):
+        """y = x - mean + beta, the batch mean in training, the running mean in eval."""
+        x = self._check_input(x, (2, 4), "(N, C) or (N, C, H, W)")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"MeanOnlyBatchNorm: input must have C={self.num_features} "
+                             f"channels, got shape {x.shape}")
+        xv = x.reshape(x.shape[0], x.shape[1], -1)
+        ones = np.ones(self.num_features)
+        if self.training:
+            mean = self.ops.norm_stats(xv, 1, True, 1.0)[0]
+            m = self.momentum
+            self.running_mean[...] = (1.0 - m) * self.running_mean + m * mean
+            self.num_batches_tracked += 1
+        else:
+            mean = self.running_mean.astype(np.float64)
+        y = self.ops.norm_forward(xv, mean, ones, None, self.bias.data, 1, True)
+        self._cache = (x.shape, self.training)
+        return y.reshape(x.shape)
+
+    def backward(self, dy):
+        """dx = dy - mean(dy) per channel in training (dy in eval); dbeta = sum dy."""
+        shape, training = self._cache if self._cache is not None else ((), None)
+        dy = self._check_dy(dy, shape)
+        dyv = dy.reshape(shape[0], shape[1], -1)
+        mean_dy = self.ops.norm_stats(dyv, 1, True, 1.0)[0]
+        self.bias.grad += (mean_dy * (dyv.shape[0] * dyv.shape[2])).astype(dy.dtype)
+        if not self.requires_input_grad:
+            return None
+        if not training:
+            return dy.copy()
+        ones = np.ones(self.num_features)
+        return self.ops.norm_forward(dyv, mean_dy, ones, None, None, 1, True).reshape(shape)
+
+    def extra_repr(self):
+        return f"{self.num_features}, momentum={self.momentum}"
