@@ -22,7 +22,7 @@ def tiny(seed, steps=20):
 
 def pure(result):
     """A result without its wall-clock times, the one part that is not a function of the config."""
-    return {k: v for k, v in result.items() if k not in ("wall", "numba_threads")}
+    return {k: v for k, v in result.items() if k not in ("wall", "threads")}
 
 
 def test_config_key_is_canonical_and_distinct():
@@ -46,7 +46,7 @@ def test_local_workers_store_every_result_and_rerun_skips(tmp_path):
     files = sorted(os.listdir(tmp_path))
     assert files == sorted(runner.config_key(c) + ".json" for c in configs)
     assert pure(records[0]["result"]) == pure(run_train(configs[0]))
-    assert all(r["result"]["numba_threads"] == 1 for r in records)
+    assert all(r["result"]["threads"] == {"numba": 1, "blas": 1} for r in records)
     stamps = {f: os.stat(tmp_path / f).st_mtime_ns for f in files}
     again = runner.run_grid(run_train, configs, tmp_path, workers=2, progress=False)
     assert again == records

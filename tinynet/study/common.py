@@ -226,8 +226,8 @@ def train_run(config, hook=None):
     dict
         "steps" and "loss" (the training loss every ``log_every`` steps),
         "wall" (seconds since the start at those steps), "train_acc",
-        "test_acc", "test_loss", "diverged" (a NaN or inf loss), "numba_threads"
-        (the process's thread count), and the model
+        "test_acc", "test_loss", "diverged" (a NaN or inf loss), "threads"
+        (numba and BLAS thread counts), and the model
         under "_model" (removed before a result is stored).
     """
     c = with_defaults(config)
@@ -254,7 +254,7 @@ def train_run(config, hook=None):
         if diverged:
             break
     out = {"steps": log_steps, "loss": losses, "wall": wall, "diverged": diverged,
-           "numba_threads": tn.get_num_threads(), "_model": model}
+           "threads": tn.get_num_threads(), "_model": model}
     # A diverged model is evaluated as it is (NaN logits count as class 0).
     with np.errstate(all="ignore"):
         out["train_acc"], _ = accuracy(model, xtr[:2000], ytr[:2000])
