@@ -22,6 +22,7 @@ A config for ``train_run`` is a dict with
     bn_momentum BatchNorm's momentum (None = cumulative average)
     seed        the run's seed
     log_every   record the training loss every k steps
+    label       a free-form name of the variant, for the summaries (no effect on training)
 """
 import time
 
@@ -36,7 +37,7 @@ DEFAULTS = {"data": "mnist", "n_train": 10000, "n_test": 2000, "arch": "mlp", "n
             "act": "relu", "depth": 2, "width": 64, "init_scale": 1.0, "optimizer": "sgd",
             "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64, "steps": 200,
             "dropout": 0.0, "dropconnect": 0.0, "augment": "none", "bn_momentum": 0.1,
-            "seed": 0, "log_every": 10}
+            "seed": 0, "log_every": 10, "label": ""}
 
 
 def with_defaults(config):
@@ -225,7 +226,8 @@ def train_run(config, hook=None):
     -------
     dict
         "steps" and "loss" (the training loss every ``log_every`` steps),
-        "wall" (seconds since the start at those steps), "train_acc",
+        "wall" (seconds spent in training steps up to those steps, without
+        the hook's measurements), "train_acc",
         "test_acc", "test_loss", "diverged" (a NaN or inf loss), "threads"
         (numba and BLAS thread counts), and the model
         under "_model" (removed before a result is stored).
@@ -237,20 +239,22 @@ def train_run(config, hook=None):
     loss_fn = tn.SoftmaxCrossEntropy()
     it = batches(c, xtr, ytr)
     log_steps, losses, wall = [], [], []
-    t0 = time.perf_counter()
+    seconds = 0.0
     diverged = False
     for step in range(c["steps"]):
         xb, yb = next(it)
         if hook is not None:
             hook(step, model, xb, yb)
+        t0 = time.perf_counter()
         with np.errstate(all="ignore"):
             loss = train_step(model, loss_fn, opt, xb, yb)
+        seconds += time.perf_counter() - t0
         if not np.isfinite(loss):
             diverged = True
         if step % c["log_every"] == 0 or step == c["steps"] - 1:
             log_steps.append(step)
             losses.append(loss)
-            wall.append(time.perf_counter() - t0)
+            wall.append(seconds)
         if diverged:
             break
     out = {"steps": log_steps, "loss": losses, "wall": wall, "diverged": diverged,

@@ -155,6 +155,12 @@ class _DaskPool:
         self.client.close()
 
 
+def _status(slots, unfinished):
+    """The bar's postfix: runs in progress and runs still waiting (done is the bar's count)."""
+    running = min(slots, unfinished)
+    return f"running {running}, left {unfinished - running}"
+
+
 def run_grid(fn, configs, out_dir, workers=1, scheduler=None, numba_threads=1, progress=True,
              desc="runs"):
     """Run ``fn`` on every config that has no valid stored result; return all records.
@@ -202,7 +208,7 @@ def run_grid(fn, configs, out_dir, workers=1, scheduler=None, numba_threads=1, p
         try:
             futures = {pool.submit(fn, c): c for c in todo}
             left = len(todo)
-            bar.set_postfix_str(f"running {min(pool.slots, left)}, left {left}")
+            bar.set_postfix_str(_status(pool.slots, left))
             for future in pool.as_completed(list(futures)):
                 config = futures[future]
                 result, seconds = future.result()
@@ -213,7 +219,7 @@ def run_grid(fn, configs, out_dir, workers=1, scheduler=None, numba_threads=1, p
                 records[record["key"]] = record
                 left -= 1
                 bar.update(1)
-                bar.set_postfix_str(f"running {min(pool.slots, left)}, left {left}")
+                bar.set_postfix_str(_status(pool.slots, left))
         finally:
             bar.close()
             pool.close()
