@@ -133,3 +133,18 @@ def test_dask_cluster_survives_a_killed_worker(tmp_path):
     files = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
     assert sorted(files) == sorted(runner.config_key(c) + ".json" for c in configs)
     assert pure(records[5]["result"]) == pure(run_train(configs[5]))
+    assert all(r["result"]["threads"] == {"numba": 1, "blas": 1} for r in records)
+
+
+def test_progress_bar_shows_done_running_left_and_time_left(tmp_path, capfd):
+    runner.run_grid(run_train, [tiny(s) for s in range(3)], tmp_path, workers=1,
+                    progress=True, desc="probe")
+    err = capfd.readouterr().err
+    assert "probe" in err and "3/3" in err
+    assert "running 1, left 2" in err and "running 0, left 0" in err
+    assert "<" in err  # tqdm's elapsed<remaining field
+
+
+def test_status_counts_running_and_waiting():
+    assert runner._status(2, 5) == "running 2, left 3"
+    assert runner._status(4, 1) == "running 1, left 0"

@@ -23,6 +23,21 @@ from .weightnorm import _Wrapped
 __all__ = ["DropConnect"]
 
 
+def mask_seed(layer, seed):
+    """A counter-based mask's seed: ``seed`` checked to be in [0, 2^64), or a fresh one.
+
+    The fresh seed is drawn from ``tinynet.init.get_rng()``, so
+    ``tn.init.seed(n)`` makes it reproducible.
+    """
+    if seed is None:
+        return int(get_rng().integers(0, 2**63))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{layer}: seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{layer}: seed must be in [0, 2**64), got {seed}")
+    return int(seed)
+
+
 class DropConnect(Layer):
     """DropConnect on a Dense layer; ``p`` is the probability of DROPPING a weight.
 
@@ -58,17 +73,12 @@ class DropConnect(Layer):
         p = float(p)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"DropConnect: p (the drop probability) must be in [0, 1), got {p}")
-        if seed is None:
-            seed = int(get_rng().integers(0, 2**63))
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"DropConnect: seed must be an integer, got {type(seed).__name__}")
-        elif not 0 <= seed < 2**64:
-            raise ValueError(f"DropConnect: seed must be in [0, 2**64), got {seed}")
+        seed = mask_seed("DropConnect", seed)
         self._op = _Wrapped("DropConnect", dense)
         self.weight = dense.weight
         self.bias = dense.bias
         self.p = p
-        self.seed = int(seed)
+        self.seed = seed
         self.step = 0
 
     def forward(self, x):

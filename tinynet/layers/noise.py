@@ -26,8 +26,8 @@ import numbers
 
 import numpy as np
 
-from ..init import get_rng
 from .base import Layer
+from .dropconnect import mask_seed
 
 __all__ = ["RandomAffineNoise"]
 
@@ -75,15 +75,10 @@ class RandomAffineNoise(Layer):
             raise ValueError(f"RandomAffineNoise: shift must be >= 0, got {shift!r}")
         if not float(scale) >= 1:
             raise ValueError(f"RandomAffineNoise: scale must be >= 1, got {scale!r}")
-        if seed is None:
-            seed = int(get_rng().integers(0, 2**63))
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
-                or not 0 <= seed < 2**64:
-            raise ValueError(f"RandomAffineNoise: seed must be an int in [0, 2**64), got {seed!r}")
         self.num_features = int(num_features)
         self.shift = float(shift)
         self.scale = float(scale)
-        self.seed = int(seed)
+        self.seed = mask_seed("RandomAffineNoise", seed)
         self.step = 0
 
     def noise(self, step):

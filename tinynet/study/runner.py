@@ -77,8 +77,13 @@ def _write_atomic(path, text):
         raise
 
 
-def _timed(fn, config):
-    """Run ``fn(config)`` and return (result, seconds). Runs in the worker."""
+def _timed(fn, config, threads):
+    """Run ``fn(config)`` with ``threads`` threads; return (result, seconds). Runs in the worker.
+
+    The thread count is set for every run, so a worker that a cluster
+    restarted after a failure gets it too.
+    """
+    _init_worker(threads)
     t0 = time.perf_counter()
     result = fn(config)
     return result, time.perf_counter() - t0
@@ -110,6 +115,7 @@ class _LocalPool:
 
     def __init__(self, workers, threads):
         self.slots = workers
+        self.threads = threads
         with _child_environment(threads):
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_init_worker, initargs=(threads,))
@@ -117,7 +123,7 @@ class _LocalPool:
             list(self.pool.map(_noop, range(workers)))
 
     def submit(self, fn, config):
-        return self.pool.submit(_timed, fn, config)
+        return self.pool.submit(_timed, fn, config, self.threads)
 
     def as_completed(self, futures):
         return as_completed(futures)
@@ -140,12 +146,13 @@ class _DaskPool:
             raise RuntimeError("run_grid: --scheduler needs Dask distributed; "
                                "pip install \"tinynet[cluster]\"") from e
         self.client = Client(scheduler)
-        self.client.run(_init_worker, threads)
+        self.threads = threads
         self.slots = max(1, sum(self.client.nthreads().values()))
 
     def submit(self, fn, config):
         # pure=False: a resubmitted config runs again rather than reuse a cached future.
-        return self.client.submit(_timed, fn, config, pure=False, key=f"run-{config_key(config)}")
+        return self.client.submit(_timed, fn, config, self.threads, pure=False,
+                                  key=f"run-{config_key(config)}")
 
     def as_completed(self, futures):
         from distributed import as_completed as dask_as_completed
