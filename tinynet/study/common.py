@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 import tinynet as tn
-from ..layers.weightnorm import MeanOnlyBatchNorm
+from .measure import linear_layers
 
 _DATA = {}
 
@@ -98,7 +98,7 @@ def _norm_after(norm, features, spatial, seed, momentum):
         return [tn.BatchNorm(features, momentum=momentum),
                 tn.RandomAffineNoise(features, shift=0.5, scale=2.0, seed=seed)]
     if norm == "wn_mbn":
-        return [MeanOnlyBatchNorm(features, momentum=momentum)]
+        return [tn.MeanOnlyBatchNorm(features, momentum=momentum)]
     if norm == "gn":
         return [tn.GroupNorm(min(4, features), features)]
     if norm == "ln":
@@ -147,14 +147,10 @@ def build_model(c):
         raise ValueError(f"study: unknown arch {c['arch']!r}")
     model = tn.Sequential(*layers)
     if c["init_scale"] != 1.0:
-        for layer in model.layers:
-            for name in ("weight", "weight_v"):
-                p = getattr(layer, name, None) if not isinstance(
-                    layer, (tn.BatchNorm, tn.GroupNorm, tn.LayerNorm, tn.InstanceNorm)) else None
-                if p is not None:
-                    p.data *= np.float32(c["init_scale"])
-            if isinstance(layer, tn.WeightNorm):
-                layer.weight_g.data *= np.float32(c["init_scale"])
+        # Scale every linear layer's weight (for WeightNorm its length g).
+        for layer in linear_layers(model):
+            p = layer.weight_g if isinstance(layer, tn.WeightNorm) else layer.weight
+            p.data *= np.float32(c["init_scale"])
     return model
 
 
