@@ -2,6 +2,7 @@
 local spawn workers, and a real Dask LocalCluster that loses a worker mid-run."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -79,11 +80,12 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         runner.run_grid(run_train, {configs!r}, {str(tmp_path)!r}, workers=1, progress=False)
     """)
     env = {**os.environ, "PYTHONPATH": REPO}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    # A session of its own, so that the kill takes the driver's workers too.
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not any(f.endswith(".json") for f in os.listdir(tmp_path)):
         time.sleep(0.05)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = {f: os.stat(tmp_path / f).st_mtime_ns
             for f in os.listdir(tmp_path) if f.endswith(".json")}
