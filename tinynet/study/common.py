@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 import tinynet as tn
-from .measure import linear_layers
+from .measure import linear_layers, restore, snapshot
 
 _DATA = {}
 
@@ -159,6 +159,7 @@ AUGMENTS = {"none": None, "shift": tn.data.RandomShift(2), "crop": tn.data.Rando
 
 
 def make_optimizer(model, c):
+    """The optimizer of config ``c`` over the model's parameters."""
     if c["optimizer"] == "sgd":
         return tn.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"],
                             weight_decay=c["weight_decay"])
@@ -181,8 +182,7 @@ def accuracy(model, x, y, batch_size=500, train_mode=False):
     In train mode the batch statistics are used and the running statistics
     are restored afterwards.
     """
-    saved = model.state_dict()
-    steps = {id(l): getattr(l, "step", None) for l in model.layers}
+    saved = snapshot(model)
     model.train(train_mode)
     loss_fn = tn.SoftmaxCrossEntropy()
     correct = loss = 0.0
@@ -191,11 +191,7 @@ def accuracy(model, x, y, batch_size=500, train_mode=False):
         loss += loss_fn.forward(logits, y[s:s + batch_size]) * len(logits)
         correct += float(np.sum(np.argmax(logits, axis=1) == y[s:s + batch_size]))
     model.train(True)
-    if train_mode:
-        model.load_state_dict(saved)
-        for l in model.layers:
-            if steps[id(l)] is not None:
-                l.step = steps[id(l)]
+    restore(model, saved)
     return correct / len(x), loss / len(x)
 
 

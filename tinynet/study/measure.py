@@ -18,7 +18,7 @@ import numpy as np
 
 import tinynet as tn
 
-__all__ = ["linear_layers", "loss_and_grads", "ics", "landscape"]
+__all__ = ["linear_layers", "snapshot", "restore", "loss_and_grads", "ics", "landscape"]
 
 
 def linear_layers(model):
@@ -27,11 +27,13 @@ def linear_layers(model):
                                                       tn.DropConnect))]
 
 
-def _snapshot(model):
+def snapshot(model):
+    """What a training forward changes: the state_dict and the layers' mask counters."""
     return model.state_dict(), [getattr(l, "step", None) for l in model.layers]
 
 
-def _restore(model, snap):
+def restore(model, snap):
+    """Put back what ``snapshot`` saved."""
     state, steps = snap
     model.load_state_dict(state)
     for layer, step in zip(model.layers, steps):
@@ -41,7 +43,7 @@ def _restore(model, snap):
 
 def loss_and_grads(model, xb, yb):
     """(loss, {id(p): grad copy}) in training mode; buffers and counters restored."""
-    snap = _snapshot(model)
+    snap = snapshot(model)
     loss_fn = tn.SoftmaxCrossEntropy()
     with np.errstate(all="ignore"):
         loss = float(loss_fn.forward(model.forward(xb), yb))
@@ -49,7 +51,7 @@ def loss_and_grads(model, xb, yb):
         model.backward(loss_fn.backward())
     grads = {id(p): p.grad.astype(np.float64).ravel().copy() for p in model.parameters()}
     model.zero_grad()
-    _restore(model, snap)
+    restore(model, snap)
     return loss, grads
 
 

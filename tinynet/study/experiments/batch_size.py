@@ -8,7 +8,6 @@ training batch size) against eval mode (the running statistics). Claim (Wu
 and He 2018, https://arxiv.org/abs/1803.08494): GN matches BN at batch 32 and
 beats it at small batches, where BN's batch statistics are noisy.
 """
-import numpy as np
 
 from ..common import accuracy, load_data, train_run, public, with_defaults
 from .plotting import plt, save

@@ -13,7 +13,7 @@ import numpy as np
 
 import tinynet as tn
 from ..common import public, train_run, with_defaults
-from ..measure import _restore, _snapshot, ics, linear_layers
+from ..measure import ics, linear_layers, restore, snapshot
 from .plotting import plt, save
 
 NAME = "ics"
@@ -39,11 +39,11 @@ def run(config):
             return
         lin = linear_layers(model)
         early, late = str(model.layers.index(lin[1])), str(model.layers.index(lin[-1]))
-        snap = _snapshot(model)
+        snap = snapshot(model)
         with tn.Recorder(model, layers=[early, late], kinds=("x",),
                          percentiles=PERCENTILES) as rec:
             model.forward(xb)
-        _restore(model, snap)
+        restore(model, snap)
         measured["early"].append(rec.select(layer=early)[0]["percentiles"])
         measured["late"].append(rec.select(layer=late)[0]["percentiles"])
         with np.errstate(all="ignore"):
