@@ -18,6 +18,7 @@ A config for ``train_run`` is a dict with
     optimizer   "sgd" or "adamw"; lr, momentum, weight_decay, batch_size
     steps       training steps (mini-batches)
     dropout, dropconnect   drop probabilities (0 = none), MLP hidden layers
+    dropout_kind "inverted" (tn.Dropout) or "classic" (ClassicDropout)
     augment     "none", "shift", "crop", "cutout" or "flip"
     bn_momentum BatchNorm's momentum (None = cumulative average)
     seed        the run's seed
@@ -37,7 +38,28 @@ DEFAULTS = {"data": "mnist", "n_train": 10000, "n_test": 2000, "arch": "mlp", "n
             "act": "relu", "depth": 2, "width": 64, "init_scale": 1.0, "optimizer": "sgd",
             "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64, "steps": 200,
             "dropout": 0.0, "dropconnect": 0.0, "augment": "none", "bn_momentum": 0.1,
-            "seed": 0, "log_every": 10, "label": ""}
+            "seed": 0, "log_every": 10, "label": "", "dropout_kind": "inverted"}
+
+
+class ClassicDropout(tn.Dropout):
+    """Dropout as first published: no scaling in training, a factor 1 - p in eval.
+
+    Srivastava et al. 2014 (https://jmlr.org/papers/v15/srivastava14a.html):
+
+        training:  y = x * keep,        dx = dy * keep
+        eval:      y = (1 - p) * x,     dx = (1 - p) * dy
+
+    so E[y] in training equals y in eval, as with inverted dropout (tn.Dropout,
+    y = x * keep / (1 - p) in training, y = x in eval); the two differ by the
+    constant factor 1 - p in both modes. Built on tn.Dropout's mask.
+    """
+
+    def forward(self, x):
+        return super().forward(x) * x.dtype.type(1.0 - self.p)
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        return None if dx is None else dx * dx.dtype.type(1.0 - self.p)
 
 
 def with_defaults(config):
@@ -131,7 +153,8 @@ def build_model(c):
             layers += _norm_after(norm, c["width"], 0, seed + 100 + i, c["bn_momentum"])
             layers.append(_act(c["act"]))
             if c["dropout"] > 0:
-                layers.append(tn.Dropout(c["dropout"], seed=seed + 200 + i))
+                kind = {"inverted": tn.Dropout, "classic": ClassicDropout}[c["dropout_kind"]]
+                layers.append(kind(c["dropout"], seed=seed + 200 + i))
             fan_in = c["width"]
         layers.append(_linear(tn.Dense(fan_in, 10), norm))
     elif c["arch"] == "cnn":

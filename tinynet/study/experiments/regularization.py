@@ -6,18 +6,29 @@ DropConnect 0.5, L2 weight decay in SGD, AdamW's decoupled weight decay,
 BatchNorm, and each augmentation (shift, crop, cutout, flip). Claim: each
 regularizer narrows the gap between train and test accuracy, and the
 augmentations that suit the data help the most.
+
+Also classic dropout (no scaling in training, a factor 1 - p at test time)
+against inverted dropout (tn.Dropout): for each, the mean activation after
+the first dropout layer on test images, in training mode (averaged over 20
+masks) and in eval mode. Claim: the same expected activation and the same
+accuracy, with no scaling at test time for the inverted form.
 """
-from ..common import run_train
+import numpy as np
+
+import tinynet as tn
+from ..common import load_data, public, train_run, with_defaults
 from .plotting import plt, save
 
 NAME = "regularization"
-CLAIM = "regularizers narrow the train/test gap on a small training set"
-run = run_train
+CLAIM = ("regularizers narrow the train/test gap on a small training set; classic and "
+         "inverted dropout give the same expected activation and accuracy")
+MASKS = 20
 
 VARIANTS = {
     "none": {},
     "dropout 0.2": {"dropout": 0.2},
     "dropout 0.5": {"dropout": 0.5},
+    "dropout 0.5 (classic)": {"dropout": 0.5, "dropout_kind": "classic"},
     "dropconnect 0.5": {"dropconnect": 0.5},
     "L2 (SGD, 5e-4)": {"weight_decay": 5e-4},
     "AdamW (1e-2)": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-2},
@@ -37,13 +48,35 @@ def grid(quick):
             for data in ("mnist", "fashion") for name, spec in VARIANTS.items()]
 
 
+def run(config):
+    out = train_run(config)
+    result = public(out)
+    if config.get("dropout", 0) > 0:
+        c = with_defaults(config)
+        model = out["_model"]
+        _, _, xte, _ = load_data(c["data"], c["n_train"], c["n_test"])
+        k = next(i for i, l in enumerate(model.layers) if isinstance(l, tn.Dropout))
+        model.eval()
+        h = xte[:500]
+        for layer in model.layers[:k]:
+            h = layer.forward(h)
+        drop = model.layers[k]
+        eval_mean = float(drop.forward(h).astype(np.float64).mean())
+        drop.train()
+        train_mean = float(np.mean([drop.forward(h).astype(np.float64).mean()
+                                    for _ in range(MASKS)]))
+        result["activation_mean"] = {"train": train_mean, "eval": eval_mean}
+    return result
+
+
 def summarize(records):
     table = {}
     for r in records:
         res = r["result"]
         table.setdefault(r["config"]["data"], {})[r["config"]["label"]] = {
             "train_acc": res["train_acc"], "test_acc": res["test_acc"],
-            "gap": res["train_acc"] - res["test_acc"]}
+            "gap": res["train_acc"] - res["test_acc"], "diverged": res["diverged"],
+            "activation_mean": res.get("activation_mean")}
     return {"data": table, "variants": list(VARIANTS)}
 
 
