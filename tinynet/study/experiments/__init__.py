@@ -9,8 +9,9 @@ Each experiment module defines
     plot(summary, path)  the PNG
 
 ``run_experiment`` runs the grid through ``tinynet.study.runner.run_grid``
-(results under OUT/NAME/runs/), then writes OUT/NAME/NAME.json (the summary,
-with the wall time) and OUT/NAME/NAME.png.
+(results under OUT/NAME/runs/, or OUT/NAME-quick/runs/ for the quick grid),
+then writes NAME.json (the summary, with the wall time) and NAME.png beside
+that runs/ directory.
 """
 import json
 import os
