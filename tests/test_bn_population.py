@@ -41,3 +41,14 @@ def test_recompute_batchnorm_stats_errors(rng):
         tn.recompute_batchnorm_stats(model, np.ones((1, 3), np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         tn.recompute_batchnorm_stats(model, np.ones((4, 3), np.float32), batch_size=0)
+
+
+def test_recompute_skips_batchnorms_without_running_stats(rng):
+    model = tn.Sequential(tn.BatchNorm(3, track_running_stats=False), tn.BatchNorm(3)).to(np.float64)
+    x = rng.standard_normal((20, 3)) * 3 + 2
+    tn.recompute_batchnorm_stats(model, x, batch_size=7)
+    assert model[0].running_mean is None
+    # The second BN sees the first one's output normalized with each batch's statistics.
+    h = np.concatenate([model[0].forward(x[s:s + 7]) for s in range(0, 20, 7)])
+    assert_close(model[1].running_mean, h.mean(axis=0), 1e-12, 1e-12, "mean")
+    assert_close(model[1].running_var, h.var(axis=0, ddof=1), 1e-12, 1e-12, "var")

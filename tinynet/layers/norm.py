@@ -462,7 +462,9 @@ def recompute_batchnorm_stats(model, x, batch_size=256):
     x : np.ndarray
         The data set, (N, ...) with the model's input shape.
     batch_size : int
-        Samples per forward pass; the result does not depend on it.
+        Samples per forward pass. The result does not depend on it, unless
+        a layer before a BatchNorm uses batch statistics in eval mode (a
+        BatchNorm with ``track_running_stats=False``).
 
     Returns
     -------
