@@ -73,3 +73,11 @@ def test_resume_picks_an_older_npz_checkpoint(tmp_path):
     assert _run_checkpoint(str(tmp_path), False) == str(tmp_path / "checkpoint.safetensors")
     (tmp_path / "checkpoint.safetensors").write_bytes(b"")
     assert _run_checkpoint(str(tmp_path), True) == str(tmp_path / "checkpoint.safetensors")
+
+
+def test_study_subcommand_is_wired():
+    from tinynet.study import cli as study_cli
+    from tinynet.cli import make_parser
+    args = make_parser().parse_args(["study", "lr", "--quick", "--workers", "1"])
+    assert args.func is study_cli.main
+    assert (args.name, args.quick, args.workers) == ("lr", True, 1)

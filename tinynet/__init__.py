@@ -18,5 +18,6 @@ from . import optim, init, data
 from .gradcheck import gradcheck, GradcheckResult
 from .train import fit, evaluate, History
 from .train import predict
+from .recorder import Recorder
 
 __version__ = "0.1.0"

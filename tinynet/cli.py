@@ -455,6 +455,9 @@ def make_parser():
     g.add_argument("--layer", default=None, help="check only this layer (class name)")
     g.add_argument("--tol", type=float, default=1e-6)
     g.set_defaults(func=cmd_gradcheck)
+
+    from .study.cli import add_parser as add_study_parser
+    add_study_parser(sub)
     return parser
 
 

@@ -14,6 +14,11 @@ a new array and leave their input untouched:
   centre, clipped at the borders. DeVries and Taylor, "Improved
   Regularization of Convolutional Neural Networks with Cutout",
   https://arxiv.org/abs/1708.04552
+- RandomCrop(size, padding): each image is zero-padded by ``padding`` on
+  every side, then a size x size window at a uniform random offset is cut
+  out, as torchvision's RandomCrop: out[r, c] = xpad[r + oy, c + ox].
+- HorizontalFlip(p): each image is mirrored left to right with probability
+  p, out[r, c] = x[r, W - 1 - c] (useful for Fashion-MNIST, not for digits).
 
 prepare_images maps uint8 pixels p to (p / 255 - mean) / std in float32; the
 defaults are the MNIST training-set mean and std.
@@ -22,7 +27,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["DataLoader", "RandomShift", "Cutout", "prepare_images"]
+__all__ = ["DataLoader", "RandomShift", "Cutout", "RandomCrop", "HorizontalFlip",
+           "prepare_images"]
 
 
 def _check_images(name, x):
@@ -194,6 +200,83 @@ class Cutout:
 
     def __repr__(self):
         return f"Cutout({self.size})"
+
+
+class RandomCrop:
+    """Zero-pad each image by ``padding``, then crop a random size x size window.
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        (OH, OW) of the output; an int s means (s, s).
+    padding : int
+        Zeros added on each of the four sides first, at least 0.
+
+    Notes
+    -----
+    Called as ``crop(x, rng)`` with x of shape ``(N, H, W)`` or
+    ``(N, C, H, W)``; returns a new array of shape ``(N, [C,] OH, OW)``. For
+    each image the offset (oy, ox) is uniform in [0, H + 2p - OH] x
+    [0, W + 2p - OW] and ``out[n, ..., r, c] = xpad[n, ..., r + oy, c + ox]``.
+    ``RandomCrop(28, 4)`` on 28 x 28 images is a shift by up to 4 pixels.
+    """
+
+    def __init__(self, size, padding=0):
+        pair = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+        if len(pair) != 2:
+            raise ValueError(f"RandomCrop: size must be an int or a pair of ints, got {size!r}")
+        self.size = tuple(_check_int("RandomCrop", "size", v, 1) for v in pair)
+        self.padding = _check_int("RandomCrop", "padding", padding, 0)
+
+    def __call__(self, x, rng):
+        x = _check_images("RandomCrop", x)
+        p, (oh, ow) = self.padding, self.size
+        H, W = x.shape[-2] + 2 * p, x.shape[-1] + 2 * p
+        if oh > H or ow > W:
+            raise ValueError(f"RandomCrop: size {self.size} is larger than the padded image "
+                             f"({H}, {W})")
+        pad = [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)]
+        xpad = np.pad(x, pad)
+        oy = rng.integers(0, H - oh + 1, size=len(x))
+        ox = rng.integers(0, W - ow + 1, size=len(x))
+        out = np.empty(x.shape[:-2] + (oh, ow), dtype=x.dtype)
+        for n in range(len(x)):
+            out[n] = xpad[n, ..., oy[n]:oy[n] + oh, ox[n]:ox[n] + ow]
+        return out
+
+    def __repr__(self):
+        return f"RandomCrop({self.size}, padding={self.padding})"
+
+
+class HorizontalFlip:
+    """Mirror each image left to right with probability ``p``.
+
+    Parameters
+    ----------
+    p : float
+        Probability of flipping each image, in [0, 1].
+
+    Notes
+    -----
+    Called as ``flip(x, rng)`` with x of shape ``(N, H, W)`` or
+    ``(N, C, H, W)``; returns a new array in which a flipped image has
+    ``out[n, ..., r, c] = x[n, ..., r, W - 1 - c]``.
+    """
+
+    def __init__(self, p=0.5):
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"HorizontalFlip: p must be a number in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def __call__(self, x, rng):
+        x = _check_images("HorizontalFlip", x)
+        flip = rng.random(len(x)) < self.p
+        out = x.copy()
+        out[flip] = x[flip][..., ::-1]
+        return out
+
+    def __repr__(self):
+        return f"HorizontalFlip(p={self.p})"
 
 
 def prepare_images(images, mean=0.1307, std=0.3081, flatten=False):

@@ -8,3 +8,6 @@ from .activation import *   # noqa: F401,F403
 from .dropout import *      # noqa: F401,F403
 from .norm import *         # noqa: F401,F403
 from .reshape import *      # noqa: F401,F403
+from .weightnorm import *   # noqa: F401,F403
+from .dropconnect import *  # noqa: F401,F403
+from .noise import *        # noqa: F401,F403

@@ -31,7 +31,7 @@ from .. import init
 from ..parameter import Parameter
 from .base import Layer
 
-__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm"]
+__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "recompute_batchnorm_stats"]
 
 
 def _check_positive_int(layer, name, value):
@@ -57,20 +57,16 @@ class _Norm(Layer):
     param_names = ("weight", "bias")
     per_channel = False
 
-    def _affine_params(self, shape, affine=True):
+    def _affine_params(self, shape, affine=True, bias=True):
         """Create weight (gamma, ones) and bias (beta, zeros) of ``shape``, or None."""
-        if affine:
-            self.weight = Parameter(init.ones(shape), "weight")
-            self.bias = Parameter(init.zeros(shape), "bias")
-        else:
-            self.weight = None
-            self.bias = None
+        self.weight = Parameter(init.ones(shape), "weight") if affine else None
+        self.bias = Parameter(init.zeros(shape), "bias") if affine and bias else None
 
     def _gamma_beta(self):
-        """gamma and beta flattened to (C,), or (None, None) without affine."""
-        if self.weight is None:
-            return None, None
-        return self.weight.data.reshape(-1), self.bias.data.reshape(-1)
+        """gamma and beta flattened to (C,); None for the ones the layer does not have."""
+        gamma = None if self.weight is None else self.weight.data.reshape(-1)
+        beta = None if self.bias is None else self.bias.data.reshape(-1)
+        return gamma, beta
 
     def _running_stats(self):
         """(mean, rstd) to normalize with instead of the input's own statistics, or None."""
@@ -110,13 +106,43 @@ class _Norm(Layer):
                                                    need_dx=self.requires_input_grad)
         if self.weight is not None:
             self.weight.grad += dgamma.reshape(self.weight.shape)
+        if self.bias is not None:
             self.bias.grad += dbeta.reshape(self.bias.shape)
         if not self.requires_input_grad:
             return None
         return dx.reshape(x_shape)
 
 
-class BatchNorm(_Norm):
+def _check_momentum(layer, momentum):
+    """``momentum`` as a float in [0, 1], or None (torch's cumulative average)."""
+    if momentum is None:
+        return None
+    if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+            or not 0.0 <= momentum <= 1.0):
+        raise ValueError(f"{layer}: momentum must be a number in [0, 1] or None, "
+                         f"got {momentum!r}")
+    return float(momentum)
+
+
+class _RunningStats:
+    """The running-statistics buffers shared by BatchNorm and InstanceNorm."""
+
+    def _init_running(self, track_running_stats):
+        self.track_running_stats = bool(track_running_stats)
+        if self.track_running_stats:
+            self.running_mean = init.zeros((self.num_features,))
+            self.running_var = init.ones((self.num_features,))
+            self.num_batches_tracked = np.array(0, dtype=np.int64)
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def _blend(self, factor, mean, var_unbiased):
+        """running = (1 - factor) * running + factor * batch, in place."""
+        self.running_mean[...] = (1.0 - factor) * self.running_mean + factor * mean
+        self.running_var[...] = (1.0 - factor) * self.running_var + factor * var_unbiased
+
+
+class BatchNorm(_RunningStats, _Norm):
     """Batch normalization over (N,) or (N, H, W) for each channel, as torch BatchNorm1d/2d.
 
     Training: y = (x - mean_B) / sqrt(var_B + eps) * weight + bias, with the
@@ -126,8 +152,12 @@ class BatchNorm(_Norm):
         running_var  = (1 - momentum) * running_var  + momentum * var_B * n / (n - 1)
 
     (the UNBIASED variance, n = N*H*W values per channel) and
-    num_batches_tracked += 1. Eval: the running statistics replace the batch
-    ones, so the output of one sample does not depend on the others.
+    num_batches_tracked += 1. With ``momentum=None`` the running statistics
+    are the cumulative average of all batches, momentum = 1 /
+    num_batches_tracked. Eval: the running statistics replace the batch ones,
+    so the output of one sample does not depend on the others; with
+    ``track_running_stats=False`` there are none, and eval normalizes with
+    the batch statistics as training does.
 
     Parameters
     ----------
@@ -135,16 +165,22 @@ class BatchNorm(_Norm):
         C, the number of channels.
     eps : float
         Added to the variance inside the square root.
-    momentum : float
-        Weight of the new batch in the running statistics, in [0, 1].
+    momentum : float or None
+        Weight of the new batch in the running statistics, in [0, 1]; None
+        for the cumulative moving average.
+    affine : bool
+        Learn gamma and beta (default True); False leaves both None.
+    track_running_stats : bool
+        Keep running statistics (default True). False: no buffers (none in
+        the state_dict either, as torch) and batch statistics in eval too.
 
     Attributes
     ----------
-    weight, bias : Parameter
+    weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape (C,).
-    running_mean, running_var : np.ndarray
+    running_mean, running_var : np.ndarray or None
         (C,), zeros and ones at creation, the parameters' dtype.
-    num_batches_tracked : np.ndarray
+    num_batches_tracked : np.ndarray or None
         0-d int64, the number of training batches seen.
 
     Input (N, C) or (N, C, H, W); output the same shape.
@@ -153,18 +189,15 @@ class BatchNorm(_Norm):
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     per_channel = True
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True):
         super().__init__()
         self.num_features = _check_positive_int(self.name, "num_features", num_features)
         self.eps = _check_eps(self.name, eps)
-        if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
-                or not 0.0 <= momentum <= 1.0):
-            raise ValueError(f"{self.name}: momentum must be a number in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
-        self._affine_params((self.num_features,))
-        self.running_mean = init.zeros((self.num_features,))
-        self.running_var = init.ones((self.num_features,))
-        self.num_batches_tracked = np.array(0, dtype=np.int64)
+        self.momentum = _check_momentum(self.name, momentum)
+        self.affine = bool(affine)
+        self._affine_params((self.num_features,), self.affine)
+        self._init_running(track_running_stats)
 
     def _view(self, x):
         what = "(N, C) or (N, C, H, W)"
@@ -179,7 +212,7 @@ class BatchNorm(_Norm):
         return xv, 1
 
     def _running_stats(self):
-        if self.training:
+        if self.training or not self.track_running_stats:
             return None
         # Eval: the running statistics are constants.
         xp = self.ops.array_module()
@@ -188,14 +221,20 @@ class BatchNorm(_Norm):
         return mean, rstd
 
     def _record_batch_stats(self, x, mean, var):
+        if not (self.training and self.track_running_stats):
+            return
         n = x.shape[0] * x.shape[2]
-        m = self.momentum
-        self.running_mean[...] = (1.0 - m) * self.running_mean + m * mean
-        self.running_var[...] = (1.0 - m) * self.running_var + m * var * (n / (n - 1))
         self.num_batches_tracked += 1
+        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self._blend(m, mean, var * (n / (n - 1)))
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        s = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        if not self.affine:
+            s += ", affine=False"
+        if not self.track_running_stats:
+            s += ", track_running_stats=False"
+        return s
 
 
 class LayerNorm(_Norm):
@@ -212,16 +251,21 @@ class LayerNorm(_Norm):
         ``(C, H, W)`` for (N, C, H, W).
     eps : float
         Added to the variance inside the square root.
+    elementwise_affine : bool
+        Learn the weight and bias (default True); False leaves both None.
+    bias : bool
+        With ``elementwise_affine``, learn the bias too (default True);
+        False keeps the weight only, as torch's ``bias=False``.
 
     Attributes
     ----------
-    weight, bias : Parameter
+    weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape ``normalized_shape``.
 
     Input (*, *normalized_shape); output the same shape.
     """
 
-    def __init__(self, normalized_shape, eps=1e-5):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
         if isinstance(normalized_shape, (int, np.integer)):
             normalized_shape = (normalized_shape,)
@@ -232,7 +276,8 @@ class LayerNorm(_Norm):
             _check_positive_int(self.name, "every dim of normalized_shape", d)
         self.normalized_shape = tuple(int(d) for d in normalized_shape)
         self.eps = _check_eps(self.name, eps)
-        self._affine_params(self.normalized_shape)
+        self.elementwise_affine = bool(elementwise_affine)
+        self._affine_params(self.normalized_shape, self.elementwise_affine, bool(bias))
 
     def _view(self, x):
         k = len(self.normalized_shape)
@@ -246,15 +291,30 @@ class LayerNorm(_Norm):
         return x.reshape(-1, M, 1), 1
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}"
+        s = f"{self.normalized_shape}, eps={self.eps}"
+        if not self.elementwise_affine:
+            s += ", elementwise_affine=False"
+        elif self.bias is None:
+            s += ", bias=False"
+        return s
 
 
-class InstanceNorm(_Norm):
+class InstanceNorm(_RunningStats, _Norm):
     """Instance normalization over (H, W) for each sample and channel,
-    as torch InstanceNorm2d(affine=True) without running statistics.
+    as torch InstanceNorm2d(affine=True).
 
     y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and biased
-    variance of each (n, c) plane. Same in train and eval.
+    variance of each (n, c) plane. Without running statistics (the default)
+    it is the same in train and eval. With ``track_running_stats=True``, as
+    torch, each training forward also updates
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean_n(mean_nc)
+        running_var  = (1 - momentum) * running_var  + momentum * mean_n(var_nc * L / (L - 1))
+
+    (L = H*W; the unbiased variance of each plane, averaged over the batch)
+    and eval normalizes every plane with the running statistics of its
+    channel. As torch, ``momentum=None`` then means no update at all, and
+    num_batches_tracked stays 0.
 
     Parameters
     ----------
@@ -264,21 +324,32 @@ class InstanceNorm(_Norm):
         Added to the variance inside the square root.
     affine : bool
         Learn a per-channel weight and bias; False leaves both None.
+    track_running_stats : bool
+        Keep running statistics and use them in eval (default False).
+    momentum : float or None
+        Weight of the new batch in the running statistics, in [0, 1].
 
     Attributes
     ----------
     weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape (C,).
+    running_mean, running_var, num_batches_tracked : np.ndarray or None
+        As BatchNorm's, with ``track_running_stats=True``; else None.
 
     Input (N, C, H, W) with H*W > 1; output the same shape.
     """
 
-    def __init__(self, num_features, eps=1e-5, affine=True):
+    buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features, eps=1e-5, affine=True, track_running_stats=False,
+                 momentum=0.1):
         super().__init__()
         self.num_features = _check_positive_int(self.name, "num_features", num_features)
         self.eps = _check_eps(self.name, eps)
         self.affine = bool(affine)
+        self.momentum = _check_momentum(self.name, momentum)
         self._affine_params((self.num_features,), self.affine)
+        self._init_running(track_running_stats)
 
     def _view(self, x):
         what = "(N, C, H, W)"
@@ -289,10 +360,29 @@ class InstanceNorm(_Norm):
             raise ValueError(f"{self.name}: expected more than 1 spatial element, "
                              f"got input shape {x.shape}")
         # One group per channel: every (n, c) plane is a set.
+        self._batch = N
         return x.reshape(N, C, H * W), C
 
+    def _running_stats(self):
+        if self.training or not self.track_running_stats:
+            return None
+        # Eval: every (n, c) plane uses channel c's running statistics.
+        mean = np.tile(self.running_mean.astype(np.float64), self._batch)
+        rstd = np.tile(1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps), self._batch)
+        return mean, rstd
+
+    def _record_batch_stats(self, x, mean, var):
+        if not (self.training and self.track_running_stats) or self.momentum is None:
+            return
+        N, C, L = x.shape
+        self._blend(self.momentum, mean.reshape(N, C).mean(axis=0),
+                    (var * (L / (L - 1))).reshape(N, C).mean(axis=0))
+
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+        s = f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+        if self.track_running_stats:
+            s += f", track_running_stats=True, momentum={self.momentum}"
+        return s
 
 
 class GroupNorm(_Norm):
@@ -312,16 +402,18 @@ class GroupNorm(_Norm):
         C, the number of channels.
     eps : float
         Added to the variance inside the square root.
+    affine : bool
+        Learn a per-channel weight and bias (default True); False leaves both None.
 
     Attributes
     ----------
-    weight, bias : Parameter
+    weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape (C,).
 
     Input (N, C, *spatial), e.g. (N, C, H, W); output the same shape.
     """
 
-    def __init__(self, num_groups, num_channels, eps=1e-5):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
         super().__init__()
         self.num_groups = _check_positive_int(self.name, "num_groups", num_groups)
         self.num_channels = _check_positive_int(self.name, "num_channels", num_channels)
@@ -329,7 +421,8 @@ class GroupNorm(_Norm):
             raise ValueError(f"{self.name}: num_groups={self.num_groups} must divide "
                              f"num_channels={self.num_channels}")
         self.eps = _check_eps(self.name, eps)
-        self._affine_params((self.num_channels,))
+        self.affine = bool(affine)
+        self._affine_params((self.num_channels,), self.affine)
 
     def _view(self, x):
         what = "(N, C, *spatial)"
@@ -339,4 +432,71 @@ class GroupNorm(_Norm):
         return x.reshape(N, C, math.prod(x.shape[2:])), self.num_groups
 
     def extra_repr(self):
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+        s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+        return s if self.affine else s + ", affine=False"
+
+
+def _leaves(layer):
+    """The non-container layers of ``layer``, in forward order."""
+    subs = getattr(layer, "layers", None)
+    if subs is None:
+        return [layer]
+    return [leaf for sub in subs for leaf in _leaves(sub)]
+
+
+def recompute_batchnorm_stats(model, x, batch_size=256):
+    """Set every BatchNorm's running statistics to the exact ones over a data set.
+
+    The textbook inference network (Ioffe and Szegedy 2015, Algorithm 2,
+    https://arxiv.org/abs/1502.03167): each BatchNorm's running_mean and
+    running_var become the mean and the UNBIASED variance of its input over
+    all of ``x`` (all N*H*W values per channel), computed with the layers
+    before it in eval mode and the BatchNorms before it already set. The
+    BatchNorms are done in forward order, one pass over ``x`` each; the
+    statistics of the batches are merged with Chan's formula in float64.
+
+    Parameters
+    ----------
+    model : Sequential
+        A chain of layers (nested Sequentials are followed). BatchNorms
+        without running statistics are skipped.
+    x : np.ndarray
+        The data set, (N, ...) with the model's input shape.
+    batch_size : int
+        Samples per forward pass. The result does not depend on it, unless
+        a layer before a BatchNorm uses batch statistics in eval mode (a
+        BatchNorm with ``track_running_stats=False``).
+
+    Returns
+    -------
+    model
+        The model, in eval mode, with the new statistics. num_batches_tracked
+        is left as it was.
+    """
+    batch_size = _check_positive_int("recompute_batchnorm_stats", "batch_size", batch_size)
+    if len(x) < 2:
+        raise ValueError(f"recompute_batchnorm_stats: x must hold at least 2 samples, "
+                         f"got shape {np.shape(x)}")
+    model.eval()
+    leaves = _leaves(model)
+    for k, bn in enumerate(leaves):
+        if not isinstance(bn, BatchNorm) or not bn.track_running_stats:
+            continue
+        count, mean, m2 = 0, 0.0, 0.0
+        for start in range(0, len(x), batch_size):
+            h = x[start:start + batch_size]
+            for layer in leaves[:k]:
+                h = layer.forward(h)
+                layer._cache = None
+            hv = np.ascontiguousarray(h).reshape(h.shape[0], h.shape[1], -1)
+            n_b = hv.shape[0] * hv.shape[2]
+            mean_b, var_b, _ = bn.ops.norm_stats(hv, 1, True, bn.eps)
+            # Chan's merge of (count, mean, M2) with the batch's.
+            delta = mean_b - mean
+            total = count + n_b
+            mean = mean + delta * (n_b / total)
+            m2 = m2 + var_b * n_b + delta * delta * (count * n_b / total)
+            count = total
+        bn.running_mean[...] = mean
+        bn.running_var[...] = m2 / (count - 1)
+    return model

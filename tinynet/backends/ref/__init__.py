@@ -9,6 +9,7 @@ from .dropout import *     # noqa: F401,F403
 from .norm import *        # noqa: F401,F403
 from .loss import *        # noqa: F401,F403
 from .optim import *       # noqa: F401,F403
+from .weightnorm import *  # noqa: F401,F403
 
 from ..host import DEVICE, array_module, is_native, asarray  # noqa: F401,E402
 
