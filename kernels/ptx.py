@@ -34,7 +34,6 @@ ARCHS = ((8, 0), (9, 0))
 # more needs a dynamic opt-in, which no kernel here uses). An SM has more
 # (164 KiB on cc 8.0, 228 KiB on cc 9.0), so this bound is the binding one.
 SHARED_PER_BLOCK = 48 * 1024
-_MODULES = ("dense", "conv", "pool", "activation", "dropout", "norm", "loss", "optim")
 
 
 def find_ptxas():
@@ -64,7 +63,8 @@ def _kernels():
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         raise RuntimeError("kernels.ptx: unset NUMBA_ENABLE_CUDASIM; the simulator cannot "
                            "compile PTX")
-    for m in _MODULES:
+    from tinynet.backends.cuda import OP_MODULES
+    for m in OP_MODULES:
         importlib.import_module(f"tinynet.backends.cuda.{m}")
     from tinynet.backends.cuda import device
     return device

@@ -23,6 +23,7 @@ OPS = {
     "norm_stats", "norm_forward", "norm_forward_train", "norm_backward",
     "softmax_xent_forward", "softmax_xent_backward",
     "sgd_step", "adam_step",
+    "weightnorm_forward", "weightnorm_backward",
 }
 
 

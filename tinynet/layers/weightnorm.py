@@ -258,7 +258,7 @@ class MeanOnlyBatchNorm(Layer):
             raise ValueError(f"MeanOnlyBatchNorm: input must have C={self.num_features} "
                              f"channels, got shape {x.shape}")
         xv = x.reshape(x.shape[0], x.shape[1], -1)
-        ones = np.ones(self.num_features)
+        ones = self.ops.asarray(np.ones(self.num_features))
         if self.training:
             mean = self.ops.norm_stats(xv, 1, True, 1.0)[0]
             m = self.momentum
@@ -281,7 +281,7 @@ class MeanOnlyBatchNorm(Layer):
             return None
         if not training:
             return dy.copy()
-        ones = np.ones(self.num_features)
+        ones = self.ops.asarray(np.ones(self.num_features))
         return self.ops.norm_forward(dyv, mean_dy, ones, None, None, 1, True).reshape(shape)
 
     def extra_repr(self):

@@ -15,6 +15,9 @@ from .device import check_available, to_device, to_host, is_device_array  # noqa
 
 NAME = "cuda"
 DEVICE = "cuda"
+# The op modules, one per op family; the PTX check (kernels/ptx.py) imports them too.
+OP_MODULES = ("dense", "conv", "pool", "activation", "dropout", "norm", "loss", "optim",
+              "weightnorm")
 
 
 def array_module():
@@ -41,11 +44,8 @@ def _available():
 
 
 if _available():
-    from .dense import *       # noqa: F401,F403,E402
-    from .conv import *        # noqa: F401,F403,E402
-    from .pool import *        # noqa: F401,F403,E402
-    from .activation import *  # noqa: F401,F403,E402
-    from .dropout import *     # noqa: F401,F403,E402
-    from .norm import *        # noqa: F401,F403,E402
-    from .loss import *        # noqa: F401,F403,E402
-    from .optim import *       # noqa: F401,F403,E402
+    import importlib
+
+    for _name in OP_MODULES:
+        _module = importlib.import_module(f"{__name__}.{_name}")
+        globals().update({op: getattr(_module, op) for op in _module.__all__})

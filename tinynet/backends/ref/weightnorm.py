@@ -37,21 +37,17 @@ def _check_vg(fname, v, g):
                         f"got {v.dtype} and {g.dtype}")
 
 
-def _check_forward(v, g):
-    _check_vg("weightnorm_forward", v, g)
-
-
-def _check_backward(v, g, vnorm, dw):
-    _check_vg("weightnorm_backward", v, g)
+def _check_backward(fname, v, g, vnorm, dw):
+    _check_vg(fname, v, g)
     if tuple(vnorm.shape) != (v.shape[0],):
-        raise ValueError(f"weightnorm_backward: vnorm must have shape ({v.shape[0]},), "
+        raise ValueError(f"{fname}: vnorm must have shape ({v.shape[0]},), "
                          f"got shape {vnorm.shape}")
     if tuple(dw.shape) != tuple(v.shape) or dw.dtype != v.dtype:
-        raise ValueError(f"weightnorm_backward: dw must have v's shape {v.shape} and dtype "
+        raise ValueError(f"{fname}: dw must have v's shape {v.shape} and dtype "
                          f"{v.dtype}, got shape {dw.shape} and dtype {dw.dtype}")
 
 
-@op(check=_check_forward)
+@op(check=_check_vg)
 def weightnorm_forward(v, g):
     """w = g * v / ||v||, the norm taken over each output unit's row of v.
 
