@@ -1,9 +1,7 @@
-"""cuda WeightNorm ops and the WeightNorm / MeanOnlyBatchNorm layers (GPU or CUDA
-simulator) against the reference."""
+"""cuda WeightNorm ops (GPU or CUDA simulator) against the reference."""
 import numpy as np
 import pytest
 
-import tinynet as tn
 from cudasim import FLOATS, D, assert_matches, requires_cuda, small_blocks  # noqa: F401 (a fixture)
 
 pytestmark = [requires_cuda, pytest.mark.usefixtures("small_blocks")]
@@ -35,30 +33,3 @@ def test_weightnorm_rejects_host_arrays(rng):
     v, g = rng.standard_normal((3, 4)), np.ones((3, 1))
     with pytest.raises(TypeError, match="weightnorm_forward: v .*host.*device arrays"):
         cuda.weightnorm_forward(v, D(g))
-
-
-def _step(layer, x, dy):
-    """One forward and backward; (y, dx, every grad) as host arrays."""
-    layer.zero_grad()
-    y = layer.forward(x)
-    dx = layer.backward(dy)
-    return [tn.to_host(a) for a in [y, dx] + [p.grad for p in layer.parameters()]]
-
-
-@pytest.mark.parametrize("make, shape", [
-    (lambda: tn.WeightNorm(tn.Dense(6, 4)), (4, 6)),
-    (lambda: tn.WeightNorm(tn.Conv2D(2, 3, 3, padding=1)), (4, 2, 5, 5)),
-    (lambda: tn.MeanOnlyBatchNorm(3), (4, 3, 5, 5))],
-    ids=["weightnorm-dense", "weightnorm-conv", "mean-only-bn"])
-def test_layers_on_the_device_match_the_host(rng, make, shape):
-    tn.init.seed(0)
-    layer = make().to(np.float64)
-    x = rng.standard_normal(shape)
-    y_shape = layer.forward(x).shape
-    dy = rng.standard_normal(y_shape)
-    want = _step(layer, x, dy)
-    layer.to("cuda")
-    with tn.use_backend("cuda"):
-        got = _step(layer, tn.to_device(x), tn.to_device(dy))
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)

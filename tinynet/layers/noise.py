@@ -26,17 +26,18 @@ import numbers
 
 import numpy as np
 
+from ..backends.ref.dropout import splitmix64
 from .base import Layer
 from .dropconnect import mask_seed
 
 __all__ = ["RandomAffineNoise"]
 
 
-def _uniforms(ops, seed, step, count):
-    """``count`` uniform float64 numbers in [0, 1) for (seed, step), counter-based."""
-    key = ops.splitmix64(np.uint64(seed) ^ ops.splitmix64(np.uint64(step)))
+def _uniforms(seed, step, count):
+    """``count`` uniform float64 numbers in [0, 1) for (seed, step), counter-based, on the host."""
+    key = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(step)))
     with np.errstate(over="ignore"):
-        h = ops.splitmix64(np.uint64(key) + np.arange(count, dtype=np.uint64))
+        h = splitmix64(np.uint64(key) + np.arange(count, dtype=np.uint64))
     return (h >> np.uint64(11)) * 2.0**-53
 
 
@@ -84,7 +85,7 @@ class RandomAffineNoise(Layer):
     def noise(self, step):
         """(s, m) of training step ``step``: float64 arrays (C,)."""
         C = self.num_features
-        u = _uniforms(self.ops, self.seed, step, 2 * C)
+        u = _uniforms(self.seed, step, 2 * C)
         m = self.shift * (2.0 * u[:C] - 1.0)
         s = 1.0 + (self.scale - 1.0) * u[C:]
         return s, m
@@ -101,8 +102,11 @@ class RandomAffineNoise(Layer):
         s, m = self.noise(self.step)
         self.step += 1
         xv = x.reshape(x.shape[0], x.shape[1], -1)
-        zero = np.zeros(self.num_features)
-        y = self.ops.norm_forward(xv, zero, s, None, m.astype(x.dtype), 1, True)
+        # The 2C draws are made on the host and go to x's device (a few bytes a step).
+        ops = self.ops
+        s, m = ops.asarray(s), ops.asarray(m, x.dtype)
+        zero = ops.asarray(np.zeros(self.num_features))
+        y = ops.norm_forward(xv, zero, s, None, m, 1, True)
         self._cache = (x.shape, xv, s)
         return y.reshape(x.shape)
 
@@ -114,7 +118,7 @@ class RandomAffineNoise(Layer):
             return None
         if s is None:
             return dy.copy()
-        dx, _, _ = self.ops.norm_backward(xv, dy.reshape(xv.shape), np.zeros_like(s), s, None,
+        dx, _, _ = self.ops.norm_backward(xv, dy.reshape(xv.shape), s * 0, s, None,
                                           1, True, fixed_stats=True)
         return dx.reshape(shape)
 
