@@ -369,6 +369,26 @@ def test_fit_on_the_device(on_cuda, rng):
 
 
 @requires_cuda
+def test_fit_with_a_host_augmentation_matches_the_cpu(on_cuda, rng):
+    """Augmented batches are made on the host and uploaded; the run is the cpu run."""
+    x, y = batch(rng, n=6)
+    histories, states = [], []
+    for device in ("cpu", "cuda"):
+        model = small_model().to(device)
+        opt = tn.optim.SGD(model.parameters(), lr=0.05)
+        loader = tn.data.DataLoader(x, y, batch_size=3, shuffle=True, seed=1,
+                                    augment=tn.data.RandomShift(1))
+        with tn.use_backend("cpu" if device == "cpu" else "cuda"):
+            histories.append(tn.fit(model, tn.SoftmaxCrossEntropy(), opt, loader, epochs=2,
+                                    progress=False))
+        states.append(model.state_dict())
+    np.testing.assert_allclose(histories[1]["train_loss"], histories[0]["train_loss"],
+                               rtol=1e-5)
+    for key, value in states[0].items():
+        np.testing.assert_allclose(states[1][key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+@requires_cuda
 def test_fit_checkpoint_resumes_onto_the_device(on_cuda, rng, tmp_path):
     x, y = batch(rng, n=4)
     ckpt = tmp_path / "ckpt.npz"

@@ -104,6 +104,11 @@ def _floats(values):
     return [float(v) for v in to_host(xp.stack([xp.asarray(v) for v in values]))]
 
 
+def _num_samples(loader):
+    """Samples per epoch of a DataLoader or DeviceLoader (its x may stay on the host)."""
+    return len((loader.loader if isinstance(loader, DeviceLoader) else loader).x)
+
+
 def _as_loader(data, batch_size, shuffle, seed):
     """A DataLoader of ``data``; on a device backend a DeviceLoader (data uploaded once)."""
     if isinstance(data, DeviceLoader):
@@ -454,7 +459,7 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
         t0 = time.perf_counter()
         total_loss = total_correct = seen = 0.0
         step_loss, step_lr = [], []
-        with _progress_bar(len(loader.x), f"epoch {epoch + 1}/{epochs}", progress) as bar:
+        with _progress_bar(_num_samples(loader), f"epoch {epoch + 1}/{epochs}", progress) as bar:
             for step, (xb, yb) in enumerate(loader, 1):
                 step_lr.append(float(optimizer.lr))
                 logits = model.forward(xb)
