@@ -40,3 +40,18 @@ else:
         "tinynet", max_examples=int(_search or 30), derandomize=not _search, deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     settings.load_profile("tinynet")
+
+
+# Whole-program tests: training runs, the studies, killed processes, child
+# processes at both thread counts. They run the kernels that the unit tests
+# compare with the reference at the default thread count and at one thread, so
+# CI's one-thread pass, which looks for prange races, deselects them
+# (-m "not integration").
+INTEGRATION = {"test_study_experiments", "test_study_runner", "test_fault", "test_mnist_e2e",
+               "test_fashion_mnist", "test_examples", "test_eval", "test_thread_counts"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__ in INTEGRATION:
+            item.add_marker(pytest.mark.integration)
