@@ -21,6 +21,8 @@ import statistics
 
 import numpy as np
 
+from kernels.common import Row
+
 __all__ = ["GpuRow", "event_time", "torch_time", "device_copy_bandwidth", "torch_cuda",
            "format_gpu_rows", "print_gpu_rows", "assert_close", "gpu_lab_main", "sync",
            "small_blocks"]
@@ -82,23 +84,14 @@ def torch_time(torch, fn, warmup=3, repeat=20):
     return statistics.median(times)
 
 
-class GpuRow:
-    """One result: op, variant, seconds, minimum bytes moved (or flops), torch seconds."""
-
-    def __init__(self, op, variant, seconds, floor_bytes=None, flops=None, torch_seconds=None):
-        self.op, self.variant, self.seconds = op, variant, seconds
-        self.floor_bytes, self.flops, self.torch_seconds = floor_bytes, flops, torch_seconds
+class GpuRow(Row):
+    """One result as kernels.common.Row (op, variant, seconds, minimum bytes moved
+    or flops, torch seconds), with the share of the device copy bandwidth."""
 
     def as_dict(self, bandwidth):
-        d = {"op": self.op, "variant": self.variant, "ms": 1e3 * self.seconds}
-        if self.floor_bytes:
-            d["GB/s"] = self.floor_bytes / self.seconds / 1e9
-            d["% copy"] = 100 * self.floor_bytes / self.seconds / bandwidth
-        if self.flops:
-            d["GFLOP/s"] = self.flops / self.seconds / 1e9
-        if self.torch_seconds:
-            d["torch_ms"] = 1e3 * self.torch_seconds
-            d["ratio"] = self.seconds / self.torch_seconds
+        d = super().as_dict(bandwidth)
+        if "time/floor" in d:
+            d["% copy"] = 100 / d["time/floor"]
         return d
 
 
