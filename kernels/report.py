@@ -16,6 +16,7 @@ import argparse
 import importlib
 import io
 import os
+import platform
 import time
 
 import numba
@@ -49,8 +50,21 @@ def collect():
     return bandwidth, rows, tables.getvalue(), step
 
 
+def cpu_model():
+    """The CPU's model name as lscpu and /proc/cpuinfo give it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def markdown(bandwidth, rows, step):
-    lines = [f"Measured by `python -m kernels.report` on {time.strftime('%Y-%m-%d')}: "
+    lines = [f"Measured by `python -m kernels.report` on {time.strftime('%Y-%m-%d')}, "
+             f"CPU {cpu_model()}: "
              f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()}, "
              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write). "
              "Median times, float32; ratio = tinynet / torch (below 1: tinynet is faster); "
@@ -66,6 +80,9 @@ def markdown(bandwidth, rows, step):
     for s in step:
         lines.append(f"| step | reference CNN step, norm={s['norm']} | {s['tinynet_ms']:.1f} | "
                      f"{s['torch_ms']:.1f} | {s['ratio']:.2f} | |")
+        lines.append(f"| step | the same, torch imported first, one process | "
+                     f"{s['one_process_tinynet_ms']:.1f} | {s['one_process_torch_ms']:.1f} | "
+                     f"{s['one_process_ratio']:.2f} | |")
     return "\n".join(lines)
 
 

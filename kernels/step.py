@@ -6,10 +6,21 @@ for each of the four normalizations. One step is the same explicit loop in
 both frameworks: forward, softmax cross-entropy, zero_grad, backward, Adam
 step. The image batch needs no gradient in either.
 
-    python -m kernels.step [--repeat 20] [--json PATH]
+    python -m kernels.step [--repeat 20] [--rounds 3] [--json PATH]
 
-prints the median ms per step, the tinynet/torch ratio and the implied time
-per MNIST epoch (938 steps of 64).
+prints, for each normalization and for none, the median ms per step, the
+tinynet/torch ratio and the implied time per MNIST epoch (938 steps of 64),
+in three settings:
+
+- separate: each framework in its own new process (the fair comparison);
+- torch first: tinynet in a process that imported torch before tinynet, as
+  a kernel experimenter's script does, against tinynet's separate time;
+- one process: torch imported first, then both frameworks timed in that one
+  process, alternating, torch step against tinynet step.
+
+and the peak resident memory (ru_maxrss) of each framework's process, with
+the part that the model and its training steps added on top of the imports
+and the input batch.
 
 Each framework runs in its own new process, so that each keeps its own
 threading defaults: ``import tinynet`` sets OMP_WAIT_POLICY=PASSIVE, which
@@ -20,6 +31,7 @@ processes alternate for ``--rounds`` rounds; each round reports the median of
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +40,7 @@ import numpy as np
 
 from kernels.common import median_time
 
-NORMS = ("batch", "layer", "instance", "group")
+NORMS = ("batch", "layer", "instance", "group", "none")
 BATCH = 64
 STEPS_PER_EPOCH = 938
 
@@ -54,15 +66,16 @@ def torch_step(torch, norm, x, y):
     """The same step in torch, or None without torch."""
     nn = torch.nn
 
-    def norm_layer(c, hw):
-        return {"batch": lambda: nn.BatchNorm2d(c),
-                "layer": lambda: nn.LayerNorm((c, hw, hw)),
-                "instance": lambda: nn.InstanceNorm2d(c, affine=True),
-                "group": lambda: nn.GroupNorm(8, c)}[norm]()
+    def norm_layers(c, hw):
+        return {"batch": lambda: [nn.BatchNorm2d(c)],
+                "layer": lambda: [nn.LayerNorm((c, hw, hw))],
+                "instance": lambda: [nn.InstanceNorm2d(c, affine=True)],
+                "group": lambda: [nn.GroupNorm(8, c)],
+                "none": lambda: []}[norm]()
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), norm_layer(32, 28), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), norm_layer(64, 14), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(1, 32, 3, padding=1), *norm_layers(32, 28), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), *norm_layers(64, 14), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -83,27 +96,47 @@ def inputs():
     return x, y
 
 
-def child(framework, norm, repeat, torch_first=False):
-    """Run in a new process: print the median seconds of one step.
+def _rss_mb():
+    """(current, peak) resident memory of this process in MB."""
+    import resource
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    ``torch_first`` imports torch before tinynet, as a user script might.
+
+def child(framework, norm, repeat, torch_first=False):
+    """Run in a new process: print one JSON line of seconds per step and memory.
+
+    ``framework`` is "tinynet", "torch" or "both" (torch imported first, then
+    both timed in this process, alternating). ``torch_first`` imports torch
+    before tinynet, as a user script might.
     """
-    if torch_first:
+    if torch_first or framework != "tinynet":
         import torch  # noqa: F401
     x, y = inputs()
-    if framework == "torch":
-        from kernels.common import try_torch
-        step = torch_step(try_torch(), norm, x, y)
-    else:
-        step = tinynet_step(norm, x, y)
-    print(median_time(step, warmup=3, repeat=repeat))
+    base_mb, _ = _rss_mb()
+    out = {}
+    names = ("torch", "tinynet") if framework == "both" else (framework,)
+    steps = {}
+    for name in names:
+        if name == "torch":
+            from kernels.common import try_torch
+            steps[name] = torch_step(try_torch(), norm, x, y)
+        else:
+            steps[name] = tinynet_step(norm, x, y)
+    for name in names:
+        out[name] = median_time(steps[name], warmup=3, repeat=repeat)
+    _, peak_mb = _rss_mb()
+    out["peak_rss_mb"] = peak_mb
+    out["step_rss_mb"] = peak_mb - base_mb
+    print(json.dumps(out))
 
 
-def run_child(framework, norm, repeat):
-    out = subprocess.run([sys.executable, "-m", "kernels.step", "--child", framework,
-                          "--norm", norm, "--repeat", str(repeat)],
-                         capture_output=True, text=True, check=True).stdout
-    return float(out.split()[-1])
+def run_child(framework, norm, repeat, torch_first=False):
+    cmd = [sys.executable, "-m", "kernels.step", "--child", framework, "--norm", norm,
+           "--repeat", str(repeat)] + (["--torch-first"] if torch_first else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def have_torch():
@@ -115,22 +148,72 @@ def have_torch():
 
 
 def bench(repeat=20, rounds=3):
-    """Rows of median ms per step for each norm, tinynet and torch side by side."""
-    frameworks = ("tinynet", "torch") if have_torch() else ("tinynet",)
+    """One row per norm: median ms per step in each setting, ratios and peak RSS.
+
+    The child processes run in the order separate tinynet, separate torch,
+    torch-first tinynet, one-process pair, repeated ``rounds`` times, so
+    that load on the machine falls on all settings alike.
+    """
+    torch = have_torch()
     rows = []
     for norm in NORMS:
-        times = {f: [] for f in frameworks}
+        runs = {"tinynet": [], "torch": [], "torch_first": [], "both": []}
         for _ in range(rounds):
-            for f in frameworks:
-                times[f].append(run_child(f, norm, repeat))
-        t_tn = statistics.median(times["tinynet"])
-        t_torch = statistics.median(times["torch"]) if "torch" in times else None
-        rows.append({"norm": norm, "tinynet_ms": 1e3 * t_tn,
-                     "torch_ms": None if t_torch is None else 1e3 * t_torch,
-                     "ratio": None if t_torch is None else t_tn / t_torch,
-                     "tinynet_epoch_s": t_tn * STEPS_PER_EPOCH,
-                     "torch_epoch_s": None if t_torch is None else t_torch * STEPS_PER_EPOCH})
+            runs["tinynet"].append(run_child("tinynet", norm, repeat))
+            if torch:
+                runs["torch"].append(run_child("torch", norm, repeat))
+                runs["torch_first"].append(run_child("tinynet", norm, repeat, torch_first=True))
+                runs["both"].append(run_child("both", norm, repeat))
+
+        def median(setting, key):
+            values = [r[key] for r in runs[setting]]
+            return statistics.median(values) if values else None
+        row = {"norm": norm, "tinynet_ms": 1e3 * median("tinynet", "tinynet"),
+               "tinynet_peak_mb": median("tinynet", "peak_rss_mb"),
+               "tinynet_step_mb": median("tinynet", "step_rss_mb")}
+        row["tinynet_epoch_s"] = row["tinynet_ms"] * STEPS_PER_EPOCH / 1e3
+        if torch:
+            row.update({
+                "torch_ms": 1e3 * median("torch", "torch"),
+                "torch_peak_mb": median("torch", "peak_rss_mb"),
+                "torch_step_mb": median("torch", "step_rss_mb"),
+                "torch_first_ms": 1e3 * median("torch_first", "tinynet"),
+                "one_process_tinynet_ms": 1e3 * median("both", "tinynet"),
+                "one_process_torch_ms": 1e3 * median("both", "torch")})
+            row["torch_epoch_s"] = row["torch_ms"] * STEPS_PER_EPOCH / 1e3
+            row["ratio"] = row["tinynet_ms"] / row["torch_ms"]
+            row["torch_first_ratio"] = row["torch_first_ms"] / row["tinynet_ms"]
+            row["one_process_ratio"] = row["one_process_tinynet_ms"] / row["one_process_torch_ms"]
+        rows.append(row)
     return rows
+
+
+def print_table(rows, rounds):
+    """Print the rows of ``bench`` as two tables: time and memory."""
+    torch = "torch_ms" in rows[0]
+    print(f"reference CNN training step, batch {BATCH}, float32, backend cpu, "
+          f"median of {rounds} rounds")
+    head = f"{'norm':<10}{'tinynet ms':>11}"
+    if torch:
+        head += (f"{'torch ms':>10}{'ratio':>7}{'torch-first ms':>16}{'vs alone':>9}"
+                 f"{'1-proc tn ms':>14}{'1-proc torch ms':>17}{'ratio':>7}")
+    print(head + f"{'tinynet s/epoch':>17}")
+    for r in rows:
+        line = f"{r['norm']:<10}{r['tinynet_ms']:11.1f}"
+        if torch:
+            line += (f"{r['torch_ms']:10.1f}{r['ratio']:7.2f}{r['torch_first_ms']:16.1f}"
+                     f"{r['torch_first_ratio']:9.2f}{r['one_process_tinynet_ms']:14.1f}"
+                     f"{r['one_process_torch_ms']:17.1f}{r['one_process_ratio']:7.2f}")
+        print(line + f"{r['tinynet_epoch_s']:17.1f}")
+    print("\npeak RSS (MB) of each framework's own process; 'step' is what the model and "
+          "its steps added after the imports")
+    print(f"{'norm':<10}{'tinynet peak':>13}{'tinynet step':>13}"
+          + (f"{'torch peak':>11}{'torch step':>11}" if torch else ""))
+    for r in rows:
+        line = f"{r['norm']:<10}{r['tinynet_peak_mb']:13.0f}{r['tinynet_step_mb']:13.0f}"
+        if torch:
+            line += f"{r['torch_peak_mb']:11.0f}{r['torch_step_mb']:11.0f}"
+        print(line)
 
 
 def main(argv=None):
@@ -138,8 +221,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--child", choices=("tinynet", "torch"),
-                        help="time one framework's step in this process and print seconds")
+    parser.add_argument("--child", choices=("tinynet", "torch", "both"),
+                        help="time one framework's step (or both) in this process and print JSON")
     parser.add_argument("--norm", choices=NORMS, default="batch",
                         help="with --child: the normalization")
     parser.add_argument("--torch-first", action="store_true",
@@ -148,16 +231,7 @@ def main(argv=None):
     if args.child:
         return child(args.child, args.norm, args.repeat, args.torch_first)
     rows = bench(args.repeat, args.rounds)
-    print(f"reference CNN training step, batch {BATCH}, float32, backend cpu, "
-          f"each framework in its own process, median of {args.rounds} rounds")
-    print(f"{'norm':<10}{'tinynet ms':>12}{'torch ms':>10}{'ratio':>8}{'tinynet s/epoch':>17}"
-          f"{'torch s/epoch':>15}")
-    for r in rows:
-        t = "" if r["torch_ms"] is None else f"{r['torch_ms']:10.1f}"
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:8.2f}"
-        te = "" if r["torch_epoch_s"] is None else f"{r['torch_epoch_s']:15.1f}"
-        print(f"{r['norm']:<10}{r['tinynet_ms']:12.1f}{t:>10}{ratio:>8}"
-              f"{r['tinynet_epoch_s']:17.1f}{te:>15}")
+    print_table(rows, args.rounds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

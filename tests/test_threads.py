@@ -11,6 +11,7 @@ import textwrap
 import numba
 import numpy as np
 import pytest
+import threadpoolctl
 
 from conftest import REPO
 from tinynet import threads
@@ -71,8 +72,8 @@ def restore_threads():
     before = threads.get_num_threads()
     yield before
     numba.set_num_threads(before["numba"])
-    for set_blas, _ in threads._openblas_functions():
-        set_blas(before["blas"])
+    if before["blas"] is not None:
+        threadpoolctl.threadpool_limits(limits=before["blas"], user_api="blas")
 
 
 def test_set_num_threads_sets_numba_and_blas(restore_threads):
@@ -86,11 +87,27 @@ def test_set_num_threads_sets_numba_and_blas(restore_threads):
             assert counts["blas"] == n
 
 
-def test_blas_threads_found_for_numpy_openblas():
+def test_blas_info_finds_numpys_blas():
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
-    if "openblas" not in blas.lower() or not os.path.exists("/proc/self/maps"):
-        pytest.skip(f"numpy uses {blas!r} or /proc/self/maps is missing: BLAS threads are not found")
-    assert isinstance(threads.get_num_threads()["blas"], int)
+    info = threads.blas_info()
+    assert info is not None, f"threadpoolctl found no BLAS, numpy was built with {blas!r}"
+    assert info["internal_api"] in blas.lower()
+    assert os.path.dirname(np.__file__) in info["filepath"]
+    assert threads.get_num_threads()["blas"] == info["num_threads"]
+
+
+def test_set_num_threads_sets_numpys_blas_beside_torch():
+    pytest.importorskip("torch")
+    counts = _run("""
+        import json, torch, numpy as np
+        import tinynet as tn
+        tn.set_num_threads(1)
+        info = tn.threads.blas_info()
+        print(json.dumps({"blas": info["num_threads"], "path": info["filepath"],
+                          "numpy": np.__file__}))
+    """, _clean_env())
+    assert counts["blas"] == 1
+    assert counts["path"].startswith(os.path.dirname(counts["numpy"]))
 
 
 @pytest.mark.parametrize("n", [0, -1, "max+1"])

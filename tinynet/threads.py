@@ -51,26 +51,17 @@ not set it (``import tinynet`` calls it). What is effective, and when:
   kernel is terminated when it runs one itself. Use the "spawn" start method
   for worker processes, or ``NUMBA_THREADING_LAYER=workqueue``.
 """
-import ctypes
 import os
 import sys
 
 import numpy as np
+import threadpoolctl
 
-__all__ = ["configure_threading", "set_num_threads", "get_num_threads"]
+__all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_info"]
 
 LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 _NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]  # numba's own default
 OMP_WAIT_POLICY = "PASSIVE"
-
-# OpenBLAS thread-count entry points, numpy 2.x wheels (scipy-openblas, 64-bit
-# ints) first, then the plain names of older wheels and system OpenBLAS.
-_BLAS_SET = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-             "openblas_set_num_threads64_", "openblas_set_num_threads")
-_BLAS_GET = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-             "openblas_get_num_threads64_", "openblas_get_num_threads")
-
-_blas_functions = {}  # library path -> (set, get), or None when it has neither
 
 
 def configure_threading():
@@ -137,13 +128,13 @@ def _numba_pool_running(numba):
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in numba's parallel kernels and in BLAS (numpy's OpenBLAS).
+    """Use ``n`` threads in numba's parallel kernels and in BLAS.
 
     Numba's count applies to the calling thread, as ``numba.set_num_threads``
-    does. The BLAS count is process-wide. When no OpenBLAS with a known
-    thread-count function is loaded (another BLAS, or no ``/proc/self/maps``
-    to find it in), only numba's count changes and ``get_num_threads()``
-    reports ``blas=None``.
+    does. The BLAS count is set with threadpoolctl for every BLAS loaded in
+    the process (numpy's OpenBLAS, and torch's when torch is imported) and is
+    process-wide. When threadpoolctl finds no BLAS, only numba's count changes
+    and ``get_num_threads()`` reports ``blas=None``.
 
     Parameters
     ----------
@@ -166,62 +157,34 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: n must be in 1..{limit} "
                          f"(NUMBA_NUM_THREADS={limit}), got {n}")
     numba.set_num_threads(n)
-    for set_blas, _ in _openblas_functions():
-        set_blas(n)
+    threadpoolctl.threadpool_limits(limits=n, user_api="blas")
 
 
 def get_num_threads():
     """Thread counts in use: ``{"numba": int, "blas": int or None}``.
 
-    ``blas`` is the count of numpy's OpenBLAS, or None when it could not be
-    found (see ``set_num_threads``).
+    ``blas`` is the count of numpy's BLAS (see ``blas_info``), or None when
+    threadpoolctl finds no BLAS.
     """
     import numba
-    functions = _openblas_functions()
-    blas = functions[0][1]() if functions else None
-    return {"numba": numba.get_num_threads(), "blas": blas}
+    info = blas_info()
+    return {"numba": numba.get_num_threads(), "blas": info["num_threads"] if info else None}
 
 
-def _openblas_functions():
-    """(set, get) for each loaded OpenBLAS that exports them, numpy's first."""
-    # numpy's own copy lives in numpy.libs/ (Linux wheels) or numpy/.dylibs/ (macOS).
-    numpy_prefix = os.path.dirname(np.__file__)
-    paths = sorted(_loaded_openblas_paths(), key=lambda path: not path.startswith(numpy_prefix))
-    functions = []
-    for path in paths:
-        if path not in _blas_functions:
-            _blas_functions[path] = _bind_openblas(path)
-        if _blas_functions[path] is not None:
-            functions.append(_blas_functions[path])
-    return functions
+def blas_info():
+    """threadpoolctl's record of numpy's BLAS, or None when none is loaded.
 
-
-def _loaded_openblas_paths():
-    """Paths of the shared libraries with "openblas" in their name mapped into this process."""
-    try:
-        with open("/proc/self/maps") as maps:
-            lines = maps.readlines()
-    except OSError:
-        return []
-    paths = []
-    for line in lines:
-        path = line.split(maxsplit=5)[-1].strip()
-        if "openblas" in os.path.basename(path).lower() and path not in paths:
-            paths.append(path)
-    return paths
-
-
-def _bind_openblas(path):
-    """The library's (set, get) thread-count functions, or None."""
-    try:
-        library = ctypes.CDLL(path)
-    except OSError:
-        return None
-    for set_name, get_name in zip(_BLAS_SET, _BLAS_GET):
-        set_blas = getattr(library, set_name, None)
-        get_blas = getattr(library, get_name, None)
-        if set_blas is not None and get_blas is not None:
-            set_blas.argtypes, set_blas.restype = [ctypes.c_int], None
-            get_blas.argtypes, get_blas.restype = [], ctypes.c_int
-            return set_blas, get_blas
-    return None
+    Returns
+    -------
+    dict or None
+        Keys as ``threadpoolctl.threadpool_info()``: ``internal_api`` (e.g.
+        "openblas"), ``num_threads``, ``filepath``, ``version``,
+        ``threading_layer``, ``architecture``. numpy's own copy (the library
+        under numpy's install directory) comes before any other BLAS.
+    """
+    libraries = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    # numpy's copy lives in numpy.libs/ (Linux wheels) or numpy/.dylibs/ (macOS).
+    numpy_dir = os.path.dirname(np.__file__)
+    libraries.sort(key=lambda lib: not lib["filepath"].startswith((numpy_dir + os.sep,
+                                                                   numpy_dir + ".libs" + os.sep)))
+    return libraries[0] if libraries else None
