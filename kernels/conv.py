@@ -358,6 +358,19 @@ def bwd_v7(dy, x, W, cache, stride, padding, has_bias, need_dx):
     return dx, dWn.sum(axis=0).astype(x.dtype), db
 
 
+def _fused(chunk_bytes):
+    """Variant 8 with columns of about chunk_bytes per chunk."""
+
+    def fwd(x, W, b, stride, padding):
+        OH, OW = _geometry(x, W, stride, padding)[-2:]
+        return cpu_conv._forward_fused_chunks(x, W, b, stride, padding, OH, OW, chunk_bytes)
+
+    def bwd(dy, x, W, cache, stride, padding, has_bias, need_dx):
+        return cpu_conv._backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx,
+                                               chunk_bytes)
+    return fwd, bwd
+
+
 VARIANTS = {
     "1 naive port": (fwd_v1, bwd_v1),
     "2 whole-batch GEMMs": (fwd_v2, bwd_v2),
@@ -366,6 +379,9 @@ VARIANTS = {
     "5 chunked, dW^T": (fwd_chunked, bwd_v5),
     "6 per-sample, ones row": (fwd_v6, bwd_v6),
     "7 direct": (fwd_v7, bwd_v7),
+    "8 fused, BLAS in prange": _fused(cpu_conv.FUSED_CHUNK_BYTES),
+    "8 fused, 256 KB chunks": _fused(256 << 10),
+    "8 fused, 2 MB chunks": _fused(2 << 20),
 }
 STRIDE_1_ONLY = ("7 direct",)
 

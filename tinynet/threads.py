@@ -57,7 +57,8 @@ import sys
 import numpy as np
 import threadpoolctl
 
-__all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_info"]
+__all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_info",
+           "single_threaded_kernel_blas"]
 
 LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 _NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]  # numba's own default
@@ -188,3 +189,50 @@ def blas_info():
     libraries.sort(key=lambda lib: not lib["filepath"].startswith((numpy_dir + os.sep,
                                                                    numpy_dir + ".libs" + os.sep)))
     return libraries[0] if libraries else None
+
+
+_kernel_blas = None
+
+
+def _kernel_blas_libraries():
+    """threadpoolctl's controller of the BLAS that numba's ``np.dot`` calls.
+
+    Numba's nopython ``np.dot`` calls the BLAS behind
+    ``scipy.linalg.cython_blas`` (scipy's own OpenBLAS in the PyPI wheels).
+    When no loaded BLAS lives under scipy's directories (a scipy linked to a
+    shared system BLAS), every loaded BLAS is taken, since numpy's may be the
+    same library.
+    """
+    global _kernel_blas
+    if _kernel_blas is None:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba calls)
+        controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        scipy_dir = os.path.dirname(scipy.__file__)
+        own = [lib for lib in controller.lib_controllers
+               if lib.filepath.startswith((scipy_dir + os.sep, scipy_dir + ".libs" + os.sep))]
+        _kernel_blas = own or controller.lib_controllers
+    return _kernel_blas
+
+
+class single_threaded_kernel_blas:
+    """Context manager: the BLAS of numba's ``np.dot`` runs on one thread inside it.
+
+    A kernel that calls ``np.dot`` from every iteration of a ``prange`` runs
+    as many GEMMs at once as numba has threads, one per thread, so BLAS must
+    not start threads of its own: they would compete with numba's pool for
+    the same cores. On exit each library gets its previous thread count back.
+    """
+
+    def __enter__(self):
+        self._saved = [(lib, lib.get_num_threads()) for lib in _kernel_blas_libraries()]
+        for lib, n in self._saved:
+            if n != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in self._saved:
+            if n != 1:
+                lib.set_num_threads(n)
+        return False
