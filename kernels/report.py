@@ -2,6 +2,9 @@
 
 Runs every lab bench in this process (one machine state, one run), then
 
+- runs ``kernels.instep`` (each layer inside the step and alone, without
+  and with torch imported first) for batch norm and no norm, and
+  ``kernels.latency`` (first-step latency, compile time per kernel);
 - rewrites the target table (the rows that time a public layer, or the whole
   training step, next to torch) between the ``report:start`` /
   ``report:end`` markers of docs/performance.md, and every lab's full
@@ -13,6 +16,7 @@ Runs every lab bench in this process (one machine state, one run), then
     python -m kernels.report --no-write # print only
 """
 import argparse
+import contextlib
 import importlib
 import io
 import os
@@ -24,6 +28,7 @@ import numba
 from kernels.common import copy_bandwidth, print_rows
 
 LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
+STEP_ROUNDS = 3
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 MARKERS = {"report": ("<!-- report:start -->", "<!-- report:end -->"),
            "lab": ("<!-- lab:start -->", "<!-- lab:end -->")}
@@ -45,8 +50,15 @@ def collect():
         lab_rows = module.bench()
         print_rows(lab_rows, bandwidth, title=f"python -m kernels.{name} --bench", file=tables)
         rows.extend((name, r) for r in target_rows(lab_rows))
+    from kernels import instep, latency
+    for norm in ("batch", "none"):
+        print(f"\npython -m kernels.instep --norm {norm} --rounds 3", file=tables)
+        instep.print_table(instep.bench(norm, rounds=3), norm, file=tables)
+    print("\npython -m kernels.latency", file=tables)
+    with contextlib.redirect_stdout(tables):
+        latency.main([])
     from kernels.step import bench as step_bench
-    step = step_bench(repeat=20, rounds=5)
+    step = step_bench(repeat=20, rounds=STEP_ROUNDS)
     return bandwidth, rows, tables.getvalue(), step
 
 
