@@ -95,6 +95,16 @@ def markdown(bandwidth, rows, step):
         lines.append(f"| step | the same, torch imported first, one process | "
                      f"{s['one_process_tinynet_ms']:.1f} | {s['one_process_torch_ms']:.1f} | "
                      f"{s['one_process_ratio']:.2f} | |")
+        lines.append(f"| step | tinynet with torch imported first / tinynet alone (torch column: "
+                     f"tinynet alone) | {s['torch_first_ms']:.1f} | {s['tinynet_ms']:.1f} | "
+                     f"{s['torch_first_ratio']:.2f} | |")
+    lines += ["", "Peak resident memory of each framework's step process (MB, `python -m "
+              "kernels.step`; step = what the model and its steps added after the imports):", "",
+              "| norm | tinynet peak | tinynet step | torch peak | torch step |",
+              "|---|---|---|---|---|"]
+    for s in step:
+        lines.append(f"| {s['norm']} | {s['tinynet_peak_mb']:.0f} | {s['tinynet_step_mb']:.0f} | "
+                     f"{s['torch_peak_mb']:.0f} | {s['torch_step_mb']:.0f} |")
     return "\n".join(lines)
 
 
