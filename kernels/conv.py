@@ -52,6 +52,10 @@ Variants, all with the signatures of the ref ops
    threads never compete for cores), and adds the bias (forward) or
    folds dy^T with db's sums, computes its dW^T part, dcols and col2im
    (backward). Rows for 256 KB and 2 MB chunks beside it.
+9. per-sample in the pool (= tinynet for K <= SMALL_K): 6 as a prange over
+   samples, each sample's im2col (with the ones row) and its GEMMs
+   single-threaded BLAS calls (np.dot) in one thread, dW summed per
+   thread in float64.
 
 GFLOP/s counts 2*N*F*K*P per GEMM-equivalent: 2 for forward + backward
 without dx, 3 with dx. Floor: the bytes of x, W, y, dy and dW (and dx).
@@ -370,6 +374,11 @@ def bwd_v7(dy, x, W, cache, stride, padding, has_bias, need_dx):
     return dx, dWn.sum(axis=0).astype(x.dtype), db
 
 
+def fwd_v9(x, W, b, stride, padding):
+    OH, OW = _geometry(x, W, stride, padding)[-2:]
+    return cpu_conv._forward_samples_pool(x, W, b, stride, padding, OH, OW)
+
+
 def _fused(chunk_bytes):
     """Variant 8 with columns of about chunk_bytes per chunk."""
 
@@ -394,6 +403,7 @@ VARIANTS = {
     "8 fused, BLAS in prange": _fused(cpu_conv.FUSED_CHUNK_BYTES),
     "8 fused, 256 KB chunks": _fused(256 << 10),
     "8 fused, 2 MB chunks": _fused(2 << 20),
+    "9 per-sample in the pool": (fwd_v9, cpu_conv._backward_samples_pool),
 }
 STRIDE_1_ONLY = ("7 direct",)
 
@@ -557,7 +567,8 @@ def bench():
     _bench_variants(rows, torch, LAYERS[1][0], 32, 64, 14, all_but_direct, (True,), rate)
     for C in SWEEP_C:
         _bench_variants(rows, torch, f"{C}->32 28x28 K={9 * C}", C, 32, 28,
-                        ("5 chunked, dW^T", "6 per-sample, ones row", "8 fused, BLAS in prange"),
+                        ("5 chunked, dW^T", "6 per-sample, ones row", "8 fused, BLAS in prange",
+                         "9 per-sample in the pool"),
                         (True,), rate)
     _bench_layers(rows, torch, rate)
     return rows

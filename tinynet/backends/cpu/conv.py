@@ -8,22 +8,33 @@ Wm = W reshaped to (F, K),
     y[n] = Wm cols[n] + b,   dW = sum_n dy[n] cols[n]^T,   dcols[n] = Wm^T dy[n],
     dx = col2im(dcols).
 
-Numba kernels build and scatter the columns; NumPy's BLAS (``np.matmul``,
-outside Numba) does the matrix multiplies. Two schedules, chosen by K
-(promoted from kernels/conv.py; the lab races them and explains the choice):
+Numba kernels build and scatter the columns, and BLAS does the matrix
+multiplies, called from inside the kernels: numba's ``np.dot`` in nopython
+code reaches the BLAS behind scipy, run on one thread
+(tinynet.threads.single_threaded_kernel_blas), so each prange iteration
+runs its own GEMMs on its own core and numba's and BLAS's thread pools
+never compete for the cores (nor with a spinning OpenMP pool of torch's).
+Two schedules, chosen by K (promoted from kernels/conv.py, which races them
+against the earlier ones and explains the choice):
 
 - K <= SMALL_K (few input channels, e.g. the first layer on a grey image;
-  variant 6): one GEMM per sample on the columns of the whole batch,
-  (N, K + 1, P), whose extra row is all ones. The bias rides in the GEMM:
-  y[n] = [Wm | b] [cols[n]; 1] lands directly in NCHW, and
-  [dW | db] = sum_n dy[n] [cols[n]; 1]^T gives the bias gradient as the last
-  column. The columns are the cache.
-- K > SMALL_K (variant 5): the batch runs in chunks of nb samples whose
-  columns, (K, nb*P), stay in cache. Per chunk: one GEMM for y^T (F, nb*P),
-  copied to NCHW with the bias added (one kernel); dy copied to dy^T
-  (F, nb*P) with its per-(n, f) sums for db (one kernel); one GEMM for dW^T
-  = cols dy^T and one for dcols = Wm^T dy^T, then col2im. The backward
-  rebuilds each chunk's columns from x: nothing is cached.
+  variant 9): a prange over samples. Sample n's columns get an extra row of
+  ones, (K + 1, P), and the bias rides in the GEMM: y[n] = [Wm | b]
+  [cols[n]; 1] lands directly in NCHW, and [dW | db] = sum_n dy[n]
+  [cols[n]; 1]^T gives the bias gradient as the last column (summed per
+  thread in float64). The columns of the batch, (N, K + 1, P), are the
+  cache.
+- K > SMALL_K (variant 8): a prange over chunks of nb samples whose columns,
+  (K, nb*P) of about FUSED_CHUNK_BYTES, stay in the core's L2 cache. Per
+  chunk, in one thread: the columns, y^T = Wm cols (F, nb*P) and its copy to
+  NCHW with the bias added; in the backward dy copied to dy^T (F, nb*P)
+  with its per-(n, f) sums for db, the columns rebuilt from x, dW^T part =
+  cols dy^T (summed per thread in float64), dcols = Wm^T dy^T and col2im.
+  Nothing is cached.
+
+The earlier schedules (one numpy matmul per product, BLAS's own threads,
+between parallel im2col / col2im kernels: variants 5 and 6) stay here for
+the lab.
 
 im2col and col2im (variant 3) of a stride-1 convolution with OW == W (the
 "same" width, such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
@@ -35,7 +46,8 @@ The GEMMs accumulate in the input dtype, as BLAS does: dW, and in the
 per-sample schedule db, are float32 sums within a sample (or a chunk) for
 float32 input. Sums over samples and chunks, the chunked schedule's db and
 col2im's scatter-add are float64. Scratch arrays (a chunk's columns, dy^T,
-dcols) are kept per thread and reused across calls: a fresh multi-MB array
+dcols) are kept per calling Python thread, one row per numba thread
+(numba.get_thread_id()), and reused across calls: a fresh multi-MB array
 pays a page fault per 4 KB page on its first write, which doubled the time
 of the chunked forward.
 """
@@ -333,6 +345,53 @@ def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, col
                                     dx[n0 + k, c].reshape(H * W))
 
 
+@njit_kernel(parallel=True)
+def _forward_samples(x, Wb, kh, kw, sh, sw, ph, pw, OH, OW, has_bias, cols, y):
+    # Per sample n, in one thread: its columns cols[n] (K (+ 1), P), whose
+    # last row is ones when has_bias, then y[n] = [Wm | b] cols[n] by a
+    # single-threaded BLAS GEMM (np.dot), straight into NCHW.
+    # Parallel axis: samples; iteration n writes only cols[n] and y[n].
+    N, C, H, W = x.shape
+    K = C * kh * kw
+    for n in numba.prange(N):
+        cn = cols[n]
+        for c in range(C):
+            _im2col_channel(x[n, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W, OH, OW,
+                            cn, 0, 0)
+        if has_bias:
+            ones = cn[K]
+            for m in range(OH * OW):
+                ones[m] = 1
+        np.dot(Wb, cn, y[n])
+
+
+@njit_kernel(parallel=True)
+def _backward_samples(dy, WmT, cols, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, part_ws, acc,
+                      dcols_ws, dx):
+    # Per sample n, in one thread: [dW | db] part = dy[n] cols[n]^T by a
+    # single-threaded BLAS GEMM, added in float64 to the thread's sum
+    # acc[t]; with need_dx, dcols = Wm^T dy[n] and col2im into dx[n].
+    # Parallel axis: samples; iteration n writes only dx[n]. Its scratch
+    # and sum are row t = numba.get_thread_id(): a thread runs one
+    # iteration at a time.
+    N, F = dy.shape[0], dy.shape[1]
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    for n in numba.prange(N):
+        t = numba.get_thread_id()
+        part = part_ws[t]
+        np.dot(dy[n], cols[n].T, part)
+        a = acc[t]
+        for f in range(F):
+            for r in range(part.shape[1]):
+                a[f, r] += part[f, r]
+        if need_dx:
+            dcols = dcols_ws[t]
+            np.dot(WmT, dy[n], dcols)
+            for c in range(C):
+                _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, 0,
+                                dx[n, c].reshape(H * W))
+
+
 @implements(ref.conv.im2col)
 def im2col(x, kh, kw, stride, padding):
     x = np.ascontiguousarray(x)
@@ -538,6 +597,51 @@ def _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx,
     return (dx if need_dx else None), dW, db
 
 
+def _forward_samples_pool(x, W, b, stride, padding, OH, OW):
+    """Small K, one thread pool: per sample in a prange, its columns with a
+    ones row and y[n] = [Wm | b] [cols[n]; 1] by a single-threaded GEMM;
+    returns (y, cols)."""
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    has_bias = b is not None
+    Wb = W.reshape(F, K)
+    if has_bias:
+        Wb = np.concatenate([Wb, b.reshape(F, 1)], axis=1)
+    cols = np.empty((N, K + has_bias, P), dtype=x.dtype)
+    y = np.empty((N, F, P), dtype=x.dtype)
+    with single_threaded_kernel_blas():
+        _forward_samples(x, Wb, KH, KW, *stride, *padding, OH, OW, has_bias, cols, y)
+    return y.reshape(N, F, OH, OW), cols
+
+
+def _backward_samples_pool(dy, x, W, cols, stride, padding, has_bias, need_dx):
+    """Small K, one thread pool: per sample in a prange, [dW | db] += dy[n]
+    [cols[n]; 1]^T (float64 sums per thread) and, with need_dx, dcols =
+    Wm^T dy[n] and col2im, each GEMM single-threaded."""
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dtype = dy.dtype
+    if cols is None or cols.shape[1] < K + has_bias:
+        cols = _forward_samples_pool(x, W, np.zeros(F, dtype) if has_bias else None, stride,
+                                     padding, OH, OW)[1]
+    R = cols.shape[1]
+    T = _thread_slots()
+    WmT = np.ascontiguousarray(W.reshape(F, K).T)
+    part_ws = _scratch("samples_part", T * F * R, dtype).reshape(T, F, R)
+    acc = np.zeros((T, F, R), dtype=np.float64)
+    dcols_ws = _scratch("samples_dcols", T * K * P, dtype).reshape(T, K, P)
+    dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dtype)
+    with single_threaded_kernel_blas():
+        _backward_samples(dy.reshape(N, F, P), WmT, cols, KH, KW, *stride, *padding, OH, OW,
+                          need_dx, part_ws, acc, dcols_ws, dx)
+    dWb = acc.sum(axis=0)
+    dW = dWb[:, :K].astype(dtype).reshape(W.shape)
+    db = dWb[:, K].astype(dtype) if has_bias else None
+    return (dx if need_dx else None), dW, db
+
+
 @implements(ref.conv.conv2d_forward)
 def conv2d_forward(x, W, b, stride, padding):
     """The cache is the columns with a ones row, (N, C*KH*KW + 1, OH*OW) (no ones
@@ -550,7 +654,7 @@ def conv2d_forward(x, W, b, stride, padding):
     _, _, KH, KW = W.shape
     OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
     if C * KH * KW <= SMALL_K:
-        return _forward_per_sample(x, W, b, stride, padding, OH, OW)
+        return _forward_samples_pool(x, W, b, stride, padding, OH, OW)
     return _forward_fused_chunks(x, W, b, stride, padding, OH, OW)
 
 
@@ -562,5 +666,5 @@ def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
     W = np.ascontiguousarray(W)
     _, C, KH, KW = W.shape
     if C * KH * KW <= SMALL_K:
-        return _backward_per_sample(dy, x, W, cache, stride, padding, has_bias, need_dx)
+        return _backward_samples_pool(dy, x, W, cache, stride, padding, has_bias, need_dx)
     return _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx)
