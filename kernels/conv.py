@@ -401,7 +401,7 @@ VARIANTS = {
     "6 per-sample, ones row": (fwd_v6, bwd_v6),
     "7 direct": (fwd_v7, bwd_v7),
     "8 fused, BLAS in prange": _fused(cpu_conv.FUSED_CHUNK_BYTES),
-    "8 fused, 256 KB chunks": _fused(256 << 10),
+    "8 fused, 1 MB chunks": _fused(1 << 20),
     "8 fused, 2 MB chunks": _fused(2 << 20),
     "9 per-sample in the pool": (fwd_v9, cpu_conv._backward_samples_pool),
 }

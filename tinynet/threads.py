@@ -27,9 +27,21 @@ anything else on the machine: interleaving costs twice the sum of its parts.
 slowdown, at about 10 us per launch. The workqueue layer does not spin
 either, but each launch costs about 70 us, which adds up over the dozens of
 small kernels in a training step, and it aborts when two Python threads run
-parallel kernels at once. BLAS with 2 threads beats 1 once nothing spins. So
-the default is: the omp layer, preferred over the others, with
-``OMP_WAIT_POLICY=PASSIVE``, and BLAS left at its default (one thread per core).
+parallel kernels at once. So the default is: the omp layer, preferred over
+the others, with ``OMP_WAIT_POLICY=PASSIVE``. The large GEMMs of Conv2D and
+Dense now run inside numba's pool (single-threaded BLAS calls from a
+``prange``, ``single_threaded_kernel_blas``), so numba's and BLAS's pools no
+longer take turns on the cores; a bounded spin instead of PASSIVE
+(OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=20000) still made the step 1.4x
+slower on a loaded machine (``python -m kernels.instep``).
+
+When a GNU OpenMP runtime is already loaded (torch imported before tinynet),
+numba's omp layer would run on it with the wait policy it read at load
+time; the priority is then tbb, workqueue, omp. With the ``tbb`` package
+installed (``pip install tinynet[tbb]``) every op of the step stayed within
+1.15x of its torch-free time (``python -m kernels.instep``, settings "torch
+first, ..."); without it the workqueue layer's launch cost slows the small
+kernels (1.6 to 2.3x for the ReLU and Dropout on (64, 128)).
 
 ``configure_threading()`` sets that default, each part only when the user has
 not set it (``import tinynet`` calls it). What is effective, and when:
@@ -61,6 +73,7 @@ __all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_in
            "single_threaded_kernel_blas"]
 
 LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+TORCH_FIRST_PRIORITY = ("tbb", "workqueue", "omp")
 _NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]  # numba's own default
 OMP_WAIT_POLICY = "PASSIVE"
 
@@ -91,9 +104,11 @@ def configure_threading():
     if not _user_chose_layer(numba):
         # A GNU OpenMP runtime loaded before us (torch imported first, say) has
         # already read its wait policy, and numba's omp layer would bind to it:
-        # its spinning workers then slow every GEMM (a training step ran 7x
-        # slower). The workqueue layer never spins, so take it then.
-        layers = ("workqueue", "tbb", "omp") if spinning_gomp else LAYER_PRIORITY
+        # its spinning workers then slow the step (1.4x, and 5x on a loaded
+        # machine). TBB (the optional ``tbb`` package) does not share that
+        # runtime and kept every op of the step at its torch-free time; the
+        # workqueue layer, which never spins either, is the fallback.
+        layers = TORCH_FIRST_PRIORITY if spinning_gomp else LAYER_PRIORITY
         priority = " ".join(layers)
         os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = priority
         applied["NUMBA_THREADING_LAYER_PRIORITY"] = priority
