@@ -51,9 +51,11 @@ def collect():
         print_rows(lab_rows, bandwidth, title=f"python -m kernels.{name} --bench", file=tables)
         rows.extend((name, r) for r in target_rows(lab_rows))
     from kernels import instep, latency
-    for norm in ("batch", "none"):
-        print(f"\npython -m kernels.instep --norm {norm} --rounds 3", file=tables)
-        instep.print_table(instep.bench(norm, rounds=3), norm, file=tables)
+    settings = ["no torch", "no torch, glibc malloc defaults", "torch first",
+                "torch first, workqueue", "torch first, omp"]
+    print(f"\npython -m kernels.instep --norm batch --rounds 3 --settings "
+          f"\"{';'.join(settings[1:])}\"", file=tables)
+    instep.print_table(instep.bench("batch", rounds=3, settings=settings), "batch", file=tables)
     print("\npython -m kernels.latency", file=tables)
     with contextlib.redirect_stdout(tables):
         latency.main([])
@@ -74,8 +76,9 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def markdown(bandwidth, rows, step):
-    lines = [f"Measured by `python -m kernels.report` on {time.strftime('%Y-%m-%d')}, "
+def markdown(bandwidth, rows, step, load):
+    lines = [f"Measured by `python -m kernels.report` on {time.strftime('%Y-%m-%d %H:%M')}, "
+             f"load average {load[0]:.2f} at the start and {load[1]:.2f} at the end, "
              f"CPU {cpu_model()}: "
              f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()}, "
              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write). "
@@ -140,8 +143,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.report")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
     bandwidth, rows, tables, step = collect()
-    table = markdown(bandwidth, rows, step)
+    table = markdown(bandwidth, rows, step, (load_start, os.getloadavg()[0]))
     print(tables)
     print(table)
     if args.no_write:
