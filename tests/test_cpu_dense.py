@@ -7,9 +7,7 @@ from tinynet.backends import cpu, ref
 from tinynet.backends.cpu import dense as cpu_dense
 from conftest import assert_close
 
-# The last two are above POOL_GEMM_MACS: their GEMMs run as row blocks in
-# numba's pool (an odd row count splits unevenly).
-SHAPES = [(1, 1, 1), (3, 5, 4), (7, 33, 17), (65, 130, 9), (67, 301, 53), (64, 3136, 128)]
+SHAPES = [(1, 1, 1), (3, 5, 4), (7, 33, 17), (65, 130, 9)]
 DTYPES = [np.float32, np.float64]
 
 
@@ -101,16 +99,3 @@ def test_every_op_is_a_cpu_implementation():
     assert sorted(cpu_dense.__all__) == sorted(ref.dense.__all__)
     for name in ref.dense.__all__:
         assert getattr(cpu, name).__module__ == "tinynet.backends.cpu.dense", name
-
-
-def test_large_shapes_take_the_pool_path():
-    for N, I, O in SHAPES[-2:]:
-        assert min(N * I * O, N * O * I, O * N * I) >= cpu_dense.POOL_GEMM_MACS
-
-
-def test_pool_gemm_restores_blas_threads(rng):
-    from tinynet.threads import _kernel_blas_libraries
-    before = [lib.get_num_threads() for lib in _kernel_blas_libraries()]
-    x, W, b, _ = _inputs(rng, SHAPES[-1], np.float32)
-    cpu.dense_forward(x, W, b)
-    assert [lib.get_num_threads() for lib in _kernel_blas_libraries()] == before
