@@ -21,8 +21,22 @@ import time
 import numpy as np
 import numba
 
-__all__ = ["median_time", "copy_bandwidth", "try_torch", "Row", "print_rows",
+__all__ = ["child_env", "median_time", "copy_bandwidth", "try_torch", "Row", "print_rows",
            "lab_main", "tensor_bytes"]
+
+
+def child_env(**extra):
+    """os.environ for a child process that must choose its own threading
+    defaults: without the variables that ``import tinynet`` set in this
+    process (tinynet.threads.APPLIED), plus ``extra``."""
+    applied = {}
+    try:
+        from tinynet.threads import APPLIED as applied
+    except ImportError:
+        pass
+    env = {k: v for k, v in os.environ.items() if applied.get(k) != v}
+    env.update(extra)
+    return env
 
 
 def median_time(fn, warmup=2, repeat=15, min_seconds=0.0):

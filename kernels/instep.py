@@ -117,11 +117,12 @@ def child(norm, steps, torch_first):
 
 
 def run_child(norm, steps, setting):
+    from kernels.common import child_env
     env_extra, torch_first = SETTINGS[setting]
     cmd = [sys.executable, "-m", "kernels.instep", "--child", "--norm", norm,
            "--steps", str(steps)] + (["--torch-first"] if torch_first else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                         env=dict(os.environ, **env_extra)).stdout
+                         env=child_env(**env_extra)).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -87,7 +87,8 @@ class CompileTimer:
 
 
 def run(norm, cache_dir, parallel=False):
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    from kernels.common import child_env
+    env = child_env(NUMBA_CACHE_DIR=cache_dir)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", CHILD.format(norm=norm, parallel=parallel)],
                          env=env,

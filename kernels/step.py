@@ -38,7 +38,7 @@ import sys
 
 import numpy as np
 
-from kernels.common import median_time
+from kernels.common import child_env, median_time
 
 NORMS = ("batch", "layer", "instance", "group", "none")
 BATCH = 64
@@ -135,7 +135,8 @@ def child(framework, norm, repeat, torch_first=False):
 def run_child(framework, norm, repeat, torch_first=False):
     cmd = [sys.executable, "-m", "kernels.step", "--child", framework, "--norm", norm,
            "--repeat", str(repeat)] + (["--torch-first"] if torch_first else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env=child_env()).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -74,6 +74,10 @@ __all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_in
 
 LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 TORCH_FIRST_PRIORITY = ("tbb", "workqueue", "omp")
+APPLIED = {}
+"""The environment variables ``configure_threading`` set in this process, name
+-> value (child processes inherit them; the lab removes them for children
+that must start with their own defaults)."""
 _NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]  # numba's own default
 OMP_WAIT_POLICY = "PASSIVE"
 
@@ -115,6 +119,7 @@ def configure_threading():
         # numba reads its environment at import; update it if that already happened.
         if numba is not None:
             numba.config.THREADING_LAYER_PRIORITY = list(layers)
+    APPLIED.update(applied)
     return applied
 
 
