@@ -16,14 +16,18 @@ and its gradient go. All have the signatures of the ref ops
 2. ones column: [x | 1] [W | b]^T puts the bias in the GEMM, and
    [dW | db] = dy^T [x | 1] gives db as the GEMM's last column. Costs a copy
    of x (and of W) into the augmented arrays on every call.
-3. GEMM + bias kernels (= tinynet): the GEMM (``np.matmul``, BLAS's own
-   threads) writes y, one serial Numba pass adds b in place; db is one
+3. GEMM + bias kernels: the GEMM (``np.matmul``, BLAS's own threads)
+   writes y, one serial Numba pass adds b in place; db is one
    serial Numba pass summing dy's rows in float64. Serial because a
    parallel launch costs about 10 us against 1 us of work at these sizes.
 4. 3 with each GEMM split by rows of its output over numba's pool, one
    single-threaded BLAS call per thread (``np.dot`` inside a ``prange``),
    as the convolution runs its GEMMs. Lost: blocks of 32 rows (and dW's
    inner dimension of 64) run far below BLAS's own two-thread rate.
+5. 3 with BLAS on one thread (= tinynet): slower alone than 3, but
+   OpenBLAS's two-thread GEMM leaves its worker polling for work on the
+   core numba's pool needs next, which slowed every numba kernel after it
+   in the training step up to 2x (``python -m kernels.instep``).
 
 GFLOP/s counts 2*N*I*O per GEMM: 3 GEMMs for forward + backward. Floor: the
 bytes of x, W, b, y, dy, dx, dW and db.
@@ -85,6 +89,21 @@ def _matmul_pool(A, B):
     return C
 
 
+def fwd_v3(x, W, b):
+    y = np.matmul(x, W.T)
+    if b is not None:
+        cpu_dense._add_bias(y, b)
+    return y
+
+
+def bwd_v3(x, W, dy, has_bias, need_dx):
+    db = None
+    if has_bias:
+        db = np.empty(dy.shape[1], dtype=dy.dtype)
+        cpu_dense._bias_grad(dy, db)
+    return (np.matmul(dy, W) if need_dx else None), np.matmul(dy.T, x), db
+
+
 def fwd_v4(x, W, b):
     y = _matmul_pool(x, W.T)
     if b is not None:
@@ -104,8 +123,9 @@ def bwd_v4(x, W, dy, has_bias, need_dx):
 VARIANTS = {
     "1 naive port": (ref.dense_forward, ref.dense_backward),
     "2 ones column": (fwd_v2, bwd_v2),
-    "3 GEMM + bias kernels": (cpu.dense_forward, cpu.dense_backward),
+    "3 GEMM + bias kernels": (fwd_v3, bwd_v3),
     "4 GEMM row blocks in the pool": (fwd_v4, bwd_v4),
+    "5 one BLAS thread": (cpu.dense_forward, cpu.dense_backward),
 }
 
 CHECK_SHAPES = [(1, 1, 1), (3, 5, 4), (7, 33, 17), (65, 130, 9), (67, 301, 53)]

@@ -70,7 +70,7 @@ import numpy as np
 import threadpoolctl
 
 __all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_info",
-           "single_threaded_kernel_blas"]
+           "single_threaded_blas", "single_threaded_kernel_blas", "single_threaded_numpy_blas"]
 
 LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 TORCH_FIRST_PRIORITY = ("tbb", "workqueue", "omp")
@@ -235,17 +235,21 @@ def _kernel_blas_libraries():
     return _kernel_blas
 
 
-class single_threaded_kernel_blas:
-    """Context manager: the BLAS of numba's ``np.dot`` runs on one thread inside it.
+class single_threaded_blas:
+    """Context manager: the given BLAS libraries run on one thread inside it.
 
-    A kernel that calls ``np.dot`` from every iteration of a ``prange`` runs
-    as many GEMMs at once as numba has threads, one per thread, so BLAS must
-    not start threads of its own: they would compete with numba's pool for
-    the same cores. On exit each library gets its previous thread count back.
+    Parameters
+    ----------
+    libraries : list
+        threadpoolctl library controllers. On exit each gets its previous
+        thread count back.
     """
 
+    def __init__(self, libraries):
+        self.libraries = libraries
+
     def __enter__(self):
-        self._saved = [(lib, lib.get_num_threads()) for lib in _kernel_blas_libraries()]
+        self._saved = [(lib, lib.get_num_threads()) for lib in self.libraries]
         for lib, n in self._saved:
             if n != 1:
                 lib.set_num_threads(1)
@@ -256,3 +260,36 @@ class single_threaded_kernel_blas:
             if n != 1:
                 lib.set_num_threads(n)
         return False
+
+
+def single_threaded_kernel_blas():
+    """The BLAS of numba's ``np.dot`` on one thread (a context manager).
+
+    A kernel that calls ``np.dot`` from every iteration of a ``prange`` runs
+    as many GEMMs at once as numba has threads, one per thread, so BLAS must
+    not start threads of its own: they would compete with numba's pool for
+    the same cores.
+    """
+    return single_threaded_blas(_kernel_blas_libraries())
+
+
+_numpy_blas = None
+
+
+def single_threaded_numpy_blas():
+    """numpy's BLAS (``np.matmul``) on one thread (a context manager).
+
+    OpenBLAS's worker threads keep polling for work for a while after each
+    multi-threaded call, on the cores that numba's pool needs next: in the
+    reference CNN's step, every numba kernel after a two-thread Dense GEMM
+    ran up to 2x slower than alone (``python -m kernels.instep``; the step
+    took 23 ms with one BLAS thread and 35 ms with two). A GEMM that runs on
+    one thread wakes no workers.
+    """
+    global _numpy_blas
+    if _numpy_blas is None:
+        info = blas_info()
+        controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        _numpy_blas = [lib for lib in controller.lib_controllers
+                       if info is not None and lib.filepath == info["filepath"]]
+    return single_threaded_blas(_numpy_blas)
