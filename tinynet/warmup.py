@@ -8,9 +8,10 @@ compiles them in several processes at once:
 
 1. the model's layer input shapes come from one forward pass of a copy of
    the model on the ref backend (NumPy, nothing to compile);
-2. the layers are grouped by type (layers of one type share their kernels)
-   and the groups, plus one task for the loss and the optimizer, are dealt
-   to ``workers`` bins;
+2. the layers are grouped by type (layers of one type share their kernels;
+   Conv2D layers also by weight shape, which picks their schedule) and the groups, plus one task for the loss and the
+   optimizer, are dealt to ``workers`` bins by their estimated compile cost
+   (HEAVY), the heaviest first;
 3. the first bin runs in this process, the others each in a new Python
    process (``python -m tinynet.warmup``, the task on its stdin); each runs
    forward and backward of its layers on random inputs of the recorded
@@ -49,20 +50,35 @@ def _layer_inputs(model, x):
     return inputs, (h.shape, h.dtype.str)
 
 
+# Relative compile cost of a layer group (kernels/latency.py lists the
+# compile time per kernel: a Conv2D schedule or a normalization is several
+# seconds, an activation or a pool under one).
+HEAVY = {"Conv2D": 5, "BatchNorm": 5, "LayerNorm": 5, "InstanceNorm": 5, "GroupNorm": 5}
+LOSS_WEIGHT = 2
+BY_SHAPE = ("Conv2D",)
+
+
 def _tasks(model, x, loss_fn, optimizer, workers):
     """Deal the layer groups (and the loss + optimizer task) into ``workers`` bins."""
     inputs, out = _layer_inputs(model, x)
     groups = {}
     for layer, shape in zip(model.layers, inputs):
-        groups.setdefault(type(layer).__name__, []).append((layer, shape))
-    bins = [{"layers": [], "loss": None} for _ in range(workers)]
-    # Largest groups first, each into the bin with the fewest layers so far;
-    # the loss and optimizer task goes to the last bin, which starts last.
-    for group in sorted(groups.values(), key=len, reverse=True):
-        target = min(bins, key=lambda b: len(b["layers"]))
-        target["layers"].extend(group)
+        # Layers of one type share their kernels, except Conv2D, whose
+        # schedule (and so its kernels) depends on C*KH*KW: there the
+        # weight's shape is part of the key.
+        name = type(layer).__name__
+        key = (name, layer.weight.data.shape if name in BY_SHAPE else None)
+        groups.setdefault(key, []).append((layer, shape))
+    bins = [{"layers": [], "loss": None, "weight": 0} for _ in range(workers)]
     if loss_fn is not None or optimizer is not None:
         bins[-1]["loss"] = (loss_fn, optimizer, out)
+        bins[-1]["weight"] = LOSS_WEIGHT
+    # Heaviest groups first, each into the bin with the least weight so far.
+    weighted = [(HEAVY.get(key[0], 1), group) for key, group in groups.items()]
+    for weight, group in sorted(weighted, key=lambda wg: -wg[0]):
+        target = min(bins, key=lambda b: b["weight"])
+        target["layers"].extend(group)
+        target["weight"] += weight
     return [b for b in bins if b["layers"] or b["loss"]]
 
 
