@@ -139,7 +139,9 @@ def print_rows(rows, bandwidth, title="", file=None):
     wv = max([len(r.variant) for r in rows] + [7]) + 2
     gemm = any(r.gemm_rate and r.flops for r in rows)
     head = (f"{'op':<{wo}}{'variant':<{wv}}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}"
-            f"{'x floor':>9}{'torch ms':>10}{'ratio':>7}" + (f"{'x GEMM floor':>13}" if gemm else ""))
+            f"{'x floor':>9}{'torch ms':>10}{'ratio':>7}")
+    if gemm:
+        head += f"{'x GEMM floor':>13}"
     lines = [f"{title}  (copy bandwidth {bandwidth / 1e9:.2f} GB/s, "
              f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()})",
              head, "-" * len(head)]
@@ -149,9 +151,10 @@ def print_rows(rows, bandwidth, title="", file=None):
         def f(key, fmt):
             width = int(fmt.split(".")[0])
             return format(d[key], fmt) if key in d else " " * width
-        lines.append(f"{r.op:<{wo}}{r.variant:<{wv}}{f('ms', '9.3f')}{f('GB/s', '8.1f')}"
-                     f"{f('GFLOP/s', '9.1f')}{f('time/floor', '9.2f')}{f('torch_ms', '10.3f')}"
-                     f"{f('ratio', '7.2f')}" + (f"{f('time/gemm_floor', '13.2f')}" if gemm else ""))
+        line = (f"{r.op:<{wo}}{r.variant:<{wv}}{f('ms', '9.3f')}{f('GB/s', '8.1f')}"
+                f"{f('GFLOP/s', '9.1f')}{f('time/floor', '9.2f')}{f('torch_ms', '10.3f')}"
+                f"{f('ratio', '7.2f')}")
+        lines.append(line + (f('time/gemm_floor', '13.2f') if gemm else ""))
     print("\n" + "\n".join(lines), file=file)
 
 

@@ -495,7 +495,8 @@ def sgemm_rows(torch):
     WmT = np.ascontiguousarray(Wm.T)
     cols = rng.standard_normal((K, N * P)).astype(np.float32)
     dyT = rng.standard_normal((F, N * P)).astype(np.float32)
-    blocks = lambda a: np.ascontiguousarray(a.reshape(a.shape[0], N // nb, nb * P).transpose(1, 0, 2))
+    def blocks(a):
+        return np.ascontiguousarray(a.reshape(a.shape[0], N // nb, nb * P).transpose(1, 0, 2))
     cols_b, dyT_b = blocks(cols), blocks(dyT)
     yT_b, dcols_b = np.empty_like(dyT_b), np.empty_like(cols_b)
     flops = 2 * F * K * N * P

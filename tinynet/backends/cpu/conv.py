@@ -139,7 +139,6 @@ def _im2col_kernel(x, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, out):
     # Parallel axis: (sample, channel); iteration (k, c) writes only the rows
     # of channel c's taps in sample k's block, so no two iterations overlap.
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    P = OH * OW
     for t in numba.prange(nb * C):
         k = t // C
         c = t - k * C
@@ -604,7 +603,7 @@ def _forward_samples_pool(x, W, b, stride, padding, OH, OW):
     """Small K, one thread pool: per sample in a prange, its columns with a
     ones row and y[n] = [Wm | b] [cols[n]; 1] by a single-threaded GEMM;
     returns (y, cols)."""
-    N, C, H, Wd = x.shape
+    N, C = x.shape[:2]
     F, _, KH, KW = W.shape
     K, P = C * KH * KW, OH * OW
     has_bias = b is not None
