@@ -41,7 +41,7 @@ time; the priority is then tbb, workqueue, omp. With the ``tbb`` package
 installed (``pip install tinynet[tbb]``) every op of the step stayed within
 1.15x of its torch-free time (``python -m kernels.instep``, settings "torch
 first, ..."); without it the workqueue layer's launch cost slows the small
-kernels (1.6 to 2.3x for the ReLU and Dropout on (64, 128)).
+kernels (1.3 to 2.3x for the ReLU and Dropout on (64, 128)).
 
 ``configure_threading()`` sets that default, each part only when the user has
 not set it (``import tinynet`` calls it). What is effective, and when:
@@ -108,10 +108,11 @@ def configure_threading():
     if not _user_chose_layer(numba):
         # A GNU OpenMP runtime loaded before us (torch imported first, say) has
         # already read its wait policy, and numba's omp layer would bind to it:
-        # its spinning workers then slow the step (1.4x, and 5x on a loaded
-        # machine). TBB (the optional ``tbb`` package) does not share that
-        # runtime and kept every op of the step at its torch-free time; the
-        # workqueue layer, which never spins either, is the fallback.
+        # its spinning workers slowed the step 1.4x to 2.4x while BLAS ran
+        # with two threads (python -m kernels.instep). TBB (the optional
+        # ``tbb`` package) does not share that runtime and kept every op of
+        # the step at its torch-free time; the workqueue layer, which never
+        # spins either, is the fallback.
         layers = TORCH_FIRST_PRIORITY if spinning_gomp else LAYER_PRIORITY
         priority = " ".join(layers)
         os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = priority
