@@ -7,7 +7,10 @@ all figures are measured the same way:
 - floor: the minimum bytes an op must move, divided by this machine's copy
   bandwidth, measured in the same run by ``copy_bandwidth()``;
 - torch: the same op through torch's public API on the CPU, float32, when torch
-  is installed; ratio = tinynet time / torch time (below 1 is faster).
+  is installed; ratio = tinynet time / torch time (below 1 is faster);
+- GEMM floor (labs whose work is GEMMs): the op's FLOPs divided by the best
+  sgemm rate measured in the same run (``Row(gemm_rate=...)``); x GEMM
+  floor = time / that.
 """
 import argparse
 import json
@@ -18,8 +21,22 @@ import time
 import numpy as np
 import numba
 
-__all__ = ["median_time", "copy_bandwidth", "try_torch", "Row", "print_rows",
+__all__ = ["child_env", "median_time", "copy_bandwidth", "try_torch", "Row", "print_rows",
            "lab_main", "tensor_bytes"]
+
+
+def child_env(**extra):
+    """os.environ for a child process that must choose its own threading
+    defaults: without the variables that ``import tinynet`` set in this
+    process (tinynet.threads.APPLIED), plus ``extra``."""
+    applied = {}
+    try:
+        from tinynet.threads import APPLIED as applied
+    except ImportError:
+        pass
+    env = {k: v for k, v in os.environ.items() if applied.get(k) != v}
+    env.update(extra)
+    return env
 
 
 def median_time(fn, warmup=2, repeat=15, min_seconds=0.0):
@@ -93,9 +110,11 @@ def try_torch():
 class Row:
     """One benchmark result: op, variant, seconds, bytes moved (or flops)."""
 
-    def __init__(self, op, variant, seconds, floor_bytes=None, flops=None, torch_seconds=None):
+    def __init__(self, op, variant, seconds, floor_bytes=None, flops=None, torch_seconds=None,
+                 gemm_rate=None):
         self.op, self.variant, self.seconds = op, variant, seconds
         self.floor_bytes, self.flops, self.torch_seconds = floor_bytes, flops, torch_seconds
+        self.gemm_rate = gemm_rate  # FLOP/s of the best GEMM measured in the same run
 
     def as_dict(self, bandwidth):
         d = {"op": self.op, "variant": self.variant, "ms": 1e3 * self.seconds}
@@ -108,6 +127,9 @@ class Row:
         if self.torch_seconds:
             d["torch_ms"] = 1e3 * self.torch_seconds
             d["ratio"] = self.seconds / self.torch_seconds
+        if self.flops and self.gemm_rate:
+            d["gemm_floor_ms"] = 1e3 * self.flops / self.gemm_rate
+            d["time/gemm_floor"] = self.seconds * self.gemm_rate / self.flops
         return d
 
 
@@ -115,8 +137,11 @@ def print_rows(rows, bandwidth, title="", file=None):
     """Print a table of Rows: median ms, GB/s or GFLOP/s, time/floor, torch ms, ratio."""
     wo = max([len(r.op) for r in rows] + [2]) + 2
     wv = max([len(r.variant) for r in rows] + [7]) + 2
+    gemm = any(r.gemm_rate and r.flops for r in rows)
     head = (f"{'op':<{wo}}{'variant':<{wv}}{'ms':>9}{'GB/s':>8}{'GFLOP/s':>9}"
             f"{'x floor':>9}{'torch ms':>10}{'ratio':>7}")
+    if gemm:
+        head += f"{'x GEMM floor':>13}"
     lines = [f"{title}  (copy bandwidth {bandwidth / 1e9:.2f} GB/s, "
              f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()})",
              head, "-" * len(head)]
@@ -126,9 +151,10 @@ def print_rows(rows, bandwidth, title="", file=None):
         def f(key, fmt):
             width = int(fmt.split(".")[0])
             return format(d[key], fmt) if key in d else " " * width
-        lines.append(f"{r.op:<{wo}}{r.variant:<{wv}}{f('ms', '9.3f')}{f('GB/s', '8.1f')}"
-                     f"{f('GFLOP/s', '9.1f')}{f('time/floor', '9.2f')}{f('torch_ms', '10.3f')}"
-                     f"{f('ratio', '7.2f')}")
+        line = (f"{r.op:<{wo}}{r.variant:<{wv}}{f('ms', '9.3f')}{f('GB/s', '8.1f')}"
+                f"{f('GFLOP/s', '9.1f')}{f('time/floor', '9.2f')}{f('torch_ms', '10.3f')}"
+                f"{f('ratio', '7.2f')}")
+        lines.append(line + (f('time/gemm_floor', '13.2f') if gemm else ""))
     print("\n" + "\n".join(lines), file=file)
 
 

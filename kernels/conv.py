@@ -45,8 +45,24 @@ Variants, all with the signatures of the ref ops
    (the extra columns are dropped); dW is a dot product of the same shifted
    planes with dy; dx scatters dy back the same way. float64 accumulators.
 
+8. fused, BLAS in prange (= tinynet for K > SMALL_K): one prange over
+   chunks of samples (columns of about FUSED_CHUNK_BYTES, in the core's L2
+   cache); each chunk, in one thread, builds its columns, calls a
+   single-threaded BLAS GEMM (numba's ``np.dot``, so numba's and BLAS's
+   threads never compete for cores), and adds the bias (forward) or
+   folds dy^T with db's sums, computes its dW^T part, dcols and col2im
+   (backward). Rows for 256 KB and 2 MB chunks beside it.
+9. per-sample in the pool (= tinynet for K <= SMALL_K): 6 as a prange over
+   samples, each sample's im2col (with the ones row) and its GEMMs
+   single-threaded BLAS calls (np.dot) in one thread, dW summed per
+   thread in float64.
+
 GFLOP/s counts 2*N*F*K*P per GEMM-equivalent: 2 for forward + backward
 without dx, 3 with dx. Floor: the bytes of x, W, y, dy and dW (and dx).
+GEMM floor: those FLOPs at the best sgemm rate of the sgemm rows, which
+time the three GEMMs of the 32 -> 64 convolution (whole batch) by numpy,
+by one single-threaded np.dot per thread in a prange, and by torch, in the
+same run.
 
 The bench races the variants on the two convolutions of the reference CNN
 (conv32-norm-relu-pool, conv64-norm-relu-pool on 28x28 MNIST, batch 64):
@@ -358,6 +374,24 @@ def bwd_v7(dy, x, W, cache, stride, padding, has_bias, need_dx):
     return dx, dWn.sum(axis=0).astype(x.dtype), db
 
 
+def fwd_v9(x, W, b, stride, padding):
+    OH, OW = _geometry(x, W, stride, padding)[-2:]
+    return cpu_conv._forward_samples_pool(x, W, b, stride, padding, OH, OW)
+
+
+def _fused(chunk_bytes):
+    """Variant 8 with columns of about chunk_bytes per chunk."""
+
+    def fwd(x, W, b, stride, padding):
+        OH, OW = _geometry(x, W, stride, padding)[-2:]
+        return cpu_conv._forward_fused_chunks(x, W, b, stride, padding, OH, OW, chunk_bytes)
+
+    def bwd(dy, x, W, cache, stride, padding, has_bias, need_dx):
+        return cpu_conv._backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx,
+                                               chunk_bytes)
+    return fwd, bwd
+
+
 VARIANTS = {
     "1 naive port": (fwd_v1, bwd_v1),
     "2 whole-batch GEMMs": (fwd_v2, bwd_v2),
@@ -366,6 +400,10 @@ VARIANTS = {
     "5 chunked, dW^T": (fwd_chunked, bwd_v5),
     "6 per-sample, ones row": (fwd_v6, bwd_v6),
     "7 direct": (fwd_v7, bwd_v7),
+    "8 fused, BLAS in prange": _fused(cpu_conv.FUSED_CHUNK_BYTES),
+    "8 fused, 1 MB chunks": _fused(1 << 20),
+    "8 fused, 2 MB chunks": _fused(2 << 20),
+    "9 per-sample in the pool": (fwd_v9, cpu_conv._backward_samples_pool),
 }
 STRIDE_1_ONLY = ("7 direct",)
 
@@ -435,7 +473,57 @@ def _flops_bytes(x, W, dy, need_dx):
     return gemm * (3 if need_dx else 2), floor
 
 
-def _bench_variants(rows, torch, label, C, F, H, variants, need_dx_cases):
+@njit_kernel(parallel=True)
+def _dot_blocks(A, Bb, Cb):
+    # Cb[i] = A @ Bb[i], one single-threaded BLAS call per block.
+    # Parallel axis: blocks; block i writes only Cb[i].
+    for i in numba.prange(Bb.shape[0]):
+        np.dot(A, Bb[i], Cb[i])
+
+
+def sgemm_rows(torch):
+    """The three GEMMs of the 32 -> 64 convolution over the whole batch,
+    float32: y^T = Wm cols (64 x 288 x 12544), dW^T = cols dy^T (288 x 12544
+    x 64) and dcols = Wm^T dy^T (288 x 64 x 12544), each by numpy's matmul
+    (BLAS's own threads), by one single-threaded np.dot per thread on
+    blocks of 4 samples in a prange (as the fused schedule runs them) and
+    by torch.matmul. The best rate is the GEMM floor's rate."""
+    from tinynet.threads import single_threaded_kernel_blas
+    rng = np.random.default_rng(0)
+    F, K, P, N, nb = 64, 288, 196, BATCH, 4
+    Wm = rng.standard_normal((F, K)).astype(np.float32)
+    WmT = np.ascontiguousarray(Wm.T)
+    cols = rng.standard_normal((K, N * P)).astype(np.float32)
+    dyT = rng.standard_normal((F, N * P)).astype(np.float32)
+    def blocks(a):
+        return np.ascontiguousarray(a.reshape(a.shape[0], N // nb, nb * P).transpose(1, 0, 2))
+    cols_b, dyT_b = blocks(cols), blocks(dyT)
+    yT_b, dcols_b = np.empty_like(dyT_b), np.empty_like(cols_b)
+    flops = 2 * F * K * N * P
+    cases = [("sgemm y^T = Wm cols", lambda: Wm @ cols, lambda: _dot_blocks(Wm, cols_b, yT_b),
+              (Wm, cols)),
+             ("sgemm dcols = Wm^T dy^T", lambda: WmT @ dyT,
+              lambda: _dot_blocks(WmT, dyT_b, dcols_b), (WmT, dyT))]
+    rows = []
+    for op, numpy_gemm, pool_gemm, (a, b) in cases:
+        rows.append(Row(op, "numpy matmul", median_time(numpy_gemm), flops=flops))
+        with single_threaded_kernel_blas():
+            rows.append(Row(op, "np.dot per thread, prange", median_time(pool_gemm),
+                            flops=flops))
+        if torch is not None:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            rows.append(Row(op, "torch.matmul", median_time(lambda: ta @ tb), flops=flops))
+    dWT = np.empty((K, F), np.float32)
+    rows.append(Row("sgemm dW^T = cols dy^T", "numpy matmul",
+                    median_time(lambda: np.matmul(cols, dyT.T, out=dWT)), flops=flops))
+    if torch is not None:
+        tc, td = torch.from_numpy(cols), torch.from_numpy(dyT)
+        rows.append(Row("sgemm dW^T = cols dy^T", "torch.matmul",
+                        median_time(lambda: tc @ td.T), flops=flops))
+    return rows
+
+
+def _bench_variants(rows, torch, label, C, F, H, variants, need_dx_cases, gemm_rate=None):
     x, W, b, dy = _inputs(C, F, H)
     for need_dx in need_dx_cases:
         op = f"{label} {'fwd+bwd' if need_dx else 'fwd+bwd no dx'}"
@@ -447,10 +535,11 @@ def _bench_variants(rows, torch, label, C, F, H, variants, need_dx_cases):
             def step():
                 _, cache = fwd(x, W, b, (1, 1), (1, 1))
                 bwd(dy, x, W, cache, (1, 1), (1, 1), True, need_dx)
-            rows.append(Row(op, name, median_time(step, repeat=21), floor, flops, t_torch))
+            rows.append(Row(op, name, median_time(step, repeat=21), floor, flops, t_torch,
+                            gemm_rate))
 
 
-def _bench_layers(rows, torch):
+def _bench_layers(rows, torch, gemm_rate=None):
     """The targets: tn.Conv2D forward + backward against torch.nn.Conv2d."""
     import tinynet as tn
     for label, C, F, H in LAYERS:
@@ -467,19 +556,22 @@ def _bench_layers(rows, torch):
             op = f"Conv2D {label.split()[0]} {'fwd+bwd' if need_dx else 'fwd+bwd no dx'}"
             seconds = median_time(step, repeat=21)
             rows.append(Row(op, f"layer, tinynet {tn.backend_name()}", seconds, floor, flops,
-                            t_torch))
+                            t_torch, gemm_rate))
 
 
 def bench():
-    rows = []
     torch = try_torch()
+    rows = sgemm_rows(torch)
+    rate = max(r.flops / r.seconds for r in rows)
     all_but_direct = [name for name in VARIANTS if name not in STRIDE_1_ONLY]
-    _bench_variants(rows, torch, LAYERS[0][0], 1, 32, 28, list(VARIANTS), (False, True))
-    _bench_variants(rows, torch, LAYERS[1][0], 32, 64, 14, all_but_direct, (True,))
+    _bench_variants(rows, torch, LAYERS[0][0], 1, 32, 28, list(VARIANTS), (False, True), rate)
+    _bench_variants(rows, torch, LAYERS[1][0], 32, 64, 14, all_but_direct, (True,), rate)
     for C in SWEEP_C:
         _bench_variants(rows, torch, f"{C}->32 28x28 K={9 * C}", C, 32, 28,
-                        ("5 chunked, dW^T", "6 per-sample, ones row"), (True,))
-    _bench_layers(rows, torch)
+                        ("5 chunked, dW^T", "6 per-sample, ones row", "8 fused, BLAS in prange",
+                         "9 per-sample in the pool"),
+                        (True,), rate)
+    _bench_layers(rows, torch, rate)
     return rows
 
 

@@ -16,10 +16,18 @@ and its gradient go. All have the signatures of the ref ops
 2. ones column: [x | 1] [W | b]^T puts the bias in the GEMM, and
    [dW | db] = dy^T [x | 1] gives db as the GEMM's last column. Costs a copy
    of x (and of W) into the augmented arrays on every call.
-3. GEMM + bias kernels (= tinynet): the GEMM writes y, one serial Numba pass
-   adds b in place; db is one serial Numba pass summing dy's rows in float64.
-   Serial because a parallel launch costs about 10 us against 1 us of work
-   at these sizes.
+3. GEMM + bias kernels: the GEMM (``np.matmul``, BLAS's own threads)
+   writes y, one serial Numba pass adds b in place; db is one
+   serial Numba pass summing dy's rows in float64. Serial because a
+   parallel launch costs about 10 us against 1 us of work at these sizes.
+4. 3 with each GEMM split by rows of its output over numba's pool, one
+   single-threaded BLAS call per thread (``np.dot`` inside a ``prange``),
+   as the convolution runs its GEMMs. Lost: blocks of 32 rows (and dW's
+   inner dimension of 64) run far below BLAS's own two-thread rate.
+5. 3 with BLAS on one thread (= tinynet): slower alone than 3, but
+   OpenBLAS's two-thread GEMM leaves its worker polling for work on the
+   core numba's pool needs next, which slowed every numba kernel after it
+   in the training step up to 2x (``python -m kernels.instep``).
 
 GFLOP/s counts 2*N*I*O per GEMM: 3 GEMMs for forward + backward. Floor: the
 bytes of x, W, b, y, dy, dx, dW and db.
@@ -32,9 +40,13 @@ the public layer tn.Dense the same way.
     python -m kernels.dense --check      every variant against the reference
     python -m kernels.dense --bench      timings, GFLOP/s, torch beside them
 """
+import numba
 import numpy as np
 
 from tinynet.backends import cpu, ref
+from tinynet.backends.cpu import dense as cpu_dense
+from tinynet.backends.cpu.jit import njit_kernel
+from tinynet.threads import single_threaded_kernel_blas
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 
 BATCH = 64
@@ -57,13 +69,66 @@ def bwd_v2(x, W, dy, has_bias, need_dx):
     return dx, np.ascontiguousarray(dWb[:, :-1]), dWb[:, -1].copy()
 
 
+@njit_kernel(parallel=True)
+def _gemm_row_blocks(A, B, C, blocks):
+    # C = A @ B by blocks of rows: block i is C[r0:r1] = A[r0:r1] @ B, one
+    # single-threaded BLAS call.
+    # Parallel axis: row blocks (one per thread); block i writes only C[r0:r1].
+    M = A.shape[0]
+    for i in numba.prange(blocks):
+        r0 = i * M // blocks
+        r1 = (i + 1) * M // blocks
+        np.dot(A[r0:r1], B, C[r0:r1])
+
+
+def _matmul_pool(A, B):
+    """A @ B as row blocks in numba's pool, BLAS on one thread."""
+    C = np.empty((A.shape[0], B.shape[1]), dtype=A.dtype)
+    with single_threaded_kernel_blas():
+        _gemm_row_blocks(A, B, C, max(1, min(A.shape[0], numba.get_num_threads())))
+    return C
+
+
+def fwd_v3(x, W, b):
+    y = np.matmul(x, W.T)
+    if b is not None:
+        cpu_dense._add_bias(y, b)
+    return y
+
+
+def bwd_v3(x, W, dy, has_bias, need_dx):
+    db = None
+    if has_bias:
+        db = np.empty(dy.shape[1], dtype=dy.dtype)
+        cpu_dense._bias_grad(dy, db)
+    return (np.matmul(dy, W) if need_dx else None), np.matmul(dy.T, x), db
+
+
+def fwd_v4(x, W, b):
+    y = _matmul_pool(x, W.T)
+    if b is not None:
+        cpu_dense._add_bias(y, b)
+    return y
+
+
+def bwd_v4(x, W, dy, has_bias, need_dx):
+    db = None
+    if has_bias:
+        db = np.empty(dy.shape[1], dtype=dy.dtype)
+        cpu_dense._bias_grad(dy, db)
+    dx = _matmul_pool(dy, W) if need_dx else None
+    return dx, _matmul_pool(np.ascontiguousarray(dy.T), x), db
+
+
 VARIANTS = {
     "1 naive port": (ref.dense_forward, ref.dense_backward),
     "2 ones column": (fwd_v2, bwd_v2),
-    "3 GEMM + bias kernels": (cpu.dense_forward, cpu.dense_backward),
+    "3 GEMM + bias kernels": (fwd_v3, bwd_v3),
+    "4 GEMM row blocks in the pool": (fwd_v4, bwd_v4),
+    "5 one BLAS thread": (cpu.dense_forward, cpu.dense_backward),
 }
 
-CHECK_SHAPES = [(1, 1, 1), (3, 5, 4), (7, 33, 17), (65, 130, 9)]
+CHECK_SHAPES = [(1, 1, 1), (3, 5, 4), (7, 33, 17), (65, 130, 9), (67, 301, 53)]
 
 
 def check():

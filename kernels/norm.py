@@ -44,6 +44,11 @@ norm_backward) with the signatures of the ref ops:
    the dgamma and dbeta partials). x is read once in the forward and
    (x, dy) once in the backward. BatchNorm keeps the two-kernel passes of
    4: its sets span the whole batch.
+6. production: 5, and BatchNorm on (N, C) (L == 1) fused per block of
+   channels: one prange over blocks of CB channels x all N rows computes
+   the statistics and then y, and in the backward the two sums and then
+   dx; one launch per op instead of two kernels, the merge and their NumPy
+   glue. Variant 5 is the production ops with this path turned off.
 
 Accumulators are float64 in every variant.
 
@@ -71,6 +76,7 @@ from tinynet.backends.cpu.jit import njit_kernel
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
 
 SHAPE = (64, 32, 28, 28)
+SHAPE_2D = (256, 512)
 EPS = 1e-5
 
 
@@ -809,21 +815,37 @@ def _variant(stats, forward, backward):
     return train_forward, forward, backward
 
 
+def _without_column_blocks(op):
+    """The production op with the fused (N, C) BatchNorm path turned off (variant 5)."""
+    def run(*args, **kwargs):
+        saved = production._column_block
+        production._column_block = lambda N, C: 0
+        try:
+            return op(*args, **kwargs)
+        finally:
+            production._column_block = saved
+    return run
+
+
 VARIANTS = {
     "1 naive, per set": _variant(stats_v1, forward_v1, backward_v1),
     "2 tiles, 3-D index": _variant(*_tiled_ops(_v2_stats, _v2_forward, _v2_sums, _v2_dx)),
     "3 tiles, row slices": _variant(*_tiled_ops(_v3_stats, _v3_forward, _v3_sums, _v3_dx)),
     "4 shifted, dtype passes": _variant(production.norm_stats, production.norm_forward,
                                         backward_v4),
-    "5 fused row sets": (production.norm_forward_train, production.norm_forward,
-                         production.norm_backward),
+    "5 fused row sets": tuple(_without_column_blocks(f) for f in (
+        production.norm_forward_train, production.norm_forward, production.norm_backward)),
+    "6 + (N, C) channel blocks": (production.norm_forward_train, production.norm_forward,
+                                  production.norm_backward),
 }
 
 # (shape of the (N, C, L) view, groups, per_channel): odd sizes, one set
-# spread over several tiles (27 x 400 and 3 x 3000 per set), L == 1 rows.
+# spread over several tiles (27 x 400 and 3 x 3000 per set), L == 1 rows,
+# and (N, C) BatchNorms with several channel blocks (the last one partial).
 CHECK_LAYOUTS = [((3, 6, 25), 1, True), ((5, 7, 1), 1, True), ((27, 5, 400), 1, True),
                  ((3, 6, 25), 3, False), ((3, 6, 25), 6, False), ((3, 6, 25), 1, False),
-                 ((4, 150, 1), 1, False), ((3, 9001, 1), 1, False), ((2, 6, 3000), 2, False)]
+                 ((4, 150, 1), 1, False), ((3, 9001, 1), 1, False), ((2, 6, 3000), 2, False),
+                 ((300, 45, 1), 1, True), ((520, 37, 1), 1, True)]
 
 
 def _check_close(name, got, want, dtype):
@@ -930,6 +952,8 @@ def bench():
                             median_time(layer_step, repeat=25), step_bytes,
                             torch_seconds=t_torch))
 
+    _bench_2d(rows, torch, tn, rng)
+
     # BatchNorm in eval mode: running statistics, one pass x -> y.
     C = SHAPE[1]
     xv = x.reshape(SHAPE[0], C, -1)
@@ -953,6 +977,42 @@ def bench():
                         median_time(lambda: layer.forward(x), repeat=25), 2 * tensor_bytes(x),
                         torch_seconds=t_torch))
     return rows
+
+
+def _bench_2d(rows, torch, tn, rng):
+    """BatchNorm (BatchNorm1d's case) and LayerNorm on an (N, C) = SHAPE_2D input."""
+    N, C = SHAPE_2D
+    x = rng.standard_normal(SHAPE_2D).astype(np.float32)
+    dy = rng.standard_normal(SHAPE_2D).astype(np.float32)
+    step_bytes = 8 * tensor_bytes(x)
+    nn = torch.nn if torch is not None else None
+    cases = [("BatchNorm (N, C)", lambda: tn.BatchNorm(C), nn and (lambda: nn.BatchNorm1d(C)),
+              (N, C, 1), 1, True),
+             ("LayerNorm (N, C)", lambda: tn.LayerNorm(C), nn and (lambda: nn.LayerNorm(C)),
+              (N, C, 1), 1, False)]
+    gamma = np.ones(C, np.float32)
+    beta = np.zeros(C, np.float32)
+    for label, layer_factory, torch_factory, view, groups, per_channel in cases:
+        t_torch = None
+        if torch is not None:
+            t_torch = median_time(_torch_step(torch, torch_factory(), x, dy), repeat=51)
+        xv, dyv = x.reshape(view), dy.reshape(view)
+        for name in ("5 fused row sets", "6 + (N, C) channel blocks"):
+            train_forward, _, backward = VARIANTS[name]
+
+            def step():
+                _, mean, _, rstd = train_forward(xv, gamma, beta, groups, per_channel, EPS)
+                backward(xv, dyv, mean, rstd, gamma, groups, per_channel)
+            rows.append(Row(f"{label} ops fwd+bwd", name, median_time(step, repeat=51),
+                            step_bytes, torch_seconds=t_torch))
+        layer = layer_factory()
+        with tn.use_backend("cpu"):
+            def layer_step():
+                layer.forward(x)
+                layer.backward(dy)
+            rows.append(Row(f"{label} layer fwd+bwd", "tinynet cpu",
+                            median_time(layer_step, repeat=51), step_bytes,
+                            torch_seconds=t_torch))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 Runs every lab bench in this process (one machine state, one run), then
 
+- runs ``kernels.instep`` (each layer inside the step and alone, without
+  and with torch imported first) for batch norm and no norm, and
+  ``kernels.latency`` (first-step latency, compile time per kernel);
 - rewrites the target table (the rows that time a public layer, or the whole
   training step, next to torch) between the ``report:start`` /
   ``report:end`` markers of docs/performance.md, and every lab's full
@@ -13,6 +16,7 @@ Runs every lab bench in this process (one machine state, one run), then
     python -m kernels.report --no-write # print only
 """
 import argparse
+import contextlib
 import importlib
 import io
 import os
@@ -24,6 +28,7 @@ import numba
 from kernels.common import copy_bandwidth, print_rows
 
 LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
+STEP_ROUNDS = 3
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 MARKERS = {"report": ("<!-- report:start -->", "<!-- report:end -->"),
            "lab": ("<!-- lab:start -->", "<!-- lab:end -->")}
@@ -45,8 +50,17 @@ def collect():
         lab_rows = module.bench()
         print_rows(lab_rows, bandwidth, title=f"python -m kernels.{name} --bench", file=tables)
         rows.extend((name, r) for r in target_rows(lab_rows))
+    from kernels import instep, latency
+    settings = ["no torch", "no torch, glibc malloc defaults", "torch first",
+                "torch first, workqueue", "torch first, omp"]
+    print(f"\npython -m kernels.instep --norm batch --rounds 3 --settings "
+          f"\"{';'.join(settings[1:])}\"", file=tables)
+    instep.print_table(instep.bench("batch", rounds=3, settings=settings), "batch", file=tables)
+    print("\npython -m kernels.latency", file=tables)
+    with contextlib.redirect_stdout(tables):
+        latency.main([])
     from kernels.step import bench as step_bench
-    step = step_bench(repeat=20, rounds=5)
+    step = step_bench(repeat=20, rounds=STEP_ROUNDS)
     return bandwidth, rows, tables.getvalue(), step
 
 
@@ -62,8 +76,9 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def markdown(bandwidth, rows, step):
-    lines = [f"Measured by `python -m kernels.report` on {time.strftime('%Y-%m-%d')}, "
+def markdown(bandwidth, rows, step, load):
+    lines = [f"Measured by `python -m kernels.report` on {time.strftime('%Y-%m-%d %H:%M')}, "
+             f"load average {load[0]:.2f} at the start and {load[1]:.2f} at the end, "
              f"CPU {cpu_model()}: "
              f"{numba.get_num_threads()} threads, threading layer {numba.threading_layer()}, "
              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write). "
@@ -83,6 +98,16 @@ def markdown(bandwidth, rows, step):
         lines.append(f"| step | the same, torch imported first, one process | "
                      f"{s['one_process_tinynet_ms']:.1f} | {s['one_process_torch_ms']:.1f} | "
                      f"{s['one_process_ratio']:.2f} | |")
+        lines.append(f"| step | tinynet with torch imported first / tinynet alone (torch column: "
+                     f"tinynet alone) | {s['torch_first_ms']:.1f} | {s['tinynet_ms']:.1f} | "
+                     f"{s['torch_first_ratio']:.2f} | |")
+    lines += ["", "Peak resident memory of each framework's step process (MB, `python -m "
+              "kernels.step`; step = what the model and its steps added after the imports):", "",
+              "| norm | tinynet peak | tinynet step | torch peak | torch step |",
+              "|---|---|---|---|---|"]
+    for s in step:
+        lines.append(f"| {s['norm']} | {s['tinynet_peak_mb']:.0f} | {s['tinynet_step_mb']:.0f} | "
+                     f"{s['torch_peak_mb']:.0f} | {s['torch_step_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -118,8 +143,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.report")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
     bandwidth, rows, tables, step = collect()
-    table = markdown(bandwidth, rows, step)
+    table = markdown(bandwidth, rows, step, (load_start, os.getloadavg()[0]))
     print(tables)
     print(table)
     if args.no_write:

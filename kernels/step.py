@@ -18,7 +18,7 @@ in three settings:
 - one process: torch imported first, then both frameworks timed in that one
   process, alternating, torch step against tinynet step.
 
-and the peak resident memory (ru_maxrss) of each framework's process, with
+and the peak resident memory (VmHWM) of each framework's process, with
 the part that the model and its training steps added on top of the imports
 and the input batch.
 
@@ -38,7 +38,7 @@ import sys
 
 import numpy as np
 
-from kernels.common import median_time
+from kernels.common import child_env, median_time
 
 NORMS = ("batch", "layer", "instance", "group", "none")
 BATCH = 64
@@ -97,11 +97,16 @@ def inputs():
 
 
 def _rss_mb():
-    """(current, peak) resident memory of this process in MB."""
-    import resource
-    with open("/proc/self/statm") as f:
-        current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """(current, peak) resident memory of this process in MB, from
+    /proc/self/status (VmRSS, VmHWM). Not ru_maxrss: Linux carries that
+    across exec, so a child would report its parent's peak."""
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, kb = line.split()[:2]
+                values[key] = int(kb) / 1024
+    return values["VmRSS:"], values["VmHWM:"]
 
 
 def child(framework, norm, repeat, torch_first=False):
@@ -135,7 +140,8 @@ def child(framework, norm, repeat, torch_first=False):
 def run_child(framework, norm, repeat, torch_first=False):
     cmd = [sys.executable, "-m", "kernels.step", "--child", framework, "--norm", norm,
            "--repeat", str(repeat)] + (["--torch-first"] if torch_first else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env=child_env()).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -20,6 +20,8 @@ from conftest import assert_close
 LAYOUTS = [
     ((3, 6, 25), 1, True),     # BatchNorm2d
     ((5, 7, 1), 1, True),      # BatchNorm1d on (N, C)
+    ((300, 45, 1), 1, True),   # BatchNorm1d, fused channel blocks (3 of 16, 16, 13)
+    ((520, 37, 1), 1, True),   # the same, a last block of 5
     ((3, 6, 25), 1, False),    # GroupNorm with one group
     ((3, 6, 25), 3, False),    # GroupNorm
     ((3, 6, 25), 6, False),    # InstanceNorm

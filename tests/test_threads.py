@@ -333,7 +333,8 @@ def test_njit_kernel_caches_beside_a_writable_source(tmp_path):
 
 def test_configure_threading_avoids_a_spinning_openmp_loaded_first(monkeypatch):
     """An OpenMP runtime already loaded (torch imported before tinynet) has read
-    its wait policy; numba's omp layer would share it, so workqueue is chosen."""
+    its wait policy; numba's omp layer would share it, so tbb, then workqueue
+    come first."""
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
     monkeypatch.delenv("NUMBA_THREADING_LAYER_PRIORITY", raising=False)
@@ -342,11 +343,23 @@ def test_configure_threading_avoids_a_spinning_openmp_loaded_first(monkeypatch):
     monkeypatch.setattr(threads, "_numba_pool_running", lambda numba: False)
     monkeypatch.setattr(threads, "_gomp_loaded", lambda: True)
     applied = threads.configure_threading()
-    assert applied["NUMBA_THREADING_LAYER_PRIORITY"] == "workqueue tbb omp"
-    assert numba.config.THREADING_LAYER_PRIORITY[0] == "workqueue"
+    assert applied["NUMBA_THREADING_LAYER_PRIORITY"] == "tbb workqueue omp"
+    assert numba.config.THREADING_LAYER_PRIORITY == ["tbb", "workqueue", "omp"]
 
 
-def test_torch_imported_first_gives_workqueue():
+def _tbb_usable():
+    """Whether numba can load its tbb layer here (it loads libtbb first, as below)."""
+    from numba.np.ufunc import parallel
+    try:
+        parallel._check_tbb_version_compatible()
+        import numba.np.ufunc.tbbpool  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_torch_imported_first_avoids_omp():
+    """torch first: tbb when the tbb package is installed, workqueue otherwise."""
     pytest.importorskip("torch")
     code = ("import torch, numpy as np, numba, tinynet\n"
             "from tinynet.backends import cpu\n"
@@ -358,4 +371,4 @@ def test_torch_imported_first_gives_workqueue():
     env["PYTHONPATH"] = REPO
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
-    assert out.split()[-1] == "workqueue"
+    assert out.split()[-1] == ("tbb" if _tbb_usable() else "workqueue")

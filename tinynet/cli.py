@@ -4,6 +4,7 @@
     tinynet eval RUN_DIR_OR_CHECKPOINT [--dataset D] [--data-dir DIR] [--tta]
     tinynet info
     tinynet gradcheck [--layer NAME]
+    tinynet warmup [--model all] [--norm all]   (fill the kernel cache after installing)
 
 ``train`` writes to ``--out`` (default ./runs/<dataset>-<model>-<norm>):
 config.json (the model and training settings), checkpoint.safetensors (every
@@ -402,6 +403,26 @@ def cmd_gradcheck(args):
     return 1 if failed else 0
 
 
+def cmd_warmup(args):
+    """Compile the kernels of ``tinynet train``'s models into the cache (tinynet.warmup)."""
+    from .warmup import warmup
+    backends.set_backend("cpu")
+    norms = NORMS if args.norm == "all" else (args.norm,)
+    builders = {"cnn": (build_cnn, (1, 28, 28)), "mlp": (build_mlp, (28 * 28,))}
+    models = ("cnn", "mlp") if args.model == "all" else (args.model,)
+    total = 0.0
+    for name in models:
+        build, shape = builders[name]
+        for norm in norms:
+            x = np.zeros((args.batch_size,) + shape, dtype=np.float32)
+            report = warmup(build(norm), x, losses.SoftmaxCrossEntropy(), optim.Adam,
+                            workers=args.workers)
+            total += report["seconds"]
+            print(f"{name} norm={norm}: {report['seconds']:.1f} s ({report['workers']} processes)")
+    print(f"kernels cached in {total:.1f} s")
+    return 0
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="tinynet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -455,6 +476,14 @@ def make_parser():
     g.add_argument("--layer", default=None, help="check only this layer (class name)")
     g.add_argument("--tol", type=float, default=1e-6)
     g.set_defaults(func=cmd_gradcheck)
+
+    w = sub.add_parser("warmup", help="compile the cpu kernels of the train models into the cache")
+    w.add_argument("--model", choices=("cnn", "mlp", "all"), default="all")
+    w.add_argument("--norm", choices=NORMS + ("all",), default="all")
+    w.add_argument("--batch-size", type=int, default=64)
+    w.add_argument("--workers", type=int, default=None,
+                   help="processes compiling at once (default: one per CPU)")
+    w.set_defaults(func=cmd_warmup)
 
     from .study.cli import add_parser as add_study_parser
     add_study_parser(sub)

@@ -27,9 +27,21 @@ anything else on the machine: interleaving costs twice the sum of its parts.
 slowdown, at about 10 us per launch. The workqueue layer does not spin
 either, but each launch costs about 70 us, which adds up over the dozens of
 small kernels in a training step, and it aborts when two Python threads run
-parallel kernels at once. BLAS with 2 threads beats 1 once nothing spins. So
-the default is: the omp layer, preferred over the others, with
-``OMP_WAIT_POLICY=PASSIVE``, and BLAS left at its default (one thread per core).
+parallel kernels at once. So the default is: the omp layer, preferred over
+the others, with ``OMP_WAIT_POLICY=PASSIVE``. The large GEMMs of Conv2D and
+Dense now run inside numba's pool (single-threaded BLAS calls from a
+``prange``, ``single_threaded_kernel_blas``), so numba's and BLAS's pools no
+longer take turns on the cores; a bounded spin instead of PASSIVE
+(OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=20000) still made the step 1.4x
+slower on a loaded machine (``python -m kernels.instep``).
+
+When a GNU OpenMP runtime is already loaded (torch imported before tinynet),
+numba's omp layer would run on it with the wait policy it read at load
+time; the priority is then tbb, workqueue, omp. With the ``tbb`` package
+installed (``pip install tinynet[tbb]``) every op of the step stayed within
+1.15x of its torch-free time (``python -m kernels.instep``, settings "torch
+first, ..."); without it the workqueue layer's launch cost slows the small
+kernels (1.3 to 2.3x for the ReLU and Dropout on (64, 128)).
 
 ``configure_threading()`` sets that default, each part only when the user has
 not set it (``import tinynet`` calls it). What is effective, and when:
@@ -57,9 +69,15 @@ import sys
 import numpy as np
 import threadpoolctl
 
-__all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_info"]
+__all__ = ["configure_threading", "set_num_threads", "get_num_threads", "blas_info",
+           "single_threaded_blas", "single_threaded_kernel_blas", "single_threaded_numpy_blas"]
 
 LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+TORCH_FIRST_PRIORITY = ("tbb", "workqueue", "omp")
+APPLIED = {}
+"""The environment variables ``configure_threading`` set in this process, name
+-> value (child processes inherit them; the lab removes them for children
+that must start with their own defaults)."""
 _NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]  # numba's own default
 OMP_WAIT_POLICY = "PASSIVE"
 
@@ -90,15 +108,19 @@ def configure_threading():
     if not _user_chose_layer(numba):
         # A GNU OpenMP runtime loaded before us (torch imported first, say) has
         # already read its wait policy, and numba's omp layer would bind to it:
-        # its spinning workers then slow every GEMM (a training step ran 7x
-        # slower). The workqueue layer never spins, so take it then.
-        layers = ("workqueue", "tbb", "omp") if spinning_gomp else LAYER_PRIORITY
+        # its spinning workers slowed the step 1.4x to 2.4x while BLAS ran
+        # with two threads (python -m kernels.instep). TBB (the optional
+        # ``tbb`` package) does not share that runtime and kept every op of
+        # the step at its torch-free time; the workqueue layer, which never
+        # spins either, is the fallback.
+        layers = TORCH_FIRST_PRIORITY if spinning_gomp else LAYER_PRIORITY
         priority = " ".join(layers)
         os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = priority
         applied["NUMBA_THREADING_LAYER_PRIORITY"] = priority
         # numba reads its environment at import; update it if that already happened.
         if numba is not None:
             numba.config.THREADING_LAYER_PRIORITY = list(layers)
+    APPLIED.update(applied)
     return applied
 
 
@@ -188,3 +210,87 @@ def blas_info():
     libraries.sort(key=lambda lib: not lib["filepath"].startswith((numpy_dir + os.sep,
                                                                    numpy_dir + ".libs" + os.sep)))
     return libraries[0] if libraries else None
+
+
+_kernel_blas = None
+
+
+def _kernel_blas_libraries():
+    """threadpoolctl's controller of the BLAS that numba's ``np.dot`` calls.
+
+    Numba's nopython ``np.dot`` calls the BLAS behind
+    ``scipy.linalg.cython_blas`` (scipy's own OpenBLAS in the PyPI wheels).
+    When no loaded BLAS lives under scipy's directories (a scipy linked to a
+    shared system BLAS), every loaded BLAS is taken, since numpy's may be the
+    same library.
+    """
+    global _kernel_blas
+    if _kernel_blas is None:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba calls)
+        controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        scipy_dir = os.path.dirname(scipy.__file__)
+        own = [lib for lib in controller.lib_controllers
+               if lib.filepath.startswith((scipy_dir + os.sep, scipy_dir + ".libs" + os.sep))]
+        _kernel_blas = own or controller.lib_controllers
+    return _kernel_blas
+
+
+class single_threaded_blas:
+    """Context manager: the given BLAS libraries run on one thread inside it.
+
+    Parameters
+    ----------
+    libraries : list
+        threadpoolctl library controllers. On exit each gets its previous
+        thread count back.
+    """
+
+    def __init__(self, libraries):
+        self.libraries = libraries
+
+    def __enter__(self):
+        self._saved = [(lib, lib.get_num_threads()) for lib in self.libraries]
+        for lib, n in self._saved:
+            if n != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in self._saved:
+            if n != 1:
+                lib.set_num_threads(n)
+        return False
+
+
+def single_threaded_kernel_blas():
+    """The BLAS of numba's ``np.dot`` on one thread (a context manager).
+
+    A kernel that calls ``np.dot`` from every iteration of a ``prange`` runs
+    as many GEMMs at once as numba has threads, one per thread, so BLAS must
+    not start threads of its own: they would compete with numba's pool for
+    the same cores.
+    """
+    return single_threaded_blas(_kernel_blas_libraries())
+
+
+_numpy_blas = None
+
+
+def single_threaded_numpy_blas():
+    """numpy's BLAS (``np.matmul``) on one thread (a context manager).
+
+    OpenBLAS's worker threads keep polling for work for a while after each
+    multi-threaded call, on the cores that numba's pool needs next: in the
+    reference CNN's step, every numba kernel after a two-thread Dense GEMM
+    ran up to 2x slower than alone (``python -m kernels.instep``; the step
+    took 23 ms with one BLAS thread and 35 ms with two). A GEMM that runs on
+    one thread wakes no workers.
+    """
+    global _numpy_blas
+    if _numpy_blas is None:
+        info = blas_info()
+        controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        _numpy_blas = [lib for lib in controller.lib_controllers
+                       if info is not None and lib.filepath == info["filepath"]]
+    return single_threaded_blas(_numpy_blas)

@@ -2,6 +2,7 @@
 reference backend, with the same signatures (docs/architecture.md). Each
 kernel module names the lab variant (``kernels/<op>.py``) it was promoted from.
 """
+from .alloc import configure_allocator
 from .dense import *       # noqa: F401,F403
 from .conv import *        # noqa: F401,F403
 from .pool import *        # noqa: F401,F403
@@ -15,3 +16,5 @@ from .weightnorm import *  # noqa: F401,F403
 from ..host import DEVICE, array_module, is_native, asarray  # noqa: F401,E402
 
 NAME = "cpu"
+ALLOCATOR = configure_allocator()
+"""The mallopt parameters set at import (tinynet/backends/cpu/alloc.py)."""

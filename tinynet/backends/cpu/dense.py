@@ -5,7 +5,10 @@ tinynet/backends/ref/dense.py: y = x W^T + b, dx = dy W, dW = dy^T x,
 db = sum_n dy[n].
 
 Each product is one BLAS GEMM (NumPy's ``np.matmul``, called outside
-Numba), in the input dtype. The bias costs one pass over the output and
+Numba), in the input dtype, on one BLAS thread
+(tinynet.threads.single_threaded_numpy_blas): with two, OpenBLAS's workers
+kept polling after each GEMM and slowed the numba kernels that followed up
+to 2x (kernels/dense.py variant 5, kernels/instep.py). The bias costs one pass over the output and
 nothing more: a small Numba kernel adds b to the GEMM's result in place in
 the forward, and another sums dy's rows in float64 for db in the backward
 (promoted from kernels/dense.py variant 3). Both kernels are serial: at these
@@ -16,6 +19,7 @@ import numpy as np
 
 from .. import ref
 from ..contract import implements
+from ...threads import single_threaded_numpy_blas
 from .jit import njit_kernel
 
 __all__ = ["dense_forward", "dense_backward"]
@@ -48,7 +52,8 @@ def _bias_grad(dy, db):
 def dense_forward(x, W, b):
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
-    y = np.matmul(x, W.T)
+    with single_threaded_numpy_blas():
+        y = np.matmul(x, W.T)
     if b is not None:
         _add_bias(y, np.ascontiguousarray(b))
     return y
@@ -59,10 +64,11 @@ def dense_backward(x, W, dy, has_bias, need_dx):
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
     dy = np.ascontiguousarray(dy)
-    dW = np.matmul(dy.T, x)
     db = None
     if has_bias:
         db = np.empty(dy.shape[1], dtype=dy.dtype)
         _bias_grad(dy, db)
-    dx = np.matmul(dy, W) if need_dx else None
+    with single_threaded_numpy_blas():
+        dW = np.matmul(dy.T, x)
+        dx = np.matmul(dy, W) if need_dx else None
     return dx, dW, db

@@ -505,6 +505,112 @@ def _set_backward(x, dy, L, NB, mean, rstd, gamma, fixed_stats, need_dx, dbeta_p
                 n += 1
 
 
+@njit_kernel(parallel=True)
+def _columns_forward(x, CB, eps, gamma, beta, mean, var, rstd, y):
+    """BatchNorm on (N, C), fused: per block of CB channels, the shifted sums
+    over all N rows (float64, K = x[0, c]), the statistics, then y as in
+    _forward_tiles, while the block is in cache."""
+    # Parallel axis: channel blocks; block j writes only columns c0..c1 of y
+    # and entries c0..c1 of mean, var and rstd.
+    N, C = x.shape
+    dtype = x.dtype.type
+    for j in numba.prange((C + CB - 1) // CB):
+        c0 = j * CB
+        c1 = min(C, c0 + CB)
+        w = c1 - c0
+        s1 = np.zeros(w)
+        s2 = np.zeros(w)
+        ks = x[0, c0:c1]
+        for n in range(N):
+            xs = x[n, c0:c1]
+            for i in range(w):
+                d = np.float64(xs[i]) - ks[i]
+                s1[i] += d
+                s2[i] += d * d
+        ms = np.empty(w, x.dtype)
+        a = np.empty(w, x.dtype)
+        b = np.empty(w, x.dtype)
+        for i in range(w):
+            c = c0 + i
+            m = ks[i] + s1[i] / N
+            v = _shifted_m2(s1[i], s2[i], N) / N
+            r = 1.0 / np.sqrt(v + eps)
+            mean[c] = m
+            var[c] = v
+            rstd[c] = r
+            ms[i] = dtype(m)
+            rr = dtype(r)
+            a[i] = rr * gamma[c]
+            b[i] = dtype((np.float64(ms[i]) - m) * r) * gamma[c] + beta[c]
+        for n in range(N):
+            xs = x[n, c0:c1]
+            ys = y[n, c0:c1]
+            for i in range(w):
+                ys[i] = (xs[i] - ms[i]) * a[i] + b[i]
+
+
+@njit_kernel(parallel=True)
+def _columns_backward(x, dy, CB, mean, rstd, gamma, fixed_stats, need_dx, dbeta, dgamma, dx):
+    """BatchNorm on (N, C), fused: per block of CB channels, sum(dy) and
+    sum(dy * xhat) over all N rows in float64 (dbeta, dgamma), then dx as in
+    _channel_dx, while the block is in cache."""
+    # Parallel axis: channel blocks; block j writes only columns c0..c1 of dx
+    # and entries c0..c1 of dbeta and dgamma.
+    N, C = x.shape
+    dtype = x.dtype.type
+    for j in numba.prange((C + CB - 1) // CB):
+        c0 = j * CB
+        c1 = min(C, c0 + CB)
+        w = c1 - c0
+        p1 = dbeta[c0:c1]
+        p2 = dgamma[c0:c1]
+        ms = mean[c0:c1]
+        rs = rstd[c0:c1]
+        for i in range(w):
+            p1[i] = 0.0
+            p2[i] = 0.0
+        for n in range(N):
+            xs = x[n, c0:c1]
+            dys = dy[n, c0:c1]
+            for i in range(w):
+                d = np.float64(dys[i])
+                p1[i] += d
+                p2[i] += d * (xs[i] - ms[i]) * rs[i]
+        if not need_dx:
+            continue
+        mh = np.empty(w, x.dtype)
+        a = np.empty(w, x.dtype)
+        k2 = np.zeros(w, x.dtype)
+        k0 = np.zeros(w, x.dtype)
+        for i in range(w):
+            g = np.float64(gamma[c0 + i])
+            mh[i] = dtype(ms[i])
+            a[i] = dtype(rs[i]) * gamma[c0 + i]
+            if not fixed_stats:
+                # A channel is a set: its sums of dxhat are gamma * dbeta, gamma * dgamma.
+                q2 = rs[i] * rs[i] * g * p2[i] / N
+                k2[i] = dtype(q2)
+                k0[i] = dtype(q2 * (ms[i] - np.float64(mh[i])) - rs[i] * g * p1[i] / N)
+        for n in range(N):
+            xs = x[n, c0:c1]
+            dys = dy[n, c0:c1]
+            dxs = dx[n, c0:c1]
+            if fixed_stats:
+                # dx does not depend on x (not even on a NaN in it).
+                for i in range(w):
+                    dxs[i] = a[i] * dys[i]
+            else:
+                for i in range(w):
+                    dxs[i] = a[i] * dys[i] - k2[i] * (xs[i] - mh[i]) + k0[i]
+
+
+def _column_block(N, C):
+    """Channels per block of the fused (N, C) BatchNorm kernels (about TILE
+    elements, a multiple of 16), or 0 when there are fewer blocks than threads."""
+    CB = max(16, (TILE // max(1, N)) // 16 * 16)
+    return CB if -(-C // CB) >= numba.get_num_threads() else 0
+
+
 def _affine(gamma, beta, C, dtype):
     """gamma and beta as C-contiguous (C,) arrays of ``dtype``; None -> ones, zeros."""
     gamma = np.ones(C, dtype) if gamma is None else np.ascontiguousarray(gamma, dtype)
@@ -590,7 +696,13 @@ def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
         nan = np.full(S, np.nan)
         return np.empty((N, C, L), dtype), nan, nan.copy(), nan.copy()
     gamma, beta = _affine(gamma, beta, C, dtype)
-    if per_channel:
+    CB = _column_block(N, C) if per_channel and L == 1 else 0
+    if CB:
+        x2 = _rows(x, dtype, N)
+        mean, var, rstd = np.empty(C), np.empty(C), np.empty(C)
+        y = np.empty_like(x2)
+        _columns_forward(x2, CB, float(eps), gamma, beta, mean, var, rstd, y)
+    elif per_channel:
         x2 = _rows(x, dtype, N)
         mean, var, rstd = _stats(x2, L, groups, True, eps)
         y = _forward(x2, L, mean, rstd, gamma, beta, groups, True)
@@ -621,7 +733,13 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     # Samples per task and per partial row of dgamma, dbeta: more when rows
     # are short, at most a quarter of the batch.
     nnb, NB = _split(N, min(-(-ROWS // L), -(-N // 4)))
-    if per_channel:
+    CB = _column_block(N, C) if per_channel and L == 1 else 0
+    if CB:
+        dbeta, dgamma = np.empty(C), np.empty(C)
+        dx2 = dx.reshape(N, C) if need_dx else np.empty((0, C), dtype)
+        _columns_backward(_rows(x, dtype, N), _rows(dy, dtype, N), CB, mean, rstd, gamma,
+                          bool(fixed_stats), bool(need_dx), dbeta, dgamma, dx2)
+    elif per_channel:
         x2 = _rows(x, dtype, N)
         dy2 = _rows(dy, dtype, N)
         tiles = _Tiles(N, C, L, groups, True, rows_per_tile=NB)

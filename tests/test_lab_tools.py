@@ -1,0 +1,74 @@
+"""The CPU lab's shared tools: the GEMM-floor column, the environment of
+child processes, the peak-RSS probe of kernels.step, the compile timer of
+kernels.latency and the per-layer timing of kernels.instep."""
+import json
+
+import numpy as np
+import pytest
+
+from kernels import common, instep, latency, step
+
+
+def test_row_gemm_floor():
+    row = common.Row("op", "v", 0.002, flops=2e8, gemm_rate=2e11)
+    d = row.as_dict(1e10)
+    assert d["gemm_floor_ms"] == pytest.approx(1.0)
+    assert d["time/gemm_floor"] == pytest.approx(2.0)
+    assert "time/gemm_floor" not in common.Row("op", "v", 0.002, flops=2e8).as_dict(1e10)
+
+
+def test_child_env_drops_what_tinynet_set(monkeypatch):
+    from tinynet import threads
+    monkeypatch.setitem(threads.APPLIED, "OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("TINYNET_LAB_PROBE", "kept")
+    env = common.child_env(EXTRA="1")
+    assert "OMP_WAIT_POLICY" not in env
+    assert env["TINYNET_LAB_PROBE"] == "kept" and env["EXTRA"] == "1"
+    # A value the user changed after import is the user's, and stays.
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert common.child_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_rss_probe():
+    current, peak = step._rss_mb()
+    big = np.ones(64 << 20, np.uint8)  # 64 MB, touched
+    current2, peak2 = step._rss_mb()
+    assert 0 < current <= peak and peak2 >= current2 >= current + 60
+    del big
+
+
+def test_compile_timer_counts_self_time():
+    import numba
+    timer = latency.CompileTimer()
+
+    @numba.njit
+    def helper(v):
+        return v + 1
+
+    @numba.njit
+    def caller(v):
+        return helper(v) * 2
+
+    assert caller(1) == 4
+    kernels = timer.per_kernel()
+    names = {k.rsplit(".", 1)[-1]: v for k, v in kernels.items()}
+    assert names["caller"][0] == 1 and names["helper"][0] == 1
+    assert names["caller"][1] > 0 and names["helper"][1] > 0
+
+
+def test_instep_child_times_every_layer(capsys):
+    instep.child("none", 2, False)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    layers = [k for k in out if k[0].isdigit()]
+    assert len(layers) == 11  # the CNN without norms: 11 layers
+    assert out["step"] > 0 and out["layer"]
+    for name in layers:
+        in_step, alone = out[name]
+        assert in_step > 0 and alone > 0, name
+
+
+def test_instep_settings_name_their_environment():
+    for name, (env, torch_first) in instep.SETTINGS.items():
+        assert torch_first == name.startswith("torch first"), name
+        assert all(isinstance(v, str) for v in env.values()), name
