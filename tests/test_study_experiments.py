@@ -68,5 +68,11 @@ def test_all_quick_studies_write_figure_and_numbers(tmp_path):
         assert summary["experiment"] == name and summary["quick"] is True
         assert summary["runs"] == len(EXPERIMENTS[name].grid(True))
         assert len(os.listdir(base / "runs")) == summary["runs"]
+    # Test-time augmentation changes only the evaluation: its model is the
+    # unregularized one, whose single-view accuracy it also records.
+    reg = json.load(open(tmp_path / "regularization-quick" / "regularization.json"))
+    for data, table in reg["data"].items():
+        assert table["TTA (eval only)"]["test_acc_one_view"] == table["none"]["test_acc"], data
+        assert table["TTA (eval only)"]["train_acc"] == table["none"]["train_acc"], data
     lr = json.load(open(tmp_path / "lr-quick" / "lr.json"))
     assert all(0 <= r["test_acc"] <= 1 for r in lr["rows"])

@@ -20,6 +20,8 @@ A config for ``train_run`` is a dict with
     dropout, dropconnect   drop probabilities (0 = none), MLP hidden layers
     dropout_kind "inverted" (tn.Dropout) or "classic" (ClassicDropout)
     augment     "none", "shift", "crop", "cutout" or "flip"
+    tta         evaluate with test-time augmentation (regularization only; no
+                effect on training)
     bn_momentum BatchNorm's momentum (None = cumulative average)
     seed        the run's seed
     log_every   record the training loss every k steps
@@ -38,7 +40,7 @@ DEFAULTS = {"data": "mnist", "n_train": 10000, "n_test": 2000, "arch": "mlp", "n
             "act": "relu", "depth": 2, "width": 64, "init_scale": 1.0, "optimizer": "sgd",
             "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "batch_size": 64, "steps": 200,
             "dropout": 0.0, "dropconnect": 0.0, "augment": "none", "bn_momentum": 0.1,
-            "seed": 0, "log_every": 10, "label": "", "dropout_kind": "inverted"}
+            "seed": 0, "log_every": 10, "label": "", "dropout_kind": "inverted", "tta": False}
 
 
 class ClassicDropout(tn.Dropout):
