@@ -21,15 +21,17 @@ against the earlier ones and explains the choice):
   variant 9): a prange over samples. Sample n's columns get an extra row of
   ones, (K + 1, P), and the bias rides in the GEMM: y[n] = [Wm | b]
   [cols[n]; 1] lands directly in NCHW, and [dW | db] = sum_n dy[n]
-  [cols[n]; 1]^T gives the bias gradient as the last column (summed per
-  thread in float64). The columns of the batch, (N, K + 1, P), are the
+  [cols[n]; 1]^T gives the bias gradient as the last column (each
+  sample's part summed in float64 in sample order, so that the sum does
+  not depend on the thread count). The columns of the batch, (N, K + 1, P), are the
   cache.
 - K > SMALL_K (variant 8): a prange over chunks of nb samples whose columns,
   (K, nb*P) of about FUSED_CHUNK_BYTES, stay in the core's L2 cache. Per
   chunk, in one thread: the columns, y^T = Wm cols (F, nb*P) and its copy to
   NCHW with the bias added; in the backward dy copied to dy^T (F, nb*P)
   with its per-(n, f) sums for db, the columns rebuilt from x, dW^T part =
-  cols dy^T (summed per thread in float64), dcols = Wm^T dy^T and col2im.
+  cols dy^T (the chunks' parts summed in float64 in chunk order), dcols =
+  Wm^T dy^T and col2im.
   Nothing is cached.
 
 The earlier schedules (one numpy matmul per product, BLAS's own threads,
@@ -300,14 +302,15 @@ def _forward_fused(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, nb, cols_ws, yT_ws,
 
 @njit_kernel(parallel=True)
 def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, cols_ws, dyT_ws,
-                    dcols_ws, dWT_ws, dWT_acc, dbias, dx):
+                    dcols_ws, dWT_parts, dbias, dx):
     # Per chunk of nb samples, in one thread: dy^T (F, m*P) with the
     # per-(n, f) sums of dy for db; the chunk's columns rebuilt from x;
-    # dW^T part = cols dy^T (single-threaded BLAS), added to the thread's
-    # float64 sum dWT_acc[t]; with need_dx, dcols = Wm^T dy^T and col2im
-    # into dx[n] for the chunk's samples.
+    # the chunk's dW^T part = cols dy^T (single-threaded BLAS) into
+    # dWT_parts[ch]; with need_dx, dcols = Wm^T dy^T and col2im into dx[n]
+    # for the chunk's samples. The parts are summed afterwards in chunk
+    # order (_sum_parts), so dW does not depend on the thread count.
     # Parallel axis: chunks; chunk ch writes only dbias[n] and dx[n] of its
-    # own samples, and its scratch and dW^T sum are row t =
+    # own samples and dWT_parts[ch], and its scratch is row t =
     # numba.get_thread_id(): a thread runs one chunk at a time.
     N, C, H, W = x.shape
     F = dy.shape[1]
@@ -332,12 +335,7 @@ def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, col
             for c in range(C):
                 _im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
                                 OH, OW, cols, 0, k * P)
-        part = dWT_ws[t]
-        np.dot(cols, dyT.T, part)
-        acc = dWT_acc[t]
-        for r in range(K):
-            for f in range(F):
-                acc[r, f] += part[r, f]
+        np.dot(cols, dyT.T, dWT_parts[ch])
         if need_dx:
             dcols = dcols_ws[t, :K * m * P].reshape((K, m * P))
             np.dot(WmT, dyT, dcols)
@@ -345,6 +343,22 @@ def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, col
                 for c in range(C):
                     _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, k * P,
                                     dx[n0 + k, c].reshape(H * W))
+
+
+@njit_kernel(parallel=True)
+def _sum_parts(parts, out):
+    # out[a, b] = sum over m of parts[m, a, b] in float64, m in increasing
+    # order: the same sums for any thread count.
+    # Parallel axis: rows a; iteration a writes only out[a].
+    M, A, B = parts.shape
+    for a in numba.prange(A):
+        row = out[a]
+        for b in range(B):
+            row[b] = 0.0
+        for m in range(M):
+            part = parts[m, a]
+            for b in range(B):
+                row[b] += part[b]
 
 
 @njit_kernel(parallel=True)
@@ -368,24 +382,20 @@ def _forward_samples(x, Wb, kh, kw, sh, sw, ph, pw, OH, OW, has_bias, cols, y):
 
 
 @njit_kernel(parallel=True)
-def _backward_samples(dy, WmT, cols, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, part_ws, acc,
+def _backward_samples(dy, WmT, cols, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, parts,
                       dcols_ws, dx):
     # Per sample n, in one thread: [dW | db] part = dy[n] cols[n]^T by a
-    # single-threaded BLAS GEMM, added in float64 to the thread's sum
-    # acc[t]; with need_dx, dcols = Wm^T dy[n] and col2im into dx[n].
-    # Parallel axis: samples; iteration n writes only dx[n]. Its scratch
-    # and sum are row t = numba.get_thread_id(): a thread runs one
+    # single-threaded BLAS GEMM into parts[n] (summed afterwards in sample
+    # order by _sum_parts, so dW does not depend on the thread count); with
+    # need_dx, dcols = Wm^T dy[n] and col2im into dx[n].
+    # Parallel axis: samples; iteration n writes only parts[n] and dx[n].
+    # Its scratch is row t = numba.get_thread_id(): a thread runs one
     # iteration at a time.
     N, F = dy.shape[0], dy.shape[1]
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     for n in numba.prange(N):
         t = numba.get_thread_id()
-        part = part_ws[t]
-        np.dot(dy[n], cols[n].T, part)
-        a = acc[t]
-        for f in range(F):
-            for r in range(part.shape[1]):
-                a[f, r] += part[f, r]
+        np.dot(dy[n], cols[n].T, parts[n])
         if need_dx:
             dcols = dcols_ws[t]
             np.dot(WmT, dy[n], dcols)
@@ -588,13 +598,15 @@ def _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx,
     cols_ws = _scratch("fused_cols", T * K * nb * P, dtype).reshape(T, K * nb * P)
     dyT_ws = _scratch("fused_dyT", T * F * nb * P, dtype).reshape(T, F * nb * P)
     dcols_ws = _scratch("fused_dcols", T * K * nb * P, dtype).reshape(T, K * nb * P)
-    dWT_ws = _scratch("fused_dWT", T * K * F, dtype).reshape(T, K, F)
-    dWT_acc = np.zeros((T, K, F), dtype=np.float64)
+    chunks = (N + nb - 1) // nb
+    dWT_parts = _scratch("fused_dWT", chunks * K * F, dtype).reshape(chunks, K, F)
     dbias = np.empty((N, F), dtype=np.float64)
     with single_threaded_kernel_blas():
         _backward_fused(dy.reshape(N, F, P), x, WmT, KH, KW, *stride, *padding, OH, OW, nb,
-                        need_dx, cols_ws, dyT_ws, dcols_ws, dWT_ws, dWT_acc, dbias, dx)
-    dW = np.ascontiguousarray(dWT_acc.sum(axis=0).T).astype(dtype).reshape(W.shape)
+                        need_dx, cols_ws, dyT_ws, dcols_ws, dWT_parts, dbias, dx)
+    dWT = np.empty((K, F), dtype=np.float64)
+    _sum_parts(dWT_parts, dWT)
+    dW = np.ascontiguousarray(dWT.T).astype(dtype).reshape(W.shape)
     db = dbias.sum(axis=0).astype(dtype) if has_bias else None
     return (dx if need_dx else None), dW, db
 
@@ -618,9 +630,9 @@ def _forward_samples_pool(x, W, b, stride, padding, OH, OW):
 
 
 def _backward_samples_pool(dy, x, W, cols, stride, padding, has_bias, need_dx):
-    """Small K, one thread pool: per sample in a prange, [dW | db] += dy[n]
-    [cols[n]; 1]^T (float64 sums per thread) and, with need_dx, dcols =
-    Wm^T dy[n] and col2im, each GEMM single-threaded."""
+    """Small K, one thread pool: per sample in a prange, the part dy[n]
+    [cols[n]; 1]^T of [dW | db] (summed in float64 in sample order) and, with
+    need_dx, dcols = Wm^T dy[n] and col2im, each GEMM single-threaded."""
     N, F, OH, OW = dy.shape
     _, C, KH, KW = W.shape
     K, P = C * KH * KW, OH * OW
@@ -631,14 +643,14 @@ def _backward_samples_pool(dy, x, W, cols, stride, padding, has_bias, need_dx):
     R = cols.shape[1]
     T = _thread_slots()
     WmT = np.ascontiguousarray(W.reshape(F, K).T)
-    part_ws = _scratch("samples_part", T * F * R, dtype).reshape(T, F, R)
-    acc = np.zeros((T, F, R), dtype=np.float64)
+    parts = _scratch("samples_part", N * F * R, dtype).reshape(N, F, R)
     dcols_ws = _scratch("samples_dcols", T * K * P, dtype).reshape(T, K, P)
     dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dtype)
     with single_threaded_kernel_blas():
         _backward_samples(dy.reshape(N, F, P), WmT, cols, KH, KW, *stride, *padding, OH, OW,
-                          need_dx, part_ws, acc, dcols_ws, dx)
-    dWb = acc.sum(axis=0)
+                          need_dx, parts, dcols_ws, dx)
+    dWb = np.empty((F, R), dtype=np.float64)
+    _sum_parts(parts, dWb)
     dW = dWb[:, :K].astype(dtype).reshape(W.shape)
     db = dWb[:, K].astype(dtype) if has_bias else None
     return (dx if need_dx else None), dW, db
