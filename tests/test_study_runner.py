@@ -21,6 +21,25 @@ def tiny(seed, steps=20):
             "steps": steps, "batch_size": 32, "seed": seed, "log_every": 5}
 
 
+def run_train_one_thread(config):
+    """run_train here with one numba and one BLAS thread, as a study worker runs it.
+
+    A run is a pure function of its config at a given thread count; across
+    thread counts BLAS may round differently (tests/test_thread_counts.py
+    bounds that), so the comparison with a worker's result uses its count.
+    """
+    import threadpoolctl
+    import tinynet as tn
+    before = tn.get_num_threads()
+    tn.set_num_threads(1)
+    try:
+        return run_train(config)
+    finally:
+        tn.set_num_threads(before["numba"])
+        if before["blas"] is not None:
+            threadpoolctl.threadpool_limits(limits=before["blas"], user_api="blas")
+
+
 def pure(result):
     """A result without its wall-clock times, the one part that is not a function of the config."""
     return {k: v for k, v in result.items() if k not in ("wall", "threads")}
@@ -46,7 +65,7 @@ def test_local_workers_store_every_result_and_rerun_skips(tmp_path):
     assert [r["config"] for r in records] == configs
     files = sorted(os.listdir(tmp_path))
     assert files == sorted(runner.config_key(c) + ".json" for c in configs)
-    assert pure(records[0]["result"]) == pure(run_train(configs[0]))
+    assert pure(records[0]["result"]) == pure(run_train_one_thread(configs[0]))
     assert all(r["result"]["threads"] == {"numba": 1, "blas": 1} for r in records)
     stamps = {f: os.stat(tmp_path / f).st_mtime_ns for f in files}
     again = runner.run_grid(run_train, configs, tmp_path, workers=2, progress=False)
@@ -134,7 +153,7 @@ def test_dask_cluster_survives_a_killed_worker(tmp_path):
     assert [r["config"] for r in records] == configs
     files = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
     assert sorted(files) == sorted(runner.config_key(c) + ".json" for c in configs)
-    assert pure(records[5]["result"]) == pure(run_train(configs[5]))
+    assert pure(records[5]["result"]) == pure(run_train_one_thread(configs[5]))
     assert all(r["result"]["threads"] == {"numba": 1, "blas": 1} for r in records)
 
 
