@@ -81,3 +81,10 @@ def test_study_subcommand_is_wired():
     args = make_parser().parse_args(["study", "lr", "--quick", "--workers", "1"])
     assert args.func is study_cli.main
     assert (args.name, args.quick, args.workers) == ("lr", True, 1)
+
+
+def test_a_command_backend_does_not_outlive_the_command(tmp_path):
+    import tinynet as tn
+    before = tn.backend_name()
+    assert main(["eval", str(tmp_path / "nope"), "--backend", "ref"]) == 1
+    assert tn.backend_name() == before

@@ -491,7 +491,14 @@ def make_parser():
 
 
 def main(argv=None):
+    """Run one command; returns its exit code.
+
+    A command's ``--backend`` holds for that command only: the backend that
+    was active before is restored afterwards, so that ``main`` called from
+    Python (a notebook, a test) leaves the process's backend as it was.
+    """
     args = make_parser().parse_args(argv)
+    previous = backends.get_backend().NAME
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError, TypeError) as e:
@@ -500,6 +507,8 @@ def main(argv=None):
     except KeyError as e:  # a checkpoint's missing or unexpected key
         print(f"tinynet: error: {e.args[0]}", file=sys.stderr)
         return 1
+    finally:
+        backends.set_backend(previous)
 
 
 if __name__ == "__main__":
