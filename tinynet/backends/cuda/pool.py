@@ -45,6 +45,19 @@ def _window_range(h, k, s, O):
     return i_lo, i_hi
 
 
+@cuda.jit(device=True, inline=True)
+def _pixel_windows(e, H, W, kh, kw, sh, sw, OH, OW):
+    """Flat input pixel e of (planes, H, W): its plane, row h, column w, and the
+    windows (i_lo <= i < i_hi, j_lo <= j < j_hi) that contain it."""
+    plane = e // (H * W)
+    r = e - plane * (H * W)
+    h = r // W
+    w = r - h * W
+    i_lo, i_hi = _window_range(h, kh, sh, OH)
+    j_lo, j_hi = _window_range(w, kw, sw, OW)
+    return plane, h, w, i_lo, i_hi, j_lo, j_hi
+
+
 @dev.kernel("void({f}[::1], int64, int64, int64, int64, int64, int64, int64, int64, "
             "{f}[::1], uint8[::1])")
 def _maxpool_forward(x, H, W, kh, kw, sh, sw, OH, OW, y, tap):
@@ -72,12 +85,7 @@ def _maxpool_forward(x, H, W, kh, kw, sh, sw, OH, OW, y, tap):
 def _maxpool_backward(dy, tap, H, W, kh, kw, sh, sw, OH, OW, dx):
     # Parallel axis: the flat input pixel; each thread gathers and writes its own dx.
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        plane = e // (H * W)
-        r = e - plane * (H * W)
-        h = r // W
-        w = r - h * W
-        i_lo, i_hi = _window_range(h, kh, sh, OH)
-        j_lo, j_hi = _window_range(w, kw, sw, OW)
+        plane, h, w, i_lo, i_hi, j_lo, j_hi = _pixel_windows(e, H, W, kh, kw, sh, sw, OH, OW)
         acc = float64(0.0)
         for i in range(i_lo, i_hi):
             for j in range(j_lo, j_hi):
@@ -111,12 +119,7 @@ def _avgpool_backward(dy, H, W, kh, kw, sh, sw, OH, OW, dx):
     inv = 1.0 / (kh * kw)
     # Parallel axis: the flat input pixel; each thread gathers and writes its own dx.
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        plane = e // (H * W)
-        r = e - plane * (H * W)
-        h = r // W
-        w = r - h * W
-        i_lo, i_hi = _window_range(h, kh, sh, OH)
-        j_lo, j_hi = _window_range(w, kw, sw, OW)
+        plane, _, _, i_lo, i_hi, j_lo, j_hi = _pixel_windows(e, H, W, kh, kw, sh, sw, OH, OW)
         acc = float64(0.0)
         for i in range(i_lo, i_hi):
             for j in range(j_lo, j_hi):
