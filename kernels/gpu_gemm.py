@@ -1,6 +1,6 @@
 """GPU lab: GEMM, y = x W^T as Dense computes it, numba.cuda kernels raced against cuBLAS.
 
-x is (N, I), W is (O, I), y is (N, O) float32 (tinynet/backends/ref/dense.py):
+x is (N, I), W is (O, I), y is (N, O) float32 (tinynet/ops/dense/__init__.py):
 y[n, o] = sum_i x[n, i] * W[o, i], 2*N*O*I flops.
 
 1. naive: one thread per y[n, o], the dot product read straight from global

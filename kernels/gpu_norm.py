@@ -1,7 +1,7 @@
 """GPU lab: the normalization statistics kernel, and every norm's forward+backward.
 
 The statistics of a set (mean and rstd = 1/sqrt(var + eps), var biased, in
-float64; tinynet/backends/ref/norm.py) in the per-channel layout of BatchNorm
+float64; tinynet/ops/norm/__init__.py) in the per-channel layout of BatchNorm
 (a set per channel c over (n, l), the hard case: few long strided sets) and
 the row layout of LN/IN/GN (one contiguous row per set):
 
@@ -9,7 +9,7 @@ the row layout of LN/IN/GN (one contiguous row per set):
    squared deviations). Few sets leave almost every SM idle.
 2. block reduction: one block per set, two passes, each reduced by a
    shared-memory tree.
-3. tinynet: the production kernel (tinynet/backends/cuda/norm.py): each set
+3. tinynet: the production kernel (tinynet/ops/norm/cuda.py): each set
    split into parts so that about TARGET_BLOCKS blocks run, one pass of
    shifted sums per thread, Chan merge through warp shuffles, then a merge
    of the parts.

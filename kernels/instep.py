@@ -15,7 +15,7 @@ setting:
   it saw in the last step, called back to back, median of 20.
 
 Settings: ``no torch`` (tinynet's defaults); ``no torch, glibc malloc
-defaults`` (without tinynet's mallopt setting, tinynet/backends/cpu/alloc.py);
+defaults`` (without tinynet's mallopt setting, tinynet/alloc.py);
 ``no torch, spin 20k`` / ``300k`` (libgomp's idle threads spin that many
 rounds before they sleep, OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT, instead
 of tinynet's PASSIVE);

@@ -36,7 +36,7 @@ norm_backward) with the signatures of the ref ops:
    needs no conversion there; for L == 1, tiles of several samples. Its
    statistics and forward kernels are the production ones (norm_stats,
    norm_forward); its backward kernels are below.
-5. production (tinynet/backends/cpu/norm.py, promoted from here): 4, with
+5. production (tinynet/ops/norm/cpu.py, promoted from here): 4, with
    row sets (LN, IN, GN) fused per set: the training forward
    (norm_forward_train) computes a set's statistics and then its y while
    the set is in cache, and the backward a set's sums and then its dx

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import tinynet as tn
+from cudasim import small_blocks  # noqa: F401 (a fixture)
+from harness import PARAMS, Backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,3 +57,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__ in INTEGRATION:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(params=PARAMS)
+def backend(request):
+    """Each backend in turn (tests/harness.py): ref, cpu, and cuda on a GPU or
+    under the CUDA simulator, with small blocks; skipped with the reason elsewhere."""
+    if request.param == "cuda":
+        request.getfixturevalue("small_blocks")
+    return Backend(request.param)

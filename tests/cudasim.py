@@ -1,10 +1,10 @@
-"""Helpers of the cuda backend's tests (tests/test_cuda_*.py).
+"""Helpers of the cuda backend's tests (every test marked ``cuda``).
 
 The tests run the cuda kernels on a GPU when one is usable, and otherwise
 under numba's CUDA simulator, which must be switched on before numba is
 imported, so it cannot be turned on from inside a test run:
 
-    NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/test_cuda_*.py
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest -q -m cuda
 
 With neither, these tests are skipped, and say so (``requires_cuda``).
 ``small_blocks`` patches the block sizes and the grid cap small, so that the
@@ -38,7 +38,7 @@ def _cuda_runs():
 requires_cuda = pytest.mark.skipif(
     not _cuda_runs(),
     reason="cuda backend test: needs a GPU, or the CUDA simulator set before numba is "
-           "imported (NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/test_cuda_*.py)")
+           "imported (NUMBA_ENABLE_CUDASIM=1 python -m pytest -q -m cuda)")
 requires_cudasim = pytest.mark.skipif(
     not SIMULATOR, reason="cuda simulator test: run with NUMBA_ENABLE_CUDASIM=1 set before "
                           "numba is imported")
@@ -52,7 +52,8 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol
 def small_blocks(monkeypatch):
     """Small blocks, at most 3 blocks per launch, and BatchNorm sets split into a
     few parts (see the module docstring)."""
-    from tinynet.backends.cuda import device, norm
+    from tinynet.backends import cuda_device as device
+    from tinynet.ops.norm import cuda as norm
     monkeypatch.setattr(device, "BLOCK", 8 if SIMULATOR else 32)
     monkeypatch.setattr(device, "BLOCK_REDUCE", 4 if SIMULATOR else 64)
     monkeypatch.setattr(device, "MAX_BLOCKS", 3)

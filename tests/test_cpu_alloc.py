@@ -1,4 +1,4 @@
-"""The cpu backend's allocator setting (tinynet/backends/cpu/alloc.py): it
+"""The cpu backend's allocator setting (tinynet/alloc.py): it
 applies glibc's mallopt parameters once, and not when the user chose."""
 import ctypes
 import ctypes.util

@@ -1,13 +1,14 @@
 """tinynet: a small deep-learning framework with hand-written backward passes.
 
+Importing it changes nothing in the process: the settings tinynet makes
+(threads, allocator) are made when the cpu backend first loads
+(tinynet/process.py).
+
     import tinynet as tn
     model = tn.Sequential(tn.Dense(784, 128), tn.ReLU(), tn.Dense(128, 10))
 """
-from .threads import configure_threading, set_num_threads, get_num_threads
-
-configure_threading()  # before any numba kernel starts a thread pool
-
-from .parameter import Parameter  # noqa: E402
+from .threads import set_num_threads, get_num_threads
+from .parameter import Parameter
 from .backends import (set_backend, get_backend, use_backend, available_backends,
                        backend_name, to_device, to_host, DeviceMismatchError)
 from .layers import *  # noqa: F401,F403

@@ -1,7 +1,7 @@
 """Fill Numba's compile cache for a model before its first training step.
 
 The cpu backend's kernels compile on first use and are cached on disk
-(tinynet/backends/cpu/jit.py). With an empty cache, the first training step
+(tinynet/backends/cpu_jit.py). With an empty cache, the first training step
 of the reference CNN spends seconds compiling, one kernel after another.
 Kernels of different layers do not depend on each other, so ``warmup``
 compiles them in several processes at once:

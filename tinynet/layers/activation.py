@@ -2,7 +2,7 @@
 
 Each is an elementwise map y = f(x) (Softmax normalizes along one axis) with
 no parameters; dx = f'(x) * dy. The equations live in
-tinynet/backends/ref/activation.py. ReLU, LeakyReLU and GELU cache the input
+tinynet/ops/activation/__init__.py. ReLU, LeakyReLU and GELU cache the input
 x for their backward pass; Sigmoid, Tanh and Softmax cache the output y,
 from which their derivative is cheapest:
 

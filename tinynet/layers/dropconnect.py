@@ -8,7 +8,7 @@ expected weight is W:
     backward:  dx = dy Wm,   dW = (dy^T x) * keep / (1 - p),   db = sum_n dy[n]
 
 In eval mode the layer is the plain Dense, y = x W^T + b. The mask is the one
-of Dropout (tinynet/backends/ref/dropout.py): a counter-based hash of (seed,
+of Dropout (tinynet/ops/dropout/__init__.py): a counter-based hash of (seed,
 step, flat weight index), so each training step gets a fresh mask and the
 same (seed, step) always gives the same mask, on every backend. One mask is
 shared by the whole batch, as in the paper's efficient form.

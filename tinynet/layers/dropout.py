@@ -9,7 +9,7 @@ scaled so that E[y] = x (https://jmlr.org/papers/v15/srivastava14a.html):
 In eval mode the layer is the identity (y = x, dx = dy), as torch.nn.Dropout.
 
 The mask is a hash of (seed, step, element index) (see
-tinynet/backends/ref/dropout.py), not a draw from a stateful generator. The
+tinynet/ops/dropout/__init__.py), not a draw from a stateful generator. The
 layer's ``step`` counts its training forward passes, so each batch gets a new
 mask, and the same (seed, step) always gives the same mask, on any backend
 and any thread count.

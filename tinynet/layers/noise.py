@@ -13,7 +13,7 @@ For channel c at training step t,
     backward:  dx[n, c, ...] = s_c * dy[n, c, ...]
 
 u1 and u2 are counter-based uniform numbers, as Dropout's mask: with the
-splitmix64 hash of tinynet/backends/ref/dropout.py,
+splitmix64 hash of tinynet/ops/dropout/__init__.py,
 
     key = splitmix64(seed ^ splitmix64(step)),
     u_i = (splitmix64(key + i) >> 11) * 2^-53,   u1_c = u_c,  u2_c = u_{C + c}.
@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from ..backends.ref.dropout import splitmix64
+from ..ops.dropout import splitmix64
 from .base import Layer
 from .dropconnect import mask_seed
 

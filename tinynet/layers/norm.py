@@ -15,7 +15,7 @@ the running statistics; then ``norm_backward``, which is
 
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
 
-with the means over the set (tinynet/backends/ref/norm.py has the details).
+with the means over the set (tinynet/ops/norm/__init__.py has the details).
 
 Papers: BatchNorm https://arxiv.org/abs/1502.03167,
 LayerNorm https://arxiv.org/abs/1607.06450,

@@ -1,0 +1,553 @@
+"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax (Numba kernels).
+
+The ops, their equations and their argument checks are those of
+tinynet/ops/activation/__init__.py (each op below says which one it implements).
+
+The elementwise ops run one flat loop over the C-order elements under prange,
+which numba splits into one contiguous block per thread and LLVM vectorizes
+(kernels/elementwise.py variant 2, "prange flat", promoted for ReLU and
+LeakyReLU; they give the ref's bits).
+
+exp and expm1 are written out (range reduction and a Taylor polynomial,
+``_exp_f32`` / ``_exp_f64``) instead of calling libm, because a loop that
+calls libm does not vectorize. They run in the input's precision and are
+within 1 ulp of exp (kernels/elementwise.py variant 4, "vector exp, x dtype",
+promoted for Sigmoid and Tanh; softmax variant 3). float32 GELU takes erfc
+from the approximation of Numerical Recipes (relative error < 1.2e-7) in
+float32 arithmetic (variant 4); float64 GELU calls libm's erf, in the ref's
+order of operations.
+
+Softmax views x as (outer, K, inner), K the softmax axis, and sums in float64.
+NaN propagates as in the ref: relu(NaN) = NaN and a NaN in a softmax row makes
+the whole row NaN. Every op returns fresh arrays; backward ops return dy's
+dtype (x or y is read in dy's dtype).
+"""
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import prange
+from numba.core import types
+from numba.extending import intrinsic, overload
+
+from .. import activation
+from ..contract import implements
+from ...backends.cpu_jit import njit_kernel
+
+__all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+           "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+           "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward"]
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_LOG2E = 1.4426950408889634
+# ln 2 split in two (Cody and Waite): n * hi is exact for every n the range
+# reduction meets, lo carries the rest of ln 2.
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+_F32_LOG2E = np.float32(_LOG2E)
+_F32_LN2_HI = np.float32(0.693359375)
+_F32_LN2_LO = np.float32(-2.12194440e-4)
+_F32_INV_SQRT2 = np.float32(1.0 / _SQRT2)
+_F32_INV_SQRT_2PI = np.float32(1.0 / _SQRT_2PI)
+# Softmax over a strided axis: at most this many neighbouring columns per task.
+_SOFTMAX_COLUMNS = 256
+
+
+def _unary(kernel, x):
+    """Run ``kernel(x_flat, y_flat)`` on a fresh output of x's shape and dtype."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    kernel(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def _binary(kernel, x, dy, *args):
+    """Run ``kernel(x_flat, dy_flat, *args, dx_flat)``; x is read in dy's dtype."""
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x, dy.dtype)
+    dx = np.empty_like(dy)
+    kernel(x.reshape(-1), dy.reshape(-1), *args, dx.reshape(-1))
+    return dx
+
+
+# exp and expm1 without libm. With v = n ln2 + r, n = round(v / ln2) and
+# |r| <= ln2 / 2: exp(v) = 2^n * (1 + q), q = exp(r) - 1 from its Taylor
+# series (to r^7 / 7! in float32, r^13 / 13! in float64: truncation below
+# half an ulp). 2^n is built from its IEEE-754 exponent field, in two factors
+# 2^a * 2^(n - a) so that results down to the smallest subnormal come out
+# right. inline="always" makes numba paste these helpers into the calling
+# loop: a helper left as a function call keeps that loop from vectorizing
+# (float32 GELU ran 40 times slower so).
+
+@intrinsic
+def _bits_as_float32(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the int32 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _bits_as_float64(typingctx, bits):
+    """The float64 whose IEEE-754 bit pattern is the int64 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+@njit_kernel(inline="always")
+def _pow2_f32(n):
+    """2^n for a whole float32 n in [-126, 127]: exponent field n + 127 at bit 23."""
+    return _bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit_kernel(inline="always")
+def _pow2_f64(n):
+    """2^n for a whole float64 n in [-1022, 1023]: exponent field n + 1023 at bit 52."""
+    return _bits_as_float64((np.int64(n) + 1023) << 52)
+
+
+@njit_kernel(inline="always")
+def _exp_parts_f32(v):
+    """(n, q) with exp(v) = 2^n * (1 + q), for float32 v in [-104, 88]."""
+    n = np.floor(v * _F32_LOG2E + np.float32(0.5))
+    r = (v - n * _F32_LN2_HI) - n * _F32_LN2_LO
+    q = np.float32(1 / 5040)
+    q = q * r + np.float32(1 / 720)
+    q = q * r + np.float32(1 / 120)
+    q = q * r + np.float32(1 / 24)
+    q = q * r + np.float32(1 / 6)
+    q = q * r + np.float32(0.5)
+    q = (q * r + np.float32(1)) * r
+    return n, q
+
+
+@njit_kernel(inline="always")
+def _exp_parts_f64(v):
+    """(n, q) with exp(v) = 2^n * (1 + q), for float64 v in [-746, 709]."""
+    n = np.floor(v * _LOG2E + 0.5)
+    r = (v - n * _LN2_HI) - n * _LN2_LO
+    q = 1 / 6227020800
+    q = q * r + 1 / 479001600
+    q = q * r + 1 / 39916800
+    q = q * r + 1 / 3628800
+    q = q * r + 1 / 362880
+    q = q * r + 1 / 40320
+    q = q * r + 1 / 5040
+    q = q * r + 1 / 720
+    q = q * r + 1 / 120
+    q = q * r + 1 / 24
+    q = q * r + 1 / 6
+    q = q * r + 0.5
+    q = (q * r + 1.0) * r
+    return n, q
+
+
+@njit_kernel(inline="always")
+def _exp_f32(v):
+    """exp(v) of a float32 v <= 88, subnormal results included; NaN stays NaN."""
+    n, q = _exp_parts_f32(min(max(v, np.float32(-104)), np.float32(88)))
+    a = np.floor(np.float32(0.5) * n)
+    scale = _pow2_f32(a)
+    e = (scale + scale * q) * _pow2_f32(n - a)
+    e = np.float32(0) if v < np.float32(-104) else e
+    return e if v == v else v
+
+
+@njit_kernel(inline="always")
+def _exp_f64(v):
+    """exp(v) of a float64 v <= 709, subnormal results included; NaN stays NaN."""
+    n, q = _exp_parts_f64(min(max(v, -746.0), 709.0))
+    a = np.floor(0.5 * n)
+    scale = _pow2_f64(a)
+    e = (scale + scale * q) * _pow2_f64(n - a)
+    e = 0.0 if v < -746.0 else e
+    return e if v == v else v
+
+
+@njit_kernel(inline="always")
+def _expm1_f32(v):
+    """exp(v) - 1 of a float32 v <= 0, accurate near 0."""
+    n, q = _exp_parts_f32(max(v, np.float32(-87)))
+    scale = _pow2_f32(n)
+    m = np.float32(-1) if v < np.float32(-87) else (scale - np.float32(1)) + scale * q
+    return m if v == v else v
+
+
+@njit_kernel(inline="always")
+def _expm1_f64(v):
+    """exp(v) - 1 of a float64 v <= 0, accurate near 0."""
+    n, q = _exp_parts_f64(max(v, -708.0))
+    scale = _pow2_f64(n)
+    m = -1.0 if v < -708.0 else (scale - 1.0) + scale * q
+    return m if v == v else v
+
+
+def _exp(v):
+    """exp(v) in v's own precision, inside kernels: ``_exp_f32`` or ``_exp_f64``."""
+    raise NotImplementedError("_exp runs inside numba kernels only")
+
+
+def _expm1(v):
+    """exp(v) - 1 in v's own precision, inside kernels: ``_expm1_f32`` or ``_expm1_f64``."""
+    raise NotImplementedError("_expm1 runs inside numba kernels only")
+
+
+@overload(_exp, inline="always")
+def _exp_for_type(v):
+    # Pick the implementation from v's numba type when a kernel compiles.
+    return (lambda v: _exp_f32(v)) if v == types.float32 else (lambda v: _exp_f64(v))
+
+
+@overload(_expm1, inline="always")
+def _expm1_for_type(v):
+    return (lambda v: _expm1_f32(v)) if v == types.float32 else (lambda v: _expm1_f64(v))
+
+
+@njit_kernel(parallel=True)
+def _relu_forward(x, y):
+    zero = x.dtype.type(0)
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = zero if v <= 0 else v
+
+
+@njit_kernel(parallel=True)
+def _relu_backward(x, dy, dx):
+    zero = dy.dtype.type(0)
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in prange(x.size):
+        dx[i] = zero if x[i] <= 0 else dy[i]
+
+
+@njit_kernel(parallel=True)
+def _leaky_relu_forward(x, slope, y):
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else v * slope
+
+
+@njit_kernel(parallel=True)
+def _leaky_relu_backward(x, dy, slope, dx):
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in prange(x.size):
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
+
+
+@njit_kernel(parallel=True)
+def _sigmoid_forward(x, y):
+    one = x.dtype.type(1)
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in prange(x.size):
+        v = x[i]
+        # z = exp(-|x|) <= 1 never overflows.
+        z = _exp(-abs(v))
+        y[i] = (one if v >= 0 else z) / (one + z)
+
+
+@njit_kernel(parallel=True)
+def _sigmoid_backward(y, dy, dx):
+    one = dy.dtype.type(1)
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in prange(y.size):
+        dx[i] = dy[i] * y[i] * (one - y[i])
+
+
+@njit_kernel(parallel=True)
+def _tanh_forward(x, y):
+    two = x.dtype.type(2)
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in prange(x.size):
+        v = x[i]
+        # tanh|x| = (1 - e) / (1 + e) = -m / (2 + m), e = exp(-2|x|), m = e - 1;
+        # expm1 keeps tanh accurate for tiny |x|.
+        m = _expm1(-two * abs(v))
+        y[i] = math.copysign(-m / (two + m), v)
+
+
+@njit_kernel(parallel=True)
+def _tanh_backward(y, dy, dx):
+    one = dy.dtype.type(1)
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in prange(y.size):
+        dx[i] = dy[i] * (one - y[i] * y[i])
+
+
+@njit_kernel(inline="always")
+def _phi_cdf_f32(v):
+    """Phi(v) = erfc(-v / sqrt(2)) / 2 of a float32 v, vectorizable.
+
+    erfc(z), z >= 0, is Numerical Recipes' ``erfcc`` (Press et al., Numerical
+    Recipes, 2nd ed., sec. 6.2): t = 1 / (1 + z / 2), erfc(z) = t * exp(-z^2 +
+    P(t)), relative error below 1.2e-7 for every z. Then Phi(v) = 1 - erfc / 2
+    for v >= 0 and erfc / 2 for v < 0.
+    """
+    z = abs(v) * _F32_INV_SQRT2
+    t = np.float32(1) / (np.float32(1) + np.float32(0.5) * z)
+    p = np.float32(-0.82215223) + t * np.float32(0.17087277)
+    p = np.float32(1.48851587) + t * p
+    p = np.float32(-1.13520398) + t * p
+    p = np.float32(0.27886807) + t * p
+    p = np.float32(-0.18628806) + t * p
+    p = np.float32(0.09678418) + t * p
+    p = np.float32(0.37409196) + t * p
+    p = np.float32(1.00002368) + t * p
+    p = np.float32(-1.26551223) + t * p
+    half_erfc = np.float32(0.5) * t * _exp_f32(p - z * z)
+    return np.float32(1) - half_erfc if v >= 0 else half_erfc
+
+
+@njit_kernel(parallel=True)
+def _gelu_forward_f32(x, y):
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in prange(x.size):
+        v = x[i]
+        g = v * _phi_cdf_f32(v)
+        y[i] = g if v == v else v
+
+
+@njit_kernel(parallel=True)
+def _gelu_backward_f32(x, dy, dx):
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in prange(x.size):
+        v = x[i]
+        pdf = _exp_f32(np.float32(-0.5) * v * v) * _F32_INV_SQRT_2PI
+        g = dy[i] * (_phi_cdf_f32(v) + v * pdf)
+        dx[i] = g if v == v else v
+
+
+# float64 GELU: libm erf and exp, in the ref's order of operations.
+@njit_kernel(parallel=True)
+def _gelu_forward_f64(x, y):
+    # Parallel axis: the flat index i; iteration i writes only y[i].
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v * (0.5 * (1.0 + math.erf(v / _SQRT2)))
+
+
+@njit_kernel(parallel=True)
+def _gelu_backward_f64(x, dy, dx):
+    # Parallel axis: the flat index i; iteration i writes only dx[i].
+    for i in prange(x.size):
+        v = x[i]
+        cdf = 0.5 * (1.0 + math.erf(v / _SQRT2))
+        # For |x| > 1e154, v * v is inf and the pdf is correctly 0.
+        pdf = math.exp(-0.5 * v * v) / _SQRT_2PI
+        dx[i] = dy[i] * (cdf + v * pdf)
+
+
+@implements(activation.relu_forward)
+def relu_forward(x):
+    return _unary(_relu_forward, x)
+
+
+@implements(activation.relu_backward)
+def relu_backward(x, dy):
+    return _binary(_relu_backward, x, dy)
+
+
+@implements(activation.leaky_relu_forward)
+def leaky_relu_forward(x, slope):
+    """The slope is rounded to x's dtype, as in the ref."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _leaky_relu_forward(x.reshape(-1), x.dtype.type(slope), y.reshape(-1))
+    return y
+
+
+@implements(activation.leaky_relu_backward)
+def leaky_relu_backward(x, dy, slope):
+    return _binary(_leaky_relu_backward, x, dy, dy.dtype.type(slope))
+
+
+@implements(activation.sigmoid_forward)
+def sigmoid_forward(x):
+    return _unary(_sigmoid_forward, x)
+
+
+@implements(activation.sigmoid_backward)
+def sigmoid_backward(y, dy):
+    return _binary(_sigmoid_backward, y, dy)
+
+
+@implements(activation.tanh_forward)
+def tanh_forward(x):
+    return _unary(_tanh_forward, x)
+
+
+@implements(activation.tanh_backward)
+def tanh_backward(y, dy):
+    return _binary(_tanh_backward, y, dy)
+
+
+@implements(activation.gelu_forward)
+def gelu_forward(x):
+    return _unary(_gelu_forward_f32 if x.dtype == np.float32 else _gelu_forward_f64, x)
+
+
+@implements(activation.gelu_backward)
+def gelu_backward(x, dy):
+    return _binary(_gelu_backward_f32 if dy.dtype == np.float32 else _gelu_backward_f64, x, dy)
+
+
+# Softmax kernels view x as (outer, K, inner) and normalize along K. With
+# inner == 1 (the softmax axis is the last one, e.g. (N, K) logits) a task is
+# one contiguous row; otherwise a task is a block of up to `columns`
+# neighbouring columns x[o, :, j0:j1], whose inner loops run along contiguous
+# memory. The maximum skips NaN: a NaN then turns exp, the sum and so the
+# whole row or column into NaN, as in the ref.
+
+@njit_kernel()
+def _softmax_row_forward(x, y):
+    """y = softmax(x) of one contiguous row x (K,), summed in float64."""
+    k = x.size
+    # Four running maxima: each step no longer waits for the previous
+    # compare, so the scan runs about 3 times faster than with one.
+    m0 = m1 = m2 = m3 = x[0]
+    for c in range(0, k - 3, 4):
+        m0 = x[c] if x[c] > m0 else m0
+        m1 = x[c + 1] if x[c + 1] > m1 else m1
+        m2 = x[c + 2] if x[c + 2] > m2 else m2
+        m3 = x[c + 3] if x[c + 3] > m3 else m3
+    for c in range(k - k % 4, k):
+        m0 = x[c] if x[c] > m0 else m0
+    m = max(max(m0, m1), max(m2, m3))
+    s = 0.0
+    for c in range(k):
+        e = _exp(x[c] - m)
+        s += e
+        y[c] = e
+    r = y.dtype.type(1.0 / s)
+    for c in range(k):
+        y[c] = y[c] * r
+
+
+@njit_kernel()
+def _softmax_columns_forward(x, y, o, j0, j1):
+    """Softmax of the columns x[o, :, j0:j1] along axis 1, into y[o, :, j0:j1]."""
+    k = x.shape[1]
+    w = j1 - j0
+    m = x[o, 0, j0:j1].copy()
+    for c in range(1, k):
+        xc = x[o, c, j0:j1]
+        for j in range(w):
+            if xc[j] > m[j]:
+                m[j] = xc[j]
+    # e = exp(x - m) into y, and its sum per column in float64.
+    s = np.zeros(w, dtype=np.float64)
+    for c in range(k):
+        xc = x[o, c, j0:j1]
+        yc = y[o, c, j0:j1]
+        for j in range(w):
+            e = _exp(xc[j] - m[j])
+            s[j] += e
+            yc[j] = e
+    r = (1.0 / s).astype(y.dtype)
+    for c in range(k):
+        yc = y[o, c, j0:j1]
+        for j in range(w):
+            yc[j] = yc[j] * r[j]
+
+
+@njit_kernel()
+def _softmax_row_backward(y, dy, dx):
+    """dx = y * (dy - sum(dy * y)) of one contiguous row (K,), summed in float64."""
+    k = y.size
+    s = 0.0
+    for c in range(k):
+        s += dy[c] * y[c]
+    sd = dy.dtype.type(s)
+    for c in range(k):
+        dx[c] = y[c] * (dy[c] - sd)
+
+
+@njit_kernel()
+def _softmax_columns_backward(y, dy, dx, o, j0, j1):
+    """dx[o, :, j0:j1] = y * (dy - sum(dy * y)) along axis 1, summed in float64."""
+    k = y.shape[1]
+    w = j1 - j0
+    s = np.zeros(w, dtype=np.float64)
+    for c in range(k):
+        yc = y[o, c, j0:j1]
+        dyc = dy[o, c, j0:j1]
+        for j in range(w):
+            s[j] += dyc[j] * yc[j]
+    sd = s.astype(dy.dtype)
+    for c in range(k):
+        yc = y[o, c, j0:j1]
+        dyc = dy[o, c, j0:j1]
+        dxc = dx[o, c, j0:j1]
+        for j in range(w):
+            dxc[j] = yc[j] * (dyc[j] - sd[j])
+
+
+@njit_kernel(parallel=True)
+def _softmax_forward(x, y, columns):
+    outer, k, inner = x.shape
+    if inner == 1:
+        x2 = x.reshape(outer, k)
+        y2 = y.reshape(outer, k)
+        # Parallel axis: the rows o; task o writes only y2[o].
+        for o in prange(outer):
+            _softmax_row_forward(x2[o], y2[o])
+        return
+    blocks = (inner + columns - 1) // columns
+    width = (inner + blocks - 1) // blocks
+    # Parallel axis: tasks t = (o, block of columns); task t reads x[o, :, j0:j1]
+    # and writes only y[o, :, j0:j1], its own columns.
+    for t in prange(outer * blocks):
+        o = t // blocks
+        j0 = (t % blocks) * width
+        _softmax_columns_forward(x, y, o, j0, min(j0 + width, inner))
+
+
+@njit_kernel(parallel=True)
+def _softmax_backward(y, dy, dx, columns):
+    outer, k, inner = y.shape
+    if inner == 1:
+        y2 = y.reshape(outer, k)
+        dy2 = dy.reshape(outer, k)
+        dx2 = dx.reshape(outer, k)
+        # Parallel axis: the rows o; task o writes only dx2[o].
+        for o in prange(outer):
+            _softmax_row_backward(y2[o], dy2[o], dx2[o])
+        return
+    blocks = (inner + columns - 1) // columns
+    width = (inner + blocks - 1) // blocks
+    # Parallel axis: tasks t = (o, block of columns), as in _softmax_forward;
+    # task t writes only dx[o, :, j0:j1].
+    for t in prange(outer * blocks):
+        o = t // blocks
+        j0 = (t % blocks) * width
+        _softmax_columns_backward(y, dy, dx, o, j0, min(j0 + width, inner))
+
+
+def _axis_view(a, axis):
+    """``a`` viewed as (outer, K, inner) around ``axis``."""
+    axis %= a.ndim
+    return a.reshape(math.prod(a.shape[:axis]), a.shape[axis], math.prod(a.shape[axis + 1:]))
+
+
+@implements(activation.softmax_forward)
+def softmax_forward(x, axis):
+    """Sums in float64."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    if x.size:
+        _softmax_forward(_axis_view(x, axis), _axis_view(y, axis), _SOFTMAX_COLUMNS)
+    return y
+
+
+@implements(activation.softmax_backward)
+def softmax_backward(y, dy, axis):
+    """Sums in float64."""
+    dy = np.ascontiguousarray(dy)
+    y = np.ascontiguousarray(y, dy.dtype)
+    dx = np.empty_like(dy)
+    if dy.size:
+        _softmax_backward(_axis_view(y, axis), _axis_view(dy, axis), _axis_view(dx, axis),
+                          _SOFTMAX_COLUMNS)
+    return dx

@@ -1,0 +1,684 @@
+"""2-D convolution (cross-correlation, as torch.nn.Conv2d), the Numba CPU backend.
+
+The ops, their equations and their argument checks are those of
+tinynet/ops/conv/__init__.py, which derives the im2col form: with K = C*KH*KW
+taps, P = OH*OW output pixels, the columns cols[n] (K, P) of sample n and
+Wm = W reshaped to (F, K),
+
+    y[n] = Wm cols[n] + b,   dW = sum_n dy[n] cols[n]^T,   dcols[n] = Wm^T dy[n],
+    dx = col2im(dcols).
+
+Numba kernels build and scatter the columns, and BLAS does the matrix
+multiplies, called from inside the kernels: numba's ``np.dot`` in nopython
+code reaches the BLAS behind scipy, run on one thread
+(tinynet.threads.single_threaded_kernel_blas), so each prange iteration
+runs its own GEMMs on its own core and numba's and BLAS's thread pools
+never compete for the cores (nor with a spinning OpenMP pool of torch's).
+Two schedules, chosen by K (promoted from kernels/conv.py, which races them
+against the earlier ones and explains the choice):
+
+- K <= SMALL_K (few input channels, e.g. the first layer on a grey image;
+  variant 9): a prange over samples. Sample n's columns get an extra row of
+  ones, (K + 1, P), and the bias rides in the GEMM: y[n] = [Wm | b]
+  [cols[n]; 1] lands directly in NCHW, and [dW | db] = sum_n dy[n]
+  [cols[n]; 1]^T gives the bias gradient as the last column (each
+  sample's part summed in float64 in sample order, so that the sum does
+  not depend on the thread count). The columns of the batch, (N, K + 1, P), are the
+  cache.
+- K > SMALL_K (variant 8): a prange over chunks of nb samples whose columns,
+  (K, nb*P) of about FUSED_CHUNK_BYTES, stay in the core's L2 cache. Per
+  chunk, in one thread: the columns, y^T = Wm cols (F, nb*P) and its copy to
+  NCHW with the bias added; in the backward dy copied to dy^T (F, nb*P)
+  with its per-(n, f) sums for db, the columns rebuilt from x, dW^T part =
+  cols dy^T (the chunks' parts summed in float64 in chunk order), dcols =
+  Wm^T dy^T and col2im.
+  Nothing is cached.
+
+The earlier schedules (one numpy matmul per product, BLAS's own threads,
+between parallel im2col / col2im kernels: variants 5 and 6) stay here for
+the lab.
+
+im2col and col2im (variant 3) of a stride-1 convolution with OW == W (the
+"same" width, such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
+the flat image is the flat image shifted by (p - ph)*W + (q - pw), except the
+rows that leave the image and the columns that wrap around a row edge, which
+are zero. Other strides and paddings copy row by row.
+
+The GEMMs accumulate in the input dtype, as BLAS does: dW, and in the
+per-sample schedule db, are float32 sums within a sample (or a chunk) for
+float32 input. Sums over samples and chunks, the chunked schedule's db and
+col2im's scatter-add are float64. Scratch arrays (a chunk's columns, dy^T,
+dcols) are kept per calling Python thread, one row per numba thread
+(numba.get_thread_id()), and reused across calls: a fresh multi-MB array
+pays a page fault per 4 KB page on its first write, which doubled the time
+of the chunked forward.
+"""
+import threading
+
+import numpy as np
+import numba
+
+from .. import conv
+from ..contract import implements
+from . import conv2d_output_size
+from ...threads import single_threaded_kernel_blas
+from ...backends.cpu_jit import njit_kernel
+
+__all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward"]
+
+SMALL_K = 48
+"""Largest C*KH*KW that takes the per-sample schedule (measured in kernels/conv.py)."""
+
+FUSED_CHUNK_BYTES = 256 << 10
+"""Target size of one chunk's columns in the fused schedule (per thread). For
+the 32 -> 64 layer on 14x14 (226 KB of columns per sample) 256 KB, 1 MB and
+2 MB chunks took 8.35, 8.91 and 10.29 ms forward + backward
+(kernels/conv.py, 2 threads, Intel Xeon)."""
+
+CHUNK_BYTES = 4 << 20
+"""Target size of one chunk of columns in the chunked schedule. On one thread
+1 to 4 MB ran within 3 % of each other and 8 MB or more 15 to 40 % slower; on
+two threads fewer chunks mean fewer thread-pool wake-ups, and 4 MB was best."""
+
+
+@njit_kernel()
+def _valid_columns(off, sw, W, OW):
+    """[lo, hi): the output columns j whose input column j*sw + off lies in [0, W)."""
+    lo = 0
+    if off < 0:
+        lo = (-off + sw - 1) // sw
+    hi = min(OW, (W - 1 - off) // sw + 1)
+    return lo, max(lo, hi)
+
+
+@njit_kernel()
+def _shifted_range(p, q, ph, pw, H, W, OH):
+    """For a stride-1 tap (p, q) with OW == W: the flat shift d, and the range
+    [lo, hi) of flat output pixels m whose input pixel m + d is in the image
+    (up to the columns that wrap around a row edge)."""
+    d = (p - ph) * W + (q - pw)
+    lo = max(max(0, ph - p) * W, -d)
+    hi = min(min(OH, H + ph - p) * W, H * W - d)
+    return d, lo, max(lo, hi)
+
+
+@njit_kernel()
+def _im2col_channel(xs, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, out, r0, m0):
+    """The taps of one channel of one sample: tap (p, q) of the flat image xs
+    (H*W,) goes to row r0 + (c*kh + p)*kw + q of out, columns m0 .. m0 + OH*OW."""
+    P = OH * OW
+    shift = sh == 1 and sw == 1 and OW == W
+    for p in range(kh):
+        for q in range(kw):
+            dst = out[r0 + (c * kh + p) * kw + q, m0:m0 + P]
+            if shift:
+                # The whole tap is the flat image shifted by d.
+                d, lo, hi = _shifted_range(p, q, ph, pw, H, W, OH)
+                for m in range(lo):
+                    dst[m] = 0
+                seg = dst[lo:hi]
+                src = xs[lo + d:hi + d]
+                for m in range(hi - lo):
+                    seg[m] = src[m]
+                for m in range(hi, P):
+                    dst[m] = 0
+                # Columns that wrapped around a row edge are padding.
+                for j in range(min(W, pw - q)):
+                    for i in range(OH):
+                        dst[i * W + j] = 0
+                for j in range(max(0, W - (q - pw)), W):
+                    for i in range(OH):
+                        dst[i * W + j] = 0
+            else:
+                _gather_rows(xs, H, W, p, q, sh, sw, ph, pw, OH, OW, dst)
+
+
+@njit_kernel(parallel=True)
+def _im2col_kernel(x, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, out):
+    # Columns of samples n0 .. n0 + nb - 1: tap r of sample n0 + k, output
+    # pixel m, goes to out[k*rs + r, k*cs + m]. rs = K, cs = 0 is the
+    # per-sample layout (N*K, P); rs = 0, cs = P is the chunk layout (K, nb*P).
+    # Parallel axis: (sample, channel); iteration (k, c) writes only the rows
+    # of channel c's taps in sample k's block, so no two iterations overlap.
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for t in numba.prange(nb * C):
+        k = t // C
+        c = t - k * C
+        _im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W, OH, OW,
+                        out, k * rs, k * cs)
+
+
+@njit_kernel()
+def _gather_rows(xs, H, W, p, q, sh, sw, ph, pw, OH, OW, dst):
+    """One tap, row by row: dst[i*OW + j] = xs[(i*sh + p - ph)*W + j*sw + q - pw],
+    zero outside the image. Indices are unsigned, so Numba emits no
+    negative-index wraparound and the copies stay plain loads and stores."""
+    lo, hi = _valid_columns(q - pw, sw, W, OW)
+    for i in range(OH):
+        h = i * sh + p - ph
+        row = np.uint64(i * OW)
+        if h < 0 or h >= H:
+            for j in range(OW):
+                dst[row + np.uint64(j)] = 0
+            continue
+        for j in range(lo):
+            dst[row + np.uint64(j)] = 0
+        start = row + np.uint64(lo)
+        src = np.uint64(h * W + lo * sw + q - pw)
+        for j in range(hi - lo):
+            dst[start + np.uint64(j)] = xs[src + np.uint64(j * sw)]
+        for j in range(hi, OW):
+            dst[row + np.uint64(j)] = 0
+
+
+@njit_kernel()
+def _scatter_rows(src, H, W, p, q, sh, sw, ph, pw, OH, OW, acc):
+    """Adjoint of _gather_rows: acc[(i*sh + p - ph)*W + j*sw + q - pw] += src[i*OW + j]
+    for every (i, j) that lands inside the image."""
+    lo, hi = _valid_columns(q - pw, sw, W, OW)
+    for i in range(OH):
+        h = i * sh + p - ph
+        if h < 0 or h >= H:
+            continue
+        start = np.uint64(i * OW + lo)
+        dst = np.uint64(h * W + lo * sw + q - pw)
+        for j in range(hi - lo):
+            acc[dst + np.uint64(j * sw)] += src[start + np.uint64(j)]
+
+
+@njit_kernel()
+def _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, r0, m0, out):
+    """Adjoint of _im2col_channel: scatter-adds the taps of channel c (rows
+    r0 + (c*kh + p)*kw + q, columns m0 .. m0 + OH*OW of dcols) into the flat
+    image out (H*W,), summing in float64. The stride-1 "same width" path first
+    zeroes, in dcols itself, the entries whose tap wrapped around a row edge:
+    dcols is scratch and is overwritten there."""
+    P = OH * OW
+    shift = sh == 1 and sw == 1 and OW == W
+    acc = np.zeros(H * W, np.float64)
+    for p in range(kh):
+        for q in range(kw):
+            src = dcols[r0 + (c * kh + p) * kw + q, m0:m0 + P]
+            if shift:
+                for j in range(min(W, pw - q)):
+                    for i in range(OH):
+                        src[i * W + j] = 0
+                for j in range(max(0, W - (q - pw)), W):
+                    for i in range(OH):
+                        src[i * W + j] = 0
+                d, lo, hi = _shifted_range(p, q, ph, pw, H, W, OH)
+                seg = src[lo:hi]
+                dst = acc[lo + d:hi + d]
+                for m in range(hi - lo):
+                    dst[m] += seg[m]
+            else:
+                _scatter_rows(src, H, W, p, q, sh, sw, ph, pw, OH, OW, acc)
+    for m in range(H * W):
+        out[m] = acc[m]
+
+
+@njit_kernel(parallel=True)
+def _col2im_kernel(dcols, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, dx):
+    # Scatter-adds the columns of samples n0 .. n0 + nb - 1 (laid out as in
+    # _im2col_kernel) into dx[n0 + k] (see _col2im_channel).
+    # Parallel axis: (sample, channel); iteration (k, c) reads only channel c's
+    # rows of sample k's block and writes only dx[n0 + k, c].
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    for t in numba.prange(nb * C):
+        k = t // C
+        c = t - k * C
+        _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, k * rs, k * cs,
+                        dx[n0 + k, c].reshape(H * W))
+
+
+@njit_kernel(parallel=True)
+def _unfold_bias(yT, b, n0, y):
+    # y[n0 + k, f, :] = yT[f, k*P:(k + 1)*P] + b[f]: the chunk's GEMM output
+    # (F, nb*P) copied to NCHW with the bias added.
+    # Parallel axis: (sample, filter); iteration (k, f) writes only y[n0 + k, f].
+    F, P = y.shape[1], y.shape[2]
+    nb = yT.shape[1] // P
+    for t in numba.prange(nb * F):
+        k = t // F
+        f = t - k * F
+        bf = b[f]
+        dst = y[n0 + k, f]
+        src = yT[f, k * P:(k + 1) * P]
+        for m in range(P):
+            dst[m] = src[m] + bf
+
+
+@njit_kernel(parallel=True)
+def _fold_dbias(dy, n0, dyT, dbias):
+    # dyT[f, k*P:(k + 1)*P] = dy[n0 + k, f] (NCHW to the chunk's (F, nb*P)),
+    # and dbias[n0 + k, f] = sum of dy[n0 + k, f] in float64.
+    # Parallel axis: (sample, filter); iteration (k, f) writes only its own
+    # slice of dyT and dbias[n0 + k, f].
+    F, P = dy.shape[1], dy.shape[2]
+    nb = dyT.shape[1] // P
+    for t in numba.prange(nb * F):
+        k = t // F
+        f = t - k * F
+        src = dy[n0 + k, f]
+        dst = dyT[f, k * P:(k + 1) * P]
+        s = 0.0
+        for m in range(P):
+            v = src[m]
+            dst[m] = v
+            s += v
+        dbias[n0 + k, f] = s
+
+
+@njit_kernel(parallel=True)
+def _forward_fused(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, nb, cols_ws, yT_ws, y):
+    # Per chunk of nb samples, in one thread: the chunk's columns (K, m*P),
+    # y^T = Wm cols by a single-threaded BLAS GEMM (np.dot), then
+    # y[n] = y^T's block of n + b in NCHW.
+    # Parallel axis: chunks; chunk ch writes only y[ch*nb:(ch + 1)*nb]. Its
+    # scratch is row t = numba.get_thread_id() of cols_ws and yT_ws: a thread
+    # runs one chunk at a time, so no two running chunks share a row.
+    N, C, H, W = x.shape
+    F, K = Wm.shape
+    P = OH * OW
+    for ch in numba.prange((N + nb - 1) // nb):
+        t = numba.get_thread_id()
+        n0 = ch * nb
+        m = min(nb, N - n0)
+        cols = cols_ws[t, :K * m * P].reshape((K, m * P))
+        yT = yT_ws[t, :F * m * P].reshape((F, m * P))
+        for k in range(m):
+            for c in range(C):
+                _im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+                                OH, OW, cols, 0, k * P)
+        np.dot(Wm, cols, yT)
+        for k in range(m):
+            for f in range(F):
+                bf = b[f]
+                dst = y[n0 + k, f]
+                src = yT[f, k * P:(k + 1) * P]
+                for i in range(P):
+                    dst[i] = src[i] + bf
+
+
+@njit_kernel(parallel=True)
+def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, cols_ws, dyT_ws,
+                    dcols_ws, dWT_parts, dbias, dx):
+    # Per chunk of nb samples, in one thread: dy^T (F, m*P) with the
+    # per-(n, f) sums of dy for db; the chunk's columns rebuilt from x;
+    # the chunk's dW^T part = cols dy^T (single-threaded BLAS) into
+    # dWT_parts[ch]; with need_dx, dcols = Wm^T dy^T and col2im into dx[n]
+    # for the chunk's samples. The parts are summed afterwards in chunk
+    # order (_sum_parts), so dW does not depend on the thread count.
+    # Parallel axis: chunks; chunk ch writes only dbias[n] and dx[n] of its
+    # own samples and dWT_parts[ch], and its scratch is row t =
+    # numba.get_thread_id(): a thread runs one chunk at a time.
+    N, C, H, W = x.shape
+    F = dy.shape[1]
+    K = WmT.shape[0]
+    P = OH * OW
+    for ch in numba.prange((N + nb - 1) // nb):
+        t = numba.get_thread_id()
+        n0 = ch * nb
+        m = min(nb, N - n0)
+        cols = cols_ws[t, :K * m * P].reshape((K, m * P))
+        dyT = dyT_ws[t, :F * m * P].reshape((F, m * P))
+        for k in range(m):
+            for f in range(F):
+                src = dy[n0 + k, f]
+                dst = dyT[f, k * P:(k + 1) * P]
+                s = 0.0
+                for i in range(P):
+                    v = src[i]
+                    dst[i] = v
+                    s += v
+                dbias[n0 + k, f] = s
+            for c in range(C):
+                _im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+                                OH, OW, cols, 0, k * P)
+        np.dot(cols, dyT.T, dWT_parts[ch])
+        if need_dx:
+            dcols = dcols_ws[t, :K * m * P].reshape((K, m * P))
+            np.dot(WmT, dyT, dcols)
+            for k in range(m):
+                for c in range(C):
+                    _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, k * P,
+                                    dx[n0 + k, c].reshape(H * W))
+
+
+@njit_kernel(parallel=True)
+def _sum_parts(parts, out):
+    # out[a, b] = sum over m of parts[m, a, b] in float64, m in increasing
+    # order: the same sums for any thread count.
+    # Parallel axis: rows a; iteration a writes only out[a].
+    M, A, B = parts.shape
+    for a in numba.prange(A):
+        row = out[a]
+        for b in range(B):
+            row[b] = 0.0
+        for m in range(M):
+            part = parts[m, a]
+            for b in range(B):
+                row[b] += part[b]
+
+
+@njit_kernel(parallel=True)
+def _forward_samples(x, Wb, kh, kw, sh, sw, ph, pw, OH, OW, has_bias, cols, y):
+    # Per sample n, in one thread: its columns cols[n] (K (+ 1), P), whose
+    # last row is ones when has_bias, then y[n] = [Wm | b] cols[n] by a
+    # single-threaded BLAS GEMM (np.dot), straight into NCHW.
+    # Parallel axis: samples; iteration n writes only cols[n] and y[n].
+    N, C, H, W = x.shape
+    K = C * kh * kw
+    for n in numba.prange(N):
+        cn = cols[n]
+        for c in range(C):
+            _im2col_channel(x[n, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W, OH, OW,
+                            cn, 0, 0)
+        if has_bias:
+            ones = cn[K]
+            for m in range(OH * OW):
+                ones[m] = 1
+        np.dot(Wb, cn, y[n])
+
+
+@njit_kernel(parallel=True)
+def _backward_samples(dy, WmT, cols, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, parts,
+                      dcols_ws, dx):
+    # Per sample n, in one thread: [dW | db] part = dy[n] cols[n]^T by a
+    # single-threaded BLAS GEMM into parts[n] (summed afterwards in sample
+    # order by _sum_parts, so dW does not depend on the thread count); with
+    # need_dx, dcols = Wm^T dy[n] and col2im into dx[n].
+    # Parallel axis: samples; iteration n writes only parts[n] and dx[n].
+    # Its scratch is row t = numba.get_thread_id(): a thread runs one
+    # iteration at a time.
+    N, F = dy.shape[0], dy.shape[1]
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    for n in numba.prange(N):
+        t = numba.get_thread_id()
+        np.dot(dy[n], cols[n].T, parts[n])
+        if need_dx:
+            dcols = dcols_ws[t]
+            np.dot(WmT, dy[n], dcols)
+            for c in range(C):
+                _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, 0,
+                                dx[n, c].reshape(H * W))
+
+
+@implements(conv.im2col)
+def im2col(x, kh, kw, stride, padding):
+    x = np.ascontiguousarray(x)
+    N, C, H, W = x.shape
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    K = C * kh * kw
+    cols = np.empty((N, K, OH * OW), dtype=x.dtype)
+    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, K, 0, cols.reshape(N * K, OH * OW))
+    return cols
+
+
+@implements(conv.col2im)
+def col2im(cols, x_shape, kh, kw, stride, padding):
+    N, C, H, W = x_shape
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    K = C * kh * kw
+    scratch = np.array(cols, order="C")  # the kernel overwrites wrapped taps
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    _col2im_kernel(scratch.reshape(N * K, OH * OW), 0, N, kh, kw, *stride, *padding, OH, OW,
+                   K, 0, dx)
+    return dx
+
+
+def _columns_with_ones(x, kh, kw, stride, padding, OH, OW, ones_row):
+    """im2col of the whole batch as (N, K + ones_row, P); the extra row is all ones."""
+    N, C = x.shape[:2]
+    K = C * kh * kw
+    R = K + ones_row
+    cols = np.empty((N, R, OH * OW), dtype=x.dtype)
+    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, R, 0, cols.reshape(N * R, OH * OW))
+    if ones_row:
+        cols[:, K] = 1
+    return cols
+
+
+_workspace = threading.local()
+
+
+def _scratch(slot, size, dtype):
+    """A 1-D scratch array of ``size`` elements (contents undefined), kept per
+    slot name, dtype and thread and reused by later calls. A fresh multi-MB
+    array costs a page fault per 4 KB on its first write, which measured as
+    much as the im2col kernel itself."""
+    buffers = getattr(_workspace, "buffers", None)
+    if buffers is None:
+        buffers = _workspace.buffers = {}
+    key = (slot, np.dtype(dtype))
+    buffer = buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[key] = np.empty(size, dtype=dtype)
+    return buffer[:size]
+
+
+def _chunk_size(N, K, P, itemsize):
+    """Samples per chunk: as many as keep a chunk's columns near CHUNK_BYTES."""
+    return max(1, min(N, CHUNK_BYTES // (K * P * itemsize)))
+
+
+def _forward_per_sample(x, W, b, stride, padding, OH, OW):
+    """Small K: y[n] = [Wm | b] [cols[n]; 1], one GEMM per sample; returns (y, cols)."""
+    N, F = x.shape[0], W.shape[0]
+    KH, KW = W.shape[2:]
+    Wm = W.reshape(F, -1)
+    cols = _columns_with_ones(x, KH, KW, stride, padding, OH, OW, b is not None)
+    if b is not None:
+        Wm = np.concatenate([Wm, b.reshape(F, 1)], axis=1)
+    # (F, R) @ (N, R, P) -> (N, F, P): y in NCHW, bias included.
+    return np.matmul(Wm, cols).reshape(N, F, OH, OW), cols
+
+
+def _backward_per_sample(dy, x, W, cols, stride, padding, has_bias, need_dx):
+    """Small K: [dW | db] = sum_n dy[n] [cols[n]; 1]^T and dcols[n] = Wm^T dy[n]."""
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dy3 = dy.reshape(N, F, P)
+    if cols is None or cols.shape[1] < K + has_bias:
+        cols = _columns_with_ones(x, KH, KW, stride, padding, OH, OW, has_bias)
+    # One GEMM per sample, (F, P) @ (P, R), summed over the batch in float64.
+    dWb = np.matmul(dy3, cols.transpose(0, 2, 1)).sum(axis=0, dtype=np.float64)
+    dW = dWb[:, :K].astype(dy.dtype).reshape(W.shape)
+    db = dWb[:, K].astype(dy.dtype) if has_bias else None
+    dx = None
+    if need_dx:
+        dcols = _scratch("dcols", N * K * P, dy.dtype).reshape(N, K, P)
+        np.matmul(np.ascontiguousarray(W.reshape(F, K).T), dy3, out=dcols)
+        dx = np.empty(x.shape, dtype=dy.dtype)
+        _col2im_kernel(dcols.reshape(N * K, P), 0, N, KH, KW, *stride, *padding, OH, OW,
+                       K, 0, dx)
+    return dx, dW, db
+
+
+def _forward_chunked(x, W, b, stride, padding, OH, OW):
+    """Large K: per chunk of samples, y^T = Wm cols (one GEMM), then y = y^T + b in NCHW."""
+    N, F = x.shape[0], W.shape[0]
+    KH, KW = W.shape[2:]
+    Wm = W.reshape(F, -1)
+    K, P = Wm.shape[1], OH * OW
+    bias = np.zeros(F, dtype=x.dtype) if b is None else b
+    y = np.empty((N, F, P), dtype=x.dtype)
+    nb = _chunk_size(N, K, P, x.itemsize)
+    cols_buf = _scratch("cols", K * nb * P, x.dtype)
+    yT_buf = _scratch("yT", F * nb * P, x.dtype)
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        cols = cols_buf[:K * m * P].reshape(K, m * P)
+        yT = yT_buf[:F * m * P].reshape(F, m * P)
+        _im2col_kernel(x, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, cols)
+        np.matmul(Wm, cols, out=yT)
+        _unfold_bias(yT, bias, n0, y)
+    return y.reshape(N, F, OH, OW), None
+
+
+def _backward_chunked(dy, x, W, stride, padding, has_bias, need_dx):
+    """Large K: per chunk, dy^T (with db's sums), the chunk's columns rebuilt
+    from x, dW^T += cols dy^T and dcols = Wm^T dy^T, then col2im."""
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dtype = dy.dtype
+    dy3 = dy.reshape(N, F, P)
+    WmT = np.ascontiguousarray(W.reshape(F, K).T)
+    dx = np.empty(x.shape, dtype=dtype) if need_dx else None
+    nb = _chunk_size(N, K, P, x.itemsize)
+    dWT = np.zeros((K, F), dtype=np.float64)
+    dWT_chunk = np.empty((K, F), dtype=dtype)
+    dbias = np.empty((N, F), dtype=np.float64)
+    cols_buf = _scratch("cols", K * nb * P, dtype)
+    dyT_buf = _scratch("dyT", F * nb * P, dtype)
+    dcols_buf = _scratch("dcols", K * nb * P, dtype) if need_dx else None
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        cols = cols_buf[:K * m * P].reshape(K, m * P)
+        dyT = dyT_buf[:F * m * P].reshape(F, m * P)
+        _fold_dbias(dy3, n0, dyT, dbias)
+        _im2col_kernel(x, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, cols)
+        # dW^T = cols dy^T, (K, m*P) @ (m*P, F): BLAS runs this orientation
+        # faster than dy^T cols^T. Chunks are summed in float64.
+        np.matmul(cols, dyT.T, out=dWT_chunk)
+        dWT += dWT_chunk
+        if need_dx:
+            dcols = dcols_buf[:K * m * P].reshape(K, m * P)
+            np.matmul(WmT, dyT, out=dcols)
+            _col2im_kernel(dcols, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, dx)
+    dW = np.ascontiguousarray(dWT.T).astype(dtype).reshape(W.shape)
+    db = dbias.sum(axis=0).astype(dtype) if has_bias else None
+    return dx, dW, db
+
+
+def _thread_slots():
+    """Rows of per-thread scratch: one per thread numba's pool can run."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def _fused_chunk_size(N, K, P, itemsize, chunk_bytes):
+    """Samples per chunk of the fused schedule: as many as keep a chunk's
+    columns near chunk_bytes (they stay in the core's L2 cache)."""
+    return max(1, min(N, chunk_bytes // (K * P * itemsize)))
+
+
+def _forward_fused_chunks(x, W, b, stride, padding, OH, OW, chunk_bytes=FUSED_CHUNK_BYTES):
+    """Large K, one thread pool: chunks of samples in a prange, each chunk's
+    im2col, GEMM (single-threaded BLAS from inside the kernel) and bias in one
+    thread."""
+    N, F = x.shape[0], W.shape[0]
+    KH, KW = W.shape[2:]
+    Wm = W.reshape(F, -1)
+    K, P = Wm.shape[1], OH * OW
+    bias = np.zeros(F, dtype=x.dtype) if b is None else b
+    y = np.empty((N, F, P), dtype=x.dtype)
+    nb = _fused_chunk_size(N, K, P, x.itemsize, chunk_bytes)
+    T = _thread_slots()
+    cols_ws = _scratch("fused_cols", T * K * nb * P, x.dtype).reshape(T, K * nb * P)
+    yT_ws = _scratch("fused_yT", T * F * nb * P, x.dtype).reshape(T, F * nb * P)
+    with single_threaded_kernel_blas():
+        _forward_fused(x, Wm, bias, KH, KW, *stride, *padding, OH, OW, nb, cols_ws, yT_ws, y)
+    return y.reshape(N, F, OH, OW), None
+
+
+def _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx,
+                           chunk_bytes=FUSED_CHUNK_BYTES):
+    """Large K, one thread pool: per chunk in a prange, dy^T and db's sums,
+    the columns, dW^T and (with need_dx) dcols and col2im, in one thread."""
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dtype = dy.dtype
+    WmT = np.ascontiguousarray(W.reshape(F, K).T)
+    dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dtype)
+    nb = _fused_chunk_size(N, K, P, x.itemsize, chunk_bytes)
+    T = _thread_slots()
+    cols_ws = _scratch("fused_cols", T * K * nb * P, dtype).reshape(T, K * nb * P)
+    dyT_ws = _scratch("fused_dyT", T * F * nb * P, dtype).reshape(T, F * nb * P)
+    dcols_ws = _scratch("fused_dcols", T * K * nb * P, dtype).reshape(T, K * nb * P)
+    chunks = (N + nb - 1) // nb
+    dWT_parts = _scratch("fused_dWT", chunks * K * F, dtype).reshape(chunks, K, F)
+    dbias = np.empty((N, F), dtype=np.float64)
+    with single_threaded_kernel_blas():
+        _backward_fused(dy.reshape(N, F, P), x, WmT, KH, KW, *stride, *padding, OH, OW, nb,
+                        need_dx, cols_ws, dyT_ws, dcols_ws, dWT_parts, dbias, dx)
+    dWT = np.empty((K, F), dtype=np.float64)
+    _sum_parts(dWT_parts, dWT)
+    dW = np.ascontiguousarray(dWT.T).astype(dtype).reshape(W.shape)
+    db = dbias.sum(axis=0).astype(dtype) if has_bias else None
+    return (dx if need_dx else None), dW, db
+
+
+def _forward_samples_pool(x, W, b, stride, padding, OH, OW):
+    """Small K, one thread pool: per sample in a prange, its columns with a
+    ones row and y[n] = [Wm | b] [cols[n]; 1] by a single-threaded GEMM;
+    returns (y, cols)."""
+    N, C = x.shape[:2]
+    F, _, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    has_bias = b is not None
+    Wb = W.reshape(F, K)
+    if has_bias:
+        Wb = np.concatenate([Wb, b.reshape(F, 1)], axis=1)
+    cols = np.empty((N, K + has_bias, P), dtype=x.dtype)
+    y = np.empty((N, F, P), dtype=x.dtype)
+    with single_threaded_kernel_blas():
+        _forward_samples(x, Wb, KH, KW, *stride, *padding, OH, OW, has_bias, cols, y)
+    return y.reshape(N, F, OH, OW), cols
+
+
+def _backward_samples_pool(dy, x, W, cols, stride, padding, has_bias, need_dx):
+    """Small K, one thread pool: per sample in a prange, the part dy[n]
+    [cols[n]; 1]^T of [dW | db] (summed in float64 in sample order) and, with
+    need_dx, dcols = Wm^T dy[n] and col2im, each GEMM single-threaded."""
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    K, P = C * KH * KW, OH * OW
+    dtype = dy.dtype
+    if cols is None or cols.shape[1] < K + has_bias:
+        cols = _forward_samples_pool(x, W, np.zeros(F, dtype) if has_bias else None, stride,
+                                     padding, OH, OW)[1]
+    R = cols.shape[1]
+    T = _thread_slots()
+    WmT = np.ascontiguousarray(W.reshape(F, K).T)
+    parts = _scratch("samples_part", N * F * R, dtype).reshape(N, F, R)
+    dcols_ws = _scratch("samples_dcols", T * K * P, dtype).reshape(T, K, P)
+    dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dtype)
+    with single_threaded_kernel_blas():
+        _backward_samples(dy.reshape(N, F, P), WmT, cols, KH, KW, *stride, *padding, OH, OW,
+                          need_dx, parts, dcols_ws, dx)
+    dWb = np.empty((F, R), dtype=np.float64)
+    _sum_parts(parts, dWb)
+    dW = dWb[:, :K].astype(dtype).reshape(W.shape)
+    db = dWb[:, K].astype(dtype) if has_bias else None
+    return (dx if need_dx else None), dW, db
+
+
+@implements(conv.conv2d_forward)
+def conv2d_forward(x, W, b, stride, padding):
+    """The cache is the columns with a ones row, (N, C*KH*KW + 1, OH*OW) (no ones
+    row without a bias), when C*KH*KW <= SMALL_K; otherwise None (the backward
+    rebuilds the columns from x)."""
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    b = None if b is None else np.ascontiguousarray(b)
+    _, C, H, Wd = x.shape
+    _, _, KH, KW = W.shape
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    if C * KH * KW <= SMALL_K:
+        return _forward_samples_pool(x, W, b, stride, padding, OH, OW)
+    return _forward_fused_chunks(x, W, b, stride, padding, OH, OW)
+
+
+@implements(conv.conv2d_backward)
+def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
+    """``cache`` is what this backend's conv2d_forward returned, or None."""
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    _, C, KH, KW = W.shape
+    if C * KH * KW <= SMALL_K:
+        return _backward_samples_pool(dy, x, W, cache, stride, padding, has_bias, need_dx)
+    return _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx)

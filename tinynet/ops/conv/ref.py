@@ -1,0 +1,134 @@
+"""conv: the NumPy reference of tinynet.ops.conv.
+
+The math, the shapes and the argument checks are in the contract
+(tinynet/ops/conv/__init__.py); this module computes them as written there.
+"""
+import numpy as np
+from ..contract import check_float, check_ndim, check_shape, op
+from ..contract import implements
+from .. import conv
+from . import conv2d_output_size
+
+__all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
+           "conv2d_naive_forward", "conv2d_naive_backward"]
+
+
+def _pad(x, padding):
+    """x (N, C, H, W) with ph zero rows and pw zero columns added on each side."""
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+@implements(conv.im2col)
+def im2col(x, kh, kw, stride, padding):
+    N, C, H, W = x.shape
+    sh, sw = stride
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    xp = _pad(x, padding)
+    cols = np.empty((N, C, kh, kw, OH, OW), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            # The pixels kernel tap (p, q) sees at every output position (i, j).
+            cols[:, :, p, q] = xp[:, :, p:p + sh * OH:sh, q:q + sw * OW:sw]
+    return cols.reshape(N, C * kh * kw, OH * OW)
+
+
+@implements(conv.col2im)
+def col2im(cols, x_shape, kh, kw, stride, padding):
+    N, C, H, W = x_shape
+    sh, sw = stride
+    ph, pw = padding
+    OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
+    cols = cols.reshape(N, C, kh, kw, OH, OW)
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            # Within one tap (p, q) the target pixels are distinct, so += is a plain add.
+            xp[:, :, p:p + sh * OH:sh, q:q + sw * OW:sw] += cols[:, :, p, q]
+    return np.ascontiguousarray(xp[:, :, ph:ph + H, pw:pw + W])
+
+
+@implements(conv.conv2d_forward)
+def conv2d_forward(x, W, b, stride, padding):
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    cols = im2col(x, KH, KW, stride, padding)
+    # (F, C*KH*KW) @ (N, C*KH*KW, OH*OW) -> (N, F, OH*OW)
+    y = W.reshape(F, C * KH * KW) @ cols
+    if b is not None:
+        y += b[:, None]
+    return y.reshape(N, F, OH, OW), cols
+
+
+@implements(conv.conv2d_backward)
+def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
+    N, F, OH, OW = dy.shape
+    _, C, KH, KW = W.shape
+    cols = im2col(x, KH, KW, stride, padding) if cache is None else cache
+    dy2 = dy.reshape(N, F, OH * OW)
+    # dW = sum_n dy[n] cols[n]^T: contract over the batch and the output positions.
+    dW = np.tensordot(dy2, cols, axes=([0, 2], [0, 2])).reshape(W.shape)
+    db = dy2.sum(axis=(0, 2)) if has_bias else None
+    dx = None
+    if need_dx:
+        # (C*KH*KW, F) @ (N, F, OH*OW) -> (N, C*KH*KW, OH*OW)
+        dcols = W.reshape(F, C * KH * KW).T @ dy2
+        dx = col2im(dcols, x.shape, KH, KW, stride, padding)
+    return dx, dW, db
+
+
+def conv2d_naive_forward(x, W, b, stride, padding):
+    """The convolution as plain loops over output positions (the test oracle).
+
+    Same parameters as conv2d_forward.
+
+    Returns
+    -------
+    y : np.ndarray
+        Output, shape (N, F, OH, OW), dtype of x.
+    cache : None
+        The naive backward needs nothing beyond x and W.
+    """
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    sh, sw = stride
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    xp = _pad(x, padding)
+    y = np.zeros((N, F, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    window = xp[n, :, i * sh:i * sh + KH, j * sw:j * sw + KW]
+                    y[n, f, i, j] = np.sum(window * W[f])
+            if b is not None:
+                y[n, f] += b[f]
+    return y, None
+
+
+def conv2d_naive_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
+    """The convolution's backward as plain loops over output positions (the test oracle).
+
+    Same parameters and returns as conv2d_backward; ``cache`` is ignored.
+    """
+    N, F, OH, OW = dy.shape
+    sh, sw = stride
+    ph, pw = padding
+    KH, KW = W.shape[2:]
+    H, Wd = x.shape[2:]
+    xp = _pad(x, padding)
+    dxp = np.zeros_like(xp)
+    dW = np.zeros_like(W)
+    for n in range(N):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    rows = slice(i * sh, i * sh + KH)
+                    cols = slice(j * sw, j * sw + KW)
+                    # Output (n, f, i, j) read this window through W[f].
+                    dW[f] += dy[n, f, i, j] * xp[n, :, rows, cols]
+                    dxp[n, :, rows, cols] += dy[n, f, i, j] * W[f]
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    dx = np.ascontiguousarray(dxp[:, :, ph:ph + H, pw:pw + Wd]) if need_dx else None
+    return dx, dW, db

@@ -1,0 +1,31 @@
+"""loss: the NumPy reference of tinynet.ops.loss.
+
+The math, the shapes and the argument checks are in the contract
+(tinynet/ops/loss/__init__.py); this module computes them as written there.
+"""
+import numpy as np
+from ..contract import check_float, op
+from ..contract import implements
+from .. import loss
+
+__all__ = ["softmax_xent_forward", "softmax_xent_backward"]
+
+
+@implements(loss.softmax_xent_forward)
+def softmax_xent_forward(logits, labels, label_smoothing):
+    n, k = logits.shape
+    z = logits.astype(np.float64)
+    z = z - np.max(z, axis=1, keepdims=True)
+    logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    nll = -logp[np.arange(n), labels]
+    smooth = -np.sum(logp, axis=1) / k
+    loss = np.mean((1.0 - label_smoothing) * nll + label_smoothing * smooth)
+    return float(loss), np.exp(logp).astype(logits.dtype)
+
+
+@implements(loss.softmax_xent_backward)
+def softmax_xent_backward(probs, labels, label_smoothing):
+    n, k = probs.shape
+    dlogits = probs - label_smoothing / k
+    dlogits[np.arange(n), labels] -= 1.0 - label_smoothing
+    return dlogits / n

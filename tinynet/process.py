@@ -1,0 +1,57 @@
+"""Every process-wide setting tinynet makes, and when it makes them.
+
+Importing tinynet changes nothing in the process. The settings below are made
+once, by ``apply()``, when the cpu backend is first loaded (the first layer
+that runs a cpu op, or ``tn.set_backend("cpu")``), that is before numba's
+thread pool starts; ``tn.set_num_threads(n)`` is the one run-time knob
+(tinynet/threads.py). Each is skipped when the user has already chosen:
+
+===============================  ==========================  ===============================
+setting                          why (measured)              opt out
+===============================  ==========================  ===============================
+``OMP_WAIT_POLICY=PASSIVE``      idle omp workers spin and   set ``OMP_WAIT_POLICY`` yourself
+(environment, read by libgomp    take the cores BLAS needs:  
+when numba starts its pool)      kernel + GEMM interleaved
+                                 ran 2.3x their sum
+                                 (``python -m kernels.system.threads``)
+``NUMBA_THREADING_LAYER_         omp first; tbb first when   set ``NUMBA_THREADING_LAYER`` or
+PRIORITY`` (and                  torch's libgomp is already  ``NUMBA_THREADING_LAYER_PRIORITY``
+``numba.config``)                loaded (torch imported
+                                 first: 1.4-2.4x slower
+                                 steps on omp;
+                                 ``python -m kernels.system.instep``)
+glibc ``mallopt``                multi-MB outputs reused     ``TINYNET_MALLOPT=0``, or set any
+(M_MMAP_THRESHOLD,               without page faults: the    ``MALLOC_*_`` variable of glibc
+M_TRIM_THRESHOLD, M_TOP_PAD)     step 27 -> 24 ms
+                                 (``kernels.system.instep``,
+                                 "glibc malloc defaults")
+===============================  ==========================  ===============================
+
+The details and the full measurements are in ``tinynet.threads`` (the
+threading layer and the wait policy) and ``tinynet.alloc`` (the allocator).
+``APPLIED`` records what was set in this process.
+"""
+from . import alloc, threads
+
+__all__ = ["apply", "APPLIED"]
+
+APPLIED = {}
+"""What ``apply()`` set in this process: environment variables (name -> value)
+and mallopt parameters (name -> bytes); empty until the cpu backend loads."""
+_done = False
+
+
+def apply():
+    """Make the settings of the module docstring, once per process.
+
+    Returns
+    -------
+    dict
+        Everything applied in this process (``APPLIED``).
+    """
+    global _done
+    if not _done:
+        _done = True
+        APPLIED.update(threads.configure_threading())
+        APPLIED.update(alloc.configure_allocator())
+    return APPLIED
