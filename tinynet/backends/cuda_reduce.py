@@ -1,5 +1,9 @@
 """Block reductions shared by the cuda kernels: float64 sums and Chan-merged moments.
 
+``channel_sums(a, N, C, L)`` (the bias gradient of Dense and Conv2D: the sum
+of an (N, C, L) array over n and l for every c, in float64) and
+``add_channel_bias`` are built on them.
+
 A block of B threads (B = device.BLOCK_REDUCE, a power of two) reduces one
 value per thread to one value per block:
 
@@ -31,7 +35,8 @@ from numba import cuda, float64
 
 from . import cuda_device as _dev
 
-__all__ = ["block_sum", "block_sum2", "block_moments", "chan_merge"]
+__all__ = ["block_sum", "block_sum2", "block_moments", "chan_merge", "channel_sums",
+           "add_channel_bias"]
 
 _FULL_MASK = 0xFFFFFFFF
 _WARP = 32
@@ -174,3 +179,56 @@ def block_moments(n, mean, m2, sh_n, sh_mean, sh_m2):
     n, mean, m2 = sh_n[0], sh_mean[0], sh_m2[0]
     cuda.syncthreads()
     return n, mean, m2
+
+
+# -- per-channel sums and bias: Dense's and Conv2D's bias and its gradient -----
+
+@_dev.kernel("void({f}[::1], {f}[::1], int64, int64)")
+def _add_channel_bias(y, b, C, L):
+    """y[n, c, l] += b[c] for y viewed flat as (N, C, L)."""
+    # Parallel axis: the flat index of y; each thread writes only its own elements.
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        y[i] += b[(i // L) % C]
+
+
+@_dev.kernel("void({f}[::1], int64, int64, int64, {f}[::1])")
+def _channel_sums(a, N, C, L, out):
+    """out[c] = sum over (n, l) of a[n, c, l], in float64, for a viewed flat as (N, C, L)."""
+    sh = cuda.shared.array(_dev.REDUCE_SHARED, float64)
+    M = N * L
+    # Parallel axis: channels, one block each (grid-stride); the block's threads
+    # split the (n, l) members and only thread 0 writes out[c].
+    for c in range(cuda.blockIdx.x, C, cuda.gridDim.x):
+        acc = float64(0.0)
+        for m in range(cuda.threadIdx.x, M, cuda.blockDim.x):
+            n = m // L
+            acc += a[(n * C + c) * L + (m - n * L)]
+        acc = block_sum(acc, sh)
+        if cuda.threadIdx.x == 0:
+            out[c] = acc
+
+
+@_dev.kernel("void({f}[::1], int64, int64, {f}[::1])")
+def _column_sums(a, N, C, out):
+    """out[c] = sum over n of a[n, c], in float64, for a viewed flat as (N, C)."""
+    # Parallel axis: the columns c, one thread each; a thread writes only out[c].
+    for c in range(cuda.grid(1), C, cuda.gridsize(1)):
+        acc = float64(0.0)
+        for n in range(N):
+            acc += a[n * C + c]
+        out[c] = acc
+
+
+def add_channel_bias(y, b, C, L):
+    """y (viewed as (N, C, L)) += b[c], in place on a fresh device array."""
+    _add_channel_bias[_dev.grid_1d(y.size)](y.reshape(-1), b, C, L)
+
+
+def channel_sums(a, N, C, L):
+    """sum over (n, l) of a viewed as (N, C, L): a fresh (C,) device array of a's dtype."""
+    out = _dev.empty((C,), a.dtype)
+    if L == 1:
+        _column_sums[_dev.grid_1d(C)](a.reshape(-1), N, C, out)
+    else:
+        _channel_sums[_dev.grid_sets(C)](a.reshape(-1), N, C, L, out)
+    return out

@@ -36,8 +36,7 @@ from .. import conv
 from . import conv2d_output_size
 from ...backends import cuda_device as dev
 from ...backends.cuda_device import REDUCE_SHARED
-from ..dense.cuda import channel_sums
-from ...backends.cuda_reduce import block_sum
+from ...backends.cuda_reduce import block_sum, channel_sums
 
 __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward"]
 
