@@ -11,8 +11,17 @@ all figures are measured the same way:
 - GEMM floor (labs whose work is GEMMs): the op's FLOPs divided by the best
   sgemm rate measured in the same run (``Row(gemm_rate=...)``); x GEMM
   floor = time / that.
+
+The GPU labs (``kernels/gpu_*.py``, ``lab_main(..., device="cuda")``) measure
+the same way on the device: CUDA events instead of wall time (the median of
+``repeat`` after ``warmup``), the device copy bandwidth of a 1 GiB CuPy copy
+(bytes read plus written) instead of the host's, "% copy" of a row = its
+minimum bytes per second over that bandwidth, and torch's CUDA API beside
+each row when torch sees a GPU. Their ``--check`` also runs under the CUDA
+simulator (NUMBA_ENABLE_CUDASIM=1), with small blocks; ``--bench`` needs a GPU.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -21,17 +30,26 @@ import time
 import numpy as np
 import numba
 
+import tinynet.process
+
+# The lab times tinynet as a training script runs it: with tinynet's process
+# settings (tinynet/process.py) in place before the first kernel, which may be
+# a lab variant that runs before any tinynet op loads the cpu backend.
+tinynet.process.apply()
+
 __all__ = ["child_env", "median_time", "copy_bandwidth", "try_torch", "Row", "print_rows",
-           "lab_main", "tensor_bytes"]
+           "lab_main", "tensor_bytes",
+           "GpuRow", "event_time", "torch_time", "device_copy_bandwidth", "torch_cuda",
+           "format_gpu_rows", "print_gpu_rows", "assert_close", "sync", "small_blocks"]
 
 
 def child_env(**extra):
     """os.environ for a child process that must choose its own threading
     defaults: without the variables that ``import tinynet`` set in this
-    process (tinynet.threads.APPLIED), plus ``extra``."""
+    process (tinynet.process.APPLIED), plus ``extra``."""
     applied = {}
     try:
-        from tinynet.threads import APPLIED as applied
+        from tinynet.process import APPLIED as applied
     except ImportError:
         pass
     env = {k: v for k, v in os.environ.items() if applied.get(k) != v}
@@ -158,9 +176,15 @@ def print_rows(rows, bandwidth, title="", file=None):
     print("\n" + "\n".join(lines), file=file)
 
 
-def lab_main(name, check, bench, argv=None):
+def lab_main(name, check, bench, argv=None, device="cpu"):
     """Command line of a lab file: ``--check`` runs every variant against the
-    reference; ``--bench`` times them (and torch); ``--json PATH`` saves rows."""
+    reference; ``--bench`` times them (and torch); ``--json PATH`` saves rows.
+
+    ``device="cuda"`` (the GPU labs): ``--check`` runs with small blocks on a
+    GPU or under the CUDA simulator, ``--bench`` needs a GPU and reports the
+    device copy bandwidth. Returns (rows, bandwidth) of the bench, or
+    (None, None).
+    """
     parser = argparse.ArgumentParser(prog=f"python -m kernels.{name}")
     parser.add_argument("--check", action="store_true", help="check every variant against ref")
     parser.add_argument("--bench", action="store_true", help="time every variant and torch")
@@ -168,15 +192,142 @@ def lab_main(name, check, bench, argv=None):
     args = parser.parse_args(argv)
     if not (args.check or args.bench):
         args.check = args.bench = True
+    gpu = device == "cuda"
+    if gpu:
+        from tinynet.backends import cuda
+        cuda.check_available()
     if args.check:
-        check()
+        with small_blocks() if gpu else contextlib.nullcontext():
+            check()
         print(f"{name}: every variant matches the reference")
-    if args.bench:
+    if not args.bench:
+        return None, None
+    if gpu:
+        if cuda.device.SIMULATOR:
+            raise SystemExit(f"kernels.{name} --bench needs a GPU, not the simulator")
+        bandwidth = device_copy_bandwidth()
+        rows = bench()
+        print_gpu_rows(rows, bandwidth, title=f"kernels.{name}")
+    else:
         bandwidth = copy_bandwidth()
         rows = bench()
         print_rows(rows, bandwidth, title=f"kernels.{name}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"bandwidth": bandwidth, "rows": [r.as_dict(bandwidth) for r in rows]},
-                          f, indent=2)
-            print(f"wrote {os.path.abspath(args.json)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"bandwidth": bandwidth, "rows": [r.as_dict(bandwidth) for r in rows]},
+                      f, indent=2)
+        print(f"wrote {os.path.abspath(args.json)}")
+    return rows, bandwidth
+
+
+# -- the GPU lab ----------------------------------------------------------------
+
+def sync():
+    """Wait for every queued kernel of the default stream."""
+    from numba import cuda
+    cuda.synchronize()
+
+
+def event_time(fn, warmup=3, repeat=20):
+    """Median seconds of ``fn()`` timed by CUDA events, after ``warmup`` calls."""
+    from numba import cuda
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start, stop = cuda.event(), cuda.event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cuda.event_elapsed_time(start, stop) * 1e-3)
+    return statistics.median(times)
+
+
+def device_copy_bandwidth(nbytes=1 << 30):
+    """Device copy bandwidth in bytes/s (read + write) of a CuPy copy of ``nbytes``."""
+    import cupy as cp
+    src = cp.ones(nbytes // 4, dtype=cp.float32)
+    dst = cp.empty_like(src)
+    seconds = event_time(lambda: cp.copyto(dst, src), warmup=2, repeat=10)
+    return 2 * nbytes / seconds
+
+
+def torch_cuda():
+    """torch when it is importable and sees a GPU, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def torch_time(torch, fn, warmup=3, repeat=20):
+    """Median seconds of ``fn()`` by torch's CUDA events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = torch.cuda.Event(enable_timing=True)
+        stop = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) * 1e-3)
+    return statistics.median(times)
+
+
+class GpuRow(Row):
+    """One result as kernels.common.Row (op, variant, seconds, minimum bytes moved
+    or flops, torch seconds), with the share of the device copy bandwidth."""
+
+    def as_dict(self, bandwidth):
+        d = super().as_dict(bandwidth)
+        if "time/floor" in d:
+            d["% copy"] = 100 / d["time/floor"]
+        return d
+
+
+def format_gpu_rows(rows, bandwidth, title=""):
+    """A Markdown table of GpuRows: ms, GB/s, % of copy bandwidth, GFLOP/s, torch ms, ratio."""
+    cols = ["op", "variant", "ms", "GB/s", "% copy", "GFLOP/s", "torch_ms", "ratio"]
+    lines = [f"{title} (device copy bandwidth {bandwidth / 1e9:.0f} GB/s)", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        d = r.as_dict(bandwidth)
+        lines.append("| " + " | ".join(_cell(d, c) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _cell(d, col):
+    if col not in d:
+        return ""
+    v = d[col]
+    if isinstance(v, str):
+        return v
+    return f"{v:.3f}" if col.endswith("ms") else f"{v:.2f}" if col == "ratio" else f"{v:.0f}"
+
+
+def print_gpu_rows(rows, bandwidth, title=""):
+    print("\n" + format_gpu_rows(rows, bandwidth, title))
+
+
+def assert_close(got, want, what, rtol=1e-4, atol=1e-4):
+    """A device or host result against the reference, with a message."""
+    from tinynet.backends import cuda
+    np.testing.assert_allclose(np.asarray(cuda.to_host(got), np.float64),
+                               np.asarray(want, np.float64), rtol=rtol, atol=atol, err_msg=what)
+
+
+@contextlib.contextmanager
+def small_blocks():
+    """Small blocks and grids for a --check on tiny shapes (and a quick simulator)."""
+    from tinynet.backends import cuda_device as device
+    saved = device.BLOCK, device.BLOCK_REDUCE, device.MAX_BLOCKS
+    device.BLOCK, device.MAX_BLOCKS = 8, 3
+    device.BLOCK_REDUCE = 4 if device.SIMULATOR else 64
+    try:
+        yield device
+    finally:
+        device.BLOCK, device.BLOCK_REDUCE, device.MAX_BLOCKS = saved

@@ -18,11 +18,11 @@ y[n, o] = sum_i x[n, i] * W[o, i], 2*N*O*I flops.
 import numpy as np
 from numba import cuda, float32
 
-from kernels.gpu_common import GpuRow, assert_close, event_time, gpu_lab_main, torch_cuda, \
+from kernels.common import GpuRow, assert_close, lab_main, event_time, torch_cuda, \
     torch_time
 from tinynet.backends import cuda as tcuda
 from tinynet.backends import ref
-from tinynet.backends.cuda import device as dev
+from tinynet.backends import cuda_device as dev
 
 TILE = 16
 BENCH_SHAPE = (4096, 4096, 4096)  # (N, I, O)
@@ -119,7 +119,7 @@ def bench():
 
 
 def main(argv=None):
-    return gpu_lab_main("gpu_gemm", check, bench, argv)
+    return lab_main("gpu_gemm", check, bench, argv, device="cuda")
 
 
 if __name__ == "__main__":

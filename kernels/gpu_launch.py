@@ -23,7 +23,7 @@ import time
 import numpy as np
 from numba import cuda
 
-from kernels.gpu_common import GpuRow, assert_close, gpu_lab_main, sync
+from kernels.common import GpuRow, assert_close, lab_main, sync
 from tinynet.backends import cuda as tcuda
 from tinynet.backends import ref
 
@@ -81,7 +81,7 @@ def bench():
 
 
 def main(argv=None):
-    return gpu_lab_main("gpu_launch", check, bench, argv)
+    return lab_main("gpu_launch", check, bench, argv, device="cuda")
 
 
 if __name__ == "__main__":

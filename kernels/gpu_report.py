@@ -28,7 +28,7 @@ import sys
 import time
 
 from kernels import ptx
-from kernels.gpu_common import device_copy_bandwidth, format_gpu_rows, small_blocks
+from kernels.common import device_copy_bandwidth, format_gpu_rows, small_blocks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "performance-gpu.md")

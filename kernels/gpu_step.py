@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from kernels.gpu_common import GpuRow, event_time, gpu_lab_main, torch_cuda, torch_time
+from kernels.common import GpuRow, event_time, lab_main, torch_cuda, torch_time
 
 NORMS = ("batch", "layer", "instance", "group")
 BATCHES = (512, 64)
@@ -51,22 +51,16 @@ def tinynet_step(norm, x, y, device):
 
 def count_launches(fn):
     """(numba.cuda launches, device.matmul calls) made by one call of ``fn``."""
-    from tinynet.backends.cuda import device
+    from tinynet.backends import cuda_device as device
     counts = [0, 0]
-    matmul = device.matmul
 
-    def counting_matmul(a, b):
+    def count_gemm(a, b):
         counts[1] += 1
-        return matmul(a, b)
 
     def count(py_func, args):
         counts[0] += 1
-    device.matmul = counting_matmul
-    try:
-        with device.watch_launches(count):
-            fn()
-    finally:
-        device.matmul = matmul
+    with device.watch_launches(count), device.watch_gemms(count_gemm):
+        fn()
     return tuple(counts)
 
 
@@ -151,7 +145,7 @@ def bench():
 
 
 def main(argv=None):
-    return gpu_lab_main("gpu_step", check, bench, argv)
+    return lab_main("gpu_step", check, bench, argv, device="cuda")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """PTX and SASS of every cuda kernel: registers, spills and shared memory.
 
-Compiles each kernel of tinynet/backends/cuda (``device.KERNELS``) with
+Compiles each cuda kernel (tinynet/ops/*/cuda.py, ``cuda_device.KERNELS``) with
 ``numba.cuda.compile_ptx`` for every signature training launches it with
 (float32 and float64) and compute capabilities 8.0 and 9.0, then assembles
 the PTX to SASS with ``ptxas -v`` and reads back, per kernel, the registers
@@ -63,10 +63,10 @@ def _kernels():
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         raise RuntimeError("kernels.ptx: unset NUMBA_ENABLE_CUDASIM; the simulator cannot "
                            "compile PTX")
-    from tinynet.backends.cuda import OP_MODULES
-    for m in OP_MODULES:
-        importlib.import_module(f"tinynet.backends.cuda.{m}")
-    from tinynet.backends.cuda import device
+    from tinynet.ops import FAMILIES
+    for family in FAMILIES:
+        importlib.import_module(f"tinynet.ops.{family}.cuda")
+    from tinynet.backends import cuda_device as device
     return device
 
 

@@ -2,9 +2,9 @@
 
 Runs every lab bench in this process (one machine state, one run), then
 
-- runs ``kernels.instep`` (each layer inside the step and alone, without
+- runs ``kernels.system.instep`` (each layer inside the step and alone, without
   and with torch imported first) for batch norm and no norm, and
-  ``kernels.latency`` (first-step latency, compile time per kernel);
+  ``kernels.system.latency`` (first-step latency, compile time per kernel);
 - rewrites the target table (the rows that time a public layer, or the whole
   training step, next to torch) between the ``report:start`` /
   ``report:end`` markers of docs/performance.md, and every lab's full
@@ -50,13 +50,13 @@ def collect():
         lab_rows = module.bench()
         print_rows(lab_rows, bandwidth, title=f"python -m kernels.{name} --bench", file=tables)
         rows.extend((name, r) for r in target_rows(lab_rows))
-    from kernels import instep, latency
+    from kernels.system import instep, latency
     settings = ["no torch", "no torch, glibc malloc defaults", "torch first",
                 "torch first, workqueue", "torch first, omp"]
-    print(f"\npython -m kernels.instep --norm batch --rounds 3 --settings "
+    print(f"\npython -m kernels.system.instep --norm batch --rounds 3 --settings "
           f"\"{';'.join(settings[1:])}\"", file=tables)
     instep.print_table(instep.bench("batch", rounds=3, settings=settings), "batch", file=tables)
-    print("\npython -m kernels.latency", file=tables)
+    print("\npython -m kernels.system.latency", file=tables)
     with contextlib.redirect_stdout(tables):
         latency.main([])
     from kernels.step import bench as step_bench

@@ -53,10 +53,17 @@ INTEGRATION = {"test_study_experiments", "test_study_runner", "test_fault", "tes
                "test_fashion_mnist", "test_examples", "test_eval", "test_thread_counts"}
 
 
+# Modules that test the cuda backend and nothing else; with the ``cuda`` parameter of
+# the op-family tests (tests/harness.py) they are CI's simulator run (-m cuda).
+CUDA = {"test_cuda_device", "test_cuda_model", "test_cuda_layers", "test_cuda_lab", "test_device"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__ in INTEGRATION:
             item.add_marker(pytest.mark.integration)
+        if item.module.__name__ in CUDA:
+            item.add_marker(pytest.mark.cuda)
 
 
 @pytest.fixture(params=PARAMS)

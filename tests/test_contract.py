@@ -1,30 +1,25 @@
-"""The backend op contract: one docstring and one argument check per op, in ref.
+"""The op contract: each op declared once, in its family's contract, and implemented by every backend.
 
-Every registered op is implemented by ref and cpu (and by cuda when that
-backend loads here), takes its docstring from the ref op, and runs the ref
-op's check, so one bad input gives one message on every backend.
+The registry is read, not restated: every op that a family's contract
+(tinynet/ops/<family>/__init__.py) declares is registered; every registered op
+is implemented by ref and cpu (and by cuda when that backend loads here) in
+that family's backend module, takes its docstring from the declaration and
+runs its check, so one bad input gives one message on every backend.
 """
+import importlib
 import inspect
 
 import numpy as np
 import pytest
 
 import tinynet as tn
-from tinynet.backends import contract, cpu, ref
+from tinynet.backends import cpu, ref
+from tinynet.ops import FAMILIES, contract
 
-OPS = {
-    "dense_forward", "dense_backward",
-    "conv2d_forward", "conv2d_backward", "im2col", "col2im",
-    "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-    "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
-    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
-    "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward",
-    "dropout_mask", "dropout_forward", "dropout_backward",
-    "norm_stats", "norm_forward", "norm_forward_train", "norm_backward",
-    "softmax_xent_forward", "softmax_xent_backward",
-    "sgd_step", "adam_step",
-    "weightnorm_forward", "weightnorm_backward",
-}
+DECLARED = {name: f"tinynet.ops.{family}" for family in FAMILIES
+            for name, value in vars(importlib.import_module(f"tinynet.ops.{family}")).items()
+            if getattr(value, "contract_ref", None) is value}
+"""op name -> the family contract that declares it, read from the contracts."""
 
 
 def _cuda_or_skip():
@@ -38,37 +33,41 @@ def _backend(name):
     return _cuda_or_skip() if name == "cuda" else {"ref": ref, "cpu": cpu}[name]
 
 
-BACKENDS = ["ref", "cpu", "cuda"]
-
-
-def test_registry_is_the_documented_op_list():
-    assert set(contract.REGISTRY) == OPS
+def test_the_registry_holds_what_the_family_contracts_declare():
+    assert len(DECLARED) >= 30
+    assert set(contract.REGISTRY) == set(DECLARED)
+    for name, declaration in contract.REGISTRY.items():
+        assert declaration.__module__ == DECLARED[name], name
     # The naive convolution is a ref-only oracle, not an op of the contract.
     assert "conv2d_naive_forward" not in contract.REGISTRY
-    assert "conv2d_naive_backward" not in contract.REGISTRY
 
 
-@pytest.mark.parametrize("name", ["ref", "cpu", "cuda"])
-def test_every_op_is_implemented(name):
+def test_a_declaration_runs_nowhere():
+    with pytest.raises(TypeError, match=r"declaration of an op.*get_backend\(\)\.relu_forward"):
+        contract.REGISTRY["relu_forward"](np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("name", ["ref", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_every_op_is_implemented_in_its_family_folder(name):
     backend = _backend(name)
-    assert contract.implementations(backend) == sorted(OPS)
-    for op_name in OPS:
+    assert contract.implementations(backend) == sorted(contract.REGISTRY)
+    for op_name, family in DECLARED.items():
         fn = getattr(backend, op_name)
         assert fn.contract_ref is contract.REGISTRY[op_name], f"{name}.{op_name}"
+        assert fn.__module__ == f"{family}.{name}", f"{name}.{op_name}: {fn.__module__}"
 
 
-@pytest.mark.parametrize("name", ["cpu", "cuda"])
-def test_backend_docstrings_come_from_ref(name):
+@pytest.mark.parametrize("name", ["ref", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_backend_docstrings_come_from_the_declaration(name):
     backend = _backend(name)
-    for op_name in OPS:
+    for op_name, family in DECLARED.items():
         fn = getattr(backend, op_name)
-        ref_doc = inspect.cleandoc(contract.REGISTRY[op_name].__doc__)
-        assert fn.__doc__.startswith(f"[{name} backend: implements tinynet.backends.ref."), op_name
-        assert ref_doc in fn.__doc__, op_name
-        assert fn.__module__.startswith(f"tinynet.backends.{name}."), op_name
+        doc = inspect.cleandoc(contract.REGISTRY[op_name].__doc__)
+        assert fn.__doc__.startswith(f"[{name} backend: implements {family}.{op_name}]"), op_name
+        assert doc in fn.__doc__, op_name
 
 
-def test_every_ref_op_has_a_docstring_and_a_check_with_its_signature():
+def test_every_op_has_a_docstring_and_a_check_with_its_signature():
     for op_name, fn in contract.REGISTRY.items():
         assert "Parameters\n    ----------" in fn.__doc__, op_name
         check = fn.contract_check
@@ -220,14 +219,16 @@ def test_checks_accept_good_shape_only_input():
         assert contract.REGISTRY[op_name].contract_check(op_name, *stand_ins) is None
 
 
-def test_implements_rejects_what_is_not_a_registered_op():
-    with pytest.raises(TypeError, match="not a registered ref op"):
+def test_implements_rejects_what_is_not_a_declared_op():
+    with pytest.raises(TypeError, match="not a declared op"):
         contract.implements(ref.conv2d_naive_forward)
+    with pytest.raises(TypeError, match="not a declared op"):
+        contract.implements(ref.relu_forward)  # an implementation, not the declaration
     with pytest.raises(TypeError, match="must be named relu_forward"):
-        contract.implements(ref.relu_forward)(lambda x: x)
+        contract.implements(contract.REGISTRY["relu_forward"])(lambda x: x)
 
 
-def test_implements_runs_the_ref_check_first_and_keeps_backend_notes():
+def test_implements_runs_the_check_first_and_keeps_backend_notes():
     calls = []
 
     def relu_forward(x):
@@ -235,13 +236,13 @@ def test_implements_runs_the_ref_check_first_and_keeps_backend_notes():
         calls.append(x)
         return x
 
-    relu_forward.__module__ = "tinynet.backends.fake.activation"
-    wrapped = contract.implements(ref.relu_forward)(relu_forward)
+    relu_forward.__module__ = "tinynet.ops.activation.fake"
+    wrapped = contract.implements(contract.REGISTRY["relu_forward"])(relu_forward)
     with pytest.raises(TypeError, match="relu_forward: x must be float32"):
         wrapped(i64(3))
     assert calls == []
     x = f32(3)
     assert wrapped(x) is x and calls == [x]
-    assert wrapped.__doc__.startswith("[fake backend: implements tinynet.backends.ref.")
+    assert wrapped.__doc__.startswith("[fake backend: implements tinynet.ops.activation.relu_forward]")
     assert wrapped.__doc__.endswith("Notes\n-----\nThe fake backend:\nBackend note.")
     assert wrapped.kernel is relu_forward

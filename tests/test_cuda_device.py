@@ -38,7 +38,7 @@ def test_without_a_gpu_check_available_says_what_to_change():
 @requires_cudasim
 def test_simulator_device_arrays_round_trip():
     from tinynet.backends import cuda
-    from tinynet.backends.cuda import device
+    from tinynet.backends import cuda_device as device
     x = np.arange(6, dtype=np.int64).reshape(2, 3)
     xd = cuda.to_device(x)
     assert cuda.is_native(xd) and not cuda.is_native(x)
@@ -53,7 +53,7 @@ def test_simulator_device_arrays_round_trip():
 
 @requires_cudasim
 def test_block_size_must_suit_the_reduction(monkeypatch):
-    from tinynet.backends.cuda import device
+    from tinynet.backends import cuda_device as device
     monkeypatch.setattr(device, "BLOCK_REDUCE", 6)
     with pytest.raises(ValueError, match="BLOCK_REDUCE must be a power of two"):
         device.grid_sets(4)
@@ -61,7 +61,8 @@ def test_block_size_must_suit_the_reduction(monkeypatch):
 
 @requires_cuda
 def test_every_ref_op_has_a_cuda_implementation():
-    from tinynet.backends import contract, cuda
+    from tinynet.backends import cuda
+    from tinynet.ops import contract
     missing = sorted(set(contract.REGISTRY) - set(contract.implementations(cuda)))
     assert not missing, f"cuda backend lacks {missing}"
     for name in contract.implementations(cuda):
@@ -71,7 +72,7 @@ def test_every_ref_op_has_a_cuda_implementation():
 def test_out_of_device_memory_says_what_to_change(monkeypatch):
     """CuPy's OutOfMemoryError becomes a MemoryError naming the array and the remedy."""
     import types
-    from tinynet.backends.cuda import device
+    from tinynet.backends import cuda_device as device
 
     class OutOfMemoryError(Exception):
         pass
@@ -94,8 +95,9 @@ def test_gpu_path_turns_off_the_per_argument_stream_sync(monkeypatch):
     array names, per argument and launch, is switched off when CuPy is first used."""
     import sys
     import types
-    from numba.cuda.core import config
-    from tinynet.backends.cuda import device
+    config = pytest.importorskip("numba.cuda.core.config", reason="numba-cuda is not installed "
+                                 "(pip install \"numba-cuda[cu13]\"); numba's own numba.cuda has no core.config")
+    from tinynet.backends import cuda_device as device
     monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
     monkeypatch.setattr(device, "_cupy", None)
     monkeypatch.delenv("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", raising=False)
@@ -106,7 +108,7 @@ def test_gpu_path_turns_off_the_per_argument_stream_sync(monkeypatch):
 
 def test_kernels_compile_uncached_where_no_cache_directory_is_writable(monkeypatch):
     from numba import cuda as ncuda
-    from tinynet.backends.cuda import device
+    from tinynet.backends import cuda_device as device
     jit = ncuda.jit
 
     def refusing_jit(*args, **kwargs):

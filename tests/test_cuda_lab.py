@@ -21,7 +21,7 @@ def test_report_replaces_only_between_markers():
 
 
 def test_gpu_rows_give_percent_of_copy_bandwidth():
-    from kernels.gpu_common import GpuRow, format_gpu_rows
+    from kernels.common import GpuRow, format_gpu_rows
     row = GpuRow("op", "v", 1e-3, floor_bytes=2e9, torch_seconds=2e-3)
     d = row.as_dict(bandwidth=4e12)
     assert d["GB/s"] == pytest.approx(2000) and d["% copy"] == pytest.approx(50)

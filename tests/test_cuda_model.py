@@ -121,7 +121,7 @@ def test_training_launches_only_signatures_the_ptx_check_compiles(norm, opt_name
     """Every kernel launch of a training step has argument types that are one of
     the kernel's declared signatures, which tests/test_cuda_ptx.py compiles."""
     from numba.core import sigutils
-    from tinynet.backends.cuda import device
+    from tinynet.backends import cuda_device as device
     declared = {k.py_func: {sigutils.normalize_signature(s)[0]
                             for s in device.signatures_of(k.signatures)}
                 for k in device.KERNELS}

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_every_kernel_assembles_without_spills_for_cc80_and_cc90():
     from kernels import ptx
-    from tinynet.backends.cuda import device
+    from tinynet.backends import cuda_device as device
     rows = ptx.kernel_resources()
     built = {(r["kernel"], r["signature"], r["arch"]) for r in rows}
     for k in device.KERNELS:

@@ -41,7 +41,8 @@ requires_cuda = pytest.mark.skipif(REASON is not None,
 @pytest.fixture
 def on_cuda(monkeypatch):
     """The cuda backend active for one test, with small blocks under the simulator."""
-    from tinynet.backends.cuda import device, norm
+    from tinynet.backends import cuda_device as device
+    from tinynet.ops.norm import cuda as norm
     if device.SIMULATOR:
         monkeypatch.setattr(device, "BLOCK", 8)
         monkeypatch.setattr(device, "BLOCK_REDUCE", 4)

@@ -1,6 +1,6 @@
 """The CPU lab's shared tools: the GEMM-floor column, the environment of
 child processes, the peak-RSS probe of kernels.step, the compile timer of
-kernels.latency and the per-layer timing of kernels.instep."""
+kernels.system.latency and the per-layer timing of kernels.system.instep."""
 import json
 import subprocess
 import sys
@@ -10,7 +10,8 @@ import pytest
 
 from conftest import REPO
 
-from kernels import common, instep, latency, step
+from kernels import common, step
+from kernels.system import instep, latency
 
 
 def test_row_gemm_floor():
@@ -22,8 +23,8 @@ def test_row_gemm_floor():
 
 
 def test_child_env_drops_what_tinynet_set(monkeypatch):
-    from tinynet import threads
-    monkeypatch.setitem(threads.APPLIED, "OMP_WAIT_POLICY", "PASSIVE")
+    from tinynet import process
+    monkeypatch.setitem(process.APPLIED, "OMP_WAIT_POLICY", "PASSIVE")
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     monkeypatch.setenv("TINYNET_LAB_PROBE", "kept")
     env = common.child_env(EXTRA="1")

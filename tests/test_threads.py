@@ -16,18 +16,9 @@ import threadpoolctl
 from conftest import REPO
 from tinynet import threads
 
-JIT_PATH = os.path.join(REPO, "tinynet", "backends", "cpu", "jit.py")
+from tinynet.backends import cpu_jit as jit
 
-
-def _load_jit():
-    # Loaded by path, so these tests do not depend on every cpu kernel module importing.
-    spec = importlib.util.spec_from_file_location("tinynet_cpu_jit", JIT_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-jit = _load_jit()
+JIT_PATH = jit.__file__
 
 
 @jit.njit_kernel(parallel=True)

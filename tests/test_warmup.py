@@ -32,7 +32,7 @@ print(warmup(model, x, loss_fn, tn.optim.Adam, workers=2)["workers"])
 
 STEP = SMALL_MODEL + """
 import json
-from kernels.latency import CompileTimer
+from kernels.system.latency import CompileTimer
 timer = CompileTimer()
 opt = tn.optim.Adam(model.parameters())
 loss_fn.forward(model.forward(x), np.arange(5) % 3)

@@ -7,7 +7,7 @@ Importing it changes nothing in the process: the settings tinynet makes
     import tinynet as tn
     model = tn.Sequential(tn.Dense(784, 128), tn.ReLU(), tn.Dense(128, 10))
 """
-from .threads import set_num_threads, get_num_threads
+from .process import set_num_threads, get_num_threads
 from .parameter import Parameter
 from .backends import (set_backend, get_backend, use_backend, available_backends,
                        backend_name, to_device, to_host, DeviceMismatchError)

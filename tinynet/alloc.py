@@ -17,7 +17,7 @@ it; the peak resident memory of a step is measured beside its time in
 ``python -m kernels.step``. Nothing is changed when the C library is not
 glibc, when the user set any of glibc's ``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_TOP_PAD_``, or when
-``TINYNET_MALLOPT=0``. Measured in ``python -m kernels.instep`` (the
+``TINYNET_MALLOPT=0``. Measured in ``python -m kernels.system.instep`` (the
 settings "no torch" and "no torch, glibc malloc defaults").
 """
 import ctypes

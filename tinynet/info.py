@@ -9,9 +9,7 @@ where each data set was found.
 import importlib
 import importlib.metadata
 import os
-import pkgutil
 import platform
-import sys
 
 import numpy as np
 
@@ -77,13 +75,13 @@ def _threads():
 def _kernel_cache():
     """Where the cpu kernels are cached and how many of them already are."""
     from numba.core.registry import CPUDispatcher
-    try:
-        cpu = importlib.import_module("tinynet.backends.cpu")
-    except ImportError as e:
-        return {"error": f"the cpu backend does not import: {e}"}
+    from .ops import FAMILIES
     kernels = []
-    for m in pkgutil.iter_modules(cpu.__path__):
-        module = importlib.import_module(f"{cpu.__name__}.{m.name}")
+    for family in FAMILIES:
+        try:
+            module = importlib.import_module(f"tinynet.ops.{family}.cpu")
+        except ImportError as e:
+            return {"error": f"the cpu backend does not import: {e}"}
         kernels += [v for v in vars(module).values()
                     if isinstance(v, CPUDispatcher) and v.__module__ == module.__name__]
     dirs = sorted({k.stats.cache_path for k in kernels if k.stats.cache_path})

@@ -11,24 +11,31 @@
 import io
 import math
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .serialization import atomic_write  # noqa: E402
+from .serialization import atomic_write
 
 __all__ = ["plot_history", "smooth", "plot_confusion", "plot_misclassified", "plot_filters",
            "plot_feature_maps"]
 
 
+def subplots(nrows=1, ncols=1, figsize=None, **options):
+    """A new ``matplotlib.figure.Figure`` and its axes, as pyplot's subplots returns them.
+
+    The figure belongs to no pyplot backend: drawing it neither needs nor
+    changes matplotlib's backend (a notebook keeps its inline figures), and
+    nothing has to close it.
+    """
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **options)
+
+
 def _save(fig, path, **options):
-    """Render ``fig`` to PNG in memory, then write it atomically and close it."""
+    """Render ``fig`` to PNG in memory, then write it atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **options)
-    plt.close(fig)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
 
@@ -86,7 +93,7 @@ def plot_history(history, path, title="tinynet training"):
         Where to write the PNG.
     """
     epochs = history["epoch"]
-    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (ax_loss, ax_acc, ax_lr) = subplots(1, 3, figsize=(15, 4.2))
     x, loss = _step_axis(history, "step_loss")
     if len(loss):
         ax_loss.plot(x, loss, color="C0", alpha=0.25, lw=0.8, label="train (each step)")
@@ -150,7 +157,7 @@ def plot_confusion(confusion, path, class_names=None, title="confusion matrix"):
     names = list(class_names) if class_names is not None else [str(k) for k in range(K)]
     rows = c.sum(axis=1, keepdims=True)
     rate = c / np.maximum(rows, 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * K + (1.2 if len(max(names, key=len)) > 2 else 0),
+    fig, ax = subplots(figsize=(1.0 + 0.62 * K + (1.2 if len(max(names, key=len)) > 2 else 0),
                                     0.9 + 0.55 * K))
     # colour by the row's fraction, on a log-like scale so that rare mistakes show
     shown = np.where(c > 0, np.log10(1 + 1000 * rate), 0.0)
@@ -207,7 +214,7 @@ def plot_misclassified(images, labels, probs, path, class_names=None, count=24, 
     names = list(class_names) if class_names is not None else [str(k) for k in range(K)]
     cols = max(1, min(cols, len(order)))
     rows = max(1, math.ceil(len(order) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.5), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, order):
@@ -243,7 +250,7 @@ def plot_filters(weight, path, title="first conv layer filters"):
     F = len(w)
     cols = min(8, F)
     rows = math.ceil(F / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows + 0.4), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows + 0.4), squeeze=False)
     _grid(axes, w, "RdBu_r", symmetric=True)
     fig.suptitle(f"{title} ({F} x {w.shape[-2]}x{w.shape[-1]})", fontsize=10)
     fig.tight_layout()
@@ -266,7 +273,7 @@ def plot_feature_maps(image, maps, path, names=None, max_maps=16,
     """
     rows = len(maps)
     cols = 1 + max_maps
-    fig, axes = plt.subplots(rows, cols, figsize=(0.95 * cols, 1.3 * rows + 0.6), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(0.95 * cols, 1.3 * rows + 0.6), squeeze=False)
     for r, m in enumerate(maps):
         for ax in axes[r]:
             ax.axis("off")

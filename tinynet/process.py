@@ -2,9 +2,9 @@
 
 Importing tinynet changes nothing in the process. The settings below are made
 once, by ``apply()``, when the cpu backend is first loaded (the first layer
-that runs a cpu op, or ``tn.set_backend("cpu")``), that is before numba's
-thread pool starts; ``tn.set_num_threads(n)`` is the one run-time knob
-(tinynet/threads.py). Each is skipped when the user has already chosen:
+that runs a cpu op, or ``tn.set_backend("cpu")``) or by ``tn.set_num_threads``
+/ ``tn.get_num_threads``, whichever comes first, that is before numba's thread
+pool starts. ``tn.set_num_threads(n)`` is the one run-time knob. Each is skipped when the user has already chosen:
 
 ===============================  ==========================  ===============================
 setting                          why (measured)              opt out
@@ -33,7 +33,7 @@ threading layer and the wait policy) and ``tinynet.alloc`` (the allocator).
 """
 from . import alloc, threads
 
-__all__ = ["apply", "APPLIED"]
+__all__ = ["apply", "APPLIED", "set_num_threads", "get_num_threads"]
 
 APPLIED = {}
 """What ``apply()`` set in this process: environment variables (name -> value)
@@ -55,3 +55,22 @@ def apply():
         APPLIED.update(threads.configure_threading())
         APPLIED.update(alloc.configure_allocator())
     return APPLIED
+
+
+def set_num_threads(n):
+    """``tinynet.threads.set_num_threads(n)`` after ``apply()``: numba's pool starts
+    here at the latest, so tinynet's settings must be in place first."""
+    apply()
+    threads.set_num_threads(n)
+
+
+set_num_threads.__doc__ = threads.set_num_threads.__doc__
+
+
+def get_num_threads():
+    """``tinynet.threads.get_num_threads()`` after ``apply()`` (it may start numba's pool)."""
+    apply()
+    return threads.get_num_threads()
+
+
+get_num_threads.__doc__ = threads.get_num_threads.__doc__

@@ -6,7 +6,7 @@ thread pool. A pool that is idle but still spinning takes cores from the
 other one.
 
 Measured on this machine (2 cores, shared with other jobs: load average 2 to
-6) with ``python -m kernels.threads --rounds 5``: launch = one tiny parallel
+6) with ``python -m kernels.system.threads --rounds 5``: launch = one tiny parallel
 kernel; a bias+ReLU+sum kernel on (64, 32, 28, 28) float32 interleaved with a
 (12544, 288) x (288, 64) float32 GEMM; ratio = interleaved / (kernel + GEMM),
 best of 5 rounds:
@@ -33,13 +33,13 @@ Dense now run inside numba's pool (single-threaded BLAS calls from a
 ``prange``, ``single_threaded_kernel_blas``), so numba's and BLAS's pools no
 longer take turns on the cores; a bounded spin instead of PASSIVE
 (OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=20000) still made the step 1.4x
-slower on a loaded machine (``python -m kernels.instep``).
+slower on a loaded machine (``python -m kernels.system.instep``).
 
 When a GNU OpenMP runtime is already loaded (torch imported before tinynet),
 numba's omp layer would run on it with the wait policy it read at load
 time; the priority is then tbb, workqueue, omp. With the ``tbb`` package
 installed (``pip install tinynet[tbb]``) every op of the step stayed within
-1.15x of its torch-free time (``python -m kernels.instep``, settings "torch
+1.15x of its torch-free time (``python -m kernels.system.instep``, settings "torch
 first, ..."); without it the workqueue layer's launch cost slows the small
 kernels (1.3 to 2.3x for the ReLU and Dropout on (64, 128)).
 
@@ -109,7 +109,7 @@ def configure_threading():
         # A GNU OpenMP runtime loaded before us (torch imported first, say) has
         # already read its wait policy, and numba's omp layer would bind to it:
         # its spinning workers slowed the step 1.4x to 2.4x while BLAS ran
-        # with two threads (python -m kernels.instep). TBB (the optional
+        # with two threads (python -m kernels.system.instep). TBB (the optional
         # ``tbb`` package) does not share that runtime and kept every op of
         # the step at its torch-free time; the workqueue layer, which never
         # spins either, is the fallback.
@@ -283,7 +283,7 @@ def single_threaded_numpy_blas():
     OpenBLAS's worker threads keep polling for work for a while after each
     multi-threaded call, on the cores that numba's pool needs next: in the
     reference CNN's step, every numba kernel after a two-thread Dense GEMM
-    ran up to 2x slower than alone (``python -m kernels.instep``; the step
+    ran up to 2x slower than alone (``python -m kernels.system.instep``; the step
     took 23 ms with one BLAS thread and 35 ms with two). A GEMM that runs on
     one thread wakes no workers.
     """

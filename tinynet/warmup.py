@@ -22,7 +22,7 @@ itself is not changed: every bin works on its own copy. ``tinynet warmup``
 runs this for the CNN and MLP of ``tinynet train``, each normalization, so
 that a fresh install's first training starts warm.
 
-    python -m kernels.latency      # cold, warm and cold-after-warmup first steps
+    python -m kernels.system.latency      # cold, warm and cold-after-warmup first steps
 """
 import copy
 import os
@@ -50,7 +50,7 @@ def _layer_inputs(model, x):
     return inputs, (h.shape, h.dtype.str)
 
 
-# Relative compile cost of a layer group (kernels/latency.py lists the
+# Relative compile cost of a layer group (kernels/system/latency.py lists the
 # compile time per kernel: a Conv2D schedule or a normalization is several
 # seconds, an activation or a pool under one).
 HEAVY = {"Conv2D": 5, "BatchNorm": 5, "LayerNorm": 5, "InstanceNorm": 5, "GroupNorm": 5}

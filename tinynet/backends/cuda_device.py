@@ -35,7 +35,7 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "to_device", "to_host", "empty", "zeros", "empty_like", "matmul",
            "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
-           "FLOAT_TYPES", "signatures_of", "watch_launches"]
+           "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -165,9 +165,26 @@ def empty_like(a):
     return empty(a.shape, a.dtype)
 
 
+_GEMM_WATCHERS = []
+
+
 def matmul(a, b):
     """a @ b on the device: cuBLAS through CuPy, numpy under the simulator."""
+    for watcher in _GEMM_WATCHERS:
+        watcher(a, b)
     return a @ b
+
+
+@contextlib.contextmanager
+def watch_gemms(callback):
+    """Within the block, call ``callback(a, b)`` at every ``matmul`` (a cuBLAS GEMM
+    on a GPU), before it runs; with ``watch_launches``, what the lab counts as
+    the launches of a training step (kernels/gpu_step.py)."""
+    _GEMM_WATCHERS.append(callback)
+    try:
+        yield
+    finally:
+        _GEMM_WATCHERS.remove(callback)
 
 
 def grid_1d(n, block=None):

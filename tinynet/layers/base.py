@@ -19,6 +19,7 @@ The contract (docs/architecture.md):
 import numpy as np
 
 from ..backends import check_device, device_of, get_backend, move, to_host
+from ..state import check_and_load
 
 DEVICES = ("cpu", "cuda")
 
@@ -154,8 +155,7 @@ class Layer:
         ``strict`` no other key under ``prefix`` may be present. The error
         names the first key that is wrong.
         """
-        from ..model import _check_and_load  # shared with Sequential
-        _check_and_load([(self, prefix)], state, strict)
+        check_and_load([(self, prefix)], state, strict)
 
     # -- checks ---------------------------------------------------------------
     @property

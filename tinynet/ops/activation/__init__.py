@@ -1,4 +1,4 @@
-"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax (NumPy reference).
+"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax (the contract).
 
 Each forward maps x to y elementwise (Softmax along one axis); each backward
 maps the upstream gradient dy = dL/dy to dx = dL/dx.
@@ -17,8 +17,6 @@ Sigmoid, Tanh and Softmax backward read the output y, which is what the layer
 caches; ReLU, LeakyReLU and GELU backward read the input x. Every op returns
 arrays of its input's dtype and propagates NaN (relu(NaN) is NaN, as in torch).
 """
-import math
-import numpy as np
 from ..contract import check_float, check_same_shape, op
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",

@@ -1,38 +1,38 @@
-"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax (Numba kernels).
+"""The activation ops on the cpu backend: Numba kernels.
 
-The ops, their equations and their argument checks are those of
-tinynet/ops/activation/__init__.py (each op below says which one it implements).
+The ops and their math: the contract, tinynet/ops/activation/__init__.py.
 
 The elementwise ops run one flat loop over the C-order elements under prange,
-which numba splits into one contiguous block per thread and LLVM vectorizes
-(kernels/elementwise.py variant 2, "prange flat", promoted for ReLU and
-LeakyReLU; they give the ref's bits).
+which numba splits into one contiguous block per thread and LLVM vectorizes;
+each iteration writes only its own element, so the loops are free of races.
+ReLU and LeakyReLU give the ref's bits.
 
-exp and expm1 are written out (range reduction and a Taylor polynomial,
-``_exp_f32`` / ``_exp_f64``) instead of calling libm, because a loop that
-calls libm does not vectorize. They run in the input's precision and are
-within 1 ulp of exp (kernels/elementwise.py variant 4, "vector exp, x dtype",
-promoted for Sigmoid and Tanh; softmax variant 3). float32 GELU takes erfc
-from the approximation of Numerical Recipes (relative error < 1.2e-7) in
-float32 arithmetic (variant 4); float64 GELU calls libm's erf, in the ref's
+Sigmoid, Tanh, Softmax and float32 GELU take exp and expm1 from
+``tinynet.backends.cpu_jit.vector_exp`` / ``vector_expm1`` (no libm call, so
+the loops vectorize), in the input's precision, within 1 ulp. float32 GELU
+takes erfc from the approximation of Numerical Recipes (relative error
+< 1.2e-7) in float32 arithmetic; float64 GELU calls libm's erf, in the ref's
 order of operations.
 
-Softmax views x as (outer, K, inner), K the softmax axis, and sums in float64.
+Softmax views x as (outer, K, inner), K the softmax axis, and sums in float64:
+one task per contiguous row when the axis is the last one, otherwise one task
+per block of neighbouring columns of one outer index.
+
 NaN propagates as in the ref: relu(NaN) = NaN and a NaN in a softmax row makes
 the whole row NaN. Every op returns fresh arrays; backward ops return dy's
 dtype (x or y is read in dy's dtype).
+
+Promoted from the lab (kernels/elementwise.py), which times these kernels
+against the variants they replaced.
 """
 import math
 
 import numpy as np
-from llvmlite import ir
 from numba import prange
-from numba.core import types
-from numba.extending import intrinsic, overload
 
 from .. import activation
 from ..contract import implements
-from ...backends.cpu_jit import njit_kernel
+from ...backends.cpu_jit import njit_kernel, vector_exp, vector_expm1
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
@@ -40,14 +40,6 @@ __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_ba
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
-_LOG2E = 1.4426950408889634
-# ln 2 split in two (Cody and Waite): n * hi is exact for every n the range
-# reduction meets, lo carries the rest of ln 2.
-_LN2_HI = 0.6931471803691238
-_LN2_LO = 1.9082149292705877e-10
-_F32_LOG2E = np.float32(_LOG2E)
-_F32_LN2_HI = np.float32(0.693359375)
-_F32_LN2_LO = np.float32(-2.12194440e-4)
 _F32_INV_SQRT2 = np.float32(1.0 / _SQRT2)
 _F32_INV_SQRT_2PI = np.float32(1.0 / _SQRT_2PI)
 # Softmax over a strided axis: at most this many neighbouring columns per task.
@@ -69,140 +61,6 @@ def _binary(kernel, x, dy, *args):
     dx = np.empty_like(dy)
     kernel(x.reshape(-1), dy.reshape(-1), *args, dx.reshape(-1))
     return dx
-
-
-# exp and expm1 without libm. With v = n ln2 + r, n = round(v / ln2) and
-# |r| <= ln2 / 2: exp(v) = 2^n * (1 + q), q = exp(r) - 1 from its Taylor
-# series (to r^7 / 7! in float32, r^13 / 13! in float64: truncation below
-# half an ulp). 2^n is built from its IEEE-754 exponent field, in two factors
-# 2^a * 2^(n - a) so that results down to the smallest subnormal come out
-# right. inline="always" makes numba paste these helpers into the calling
-# loop: a helper left as a function call keeps that loop from vectorizing
-# (float32 GELU ran 40 times slower so).
-
-@intrinsic
-def _bits_as_float32(typingctx, bits):
-    """The float32 whose IEEE-754 bit pattern is the int32 ``bits``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _bits_as_float64(typingctx, bits):
-    """The float64 whose IEEE-754 bit pattern is the int64 ``bits``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
-
-
-@njit_kernel(inline="always")
-def _pow2_f32(n):
-    """2^n for a whole float32 n in [-126, 127]: exponent field n + 127 at bit 23."""
-    return _bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
-
-
-@njit_kernel(inline="always")
-def _pow2_f64(n):
-    """2^n for a whole float64 n in [-1022, 1023]: exponent field n + 1023 at bit 52."""
-    return _bits_as_float64((np.int64(n) + 1023) << 52)
-
-
-@njit_kernel(inline="always")
-def _exp_parts_f32(v):
-    """(n, q) with exp(v) = 2^n * (1 + q), for float32 v in [-104, 88]."""
-    n = np.floor(v * _F32_LOG2E + np.float32(0.5))
-    r = (v - n * _F32_LN2_HI) - n * _F32_LN2_LO
-    q = np.float32(1 / 5040)
-    q = q * r + np.float32(1 / 720)
-    q = q * r + np.float32(1 / 120)
-    q = q * r + np.float32(1 / 24)
-    q = q * r + np.float32(1 / 6)
-    q = q * r + np.float32(0.5)
-    q = (q * r + np.float32(1)) * r
-    return n, q
-
-
-@njit_kernel(inline="always")
-def _exp_parts_f64(v):
-    """(n, q) with exp(v) = 2^n * (1 + q), for float64 v in [-746, 709]."""
-    n = np.floor(v * _LOG2E + 0.5)
-    r = (v - n * _LN2_HI) - n * _LN2_LO
-    q = 1 / 6227020800
-    q = q * r + 1 / 479001600
-    q = q * r + 1 / 39916800
-    q = q * r + 1 / 3628800
-    q = q * r + 1 / 362880
-    q = q * r + 1 / 40320
-    q = q * r + 1 / 5040
-    q = q * r + 1 / 720
-    q = q * r + 1 / 120
-    q = q * r + 1 / 24
-    q = q * r + 1 / 6
-    q = q * r + 0.5
-    q = (q * r + 1.0) * r
-    return n, q
-
-
-@njit_kernel(inline="always")
-def _exp_f32(v):
-    """exp(v) of a float32 v <= 88, subnormal results included; NaN stays NaN."""
-    n, q = _exp_parts_f32(min(max(v, np.float32(-104)), np.float32(88)))
-    a = np.floor(np.float32(0.5) * n)
-    scale = _pow2_f32(a)
-    e = (scale + scale * q) * _pow2_f32(n - a)
-    e = np.float32(0) if v < np.float32(-104) else e
-    return e if v == v else v
-
-
-@njit_kernel(inline="always")
-def _exp_f64(v):
-    """exp(v) of a float64 v <= 709, subnormal results included; NaN stays NaN."""
-    n, q = _exp_parts_f64(min(max(v, -746.0), 709.0))
-    a = np.floor(0.5 * n)
-    scale = _pow2_f64(a)
-    e = (scale + scale * q) * _pow2_f64(n - a)
-    e = 0.0 if v < -746.0 else e
-    return e if v == v else v
-
-
-@njit_kernel(inline="always")
-def _expm1_f32(v):
-    """exp(v) - 1 of a float32 v <= 0, accurate near 0."""
-    n, q = _exp_parts_f32(max(v, np.float32(-87)))
-    scale = _pow2_f32(n)
-    m = np.float32(-1) if v < np.float32(-87) else (scale - np.float32(1)) + scale * q
-    return m if v == v else v
-
-
-@njit_kernel(inline="always")
-def _expm1_f64(v):
-    """exp(v) - 1 of a float64 v <= 0, accurate near 0."""
-    n, q = _exp_parts_f64(max(v, -708.0))
-    scale = _pow2_f64(n)
-    m = -1.0 if v < -708.0 else (scale - 1.0) + scale * q
-    return m if v == v else v
-
-
-def _exp(v):
-    """exp(v) in v's own precision, inside kernels: ``_exp_f32`` or ``_exp_f64``."""
-    raise NotImplementedError("_exp runs inside numba kernels only")
-
-
-def _expm1(v):
-    """exp(v) - 1 in v's own precision, inside kernels: ``_expm1_f32`` or ``_expm1_f64``."""
-    raise NotImplementedError("_expm1 runs inside numba kernels only")
-
-
-@overload(_exp, inline="always")
-def _exp_for_type(v):
-    # Pick the implementation from v's numba type when a kernel compiles.
-    return (lambda v: _exp_f32(v)) if v == types.float32 else (lambda v: _exp_f64(v))
-
-
-@overload(_expm1, inline="always")
-def _expm1_for_type(v):
-    return (lambda v: _expm1_f32(v)) if v == types.float32 else (lambda v: _expm1_f64(v))
 
 
 @njit_kernel(parallel=True)
@@ -244,7 +102,7 @@ def _sigmoid_forward(x, y):
     for i in prange(x.size):
         v = x[i]
         # z = exp(-|x|) <= 1 never overflows.
-        z = _exp(-abs(v))
+        z = vector_exp(-abs(v))
         y[i] = (one if v >= 0 else z) / (one + z)
 
 
@@ -264,7 +122,7 @@ def _tanh_forward(x, y):
         v = x[i]
         # tanh|x| = (1 - e) / (1 + e) = -m / (2 + m), e = exp(-2|x|), m = e - 1;
         # expm1 keeps tanh accurate for tiny |x|.
-        m = _expm1(-two * abs(v))
+        m = vector_expm1(-two * abs(v))
         y[i] = math.copysign(-m / (two + m), v)
 
 
@@ -296,7 +154,7 @@ def _phi_cdf_f32(v):
     p = np.float32(0.37409196) + t * p
     p = np.float32(1.00002368) + t * p
     p = np.float32(-1.26551223) + t * p
-    half_erfc = np.float32(0.5) * t * _exp_f32(p - z * z)
+    half_erfc = np.float32(0.5) * t * vector_exp(p - z * z)
     return np.float32(1) - half_erfc if v >= 0 else half_erfc
 
 
@@ -314,7 +172,7 @@ def _gelu_backward_f32(x, dy, dx):
     # Parallel axis: the flat index i; iteration i writes only dx[i].
     for i in prange(x.size):
         v = x[i]
-        pdf = _exp_f32(np.float32(-0.5) * v * v) * _F32_INV_SQRT_2PI
+        pdf = vector_exp(np.float32(-0.5) * v * v) * _F32_INV_SQRT_2PI
         g = dy[i] * (_phi_cdf_f32(v) + v * pdf)
         dx[i] = g if v == v else v
 
@@ -417,7 +275,7 @@ def _softmax_row_forward(x, y):
     m = max(max(m0, m1), max(m2, m3))
     s = 0.0
     for c in range(k):
-        e = _exp(x[c] - m)
+        e = vector_exp(x[c] - m)
         s += e
         y[c] = e
     r = y.dtype.type(1.0 / s)
@@ -442,7 +300,7 @@ def _softmax_columns_forward(x, y, o, j0, j1):
         xc = x[o, c, j0:j1]
         yc = y[o, c, j0:j1]
         for j in range(w):
-            e = _exp(xc[j] - m[j])
+            e = vector_exp(xc[j] - m[j])
             s[j] += e
             yc[j] = e
     r = (1.0 / s).astype(y.dtype)

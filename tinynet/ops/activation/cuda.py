@@ -1,24 +1,16 @@
-"""Activations on the GPU: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax.
+"""The activation ops on the cuda backend: numba.cuda kernels and their launchers.
 
-The ops of tinynet/ops/activation/__init__.py, which states the equations:
+The ops and their math: the contract, tinynet/ops/activation/__init__.py.
 
-- ReLU:       y = max(x, 0)                   dx = dy * [x > 0]
-- LeakyReLU:  y = x if x > 0 else slope * x   dx = dy if x > 0 else slope * dy
-- Sigmoid:    y = 1 / (1 + exp(-x))           dx = dy * y * (1 - y)
-- Tanh:       y = tanh(x)                     dx = dy * (1 - y^2)
-- GELU:       y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))
-              dx = dy * (Phi(x) + x * phi(x))   (exact erf form, in float64;
-              https://arxiv.org/abs/1606.08415)
-- Softmax:    y_k = exp(x_k - m) / sum_j exp(x_j - m),  m = max_j x_j
-              dx = y * (dy - sum_k(dy_k * y_k))   (sums along the axis, float64)
-
-Each elementwise op is one grid-stride kernel over the flat array built by
+Each elementwise op is one grid-stride kernel over the flat array, built by
 ``_unary`` / ``_binary`` from a scalar device function, so the loop is
-written once. NaN propagates as in the ref (relu(NaN) is NaN).
+written once; each thread writes only its own elements. GELU computes in
+float64 (libm erf and exp) and casts back. NaN propagates as in the ref
+(relu(NaN) is NaN).
 
 Softmax views x as (outer, K, inner), K the softmax axis; one thread per
 (outer, inner) row walks its K members with stride inner, so neighbouring
-threads read neighbouring addresses when inner > 1.
+threads read neighbouring addresses when inner > 1, and sums in float64.
 """
 import math
 
@@ -222,19 +214,17 @@ def _softmax_backward(y, dy, K, inner, dx):
             dx[j] = float64(y[j]) * (float64(dy[j]) - s)
 
 
-def _axis_view(opname, shape, axis):
-    """(K, inner) of the (outer, K, inner) view of ``shape`` along ``axis``."""
-    ndim = len(shape)
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{opname}: axis {axis} is out of range for shape {shape}")
-    axis %= ndim
+def _axis_view(shape, axis):
+    """(K, inner) of the (outer, K, inner) view of ``shape`` along ``axis`` (checked by
+    the contract)."""
+    axis %= len(shape)
     return shape[axis], int(np.prod(shape[axis + 1:], dtype=np.int64))
 
 
 @implements(activation.softmax_forward)
 def softmax_forward(x, axis):
     dev.require_device("softmax_forward", x=x)
-    K, inner = _axis_view("softmax_forward", x.shape, axis)
+    K, inner = _axis_view(x.shape, axis)
     y = dev.empty_like(x)
     if x.size:
         _softmax_forward[dev.grid_1d(x.size // K)](x.reshape(-1), K, inner, y.reshape(-1))
@@ -244,7 +234,7 @@ def softmax_forward(x, axis):
 @implements(activation.softmax_backward)
 def softmax_backward(y, dy, axis):
     dev.require_device("softmax_backward", y=y, dy=dy)
-    K, inner = _axis_view("softmax_backward", y.shape, axis)
+    K, inner = _axis_view(y.shape, axis)
     dx = dev.empty_like(dy)
     if y.size:
         _softmax_backward[dev.grid_1d(y.size // K)](y.reshape(-1), dy.reshape(-1), K, inner,

@@ -1,13 +1,18 @@
-"""activation: the NumPy reference of tinynet.ops.activation.
+"""The activation ops in NumPy: the reference backend and the tests' oracle.
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/activation/__init__.py); this module computes them as written there.
+The ops and their math: the contract, tinynet/ops/activation/__init__.py.
+Each op is the contract's equation as whole-array NumPy expressions in the
+input's dtype. Sigmoid takes z = exp(-|x|), so exp never overflows; GELU
+computes in float64 (erf from ``math.erf`` element by element, as NumPy has
+no erf) and casts back; Softmax subtracts the maximum along the axis before
+exp.
 """
 import math
+
 import numpy as np
-from ..contract import check_float, check_same_shape, op
-from ..contract import implements
+
 from .. import activation
+from ..contract import implements
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",

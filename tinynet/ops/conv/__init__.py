@@ -1,4 +1,4 @@
-"""2-D convolution (cross-correlation, as torch.nn.Conv2d), the NumPy reference.
+"""2-D convolution (cross-correlation, as torch.nn.Conv2d): the contract.
 
 x is (N, C, H, W), W is (F, C, KH, KW), b is (F,); stride (sh, sw), zero
 padding (ph, pw). xp is x padded with ph zero rows and pw zero columns on
@@ -23,16 +23,12 @@ that output pixel (i, j) sees. With Wm = W reshaped to (F, C*KH*KW):
 
 col2im is the adjoint of im2col: it scatter-adds each column back to the
 pixels it came from, so a pixel seen by several windows sums their gradients.
-
-conv2d_naive_forward / conv2d_naive_backward compute the same with plain
-loops over the output positions; they are the oracle the fast ops are tested
-against, ref-only and not ops of the backend contract (not registered). Every array keeps the input dtype (float32 or float64).
+Every op keeps the input dtype (float32 or float64). docs/backprop.md
+derives the backward.
 """
-import numpy as np
 from ..contract import check_float, check_ndim, check_shape, op
 
-__all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward",
-           "conv2d_naive_forward", "conv2d_naive_backward"]
+__all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward"]
 
 
 def conv2d_output_size(H, W, kh, kw, stride, padding):

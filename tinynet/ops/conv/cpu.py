@@ -1,45 +1,37 @@
-"""2-D convolution (cross-correlation, as torch.nn.Conv2d), the Numba CPU backend.
+"""Conv2D on the CPU: Numba im2col / col2im kernels with the GEMMs run by BLAS.
 
-The ops, their equations and their argument checks are those of
-tinynet/ops/conv/__init__.py, which derives the im2col form: with K = C*KH*KW
-taps, P = OH*OW output pixels, the columns cols[n] (K, P) of sample n and
-Wm = W reshaped to (F, K),
+The ops, their math and their argument checks are the contract's
+(tinynet/ops/conv/__init__.py), which derives the im2col form. Here K =
+C*KH*KW taps, P = OH*OW output pixels and Wm = W as (F, K).
 
-    y[n] = Wm cols[n] + b,   dW = sum_n dy[n] cols[n]^T,   dcols[n] = Wm^T dy[n],
-    dx = col2im(dcols).
-
-Numba kernels build and scatter the columns, and BLAS does the matrix
-multiplies, called from inside the kernels: numba's ``np.dot`` in nopython
-code reaches the BLAS behind scipy, run on one thread
+BLAS does the matrix multiplies, called from inside the kernels: numba's
+``np.dot`` in nopython code reaches the BLAS behind scipy, run on one thread
 (tinynet.threads.single_threaded_kernel_blas), so each prange iteration
 runs its own GEMMs on its own core and numba's and BLAS's thread pools
 never compete for the cores (nor with a spinning OpenMP pool of torch's).
-Two schedules, chosen by K (promoted from kernels/conv.py, which races them
-against the earlier ones and explains the choice):
+Two schedules, chosen by K (``schedule``, ``SCHEDULES``), both promoted from
+the lab (kernels/conv.py, which races them against the retired ones and
+explains the choice):
 
-- K <= SMALL_K (few input channels, e.g. the first layer on a grey image;
-  variant 9): a prange over samples. Sample n's columns get an extra row of
-  ones, (K + 1, P), and the bias rides in the GEMM: y[n] = [Wm | b]
+- "samples", K <= SMALL_K (few input channels, e.g. the first layer on a
+  grey image): a prange over samples. Sample n's columns get an extra row
+  of ones, (K + 1, P), and the bias rides in the GEMM: y[n] = [Wm | b]
   [cols[n]; 1] lands directly in NCHW, and [dW | db] = sum_n dy[n]
   [cols[n]; 1]^T gives the bias gradient as the last column (each
   sample's part summed in float64 in sample order, so that the sum does
-  not depend on the thread count). The columns of the batch, (N, K + 1, P), are the
-  cache.
-- K > SMALL_K (variant 8): a prange over chunks of nb samples whose columns,
-  (K, nb*P) of about FUSED_CHUNK_BYTES, stay in the core's L2 cache. Per
-  chunk, in one thread: the columns, y^T = Wm cols (F, nb*P) and its copy to
-  NCHW with the bias added; in the backward dy copied to dy^T (F, nb*P)
-  with its per-(n, f) sums for db, the columns rebuilt from x, dW^T part =
-  cols dy^T (the chunks' parts summed in float64 in chunk order), dcols =
-  Wm^T dy^T and col2im.
-  Nothing is cached.
+  not depend on the thread count). The columns of the batch, (N, K + 1, P),
+  are the cache.
+- "chunks", K > SMALL_K: a prange over chunks of nb samples (``chunk_samples``)
+  whose columns, (K, nb*P) of about FUSED_CHUNK_BYTES, stay in the core's
+  L2 cache; the last chunk takes the remainder of the batch. Per chunk, in
+  one thread: the columns, y^T = Wm cols (F, nb*P) and its copy to NCHW
+  with the bias added; in the backward dy copied to dy^T (F, nb*P) with its
+  per-(n, f) sums for db, the columns rebuilt from x, dW^T part = cols dy^T
+  (the chunks' parts summed in float64 in chunk order), dcols = Wm^T dy^T
+  and col2im. Nothing is cached.
 
-The earlier schedules (one numpy matmul per product, BLAS's own threads,
-between parallel im2col / col2im kernels: variants 5 and 6) stay here for
-the lab.
-
-im2col and col2im (variant 3) of a stride-1 convolution with OW == W (the
-"same" width, such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
+im2col and col2im of a stride-1 convolution with OW == W (the "same" width,
+such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
 the flat image is the flat image shifted by (p - ph)*W + (q - pw), except the
 rows that leave the image and the columns that wrap around a row edge, which
 are zero. Other strides and paddings copy row by row.
@@ -70,15 +62,12 @@ SMALL_K = 48
 """Largest C*KH*KW that takes the per-sample schedule (measured in kernels/conv.py)."""
 
 FUSED_CHUNK_BYTES = 256 << 10
-"""Target size of one chunk's columns in the fused schedule (per thread). For
+"""Target size of one chunk's columns in the chunked schedule (per thread), read
+at each call of forward_chunks and backward_chunks unless they are given a
+``chunk_bytes``. For
 the 32 -> 64 layer on 14x14 (226 KB of columns per sample) 256 KB, 1 MB and
 2 MB chunks took 8.35, 8.91 and 10.29 ms forward + backward
 (kernels/conv.py, 2 threads, Intel Xeon)."""
-
-CHUNK_BYTES = 4 << 20
-"""Target size of one chunk of columns in the chunked schedule. On one thread
-1 to 4 MB ran within 3 % of each other and 8 MB or more 15 to 40 % slower; on
-two threads fewer chunks mean fewer thread-pool wake-ups, and 4 MB was best."""
 
 
 @njit_kernel()
@@ -134,10 +123,14 @@ def _im2col_channel(xs, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, out, r0, m0):
 
 
 @njit_kernel(parallel=True)
-def _im2col_kernel(x, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, out):
-    # Columns of samples n0 .. n0 + nb - 1: tap r of sample n0 + k, output
-    # pixel m, goes to out[k*rs + r, k*cs + m]. rs = K, cs = 0 is the
-    # per-sample layout (N*K, P); rs = 0, cs = P is the chunk layout (K, nb*P).
+def im2col_into(x, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, out):
+    """The columns of samples n0 .. n0 + nb - 1 of x (N, C, H, W), C-contiguous,
+    written into the 2-D array out: tap r = (c*kh + p)*kw + q of sample n0 + k,
+    output pixel m = i*OW + j, goes to out[k*rs + r, k*cs + m]. rs = R, cs = 0
+    lays the samples out one below the other, (nb*R, OH*OW) for any R >= C*kh*kw
+    (the im2col op's (N, K, P) with R = K); rs = 0, cs = OH*OW side by side,
+    (C*kh*kw, nb*OH*OW). The im2col op runs it; kernels/conv.py builds its
+    whole-batch and chunked schedules on it."""
     # Parallel axis: (sample, channel); iteration (k, c) writes only the rows
     # of channel c's taps in sample k's block, so no two iterations overlap.
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
@@ -218,9 +211,13 @@ def _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, r0, m0, out)
 
 
 @njit_kernel(parallel=True)
-def _col2im_kernel(dcols, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, dx):
-    # Scatter-adds the columns of samples n0 .. n0 + nb - 1 (laid out as in
-    # _im2col_kernel) into dx[n0 + k] (see _col2im_channel).
+def col2im_into(dcols, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, dx):
+    """The adjoint of im2col_into: scatter-adds the columns of samples n0 ..
+    n0 + nb - 1 of the 2-D array dcols, laid out as im2col_into writes them
+    (rs, cs), into dx[n0 .. n0 + nb - 1] (N, C, H, W), summing in float64.
+    dx's samples are overwritten, not added to. dcols is scratch: a stride-1
+    tap with OW == W zeroes its entries that wrapped around a row edge. The
+    col2im op runs it; kernels/conv.py builds its schedules on it."""
     # Parallel axis: (sample, channel); iteration (k, c) reads only channel c's
     # rows of sample k's block and writes only dx[n0 + k, c].
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
@@ -229,44 +226,6 @@ def _col2im_kernel(dcols, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, dx):
         c = t - k * C
         _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, k * rs, k * cs,
                         dx[n0 + k, c].reshape(H * W))
-
-
-@njit_kernel(parallel=True)
-def _unfold_bias(yT, b, n0, y):
-    # y[n0 + k, f, :] = yT[f, k*P:(k + 1)*P] + b[f]: the chunk's GEMM output
-    # (F, nb*P) copied to NCHW with the bias added.
-    # Parallel axis: (sample, filter); iteration (k, f) writes only y[n0 + k, f].
-    F, P = y.shape[1], y.shape[2]
-    nb = yT.shape[1] // P
-    for t in numba.prange(nb * F):
-        k = t // F
-        f = t - k * F
-        bf = b[f]
-        dst = y[n0 + k, f]
-        src = yT[f, k * P:(k + 1) * P]
-        for m in range(P):
-            dst[m] = src[m] + bf
-
-
-@njit_kernel(parallel=True)
-def _fold_dbias(dy, n0, dyT, dbias):
-    # dyT[f, k*P:(k + 1)*P] = dy[n0 + k, f] (NCHW to the chunk's (F, nb*P)),
-    # and dbias[n0 + k, f] = sum of dy[n0 + k, f] in float64.
-    # Parallel axis: (sample, filter); iteration (k, f) writes only its own
-    # slice of dyT and dbias[n0 + k, f].
-    F, P = dy.shape[1], dy.shape[2]
-    nb = dyT.shape[1] // P
-    for t in numba.prange(nb * F):
-        k = t // F
-        f = t - k * F
-        src = dy[n0 + k, f]
-        dst = dyT[f, k * P:(k + 1) * P]
-        s = 0.0
-        for m in range(P):
-            v = src[m]
-            dst[m] = v
-            s += v
-        dbias[n0 + k, f] = s
 
 
 @njit_kernel(parallel=True)
@@ -391,7 +350,7 @@ def _backward_samples(dy, WmT, cols, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, pa
     # Parallel axis: samples; iteration n writes only parts[n] and dx[n].
     # Its scratch is row t = numba.get_thread_id(): a thread runs one
     # iteration at a time.
-    N, F = dy.shape[0], dy.shape[1]
+    N = dy.shape[0]
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     for n in numba.prange(N):
         t = numba.get_thread_id()
@@ -411,7 +370,7 @@ def im2col(x, kh, kw, stride, padding):
     OH, OW = conv2d_output_size(H, W, kh, kw, stride, padding)
     K = C * kh * kw
     cols = np.empty((N, K, OH * OW), dtype=x.dtype)
-    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, K, 0, cols.reshape(N * K, OH * OW))
+    im2col_into(x, 0, N, kh, kw, *stride, *padding, OH, OW, K, 0, cols.reshape(N * K, OH * OW))
     return cols
 
 
@@ -422,21 +381,9 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     K = C * kh * kw
     scratch = np.array(cols, order="C")  # the kernel overwrites wrapped taps
     dx = np.empty(x_shape, dtype=cols.dtype)
-    _col2im_kernel(scratch.reshape(N * K, OH * OW), 0, N, kh, kw, *stride, *padding, OH, OW,
-                   K, 0, dx)
+    col2im_into(scratch.reshape(N * K, OH * OW), 0, N, kh, kw, *stride, *padding, OH, OW, K,
+                0, dx)
     return dx
-
-
-def _columns_with_ones(x, kh, kw, stride, padding, OH, OW, ones_row):
-    """im2col of the whole batch as (N, K + ones_row, P); the extra row is all ones."""
-    N, C = x.shape[:2]
-    K = C * kh * kw
-    R = K + ones_row
-    cols = np.empty((N, R, OH * OW), dtype=x.dtype)
-    _im2col_kernel(x, 0, N, kh, kw, *stride, *padding, OH, OW, R, 0, cols.reshape(N * R, OH * OW))
-    if ones_row:
-        cols[:, K] = 1
-    return cols
 
 
 _workspace = threading.local()
@@ -457,124 +404,54 @@ def _scratch(slot, size, dtype):
     return buffer[:size]
 
 
-def _chunk_size(N, K, P, itemsize):
-    """Samples per chunk: as many as keep a chunk's columns near CHUNK_BYTES."""
-    return max(1, min(N, CHUNK_BYTES // (K * P * itemsize)))
-
-
-def _forward_per_sample(x, W, b, stride, padding, OH, OW):
-    """Small K: y[n] = [Wm | b] [cols[n]; 1], one GEMM per sample; returns (y, cols)."""
-    N, F = x.shape[0], W.shape[0]
-    KH, KW = W.shape[2:]
-    Wm = W.reshape(F, -1)
-    cols = _columns_with_ones(x, KH, KW, stride, padding, OH, OW, b is not None)
-    if b is not None:
-        Wm = np.concatenate([Wm, b.reshape(F, 1)], axis=1)
-    # (F, R) @ (N, R, P) -> (N, F, P): y in NCHW, bias included.
-    return np.matmul(Wm, cols).reshape(N, F, OH, OW), cols
-
-
-def _backward_per_sample(dy, x, W, cols, stride, padding, has_bias, need_dx):
-    """Small K: [dW | db] = sum_n dy[n] [cols[n]; 1]^T and dcols[n] = Wm^T dy[n]."""
-    N, F, OH, OW = dy.shape
-    _, C, KH, KW = W.shape
-    K, P = C * KH * KW, OH * OW
-    dy3 = dy.reshape(N, F, P)
-    if cols is None or cols.shape[1] < K + has_bias:
-        cols = _columns_with_ones(x, KH, KW, stride, padding, OH, OW, has_bias)
-    # One GEMM per sample, (F, P) @ (P, R), summed over the batch in float64.
-    dWb = np.matmul(dy3, cols.transpose(0, 2, 1)).sum(axis=0, dtype=np.float64)
-    dW = dWb[:, :K].astype(dy.dtype).reshape(W.shape)
-    db = dWb[:, K].astype(dy.dtype) if has_bias else None
-    dx = None
-    if need_dx:
-        dcols = _scratch("dcols", N * K * P, dy.dtype).reshape(N, K, P)
-        np.matmul(np.ascontiguousarray(W.reshape(F, K).T), dy3, out=dcols)
-        dx = np.empty(x.shape, dtype=dy.dtype)
-        _col2im_kernel(dcols.reshape(N * K, P), 0, N, KH, KW, *stride, *padding, OH, OW,
-                       K, 0, dx)
-    return dx, dW, db
-
-
-def _forward_chunked(x, W, b, stride, padding, OH, OW):
-    """Large K: per chunk of samples, y^T = Wm cols (one GEMM), then y = y^T + b in NCHW."""
-    N, F = x.shape[0], W.shape[0]
-    KH, KW = W.shape[2:]
-    Wm = W.reshape(F, -1)
-    K, P = Wm.shape[1], OH * OW
-    bias = np.zeros(F, dtype=x.dtype) if b is None else b
-    y = np.empty((N, F, P), dtype=x.dtype)
-    nb = _chunk_size(N, K, P, x.itemsize)
-    cols_buf = _scratch("cols", K * nb * P, x.dtype)
-    yT_buf = _scratch("yT", F * nb * P, x.dtype)
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
-        cols = cols_buf[:K * m * P].reshape(K, m * P)
-        yT = yT_buf[:F * m * P].reshape(F, m * P)
-        _im2col_kernel(x, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, cols)
-        np.matmul(Wm, cols, out=yT)
-        _unfold_bias(yT, bias, n0, y)
-    return y.reshape(N, F, OH, OW), None
-
-
-def _backward_chunked(dy, x, W, stride, padding, has_bias, need_dx):
-    """Large K: per chunk, dy^T (with db's sums), the chunk's columns rebuilt
-    from x, dW^T += cols dy^T and dcols = Wm^T dy^T, then col2im."""
-    N, F, OH, OW = dy.shape
-    _, C, KH, KW = W.shape
-    K, P = C * KH * KW, OH * OW
-    dtype = dy.dtype
-    dy3 = dy.reshape(N, F, P)
-    WmT = np.ascontiguousarray(W.reshape(F, K).T)
-    dx = np.empty(x.shape, dtype=dtype) if need_dx else None
-    nb = _chunk_size(N, K, P, x.itemsize)
-    dWT = np.zeros((K, F), dtype=np.float64)
-    dWT_chunk = np.empty((K, F), dtype=dtype)
-    dbias = np.empty((N, F), dtype=np.float64)
-    cols_buf = _scratch("cols", K * nb * P, dtype)
-    dyT_buf = _scratch("dyT", F * nb * P, dtype)
-    dcols_buf = _scratch("dcols", K * nb * P, dtype) if need_dx else None
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
-        cols = cols_buf[:K * m * P].reshape(K, m * P)
-        dyT = dyT_buf[:F * m * P].reshape(F, m * P)
-        _fold_dbias(dy3, n0, dyT, dbias)
-        _im2col_kernel(x, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, cols)
-        # dW^T = cols dy^T, (K, m*P) @ (m*P, F): BLAS runs this orientation
-        # faster than dy^T cols^T. Chunks are summed in float64.
-        np.matmul(cols, dyT.T, out=dWT_chunk)
-        dWT += dWT_chunk
-        if need_dx:
-            dcols = dcols_buf[:K * m * P].reshape(K, m * P)
-            np.matmul(WmT, dyT, out=dcols)
-            _col2im_kernel(dcols, n0, m, KH, KW, *stride, *padding, OH, OW, 0, P, dx)
-    dW = np.ascontiguousarray(dWT.T).astype(dtype).reshape(W.shape)
-    db = dbias.sum(axis=0).astype(dtype) if has_bias else None
-    return dx, dW, db
-
-
 def _thread_slots():
     """Rows of per-thread scratch: one per thread numba's pool can run."""
     return numba.config.NUMBA_NUM_THREADS
 
 
-def _fused_chunk_size(N, K, P, itemsize, chunk_bytes):
-    """Samples per chunk of the fused schedule: as many as keep a chunk's
-    columns near chunk_bytes (they stay in the core's L2 cache)."""
+def chunk_samples(N, K, P, itemsize, chunk_bytes):
+    """Samples per chunk of the chunked schedule.
+
+    Parameters
+    ----------
+    N : int
+        Batch size.
+    K, P : int
+        C*KH*KW taps and OH*OW output pixels: a sample's columns are (K, P).
+    itemsize : int
+        Bytes per element.
+    chunk_bytes : int
+        Target size of one chunk's columns.
+
+    Returns
+    -------
+    nb : int
+        As many samples as keep a chunk's columns within chunk_bytes, at
+        least 1 and at most N. The last of the ceil(N / nb) chunks holds the
+        remaining N - (ceil(N / nb) - 1)*nb samples.
+    """
     return max(1, min(N, chunk_bytes // (K * P * itemsize)))
 
 
-def _forward_fused_chunks(x, W, b, stride, padding, OH, OW, chunk_bytes=FUSED_CHUNK_BYTES):
-    """Large K, one thread pool: chunks of samples in a prange, each chunk's
-    im2col, GEMM (single-threaded BLAS from inside the kernel) and bias in one
-    thread."""
-    N, F = x.shape[0], W.shape[0]
-    KH, KW = W.shape[2:]
+def forward_chunks(x, W, b, stride, padding, chunk_bytes=None):
+    """The chunked schedule's forward (conv2d_forward's for C*KH*KW > SMALL_K).
+
+    Same parameters and returns as conv2d_forward (unchecked: conv2d_forward
+    checks them), plus ``chunk_bytes``, the target size of one chunk's
+    columns (default FUSED_CHUNK_BYTES, read at each call); ``chunk_samples``
+    gives the samples per chunk. The cache is None.
+    """
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    N, _, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
     Wm = W.reshape(F, -1)
     K, P = Wm.shape[1], OH * OW
-    bias = np.zeros(F, dtype=x.dtype) if b is None else b
+    bias = np.zeros(F, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
     y = np.empty((N, F, P), dtype=x.dtype)
-    nb = _fused_chunk_size(N, K, P, x.itemsize, chunk_bytes)
+    nb = chunk_samples(N, K, P, x.itemsize,
+                       FUSED_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
     T = _thread_slots()
     cols_ws = _scratch("fused_cols", T * K * nb * P, x.dtype).reshape(T, K * nb * P)
     yT_ws = _scratch("fused_yT", T * F * nb * P, x.dtype).reshape(T, F * nb * P)
@@ -583,17 +460,24 @@ def _forward_fused_chunks(x, W, b, stride, padding, OH, OW, chunk_bytes=FUSED_CH
     return y.reshape(N, F, OH, OW), None
 
 
-def _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx,
-                           chunk_bytes=FUSED_CHUNK_BYTES):
-    """Large K, one thread pool: per chunk in a prange, dy^T and db's sums,
-    the columns, dW^T and (with need_dx) dcols and col2im, in one thread."""
+def backward_chunks(dy, x, W, cache, stride, padding, has_bias, need_dx, chunk_bytes=None):
+    """The chunked schedule's backward (conv2d_backward's for C*KH*KW > SMALL_K).
+
+    Same parameters and returns as conv2d_backward (unchecked), plus
+    ``chunk_bytes`` as in forward_chunks. ``cache`` is ignored: each chunk's
+    columns are rebuilt from x.
+    """
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
     N, F, OH, OW = dy.shape
     _, C, KH, KW = W.shape
     K, P = C * KH * KW, OH * OW
     dtype = dy.dtype
     WmT = np.ascontiguousarray(W.reshape(F, K).T)
     dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dtype)
-    nb = _fused_chunk_size(N, K, P, x.itemsize, chunk_bytes)
+    nb = chunk_samples(N, K, P, x.itemsize,
+                       FUSED_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
     T = _thread_slots()
     cols_ws = _scratch("fused_cols", T * K * nb * P, dtype).reshape(T, K * nb * P)
     dyT_ws = _scratch("fused_dyT", T * F * nb * P, dtype).reshape(T, F * nb * P)
@@ -611,17 +495,23 @@ def _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx,
     return (dx if need_dx else None), dW, db
 
 
-def _forward_samples_pool(x, W, b, stride, padding, OH, OW):
-    """Small K, one thread pool: per sample in a prange, its columns with a
-    ones row and y[n] = [Wm | b] [cols[n]; 1] by a single-threaded GEMM;
-    returns (y, cols)."""
-    N, C = x.shape[:2]
+def forward_samples(x, W, b, stride, padding):
+    """The per-sample schedule's forward (conv2d_forward's for C*KH*KW <= SMALL_K).
+
+    Same parameters and returns as conv2d_forward (unchecked: conv2d_forward
+    checks them). The cache is the columns with a ones row, (N, C*KH*KW + 1,
+    OH*OW), or without it, (N, C*KH*KW, OH*OW), when b is None.
+    """
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
     K, P = C * KH * KW, OH * OW
     has_bias = b is not None
     Wb = W.reshape(F, K)
     if has_bias:
-        Wb = np.concatenate([Wb, b.reshape(F, 1)], axis=1)
+        Wb = np.concatenate([Wb, np.ascontiguousarray(b).reshape(F, 1)], axis=1)
     cols = np.empty((N, K + has_bias, P), dtype=x.dtype)
     y = np.empty((N, F, P), dtype=x.dtype)
     with single_threaded_kernel_blas():
@@ -629,17 +519,24 @@ def _forward_samples_pool(x, W, b, stride, padding, OH, OW):
     return y.reshape(N, F, OH, OW), cols
 
 
-def _backward_samples_pool(dy, x, W, cols, stride, padding, has_bias, need_dx):
-    """Small K, one thread pool: per sample in a prange, the part dy[n]
-    [cols[n]; 1]^T of [dW | db] (summed in float64 in sample order) and, with
-    need_dx, dcols = Wm^T dy[n] and col2im, each GEMM single-threaded."""
+def backward_samples(dy, x, W, cache, stride, padding, has_bias, need_dx):
+    """The per-sample schedule's backward (conv2d_backward's for C*KH*KW <= SMALL_K).
+
+    Same parameters and returns as conv2d_backward (unchecked). ``cache`` is
+    what forward_samples returned, or None; the columns are rebuilt from x
+    when it is None or lacks the ones row that db needs.
+    """
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
     N, F, OH, OW = dy.shape
     _, C, KH, KW = W.shape
     K, P = C * KH * KW, OH * OW
     dtype = dy.dtype
+    cols = cache
     if cols is None or cols.shape[1] < K + has_bias:
-        cols = _forward_samples_pool(x, W, np.zeros(F, dtype) if has_bias else None, stride,
-                                     padding, OH, OW)[1]
+        cols = forward_samples(x, W, np.zeros(F, dtype) if has_bias else None, stride,
+                               padding)[1]
     R = cols.shape[1]
     T = _thread_slots()
     WmT = np.ascontiguousarray(W.reshape(F, K).T)
@@ -656,29 +553,31 @@ def _backward_samples_pool(dy, x, W, cols, stride, padding, has_bias, need_dx):
     return (dx if need_dx else None), dW, db
 
 
+SCHEDULES = {"samples": (forward_samples, backward_samples),
+             "chunks": (forward_chunks, backward_chunks)}
+"""Both schedules by name, (forward, backward): the production entries that
+kernels/conv.py times and tests/ops/test_conv_cpu.py runs on every shape."""
+
+
+def schedule(K):
+    """The schedule conv2d_forward and conv2d_backward run for C*KH*KW = K taps."""
+    return "samples" if K <= SMALL_K else "chunks"
+
+
 @implements(conv.conv2d_forward)
 def conv2d_forward(x, W, b, stride, padding):
-    """The cache is the columns with a ones row, (N, C*KH*KW + 1, OH*OW) (no ones
-    row without a bias), when C*KH*KW <= SMALL_K; otherwise None (the backward
-    rebuilds the columns from x)."""
-    x = np.ascontiguousarray(x)
-    W = np.ascontiguousarray(W)
-    b = None if b is None else np.ascontiguousarray(b)
-    _, C, H, Wd = x.shape
-    _, _, KH, KW = W.shape
-    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
-    if C * KH * KW <= SMALL_K:
-        return _forward_samples_pool(x, W, b, stride, padding, OH, OW)
-    return _forward_fused_chunks(x, W, b, stride, padding, OH, OW)
+    """Runs SCHEDULES[schedule(C*KH*KW)]. The cache is the columns with a ones
+    row, (N, C*KH*KW + 1, OH*OW) (no ones row without a bias), when
+    C*KH*KW <= SMALL_K; otherwise None (the backward rebuilds the columns
+    from x)."""
+    _, C, KH, KW = W.shape
+    return SCHEDULES[schedule(C * KH * KW)][0](x, W, b, stride, padding)
 
 
 @implements(conv.conv2d_backward)
 def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
-    """``cache`` is what this backend's conv2d_forward returned, or None."""
-    dy = np.ascontiguousarray(dy)
-    x = np.ascontiguousarray(x)
-    W = np.ascontiguousarray(W)
+    """Runs SCHEDULES[schedule(C*KH*KW)]; ``cache`` is what this backend's
+    conv2d_forward returned, or None."""
     _, C, KH, KW = W.shape
-    if C * KH * KW <= SMALL_K:
-        return _backward_samples_pool(dy, x, W, cache, stride, padding, has_bias, need_dx)
-    return _backward_fused_chunks(dy, x, W, stride, padding, has_bias, need_dx)
+    return SCHEDULES[schedule(C * KH * KW)][1](dy, x, W, cache, stride, padding, has_bias,
+                                                 need_dx)

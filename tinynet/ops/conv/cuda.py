@@ -1,19 +1,10 @@
-"""2-D convolution (cross-correlation, as torch.nn.Conv2d) on the GPU.
+"""Conv2D on the GPU: numba.cuda kernels around cuBLAS GEMMs.
 
-The op of tinynet/ops/conv/__init__.py: x (N, C, H, W), W (F, C, KH, KW),
-b (F,), stride (sh, sw), zero padding (ph, pw), xp the padded x, output
-(N, F, OH, OW), OH = (H + 2*ph - KH) // sh + 1, OW likewise:
-
-    forward:   y[n, f, i, j] = b[f] + sum_{c, p, q} W[f, c, p, q] * xp[n, c, i*sh + p, j*sw + q]
-    backward:  db[f]          = sum_{n, i, j} dy[n, f, i, j]
-               dW[f, c, p, q] = sum_{n, i, j} dy[n, f, i, j] * xp[n, c, i*sh + p, j*sw + q]
-               dx[n, c, h, w] = sum_{f, p, q} dy[n, f, i, j] * W[f, c, p, q]
-                                over the (i, j) with i*sh + p = h + ph, j*sw + q = w + pw
-
-im2col (Chellapilla, Puri and Simard, 2006, https://inria.hal.science/inria-00112631)
-with the columns of the whole batch side by side: K = C*KH*KW taps, P = OH*OW,
-cols (K, N*P), row (c*KH + p)*KW + q, column n*P + i*OW + j. With
-Wm = W as (F, K), every product is ONE cuBLAS GEMM (device.matmul):
+The ops, their math and their argument checks are the contract's
+(tinynet/ops/conv/__init__.py), which derives the im2col form. Here the
+columns of the whole batch lie side by side: K = C*KH*KW taps, P = OH*OW,
+cols (K, N*P), row (c*KH + p)*KW + q, column n*P + i*OW + j, and Wm = W as
+(F, K), so that every product is ONE cuBLAS GEMM (device.matmul):
 
     Yt = Wm cols (F, N*P)        -> y[n, f, :] = Yt[f, n*P:(n+1)*P] + b[f]
     dW = dyT cols^T              with dyT[f, n*P + p] = dy[n, f, p]
@@ -22,7 +13,8 @@ Wm = W as (F, K), every product is ONE cuBLAS GEMM (device.matmul):
 Kernels: im2col (one thread per column entry), col2im (one thread per dx
 pixel, gathering from the taps that read it, so no atomics), the
 (F, N*P) <-> NCHW copies with the bias fused, and db by the channel-sum
-block reduction of tinynet/ops/dense/cuda.py. The columns are the cache.
+block reduction (tinynet/backends/cuda_reduce.py, channel_sums). The
+columns are the cache.
 
 C = 1 (the first layer on a grey image) runs direct kernels instead, since
 K = KH*KW is too short for a GEMM: the forward is one thread per output;

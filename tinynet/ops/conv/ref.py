@@ -1,12 +1,20 @@
-"""conv: the NumPy reference of tinynet.ops.conv.
+"""Conv2D in NumPy: the readable reference and the test oracle.
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/conv/__init__.py); this module computes them as written there.
+The ops are those of the contract (tinynet/ops/conv/__init__.py), computed as
+its im2col form states them: im2col fills (N, C, KH, KW, OH, OW) with one
+strided slice of the zero-padded image per tap (p, q); col2im adds them back
+tap by tap; the GEMMs are ``@`` and ``np.tensordot`` over the batch.
+Everything runs in the input dtype (float32 or float64), as NumPy's BLAS does.
+
+conv2d_naive_forward / conv2d_naive_backward compute the same with plain
+loops over the output positions, without im2col: the oracle the im2col ops
+of every backend are tested against. They are ref-only, not ops of the
+contract. conv2d_output_size is the contract's, re-exported.
 """
 import numpy as np
-from ..contract import check_float, check_ndim, check_shape, op
-from ..contract import implements
+
 from .. import conv
+from ..contract import implements
 from . import conv2d_output_size
 
 __all__ = ["conv2d_output_size", "im2col", "col2im", "conv2d_forward", "conv2d_backward",

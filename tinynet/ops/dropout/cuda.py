@@ -1,21 +1,12 @@
-"""Dropout on the GPU with the counter-based mask of the ref and cpu backends.
+"""The dropout ops on the cuda backend: numba.cuda kernels and their launchers.
 
-Inverted dropout (https://jmlr.org/papers/v15/srivastava14a.html), drop
-probability p, as tinynet/ops/dropout/__init__.py:
-
-    forward:   y  = x  * keep / (1 - p)
-    backward:  dx = dy * keep / (1 - p)
-
-The mask is the ref's, bit for bit: in uint64 arithmetic modulo 2^64,
-
-    key    = splitmix64(seed ^ splitmix64(step))
-    h_i    = splitmix64(key + i)             (i = flat C-order index)
-    keep_i = 1 if (h_i >> 11) * 2^-53 >= p else 0
-
-(splitmix64: https://prng.di.unimi.it/splitmix64.c), the ref's float test
-itself: (h >> 11) < 2^53 converts to float64 exactly. The key is computed
-once on the host; each thread hashes only its own index, so the mask is the
-same for any grid, block size or device.
+The ops and their math (the mask's hash, its float test u >= p): the
+contract, tinynet/ops/dropout/__init__.py. The kernels compute the mask of
+the ref bit for bit, with the ref's float test itself: (h >> 11) < 2^53
+converts to float64 exactly. The key is computed once on the host with the
+contract's ``splitmix64``; each thread hashes only its own flat indices and
+writes only their y and keep, so the mask is the same for any grid, block
+size or device.
 """
 import numpy as np
 from numba import cuda, uint64, uint8, float64

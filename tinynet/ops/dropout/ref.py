@@ -1,12 +1,14 @@
-"""dropout: the NumPy reference of tinynet.ops.dropout.
+"""The dropout ops in NumPy: the reference backend and the tests' oracle.
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/dropout/__init__.py); this module computes them as written there.
+The ops and their math: the contract, tinynet/ops/dropout/__init__.py. The
+mask hashes every flat index at once with the contract's ``splitmix64`` on
+uint64 arrays and applies the float test u >= p; y and dx are
+``x * keep * scale`` in x's dtype.
 """
 import numpy as np
-from ..contract import check_float, check_same_shape, op
-from ..contract import implements
+
 from .. import dropout
+from ..contract import implements
 from . import splitmix64
 
 __all__ = ["dropout_mask", "dropout_forward", "dropout_backward"]

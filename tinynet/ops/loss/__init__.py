@@ -1,4 +1,4 @@
-"""Fused softmax + cross-entropy loss, mean over the batch (NumPy reference).
+"""Fused softmax + cross-entropy loss, mean over the batch (the contract).
 
 For logits x (N, K), integer labels t (N,) and label smoothing eps in [0, 1):
 
@@ -12,7 +12,6 @@ logits of 1e4 give a finite loss. This is torch.nn.CrossEntropyLoss with
 reduction='mean' and label_smoothing=eps
 (https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html).
 """
-import numpy as np
 from ..contract import check_float, op
 
 __all__ = ["softmax_xent_forward", "softmax_xent_backward"]

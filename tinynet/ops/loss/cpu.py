@@ -1,15 +1,14 @@
-"""Fused softmax + cross-entropy loss, mean over the batch (Numba kernels).
+"""The loss ops on the cpu backend: Numba kernels.
 
-The ops, their equations and their argument checks are those of
-tinynet/ops/loss/__init__.py: log p = log softmax(x) per row, the smoothed
-target q = (1 - eps) * onehot(t) + eps / K, loss = -(1 / N) sum q * log p and
-dx = (p - q) / N.
+The ops and their math: the contract, tinynet/ops/loss/__init__.py.
 
-One pass per row computes m_n, the log-sum-exp and the row's loss in float64
-(exp without libm, the activations' ``_exp``) and writes p_n; the rows run in
-parallel (promoted from kernels/elementwise.py softmax-xent variant 2). This
-is torch.nn.CrossEntropyLoss with reduction='mean' and label_smoothing=eps
-(https://pytorch.org/docs/stable/generated/torch.nn.CrossEntropyLoss.html).
+The forward makes one pass per row under prange: the row maximum, the
+log-sum-exp and the row's loss in float64 (exp from
+``tinynet.backends.cpu_jit.vector_exp``, which vectorizes), and the row of
+probabilities; each row writes only its own probabilities and loss, and the
+row losses are then summed in a fixed order, so the loss does not depend on
+the thread count. The backward runs one prange task per row of dlogits.
+Promoted from the lab (kernels/elementwise.py).
 
 A label outside [0, K) raises ValueError instead of reading out of bounds.
 """
@@ -20,8 +19,7 @@ from numba import prange
 
 from .. import loss
 from ..contract import implements
-from ..activation.cpu import _exp
-from ...backends.cpu_jit import njit_kernel
+from ...backends.cpu_jit import njit_kernel, vector_exp
 
 __all__ = ["softmax_xent_forward", "softmax_xent_backward"]
 
@@ -47,7 +45,7 @@ def _softmax_xent_forward(logits, labels, label_smoothing, probs, row_loss):
         sum_z = 0.0
         for c in range(k):
             z = np.float64(logits[r, c]) - m
-            e = _exp(z)
+            e = vector_exp(z)
             s += e
             sum_z += z
             probs[r, c] = e
@@ -88,8 +86,10 @@ def _softmax_xent_backward(probs, labels, label_smoothing, dlogits):
     return bad
 
 
-def _raise_bad_label(op, labels, bad, k):
-    raise ValueError(f"{op}: label {labels[bad]} at index {bad} is out of range [0, {k})")
+def _check_labels(opname, labels, bad, k):
+    """ValueError naming the label at index ``bad``, the first outside [0, k) (-1: none)."""
+    if bad >= 0:
+        raise ValueError(f"{opname}: label {labels[bad]} at index {bad} is out of range [0, {k})")
 
 
 @implements(loss.softmax_xent_forward)
@@ -97,13 +97,11 @@ def softmax_xent_forward(logits, labels, label_smoothing):
     """A label outside [0, K) raises ValueError instead of reading out of bounds."""
     logits = np.ascontiguousarray(logits)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
-    eps = float(label_smoothing)
     probs = np.empty_like(logits)
     row_loss = np.empty(logits.shape[0], dtype=np.float64)
-    loss, bad = _softmax_xent_forward(logits, labels, eps, probs, row_loss)
-    if bad >= 0:
-        _raise_bad_label("softmax_xent_forward", labels, bad, logits.shape[1])
-    return float(loss), probs
+    mean, bad = _softmax_xent_forward(logits, labels, float(label_smoothing), probs, row_loss)
+    _check_labels("softmax_xent_forward", labels, bad, logits.shape[1])
+    return float(mean), probs
 
 
 @implements(loss.softmax_xent_backward)
@@ -111,9 +109,7 @@ def softmax_xent_backward(probs, labels, label_smoothing):
     """A label outside [0, K) raises ValueError instead of reading out of bounds."""
     probs = np.ascontiguousarray(probs)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
-    eps = float(label_smoothing)
     dlogits = np.empty_like(probs)
-    bad = _softmax_xent_backward(probs, labels, eps, dlogits)
-    if bad >= 0:
-        _raise_bad_label("softmax_xent_backward", labels, bad, probs.shape[1])
+    bad = _softmax_xent_backward(probs, labels, float(label_smoothing), dlogits)
+    _check_labels("softmax_xent_backward", labels, bad, probs.shape[1])
     return dlogits

@@ -1,22 +1,15 @@
-"""Fused softmax + cross-entropy loss on the GPU, mean over the batch.
+"""The loss ops on the cuda backend: numba.cuda kernels and their launchers.
 
-The op of tinynet/ops/loss/__init__.py. For logits x (N, K), integer labels
-t (N,) and label smoothing eps in [0, 1):
-
-    log p_nk = x_nk - m_n - log(sum_j exp(x_nj - m_n)),   m_n = max_j x_nj
-    q_nk     = (1 - eps) * [k == t_n] + eps / K
-    loss     = -(1 / N) * sum_n sum_k q_nk * log p_nk
-    dx_nk    = (p_nk - q_nk) / N
-
-(torch.nn.CrossEntropyLoss, reduction='mean', label_smoothing=eps.)
+The ops and their math: the contract, tinynet/ops/loss/__init__.py.
 
 The forward is one thread per row (log-sum-exp, the row's loss and p_n, in
-float64), then one block that sums the row losses (a block reduction). The
-loss stays on the device: it is returned as a 0-d float64 device array, so a
-training step never waits for it; ``float(loss)`` copies it to the host when
-it is wanted. A label outside [0, K) makes its row's loss, and so the loss,
-NaN (checking it on the host would cost a round trip per step). The backward
-is one thread per element of dx.
+float64; each thread writes only its own row), then one block that sums the
+row losses (a block reduction). The loss stays on the device: it is returned
+as a 0-d float64 device array, so a training step never waits for it;
+``float(loss)`` copies it to the host when it is wanted. A label outside
+[0, K) makes its row's loss, and so the loss, NaN (checking it on the host
+would cost a round trip per step). The backward is one thread per element of
+dx.
 """
 import math
 

@@ -1,12 +1,15 @@
-"""loss: the NumPy reference of tinynet.ops.loss.
+"""The loss ops in NumPy: the reference backend and the tests' oracle.
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/loss/__init__.py); this module computes them as written there.
+The ops and their math: the contract, tinynet/ops/loss/__init__.py. The
+forward works in float64 on whole arrays: log-probabilities from the
+max-shifted logits, the loss as their smoothed mean; the probabilities are
+cast back to the logits' dtype. The backward works in the probabilities'
+dtype.
 """
 import numpy as np
-from ..contract import check_float, op
-from ..contract import implements
+
 from .. import loss
+from ..contract import implements
 
 __all__ = ["softmax_xent_forward", "softmax_xent_backward"]
 

@@ -29,11 +29,21 @@ AdamW (torch.optim.AdamW, https://arxiv.org/abs/1711.05101), step t = 1, 2, ...
 The math runs in the parameter's dtype, as in torch: the hyperparameters are
 made Python floats, so NumPy keeps a float32 array float32 (NEP 50), while the
 scalar factors (bias corrections, step size) are computed in float64.
+
+The element updates ``sgd_update`` and ``adam_update`` are these equations
+for one element, written once: the cpu kernels compile them with
+``numba.njit`` (inlined into their loops), the cuda kernel with
+``numba.cuda.jit(device=True)``. ``adam_scalars`` computes Adam's scalar
+factors for both. Numba's disk cache keys a kernel on its own file only, so
+after editing one of these, delete the kernels' caches (the ``__pycache__``
+beside cpu.py and cuda.py) or touch cpu.py and cuda.py.
 """
-import numpy as np
+import functools
+import math
+
 from ..contract import check_float, op
 
-__all__ = ["sgd_step", "adam_step"]
+__all__ = ["sgd_step", "adam_step", "sgd_update", "adam_update", "adam_scalars"]
 
 
 def _check_state(name, arg, a, param):
@@ -87,10 +97,9 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, deco
 
     Parameters
     ----------
-    param : np.ndarray
-        The parameter, any shape; updated in place.
-    grad : np.ndarray
-        Its gradient, same shape and dtype; not modified.
+    param, grad : np.ndarray
+        The parameter (any shape, updated in place) and its gradient (same
+        shape and dtype, read only).
     m, v : np.ndarray
         First and second moment estimates (torch's exp_avg, exp_avg_sq),
         same shape and dtype, updated in place. Start them at zeros.
@@ -102,3 +111,85 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, deco
         False: Adam, weight decay is an L2 term added to the gradient.
         True: AdamW, the parameter is shrunk by (1 - lr * weight_decay) first.
     """
+
+
+def sgd_update(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov):
+    """The SGD step of element ``e``, in place, in torch's order of operations.
+
+    Parameters
+    ----------
+    p, g, buf : 1-d arrays
+        The flat parameter (updated), its gradient (read) and momentum buffer
+        (updated; never read unless ``has_buf``), one dtype.
+    e : int
+        The element.
+    lr, momentum, weight_decay : scalars of p's dtype
+    has_buf, nesterov : bool
+        Momentum on (``momentum != 0``), and Nesterov's step.
+    """
+    d = g[e]
+    if weight_decay != 0:
+        d = d + weight_decay * p[e]
+    if has_buf:
+        b = momentum * buf[e] + d
+        buf[e] = b
+        d = d + momentum * b if nesterov else b
+    p[e] = p[e] - lr * d
+
+
+def adam_update(p, g, m, v, e, shrink, l2, one_minus_beta1, beta2, one_minus_beta2,
+                neg_step_size, bias_correction2_sqrt, eps):
+    """The Adam / AdamW step of element ``e``, in place, in torch's order of operations.
+
+    Parameters
+    ----------
+    p, g, m, v : 1-d arrays
+        The flat parameter, its gradient (read only) and moments, one dtype.
+    e : int
+        The element.
+    shrink, l2, one_minus_beta1, beta2, one_minus_beta2, neg_step_size,
+    bias_correction2_sqrt, eps : scalars of p's dtype
+        The factors of one step, ``adam_scalars``.
+    """
+    d = g[e]
+    q = p[e] * shrink
+    if l2 != 0:
+        d = d + l2 * q
+    mm = m[e] + one_minus_beta1 * (d - m[e])
+    vv = beta2 * v[e] + one_minus_beta2 * d * d
+    m[e] = mm
+    v[e] = vv
+    p[e] = q + neg_step_size * mm / (math.sqrt(vv) / bias_correction2_sqrt + eps)
+
+
+@functools.lru_cache(maxsize=8)
+def adam_scalars(dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """The scalar factors of one Adam step, the arguments of ``adam_update`` after ``e``.
+
+    Computed in float64, as torch, and cast to ``dtype``; cached, so once per
+    step and dtype rather than once per parameter. AdamW's decay is
+    shrink = 1 - lr * weight_decay on the parameter, Adam's an L2 term on the
+    gradient; the unused one is 1 or 0 (and p * 1 is exact).
+
+    Parameters
+    ----------
+    dtype : np.dtype
+        The parameter's dtype.
+    step : int
+    lr, beta1, beta2, eps, weight_decay : float
+    decoupled : bool
+        As ``adam_step`` (hashable values: ints, floats, bools).
+
+    Returns
+    -------
+    tuple of 8 ``dtype`` scalars
+        (shrink, l2, 1 - beta1, beta2, 1 - beta2, -lr / (1 - beta1^t),
+        sqrt(1 - beta2^t), eps).
+    """
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    shrink = 1 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    dt = dtype.type
+    return (dt(shrink), dt(l2), dt(1 - beta1), dt(beta2), dt(1 - beta2),
+            dt(-lr / bias_correction1), dt(bias_correction2_sqrt), dt(eps))

@@ -10,7 +10,7 @@ beats it at small batches, where BN's batch statistics are noisy.
 """
 
 from ..common import accuracy, load_data, train_run, public, with_defaults
-from .plotting import plt, save
+from .plotting import save, subplots
 
 NAME = "batch-size"
 CLAIM = "GN matches BN at batch 32 and beats it below"
@@ -54,7 +54,7 @@ def summarize(records):
 
 def plot(summary, path):
     t = summary["norms"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax, ax2) = subplots(1, 2, figsize=(12, 4.5))
     for norm in NORMS:
         rows = t[norm]
         ax.plot([e["batch_size"] for e in rows], [100 * e["test_err"] for e in rows], "o-",

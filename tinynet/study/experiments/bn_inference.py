@@ -13,7 +13,7 @@ import numpy as np
 
 import tinynet as tn
 from ..common import accuracy, load_data, public, train_run, with_defaults
-from .plotting import plt, save
+from .plotting import save, subplots
 
 NAME = "bn-inference"
 CLAIM = ("running statistics make eval independent of the batch, and the moving average "
@@ -67,7 +67,7 @@ def summarize(records):
 
 def plot(summary, path):
     rows = summary["rows"]
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.5))
+    fig, axes = subplots(1, 4, figsize=(19, 4.5))
     for i, (key, title) in enumerate((("running", "running statistics"),
                                       ("population", "population statistics (exact)"),
                                       ("batch_stats", "test-batch statistics"))):

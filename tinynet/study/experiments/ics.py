@@ -14,7 +14,7 @@ import numpy as np
 import tinynet as tn
 from ..common import public, train_run, with_defaults
 from ..measure import ics, linear_layers, restore, snapshot
-from .plotting import plt, save
+from .plotting import save, subplots
 
 NAME = "ics"
 CLAIM = "BN does not reduce internal covariate shift, and noisy BN still trains better than no BN"
@@ -73,7 +73,7 @@ def summarize(records):
 
 def plot(summary, path):
     v = summary["variants"]
-    fig, axes = plt.subplots(3, 3, figsize=(14, 11))
+    fig, axes = subplots(3, 3, figsize=(14, 11))
     for norm in VARIANTS:
         axes[0, 0].plot(v[norm]["steps"], v[norm]["loss"],
                         label=f"{norm} (test acc {100 * np.mean(v[norm]['test_acc']):.1f}%)")

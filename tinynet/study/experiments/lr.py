@@ -9,7 +9,7 @@ is less sensitive to the initial scale, and makes a deep sigmoid net trainable.
 import numpy as np
 
 from ..common import run_train
-from .plotting import plt, save
+from .plotting import save, subplots
 
 NAME = "lr"
 CLAIM = ("BN trains at higher learning rates, is less sensitive to initialization, "
@@ -41,7 +41,7 @@ def summarize(records):
 def plot(summary, path):
     rows = summary["rows"]
     lrs = sorted({r["lr"] for r in rows})
-    fig, axes = plt.subplots(3, 3, figsize=(13, 11))
+    fig, axes = subplots(3, 3, figsize=(13, 11))
     for i, act in enumerate(("relu", "sigmoid")):
         for j, scale in enumerate((0.1, 1.0, 10.0)):
             ax = axes[i, j]

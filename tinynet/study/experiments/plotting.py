@@ -1,15 +1,11 @@
-"""matplotlib set-up shared by the experiments' figures."""
-import matplotlib
+"""The figure helpers shared by the experiments: figures off pyplot, saved with savefig."""
+from ...plots import subplots
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-__all__ = ["plt", "save"]
+__all__ = ["subplots", "save"]
 
 
 def save(fig, path, title):
-    """Give ``fig`` its title, lay it out, write it to ``path`` and close it."""
+    """Give ``fig`` its title, lay it out and write it to ``path``."""
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -20,7 +20,7 @@ import numpy as np
 
 import tinynet as tn
 from ..common import load_data, public, train_run, with_defaults
-from .plotting import plt, save
+from .plotting import save, subplots
 
 NAME = "regularization"
 CLAIM = ("regularizers narrow the train/test gap on a small training set; classic and "
@@ -94,7 +94,7 @@ def summarize(records):
 
 def plot(summary, path):
     names = summary["variants"]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+    fig, axes = subplots(1, 2, figsize=(15, 5))
     for ax, (data, table) in zip(axes, sorted(summary["data"].items())):
         y = range(len(names))
         ax.barh([i + 0.2 for i in y], [100 * table[n]["train_acc"] for n in names], 0.4,

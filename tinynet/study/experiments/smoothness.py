@@ -12,7 +12,7 @@ import numpy as np
 
 from ..common import public, train_run
 from ..measure import landscape
-from .plotting import plt, save
+from .plotting import save, subplots
 
 NAME = "smoothness"
 CLAIM = "BN makes the loss landscape smoother (loss range, gradient predictiveness, beta)"
@@ -65,7 +65,7 @@ def summarize(records):
 def plot(summary, path):
     rows = summary["rows"]
     lrs = sorted({r["lr"] for r in rows})
-    fig, axes = plt.subplots(len(lrs), 3, figsize=(14, 4 * len(lrs)), squeeze=False)
+    fig, axes = subplots(len(lrs), 3, figsize=(14, 4 * len(lrs)), squeeze=False)
     for i, lr in enumerate(lrs):
         for r in (r for r in rows if r["lr"] == lr):
             label = f"{r['norm']} (test acc {100 * r['test_acc']:.1f}%)"

@@ -13,7 +13,7 @@ mean-only BN adds to it.
 import numpy as np
 
 from ..common import run_train
-from .plotting import plt, save
+from .plotting import save, subplots
 
 NAME = "weightnorm"
 CLAIM = ("WeightNorm speeds up convergence like BN at a lower cost per step; "
@@ -48,7 +48,7 @@ def summarize(records):
 
 def plot(summary, path):
     t = summary["norms"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = subplots(1, 2, figsize=(12, 4.5))
     for norm in NORMS:
         label = f"{norm} (test acc {100 * np.mean(t[norm]['test_acc']):.1f}%)"
         axes[0].plot(t[norm]["steps"], t[norm]["loss"], label=label)

@@ -28,8 +28,8 @@ does not leak into the measurement.
 
 Run:
 
-    python -m kernels.threads            # the full table (a few minutes)
-    python -m kernels.threads --rounds 1 --repeats 3 --steps 5   # quick look
+    python -m kernels.system.threads            # the full table (a few minutes)
+    python -m kernels.system.threads --rounds 1 --repeats 3 --steps 5   # quick look
 
 The cpu/wall column is the process CPU time over wall time while interleaved:
 about 2 means both cores were busy (working or spinning), about 1 means one.
@@ -149,9 +149,9 @@ def _run_config(layer, policy, blas, steps, repeats):
     env["OPENBLAS_NUM_THREADS"] = str(blas)
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
-    cmd = [sys.executable, "-m", "kernels.threads", "--child",
+    cmd = [sys.executable, "-m", "kernels.system.threads", "--child",
            "--steps", str(steps), "--repeats", str(repeats)]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": proc.stderr}

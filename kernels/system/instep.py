@@ -27,7 +27,7 @@ wait policy torch's import left it). Columns: ms in step, ms alone,
 in-step / alone, and for each torch-first setting its in-step time over the
 no-torch in-step time.
 
-    python -m kernels.instep [--norm batch] [--rounds 3] [--steps 20]
+    python -m kernels.system.instep [--norm batch] [--rounds 3] [--steps 20]
 
 Each setting runs ``--rounds`` times round-robin and the table shows the
 median over rounds.
@@ -119,7 +119,7 @@ def child(norm, steps, torch_first):
 def run_child(norm, steps, setting):
     from kernels.common import child_env
     env_extra, torch_first = SETTINGS[setting]
-    cmd = [sys.executable, "-m", "kernels.instep", "--child", "--norm", norm,
+    cmd = [sys.executable, "-m", "kernels.system.instep", "--child", "--norm", norm,
            "--steps", str(steps)] + (["--torch-first"] if torch_first else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env=child_env(**env_extra)).stdout
@@ -168,7 +168,7 @@ def print_table(result, norm, file=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kernels.instep")
+    parser = argparse.ArgumentParser(prog="python -m kernels.system.instep")
     parser.add_argument("--norm", default="batch",
                         choices=("batch", "layer", "instance", "group", "none"))
     parser.add_argument("--rounds", type=int, default=3)

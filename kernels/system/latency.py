@@ -17,7 +17,7 @@ Each run is a new ``python`` process that imports tinynet, builds the CNN of
 forward, backward and Adam step on a batch of 64; the time is the process's
 wall time from start to the end of that step.
 
-    python -m kernels.latency [--norm batch]
+    python -m kernels.system.latency [--norm batch]
 """
 import argparse
 import json
@@ -30,7 +30,7 @@ import time
 CHILD = """
 import json, time, numpy as np
 t0 = time.perf_counter()
-from kernels.latency import CompileTimer
+from kernels.system.latency import CompileTimer
 timer = CompileTimer()
 import tinynet as tn
 from tinynet.cli import build_cnn
@@ -109,7 +109,7 @@ def print_compile_times(kernels, top):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kernels.latency")
+    parser = argparse.ArgumentParser(prog="python -m kernels.system.latency")
     parser.add_argument("--norm", default="batch", choices=("batch", "layer", "instance", "group"))
     parser.add_argument("--top", type=int, default=15, help="kernels listed by compile time")
     args = parser.parse_args(argv)
