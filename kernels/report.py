@@ -14,24 +14,56 @@ Runs every lab bench in this process (one machine state, one run), then
 
     python -m kernels.report            # about 5 minutes on 2 cores
     python -m kernels.report --no-write # print only
+
+The GPU report, ``python -m kernels.report --device cuda``, is the one
+prepared command for a machine with a GPU; it writes
+docs/performance-gpu.md:
+
+python -m kernels.report --device cuda              # on a GPU: about 5 minutes on one H200
+    python -m kernels.report --device cuda --ptx-only   # no GPU: only the PTX/SASS table
+    python -m kernels.report --device cuda --no-write   # print, leave the doc alone
+
+In order, each with its command beside its result in the doc:
+
+1. ``python -m pytest -q -m cuda`` on the GPU (every cuda op
+   against the reference with real kernels and warp shuffles);
+2. the PTX/SASS table of every kernel (``python -m kernels.ptx``);
+3. the benches of kernels/gpu_launch.py, gpu_norm.py, gpu_gemm.py and
+   ``kernels.step --device cuda`` (each after its --check), against the issue's targets: each
+   normalization forward+backward on (256, 64, 56, 56) at >= 70% of the
+   device copy bandwidth; the CNN step at batch 512 no slower than torch and
+   at batch 64 within 1.5x; one MNIST epoch at batch 64 under 5 s.
+
+The generated text replaces what lies between the ``gpu-report`` and
+``ptx`` markers of docs/performance-gpu.md.
 """
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import io
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import numba
 
-from kernels.common import copy_bandwidth, print_rows
+from kernels import ptx
+from kernels.common import (copy_bandwidth, device_copy_bandwidth, format_gpu_rows,
+                            print_rows, small_blocks)
 
 LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
 STEP_ROUNDS = 3
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+ROOT = os.path.dirname(DOC)
+GPU_DOC = os.path.join(DOC, "performance-gpu.md")
+GPU_LABS = ("gpu_launch", "gpu_norm", "gpu_gemm")
 MARKERS = {"report": ("<!-- report:start -->", "<!-- report:end -->"),
-           "lab": ("<!-- lab:start -->", "<!-- lab:end -->")}
+           "lab": ("<!-- lab:start -->", "<!-- lab:end -->"),
+           "gpu-report": ("<!-- gpu-report:start -->", "<!-- gpu-report:end -->"),
+           "ptx": ("<!-- ptx:start -->", "<!-- ptx:end -->")}
 
 
 def target_rows(lab_rows):
@@ -112,12 +144,10 @@ def markdown(bandwidth, rows, step, load):
 
 
 def chart(rows, step, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tinynet.plots import subplots
     labels = [r.op for _, r in rows] + [f"CNN step ({s['norm']})" for s in step]
     ratios = [r.seconds / r.torch_seconds for _, r in rows] + [s["ratio"] for s in step]
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(labels) + 1.2))
+    fig, ax = subplots(figsize=(9, 0.32 * len(labels) + 1.2))
     colors = ["tab:green" if v <= 1 else "tab:red" for v in ratios]
     ax.barh(range(len(labels)), ratios, color=colors)
     ax.axvline(1.0, color="black", lw=1)
@@ -129,7 +159,6 @@ def chart(rows, step, path):
     ax.set_title("tinynet cpu backend vs PyTorch CPU, float32, 2 cores")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def replace_between(text, key, body):
@@ -139,10 +168,93 @@ def replace_between(text, key, body):
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
+def _run_tests():
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    return proc.returncode, lines[-1] if lines else proc.stderr.strip()[-500:]
+
+
+def ptx_section():
+    ptxas = ptx.find_ptxas()
+    rows = ptx.kernel_resources(ptxas)
+    bad = ptx.problems(rows)
+    verdict = "no spills, shared memory within a block" if not bad else \
+        "PROBLEMS: " + "; ".join(bad)
+    lines = [f"`python -m kernels.ptx` (ptxas {ptx.ptxas_version(ptxas)}, numba-cuda "
+             f"{importlib.metadata.version('numba-cuda')}): {len(rows)} kernel builds, "
+             f"{verdict}.",
+             "", "```", ptx.format_table(rows), "```"]
+    return "\n".join(lines), not bad
+
+
+def _gpu_labs():
+    """(command, check, bench) of every GPU lab, in the report's order."""
+    labs = []
+    for name in GPU_LABS:
+        module = importlib.import_module(f"kernels.{name}")
+        labs.append((f"kernels.{name}", module.check, module.bench))
+    from kernels import step
+    labs.append(("kernels.step --device cuda", step.gpu_check, step.gpu_bench))
+    return labs
+
+
+def gpu_section():
+    from numba import cuda
+    gpu = cuda.get_current_device()
+    out = [f"Run of `python -m kernels.report --device cuda` on {gpu.name.decode()} "
+           f"(cc {'.'.join(map(str, gpu.compute_capability))}), "
+           f"{time.strftime('%Y-%m-%d')}, Python {platform.python_version()}.", ""]
+    t0 = time.perf_counter()
+    rc, summary = _run_tests()
+    out += [f"- `python -m pytest -q -m cuda` on the GPU: {summary} "
+            f"(exit {rc}).", ""]
+    bandwidth = device_copy_bandwidth()
+    out.append(f"Device copy bandwidth (CuPy copy of 1 GiB, read + write): "
+               f"{bandwidth / 1e9:.0f} GB/s.")
+    for command, check, bench in _gpu_labs():
+        with small_blocks():
+            check()
+        rows = bench()
+        out += ["", f"`python -m {command} --bench`:", "",
+                format_gpu_rows(rows, bandwidth, title=command)]
+    out += ["", f"The whole report took {time.perf_counter() - t0:.0f} s."]
+    return "\n".join(out), rc == 0
+
+
+def gpu_main(args):
+    """docs/performance-gpu.md: the PTX table, and on a GPU the cuda tests and GPU labs."""
+    sections, ok = {}, True
+    sections["ptx"], ptx_ok = ptx_section()
+    ok &= ptx_ok
+    if not args.ptx_only:
+        from tinynet.backends import cuda
+        cuda.check_available()
+        sections["gpu-report"], gpu_ok = gpu_section()
+        ok &= gpu_ok
+    for body in sections.values():
+        print(body + "\n")
+    if not args.no_write:
+        with open(GPU_DOC) as f:
+            text = f.read()
+        for key, body in sections.items():
+            text = replace_between(text, key, body)
+        with open(GPU_DOC, "w") as f:
+            f.write(text)
+        print(f"wrote {GPU_DOC}")
+    return 0 if ok else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.report")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the GPU report (docs/performance-gpu.md)")
+    parser.add_argument("--ptx-only", action="store_true",
+                        help="with --device cuda: only the PTX/SASS table (no GPU needed)")
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        return gpu_main(args)
     load_start = os.getloadavg()[0]
     bandwidth, rows, tables, step = collect()
     table = markdown(bandwidth, rows, step, (load_start, os.getloadavg()[0]))
@@ -162,4 +274,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

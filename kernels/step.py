@@ -28,42 +28,61 @@ slowed torch's step by 15-20% here, and torch's OpenMP runtime, loaded first,
 makes tinynet fall back to numba's workqueue layer (tinynet/threads.py). The
 processes alternate for ``--rounds`` rounds; each round reports the median of
 ``--repeat`` steps, and the table shows the median over rounds.
+
+On the cuda backend (``--device cuda``), the same step for each
+normalization, float32, the batch already on the device. Timed by CUDA events (median), at batch 512
+and 64, with the kernel launches of one step: numba.cuda launches plus
+cuBLAS GEMM calls (device.matmul); CuPy's own small kernels (dtype casts,
+copies of non-contiguous views) are not counted. Then one MNIST epoch at
+batch 64 through ``tn.fit`` (the data uploaded once), when the MNIST files
+are found.
+
+    python -m kernels.step --device cuda --check   # one step at batch 2 against ref
+                                                   # (about 3 minutes under the simulator)
+    python -m kernels.step --device cuda --bench   # a GPU
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 
-from kernels.common import child_env, median_time
+from kernels.common import GpuRow, child_env, event_time, lab_main, median_time, torch_cuda, \
+    torch_time
 
 NORMS = ("batch", "layer", "instance", "group", "none")
+GPU_NORMS = ("batch", "layer", "instance", "group")
+GPU_BATCHES = (512, 64)
 BATCH = 64
 STEPS_PER_EPOCH = 938
 
 
-def tinynet_step(norm, x, y):
-    """A closure running one tinynet training step on (x, y)."""
+def tinynet_step(norm, x, y, device="cpu"):
+    """A closure running one tinynet training step on (x, y) on ``device``
+    (it returns the loss), and the model."""
     import tinynet as tn
     from tinynet.cli import build_cnn
     tn.init.seed(0)
-    model = build_cnn(norm)
+    model = build_cnn(norm).to(device)
     loss_fn = tn.SoftmaxCrossEntropy()
     opt = tn.optim.Adam(model.parameters(), lr=1e-3)
+    if device == "cuda":
+        x, y = tn.to_device(x), tn.to_device(y)
 
     def step():
-        loss_fn.forward(model.forward(x), y)
+        loss = loss_fn.forward(model.forward(x), y)
         model.zero_grad()
         model.backward(loss_fn.backward())
         opt.step()
-    return step
+        return loss
+    return step, model
 
 
-def torch_step(torch, norm, x, y):
-    """The same step in torch, or None without torch."""
+def torch_step(torch, norm, x, y, device="cpu"):
+    """The same step in torch on ``device`` ("cpu" or "cuda")."""
     nn = torch.nn
 
     def norm_layers(c, hw):
@@ -76,10 +95,11 @@ def torch_step(torch, norm, x, y):
     model = nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), *norm_layers(32, 28), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), *norm_layers(64, 14), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(128, 10)).to(device)
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     def step():
         loss = loss_fn(model(tx), ty)
@@ -89,10 +109,10 @@ def torch_step(torch, norm, x, y):
     return step
 
 
-def inputs():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)
-    y = rng.integers(0, 10, BATCH).astype(np.int64)
+def inputs(batch=BATCH, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
     return x, y
 
 
@@ -128,7 +148,7 @@ def child(framework, norm, repeat, torch_first=False):
             from kernels.common import try_torch
             steps[name] = torch_step(try_torch(), norm, x, y)
         else:
-            steps[name] = tinynet_step(norm, x, y)
+            steps[name] = tinynet_step(norm, x, y)[0]
     for name in names:
         out[name] = median_time(steps[name], warmup=3, repeat=repeat)
     _, peak_mb = _rss_mb()
@@ -222,8 +242,87 @@ def print_table(rows, rounds):
         print(line)
 
 
+# -- the cuda backend's step ------------------------------------------------------
+
+def count_launches(fn):
+    """(numba.cuda launches, device.matmul calls) made by one call of ``fn``."""
+    from tinynet.backends import cuda_device as device
+    counts = [0, 0]
+
+    def count_gemm(a, b):
+        counts[1] += 1
+
+    def count(py_func, args):
+        counts[0] += 1
+    with device.watch_launches(count), device.watch_gemms(count_gemm):
+        fn()
+    return tuple(counts)
+
+
+def gpu_check():
+    """One step of build_cnn on the cuda backend against the same step on ref: the
+    loss and every gradient (Adam's first step is lr * sign(grad) wherever the
+    gradient is rounding noise, so the updated parameters are not compared)."""
+    import tinynet as tn
+    x, y = inputs(2)
+    losses, grads = [], []
+    for backend, device in (("ref", "cpu"), ("cuda", "cuda")):
+        with tn.use_backend(backend):
+            step, model = tinynet_step("batch", x, y, device)
+            losses.append(float(step()))
+            grads.append([tn.to_host(p.grad) for p in model.parameters()])
+    assert abs(losses[0] - losses[1]) < 1e-4 * max(1.0, abs(losses[0])), losses
+    for g_ref, g in zip(*grads):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-5 * max(1.0, np.abs(g_ref).max()))
+
+
+def _mnist_epoch():
+    """Seconds of one MNIST epoch at batch 64 on the cuda backend, or None without the data."""
+    import tinynet as tn
+    from tinynet.cli import build_cnn
+    try:
+        images, labels = tn.data.load_mnist("train", download=False)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    x = (images.astype(np.float32) / 255.0)[:, None]
+    tn.init.seed(0)
+    model = build_cnn("batch").to("cuda")
+    opt = tn.optim.Adam(model.parameters(), lr=1e-3)
+    t0 = time.perf_counter()
+    tn.fit(model, tn.SoftmaxCrossEntropy(), opt, (x, labels.astype(np.int64)), epochs=1,
+           batch_size=64, progress=False)
+    return time.perf_counter() - t0
+
+
+def gpu_bench():
+    import tinynet as tn
+    tn.set_backend("cuda")
+    torch = torch_cuda()
+    rows = []
+    for batch in GPU_BATCHES:
+        x, y = inputs(batch)
+        for norm in GPU_NORMS:
+            step, _ = tinynet_step(norm, x, y, "cuda")
+            seconds = event_time(step, warmup=3, repeat=20)
+            launches, gemms = count_launches(step)
+            t_torch = torch_time(torch, torch_step(torch, norm, x, y, "cuda")) if torch else None
+            rows.append(GpuRow(f"CNN step, batch {batch}, {norm} norm",
+                               f"tinynet cuda [{launches} launches + {gemms} GEMMs]", seconds,
+                               torch_seconds=t_torch))
+    epoch = _mnist_epoch()
+    if epoch is not None:
+        rows.append(GpuRow("MNIST epoch, batch 64, batch norm (tn.fit)", "tinynet cuda", epoch))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.step")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the GPU step (--check on a GPU or the simulator, "
+                             "--bench on a GPU)")
+    parser.add_argument("--check", action="store_true", help="with --device cuda: one step "
+                        "against the ref backend")
+    parser.add_argument("--bench", action="store_true", help="with --device cuda: time it")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
@@ -234,6 +333,9 @@ def main(argv=None):
     parser.add_argument("--torch-first", action="store_true",
                         help="with --child tinynet: import torch before tinynet")
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        rest = [f for f, on in (("--check", args.check), ("--bench", args.bench)) if on]
+        return lab_main("step", gpu_check, gpu_bench, rest, device="cuda")
     if args.child:
         return child(args.child, args.norm, args.repeat, args.torch_first)
     rows = bench(args.repeat, args.rounds)

@@ -45,17 +45,18 @@ else:
 
 
 # Whole-program tests: training runs, the studies, killed processes, child
-# processes at both thread counts. They run the kernels that the unit tests
+# processes at both thread counts, the labs' --check. They run the kernels that the unit tests
 # compare with the reference at the default thread count and at one thread, so
 # CI's one-thread pass, which looks for prange races, deselects them
 # (-m "not integration").
-INTEGRATION = {"test_study_experiments", "test_study_runner", "test_fault", "test_mnist_e2e",
-               "test_fashion_mnist", "test_examples", "test_eval", "test_thread_counts"}
+INTEGRATION = {"test_lab", "test_study_experiments", "test_study_runner", "test_fault",
+               "test_mnist_e2e", "test_fashion_mnist", "test_examples", "test_eval",
+               "test_thread_counts"}
 
 
 # Modules that test the cuda backend and nothing else; with the ``cuda`` parameter of
 # the op-family tests (tests/harness.py) they are CI's simulator run (-m cuda).
-CUDA = {"test_cuda_device", "test_cuda_model", "test_cuda_layers", "test_cuda_lab", "test_device"}
+CUDA = {"test_cuda_device", "test_cuda_model", "test_cuda_layers", "test_device"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -179,7 +179,7 @@ def matmul(a, b):
 def watch_gemms(callback):
     """Within the block, call ``callback(a, b)`` at every ``matmul`` (a cuBLAS GEMM
     on a GPU), before it runs; with ``watch_launches``, what the lab counts as
-    the launches of a training step (kernels/gpu_step.py)."""
+    the launches of a training step (python -m kernels.step --device cuda)."""
     _GEMM_WATCHERS.append(callback)
     try:
         yield

@@ -1,0 +1,55 @@
+"""Every lab's ``--check`` (kernels/, CPU and GPU): each variant against the
+reference over its family's cases, and the GPU report's plumbing.
+
+The CPU labs run in the default test run; the GPU labs on a GPU or under the
+CUDA simulator (marked ``cuda``), with small blocks.
+"""
+import importlib
+
+import pytest
+
+from cudasim import requires_cuda
+
+CPU_LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
+GPU_LABS = ("gpu_norm", "gpu_gemm", "gpu_launch")
+
+
+@pytest.mark.parametrize("lab", CPU_LABS)
+def test_cpu_lab_check_passes(lab, capsys):
+    module = importlib.import_module(f"kernels.{lab}")
+    module.main(["--check"])
+    assert f"{lab}: every variant matches the reference" in capsys.readouterr().out
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("lab", GPU_LABS)
+def test_gpu_lab_check_passes(lab, capsys):
+    module = importlib.import_module(f"kernels.{lab}")
+    module.main(["--check"])
+    assert f"{lab}: every variant matches the reference" in capsys.readouterr().out
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_gpu_step_check_passes(capsys):
+    from kernels import step
+    step.main(["--device", "cuda", "--check"])
+    assert "step: every variant matches the reference" in capsys.readouterr().out
+
+
+def test_report_replaces_only_between_markers():
+    from kernels.report import MARKERS, replace_between
+    for key in ("ptx", "report"):
+        start, end = MARKERS[key]
+        text = f"head\n{start}\nold\n{end}\ntail\n"
+        assert replace_between(text, key, "new") == f"head\n{start}\nnew\n{end}\ntail\n"
+
+
+def test_gpu_rows_give_percent_of_copy_bandwidth():
+    from kernels.common import GpuRow, format_gpu_rows
+    row = GpuRow("op", "v", 1e-3, floor_bytes=2e9, torch_seconds=2e-3)
+    d = row.as_dict(bandwidth=4e12)
+    assert d["GB/s"] == pytest.approx(2000) and d["% copy"] == pytest.approx(50)
+    assert d["ratio"] == pytest.approx(0.5)
+    assert "| op | v | 1.000 | 2000 | 50 |" in format_gpu_rows([row], 4e12)
