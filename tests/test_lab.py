@@ -12,19 +12,12 @@ from cudasim import requires_cuda
 
 CPU_LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
 GPU_LABS = ("gpu_norm", "gpu_gemm", "gpu_launch")
+LABS = list(CPU_LABS) + [pytest.param(lab, marks=[pytest.mark.cuda, requires_cuda])
+                         for lab in GPU_LABS]
 
 
-@pytest.mark.parametrize("lab", CPU_LABS)
-def test_cpu_lab_check_passes(lab, capsys):
-    module = importlib.import_module(f"kernels.{lab}")
-    module.main(["--check"])
-    assert f"{lab}: every variant matches the reference" in capsys.readouterr().out
-
-
-@pytest.mark.cuda
-@requires_cuda
-@pytest.mark.parametrize("lab", GPU_LABS)
-def test_gpu_lab_check_passes(lab, capsys):
+@pytest.mark.parametrize("lab", LABS)
+def test_lab_check_passes(lab, capsys):
     module = importlib.import_module(f"kernels.{lab}")
     module.main(["--check"])
     assert f"{lab}: every variant matches the reference" in capsys.readouterr().out
