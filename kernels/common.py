@@ -74,7 +74,7 @@ def _parallel_copy(src, dst):
     """dst[:] = src[:] with a numba prange kernel (compiled on first use)."""
     global _copy_kernel
     if _copy_kernel is None:
-        from tinynet.backends.cpu.jit import njit_kernel
+        from tinynet.backends.cpu_jit import njit_kernel
 
         @njit_kernel(parallel=True)
         def copy(src, dst):
