@@ -37,7 +37,7 @@ import tinynet.process
 # a lab variant that runs before any tinynet op loads the cpu backend.
 tinynet.process.apply()
 
-__all__ = ["child_env", "median_time", "copy_bandwidth", "try_torch", "Row", "print_rows",
+__all__ = ["child_env", "median_time", "race", "copy_bandwidth", "try_torch", "Row", "print_rows",
            "lab_main", "tensor_bytes",
            "GpuRow", "event_time", "torch_time", "device_copy_bandwidth", "torch_cuda",
            "format_gpu_rows", "print_gpu_rows", "assert_close", "sync", "small_blocks"]
@@ -68,6 +68,16 @@ def median_time(fn, warmup=2, repeat=15, min_seconds=0.0):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def race(fns, rounds=5, repeat=15):
+    """Median over ``rounds`` of each fn's median time, name -> seconds; the fns
+    take turns each round, so a burst of load from another process hits them alike."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(median_time(fn, repeat=repeat))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _parallel_copy(src, dst):
@@ -324,10 +334,5 @@ def assert_close(got, want, what, rtol=1e-4, atol=1e-4):
 def small_blocks():
     """Small blocks and grids for a --check on tiny shapes (and a quick simulator)."""
     from tinynet.backends import cuda_device as device
-    saved = device.BLOCK, device.BLOCK_REDUCE, device.MAX_BLOCKS
-    device.BLOCK, device.MAX_BLOCKS = 8, 3
-    device.BLOCK_REDUCE = 4 if device.SIMULATOR else 64
-    try:
+    with device.launch_sizes(block=8, block_reduce=4 if device.SIMULATOR else 64, max_blocks=3):
         yield device
-    finally:
-        device.BLOCK, device.BLOCK_REDUCE, device.MAX_BLOCKS = saved

@@ -1,64 +1,69 @@
 """Kernel lab: activations (forward and backward), softmax and softmax cross-entropy.
 
-The ops (tinynet.backends.ref.activation and tinynet.backends.ref.loss, the
-reference):
+The ops and their math are the contracts' (tinynet/ops/activation/__init__.py,
+tinynet/ops/loss/__init__.py); tinynet.backends.ref is the reference.
+``VARIANTS`` (per elementwise op), ``SOFTMAX_VARIANTS`` and ``XENT_VARIANTS``
+number the variants; each is a pair (forward, backward):
 
-    ReLU       y = max(x, 0)                   dx = dy * [x > 0]
-    LeakyReLU  y = x if x > 0 else 0.01 x      dx = dy if x > 0 else 0.01 dy
-    Sigmoid    y = 1 / (1 + exp(-x))           dx = dy * y * (1 - y)
-    Tanh       y = tanh(x)                     dx = dy * (1 - y^2)
-    GELU       y = x Phi(x)                    dx = dy * (Phi(x) + x phi(x))
-    Softmax    y = exp(x - m) / sum exp(x - m) dx = y * (dy - sum(dy * y))
-    softmax cross-entropy, mean over N, label smoothing eps:
-               loss = mean_n (lse_n - sum_k q_nk z_nk),  dlogits = (p - q) / N
+- elementwise ops: ``fwd(x, *args) -> (y, cache)``, ``bwd(cache, dy, *args)
+  -> dx``, with args the op's (LeakyReLU's slope);
+- softmax: the same with args = (axis,);
+- softmax cross-entropy: ``fwd(logits, labels, eps) -> (loss, probs)``,
+  ``bwd(probs, labels, eps) -> dlogits``.
 
-Elementwise variants, per op (fwd(x) -> (y, cache), bwd(cache, dy) -> dx):
+The rows named tinynet call the production ops of tinynet.backends.cpu, so
+they time what tinynet runs.
 
-ReLU, LeakyReLU
-  1. naive port: a serial njit loop.
-  2. prange flat: the same loop under prange over the flat index; numba splits
-     it into one contiguous block per thread and LLVM vectorizes each block.
-  3. (ReLU) uint8 mask: the forward also writes keep = [x > 0] (1 byte) and
-     the backward reads it instead of x (4 bytes): 18 bytes per element
-     instead of 20.
-Sigmoid, Tanh
-  1. naive port, libm exp / tanh, serial.
-  2. prange flat, libm: the call runs one element at a time, the loop does
-     not vectorize.
-  3. vector exp in float64: exp and expm1 as range reduction plus a Taylor
-     polynomial in plain arithmetic (tinynet.backends.cpu.activation
-     ``_exp_f64`` / ``_expm1_f64``, within 1 ulp), inlined, so the loop
-     vectorizes: 8 float64 lanes per AVX-512 instruction.
-  4. vector exp in x's dtype: float32 input runs ``_exp_f32``, a shorter
-     polynomial on 16 float32 lanes, within 1 ulp of exp.
-GELU
-  1. naive port, libm erf, serial.
-  2. prange flat, libm erf.
-  3. Phi from the erfc approximation of Numerical Recipes (``erfcc``, relative
-     error < 1.2e-7, about one float32 ulp) and the vector exp, in float64;
-     float64 input keeps libm erf (variant 2).
-  4. variant 3 in float32 arithmetic for float32 input.
+ReLU, LeakyReLU:
+- naive serial: a serial njit loop;
+- prange flat (tinynet): the same loop under prange over the flat index;
+  numba splits it into one contiguous block per thread and LLVM vectorizes
+  each block;
+- uint8 mask (ReLU): the forward also writes keep = [x > 0] (1 byte) and the
+  backward reads it instead of x (4 bytes): 18 bytes per element instead
+  of 20.
 
-Softmax over axis 1 of (64, 32, 28, 28) and of (256, 1000):
+Sigmoid, Tanh:
+- naive serial, libm exp / tanh;
+- prange flat, libm: the call runs one element at a time, the loop does not
+  vectorize;
+- vector exp in float64: exp and expm1 as range reduction plus a Taylor
+  polynomial in plain arithmetic (tinynet.backends.cpu_jit
+  ``vector_exp_f64`` / ``vector_expm1_f64``, within 1 ulp), inlined, so the
+  loop vectorizes: 8 float64 lanes per AVX-512 instruction;
+- vector exp in x's dtype (tinynet): float32 input runs the float32
+  polynomial, shorter, on 16 float32 lanes, within 1 ulp of exp.
 
-1. naive port: serial; max, sum of exp and the division along the axis.
-2. prange over (n, block of columns): each task owns up to 256 contiguous
-   columns of one sample (one column of width 1 for (N, K)); libm exp.
-3. as 2 with the vector exp in x's dtype and dx in x's dtype (the sums stay
-   float64), and a task per contiguous row when the axis is the last one.
+GELU:
+- naive serial, libm erf;
+- prange flat, libm erf;
+- Phi from the erfc approximation of Numerical Recipes (``erfcc``, relative
+  error < 1.2e-7, about one float32 ulp) and the vector exp, in float64;
+  float64 input keeps libm erf;
+- erfcc in x's dtype (tinynet): the same in float32 arithmetic for float32
+  input.
+
+Softmax along an axis, viewed as (outer, K, inner):
+- naive serial: max, sum of exp and the division along the axis;
+- prange over (outer, block of columns): each task owns up to 256
+  contiguous columns of one outer index (one column of width 1 for rows
+  along the last axis); libm exp;
+- vector exp in x's dtype (tinynet): dx in x's dtype (the sums stay
+  float64), and a task per contiguous row when the axis is the last one.
 
 Softmax cross-entropy (N, K) forward + backward:
+- naive serial rows;
+- prange rows (tinynet): float64 sums, the row loss in one pass.
 
-1. naive port: serial rows.
-2. prange over rows (float64 sums, the row loss in one pass).
-
-The variant marked (tn) is tinynet's: the lab runs the production op of
-tinynet.backends.cpu itself, so it times what tinynet runs.
+``--check`` runs every variant against the float64 reference over the cases
+of tinynet.ops.activation.cases and tinynet.ops.loss.cases.
 
 Floor, float32 bytes of the minimal tensors: an activation's forward reads x
 and writes y, its backward reads x or y, reads dy and writes dx (5 tensors for
 forward + backward); softmax the same per pass; softmax cross-entropy reads
-the logits, writes p, reads p, writes dlogits.
+the logits, writes p, reads p, writes dlogits. The bench runs (64, 32, 28, 28)
+(softmax along axis 1) and (256, 1000) for softmax, (64, 10) for the
+cross-entropy.
 
 The layer rows time the public API, ``y = layer.forward(x); dx =
 layer.backward(dy)`` in float32 on the same shapes, against the torch module's
@@ -69,17 +74,18 @@ forward + backward against ``torch.nn.CrossEntropyLoss``.
     python -m kernels.elementwise --bench      timings, % of floor, torch beside them
 """
 import math
-import statistics
 
 import numpy as np
 import numba
 
 import tinynet as tn
 from tinynet.backends import cpu, ref
-from tinynet.backends.cpu.activation import _exp_f64, _expm1_f64
-from tinynet.backends.cpu.jit import njit_kernel
-from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
+from tinynet.backends.cpu_jit import njit_kernel, vector_exp_f64, vector_expm1_f64
+from tinynet.ops.activation import cases as activation_cases
+from tinynet.ops.loss import cases as loss_cases
+from kernels.common import Row, lab_main, race, tensor_bytes, try_torch
 
+FLOATS = (np.float32, np.float64)
 SHAPE = (64, 32, 28, 28)
 SOFTMAX_2D_SHAPE = (256, 1000)
 XENT_SHAPE = (64, 10)
@@ -88,31 +94,36 @@ SQRT1_2 = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _flat_unary(kernel):
-    """fwd(x) -> (y, x) running ``kernel(x_flat, y_flat)``; the cache is x."""
-    def fwd(x):
+def _flat_unary(kernel, cache_y=False):
+    """fwd(x, *args) -> (y, cache) running ``kernel(x_flat, *args, y_flat)``, the
+    args in x's dtype; the cache is y when ``cache_y``, else x."""
+    def fwd(x, *args):
         y = np.empty_like(x)
-        kernel(x.reshape(-1), y.reshape(-1))
-        return y, x
+        kernel(x.reshape(-1), *(x.dtype.type(a) for a in args), y.reshape(-1))
+        return y, (y if cache_y else x)
     return fwd
 
 
-def _flat_unary_cache_y(kernel):
-    """fwd(x) -> (y, y) running ``kernel(x_flat, y_flat)``; the cache is y."""
-    def fwd(x):
-        y = np.empty_like(x)
-        kernel(x.reshape(-1), y.reshape(-1))
-        return y, y
-    return fwd
-
-
-def _flat_binary(kernel, *args):
-    """bwd(cache, dy) -> dx running ``kernel(cache_flat, dy_flat, *args, dx_flat)``."""
-    def bwd(cache, dy):
+def _flat_binary(kernel):
+    """bwd(cache, dy, *args) -> dx running ``kernel(cache_flat, dy_flat, *args, dx_flat)``,
+    the args in dy's dtype."""
+    def bwd(cache, dy, *args):
         dx = np.empty_like(dy)
-        kernel(cache.reshape(-1), dy.reshape(-1), *args, dx.reshape(-1))
+        kernel(cache.reshape(-1), dy.reshape(-1), *(dy.dtype.type(a) for a in args),
+               dx.reshape(-1))
         return dx
     return bwd
+
+
+def _tinynet(op, cache_y=False):
+    """(fwd, bwd) of the production op ``<op>_forward`` / ``<op>_backward`` of
+    tinynet.backends.cpu; the cache is y when ``cache_y``, else x."""
+    forward = getattr(cpu, f"{op}_forward")
+
+    def fwd(x, *args):
+        y = forward(x, *args)
+        return y, (y if cache_y else x)
+    return fwd, getattr(cpu, f"{op}_backward")
 
 
 # ReLU ------------------------------------------------------------------------
@@ -146,7 +157,7 @@ def _relu_bwd_mask(keep, dy, dx):
         dx[i] = dy[i] if keep[i] else 0.0
 
 
-def relu_fwd_v3(x):
+def relu_fwd_mask(x):
     y = np.empty_like(x)
     keep = np.empty(x.shape, np.uint8)
     _relu_fwd_mask(x.reshape(-1), y.reshape(-1), keep.reshape(-1))
@@ -165,18 +176,6 @@ def _leaky_fwd_serial(x, slope, y):
 def _leaky_bwd_serial(x, dy, slope, dx):
     for i in range(x.size):
         dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
-
-
-def leaky_fwd_v1(x):
-    y = np.empty_like(x)
-    _leaky_fwd_serial(x.reshape(-1), x.dtype.type(SLOPE), y.reshape(-1))
-    return y, x
-
-
-def leaky_bwd_v1(x, dy):
-    dx = np.empty_like(dy)
-    _leaky_bwd_serial(x.reshape(-1), dy.reshape(-1), dy.dtype.type(SLOPE), dx.reshape(-1))
-    return dx
 
 
 # Sigmoid ---------------------------------------------------------------------
@@ -203,7 +202,7 @@ def _sigmoid_fwd_vec64(x, y):
     # Parallel axis: the flat index i; iteration i writes only y[i].
     for i in numba.prange(x.size):
         v = np.float64(x[i])
-        z = _exp_f64(-abs(v))
+        z = vector_exp_f64(-abs(v))
         y[i] = (1.0 if v >= 0 else z) / (1.0 + z)
 
 
@@ -233,7 +232,7 @@ def _tanh_fwd_vec64(x, y):
     # Parallel axis: the flat index i; iteration i writes only y[i].
     for i in numba.prange(x.size):
         v = np.float64(x[i])
-        m = _expm1_f64(-2.0 * abs(v))
+        m = vector_expm1_f64(-2.0 * abs(v))
         y[i] = math.copysign(-m / (2.0 + m), v)
 
 
@@ -279,7 +278,7 @@ def _gelu_bwd_libm(x, dy, dx):
 
 @njit_kernel(inline="always")
 def _phi_cdf_vec64(v):
-    # Numerical Recipes' erfcc, as tinynet's _phi_cdf_f32, in float64.
+    # Numerical Recipes' erfcc, as tinynet's float32 GELU, in float64.
     z = abs(v) * SQRT1_2
     t = 1.0 / (1.0 + 0.5 * z)
     p = -0.82215223 + t * 0.17087277
@@ -291,7 +290,7 @@ def _phi_cdf_vec64(v):
     p = 0.37409196 + t * p
     p = 1.00002368 + t * p
     p = -1.26551223 + t * p
-    half_erfc = 0.5 * t * _exp_f64(p - z * z)
+    half_erfc = 0.5 * t * vector_exp_f64(p - z * z)
     return 1.0 - half_erfc if v >= 0 else half_erfc
 
 
@@ -309,82 +308,69 @@ def _gelu_bwd_vec64(x, dy, dx):
     # Parallel axis: the flat index i; iteration i writes only dx[i].
     for i in numba.prange(x.size):
         v = np.float64(x[i])
-        pdf = _exp_f64(-0.5 * v * v) * INV_SQRT_2PI
+        pdf = vector_exp_f64(-0.5 * v * v) * INV_SQRT_2PI
         g = np.float64(dy[i]) * (_phi_cdf_vec64(v) + v * pdf)
         dx[i] = g if v == v else v
 
 
-def gelu_fwd_v3(x):
-    # erfcc is accurate to float32 only: float64 input keeps libm erf (variant 2).
+def gelu_fwd_erfcc(x):
+    # erfcc is accurate to float32 only: float64 input keeps libm erf.
     kernel = _gelu_fwd_vec64 if x.dtype == np.float32 else _gelu_fwd_libm
     return _flat_unary(kernel)(x)
 
 
-def gelu_bwd_v3(x, dy):
+def gelu_bwd_erfcc(x, dy):
     kernel = _gelu_bwd_vec64 if dy.dtype == np.float32 else _gelu_bwd_libm
     return _flat_binary(kernel)(x, dy)
-
-
-def _cache_y(forward):
-    """fwd(x) -> (y, y) for an op whose backward reads its output."""
-    def fwd(x):
-        y = forward(x)
-        return y, y
-    return fwd
 
 
 VARIANTS = {
     "relu": {
         "1 naive serial": (_flat_unary(_relu_fwd_serial), _flat_binary(_relu_bwd_serial)),
-        "2 prange flat (tn)": (lambda x: (cpu.relu_forward(x), x), cpu.relu_backward),
-        "3 prange, uint8 mask": (relu_fwd_v3, _flat_binary(_relu_bwd_mask)),
+        "2 tinynet, prange flat": _tinynet("relu"),
+        "3 prange, uint8 mask": (relu_fwd_mask, _flat_binary(_relu_bwd_mask)),
     },
     "leaky_relu": {
-        "1 naive serial": (leaky_fwd_v1, leaky_bwd_v1),
-        "2 prange flat (tn)": (lambda x: (cpu.leaky_relu_forward(x, SLOPE), x),
-                               lambda x, dy: cpu.leaky_relu_backward(x, dy, SLOPE)),
+        "1 naive serial": (_flat_unary(_leaky_fwd_serial), _flat_binary(_leaky_bwd_serial)),
+        "2 tinynet, prange flat": _tinynet("leaky_relu"),
     },
     "sigmoid": {
-        "1 naive serial": (_flat_unary_cache_y(_sigmoid_fwd_serial),
+        "1 naive serial": (_flat_unary(_sigmoid_fwd_serial, cache_y=True),
                            _flat_binary(_sigmoid_bwd_serial)),
-        "2 prange flat, libm exp": (_flat_unary_cache_y(_sigmoid_fwd_libm),
+        "2 prange flat, libm exp": (_flat_unary(_sigmoid_fwd_libm, cache_y=True),
                                     cpu.sigmoid_backward),
-        "3 vector exp, float64": (_flat_unary_cache_y(_sigmoid_fwd_vec64), cpu.sigmoid_backward),
-        "4 vector exp, x dtype (tn)": (_cache_y(cpu.sigmoid_forward), cpu.sigmoid_backward),
+        "3 vector exp, float64": (_flat_unary(_sigmoid_fwd_vec64, cache_y=True),
+                                  cpu.sigmoid_backward),
+        "4 tinynet, vector exp, x dtype": _tinynet("sigmoid", cache_y=True),
     },
     "tanh": {
-        "1 naive serial": (_flat_unary_cache_y(_tanh_fwd_serial), _flat_binary(_tanh_bwd_serial)),
-        "2 prange flat, libm tanh": (_flat_unary_cache_y(_tanh_fwd_libm), cpu.tanh_backward),
-        "3 vector expm1, float64": (_flat_unary_cache_y(_tanh_fwd_vec64), cpu.tanh_backward),
-        "4 vector expm1, x dtype (tn)": (_cache_y(cpu.tanh_forward), cpu.tanh_backward),
+        "1 naive serial": (_flat_unary(_tanh_fwd_serial, cache_y=True),
+                           _flat_binary(_tanh_bwd_serial)),
+        "2 prange flat, libm tanh": (_flat_unary(_tanh_fwd_libm, cache_y=True),
+                                     cpu.tanh_backward),
+        "3 vector expm1, float64": (_flat_unary(_tanh_fwd_vec64, cache_y=True),
+                                    cpu.tanh_backward),
+        "4 tinynet, vector expm1, x dtype": _tinynet("tanh", cache_y=True),
     },
     "gelu": {
         "1 naive serial": (_flat_unary(_gelu_fwd_serial), _flat_binary(_gelu_bwd_serial)),
         "2 prange flat, libm erf": (_flat_unary(_gelu_fwd_libm), _flat_binary(_gelu_bwd_libm)),
-        "3 erfcc + vector exp, f64": (gelu_fwd_v3, gelu_bwd_v3),
-        "4 erfcc, x dtype (tn)": (lambda x: (cpu.gelu_forward(x), x), cpu.gelu_backward),
+        "3 erfcc + vector exp, f64": (gelu_fwd_erfcc, gelu_bwd_erfcc),
+        "4 tinynet, erfcc, x dtype": _tinynet("gelu"),
     },
 }
 
-REF = {
-    "relu": (ref.relu_forward, lambda x, y, dy: ref.relu_backward(x, dy)),
-    "leaky_relu": (lambda x: ref.leaky_relu_forward(x, SLOPE),
-                   lambda x, y, dy: ref.leaky_relu_backward(x, dy, SLOPE)),
-    "sigmoid": (ref.sigmoid_forward, lambda x, y, dy: ref.sigmoid_backward(y, dy)),
-    "tanh": (ref.tanh_forward, lambda x, y, dy: ref.tanh_backward(y, dy)),
-    "gelu": (ref.gelu_forward, lambda x, y, dy: ref.gelu_backward(x, dy)),
-}
-
 LAYERS = {
-    "relu": (lambda: tn.ReLU(), lambda torch: torch.nn.ReLU()),
-    "leaky_relu": (lambda: tn.LeakyReLU(SLOPE), lambda torch: torch.nn.LeakyReLU(SLOPE)),
-    "sigmoid": (lambda: tn.Sigmoid(), lambda torch: torch.nn.Sigmoid()),
-    "tanh": (lambda: tn.Tanh(), lambda torch: torch.nn.Tanh()),
-    "gelu": (lambda: tn.GELU(), lambda torch: torch.nn.GELU()),
+    "relu": ((), lambda: tn.ReLU(), lambda torch: torch.nn.ReLU()),
+    "leaky_relu": ((SLOPE,), lambda: tn.LeakyReLU(SLOPE), lambda torch: torch.nn.LeakyReLU(SLOPE)),
+    "sigmoid": ((), lambda: tn.Sigmoid(), lambda torch: torch.nn.Sigmoid()),
+    "tanh": ((), lambda: tn.Tanh(), lambda torch: torch.nn.Tanh()),
+    "gelu": ((), lambda: tn.GELU(), lambda torch: torch.nn.GELU()),
 }
+"""The bench's args of each op, its layer and the torch module."""
 
 
-# Softmax along axis 1 ------------------------------------------------------------
+# Softmax along an axis ------------------------------------------------------------
 
 @njit_kernel()
 def _softmax_fwd_serial(x, y):
@@ -443,33 +429,34 @@ def _softmax_fwd_libm(x, y, columns):
                 y[o, c, j0 + j] = y[o, c, j0 + j] / s[j]
 
 
-def _axis1(a):
-    return a.reshape(a.shape[0], a.shape[1], -1)
+def _axis_view(a, axis):
+    """``a`` viewed as (outer, K, inner) around ``axis``."""
+    axis %= a.ndim
+    return a.reshape(math.prod(a.shape[:axis]), a.shape[axis], math.prod(a.shape[axis + 1:]))
 
 
-def softmax_fwd_v1(x):
+def softmax_fwd_serial(x, axis):
     y = np.empty_like(x)
-    _softmax_fwd_serial(_axis1(x), _axis1(y))
+    _softmax_fwd_serial(_axis_view(x, axis), _axis_view(y, axis))
     return y, y
 
 
-def softmax_bwd_v1(y, dy):
+def softmax_bwd_serial(y, dy, axis):
     dx = np.empty_like(dy)
-    _softmax_bwd_serial(_axis1(y), _axis1(dy), _axis1(dx))
+    _softmax_bwd_serial(_axis_view(y, axis), _axis_view(dy, axis), _axis_view(dx, axis))
     return dx
 
 
-def softmax_fwd_v2(x):
+def softmax_fwd_blocks(x, axis):
     y = np.empty_like(x)
-    _softmax_fwd_libm(_axis1(x), _axis1(y), 256)
+    _softmax_fwd_libm(_axis_view(x, axis), _axis_view(y, axis), 256)
     return y, y
 
 
 SOFTMAX_VARIANTS = {
-    "1 naive serial": (softmax_fwd_v1, softmax_bwd_v1),
-    "2 prange blocks, libm exp": (softmax_fwd_v2, lambda y, dy: cpu.softmax_backward(y, dy, 1)),
-    "3 vector exp, x dtype (tn)": (_cache_y(lambda x: cpu.softmax_forward(x, 1)),
-                                   lambda y, dy: cpu.softmax_backward(y, dy, 1)),
+    "1 naive serial": (softmax_fwd_serial, softmax_bwd_serial),
+    "2 prange blocks, libm exp": (softmax_fwd_blocks, cpu.softmax_backward),
+    "3 tinynet, vector exp, x dtype": _tinynet("softmax", cache_y=True),
 }
 
 
@@ -506,20 +493,20 @@ def _xent_bwd_serial(probs, labels, eps, dlogits):
             dlogits[r, c] = (probs[r, c] - q) / n
 
 
-def xent_fwd_v1(logits, labels, eps):
+def xent_fwd_serial(logits, labels, eps):
     probs = np.empty_like(logits)
     return _xent_fwd_serial(logits, labels, eps, probs), probs
 
 
-def xent_bwd_v1(probs, labels, eps):
+def xent_bwd_serial(probs, labels, eps):
     dlogits = np.empty_like(probs)
     _xent_bwd_serial(probs, labels, eps, dlogits)
     return dlogits
 
 
 XENT_VARIANTS = {
-    "1 naive serial": (xent_fwd_v1, xent_bwd_v1),
-    "2 prange rows (tn)": (cpu.softmax_xent_forward, cpu.softmax_xent_backward),
+    "1 naive serial": (xent_fwd_serial, xent_bwd_serial),
+    "2 tinynet, prange rows": (cpu.softmax_xent_forward, cpu.softmax_xent_backward),
 }
 
 
@@ -531,56 +518,56 @@ def _close(name, got, want, dtype):
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=name)
 
 
+def _check_pair(label, fwd, bwd, x, dy, args, y_ref, dx_ref):
+    """One variant's y and dx (its backward reading its own cache) against the reference."""
+    with np.errstate(all="ignore"):
+        y, cache = fwd(x, *args)
+        dx = bwd(cache, dy, *args)
+    _close(f"{label} y", y, y_ref, x.dtype)
+    _close(f"{label} dx", dx, dx_ref, x.dtype)
+
+
 def check():
     rng = np.random.default_rng(0)
-    for shape in [(3, 7, 5, 3), (1001,), (2, 5, 1)]:
-        for dtype in (np.float32, np.float64):
-            x = (3 * rng.standard_normal(shape)).astype(dtype)
-            x.flat[0] = np.nan
-            dy = rng.standard_normal(shape).astype(dtype)
-            for op, variants in VARIANTS.items():
-                ref_fwd, ref_bwd = REF[op]
-                x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-                y_ref = ref_fwd(x64)
-                dx_ref = ref_bwd(x64, y_ref, dy64)
-                for name, (fwd, bwd) in variants.items():
-                    y, cache = fwd(x)
-                    _close(f"{op} {name} y {shape}", y, y_ref, dtype)
-                    _close(f"{op} {name} dx {shape}", bwd(cache, dy), dx_ref, dtype)
-    for shape in [(13, 7), (3, 5, 4, 3), (2, 3, 300)]:
-        for dtype in (np.float32, np.float64):
-            x = (3 * rng.standard_normal(shape)).astype(dtype)
-            dy = rng.standard_normal(shape).astype(dtype)
-            y_ref = ref.softmax_forward(x.astype(np.float64), 1)
-            dx_ref = ref.softmax_backward(y_ref, dy.astype(np.float64), 1)
+    for case in activation_cases.ELEMENTWISE:
+        forward = getattr(ref, f"{case.op}_forward")
+        backward = getattr(ref, f"{case.op}_backward")
+        for shape in activation_cases.SHAPES:
+            for dtype in FLOATS:
+                x, dy = shape.draw(rng, dtype)
+                x64 = x.astype(np.float64)
+                with np.errstate(all="ignore"):
+                    y_ref = forward(x64, *case.args)
+                    dx_ref = backward(y_ref if case.reads_y else x64, dy.astype(np.float64),
+                                      *case.args)
+                for name, (fwd, bwd) in VARIANTS[case.op].items():
+                    _check_pair(f"{case.name} {name} {shape.name}", fwd, bwd, x, dy, case.args,
+                                y_ref, dx_ref)
+    for case in activation_cases.SOFTMAX:
+        for dtype in FLOATS:
+            x = (3 * rng.standard_normal(case.shape)).astype(dtype)
+            dy = rng.standard_normal(case.shape).astype(dtype)
+            y_ref = ref.softmax_forward(x.astype(np.float64), case.axis)
+            dx_ref = ref.softmax_backward(y_ref, dy.astype(np.float64), case.axis)
             for name, (fwd, bwd) in SOFTMAX_VARIANTS.items():
-                y, cache = fwd(x)
-                _close(f"softmax {name} y {shape}", y, y_ref, dtype)
-                _close(f"softmax {name} dx {shape}", bwd(cache, dy), dx_ref, dtype)
-    for eps in (0.0, 0.1):
-        for dtype in (np.float32, np.float64):
-            logits = (3 * rng.standard_normal((13, 7))).astype(dtype)
-            labels = rng.integers(0, 7, 13)
-            loss_ref, p_ref = ref.softmax_xent_forward(logits.astype(np.float64), labels, eps)
-            d_ref = ref.softmax_xent_backward(p_ref, labels, eps)
-            for name, (fwd, bwd) in XENT_VARIANTS.items():
-                loss, p = fwd(logits, labels, eps)
-                assert abs(loss - loss_ref) <= 1e-6 * abs(loss_ref), (name, loss, loss_ref)
-                _close(f"xent {name} p", p, p_ref, dtype)
-                _close(f"xent {name} dlogits", bwd(p, labels, eps), d_ref, dtype)
+                _check_pair(f"softmax {name} {case.name}", fwd, bwd, x, dy, (case.axis,),
+                            y_ref, dx_ref)
+    for case in loss_cases.XENT:
+        for eps in loss_cases.SMOOTHING:
+            for dtype in FLOATS:
+                logits, labels = case.draw(rng, dtype)
+                loss_ref, p_ref = ref.softmax_xent_forward(logits.astype(np.float64), labels, eps)
+                d_ref = ref.softmax_xent_backward(p_ref, labels, eps)
+                for name, (fwd, bwd) in XENT_VARIANTS.items():
+                    label = f"xent {name} {case.name} eps={eps}"
+                    loss, p = fwd(logits, labels, eps)
+                    assert math.isclose(loss, loss_ref, rel_tol=1e-6, abs_tol=1e-12), \
+                        (label, loss, loss_ref)
+                    _close(f"{label} p", p, p_ref, dtype)
+                    _close(f"{label} dlogits", bwd(p, labels, eps), d_ref, dtype)
 
 
 # bench -------------------------------------------------------------------------------
-
-def _race(fns, rounds=5, repeat=15):
-    """Median over rounds of each fn's median time; the fns take turns each round,
-    so a burst of load from another process hits them alike."""
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(median_time(fn, repeat=repeat))
-    return {name: statistics.median(t) for name, t in times.items()}
-
 
 def _torch_fns(torch, module, x, dy):
     """torch forward, backward alone (autograd.grad on a kept graph) and both."""
@@ -605,22 +592,22 @@ def _layer_fn(layer, x, dy):
     return step
 
 
-def _bench_family(rows, label, variants, x, dy, torch_module, layer):
+def _bench_family(rows, label, variants, x, dy, args, torch_module, layer):
     """Race every variant's fwd, bwd and fwd+bwd, torch's, and the public layer's."""
     torch = try_torch()
     fns = {}
     for name, (fwd, bwd) in variants.items():
-        cache = fwd(x)[1]
-        fns[(name, "fwd")] = lambda fwd=fwd: fwd(x)
-        fns[(name, "bwd")] = lambda bwd=bwd, cache=cache: bwd(cache, dy)
+        cache = fwd(x, *args)[1]
+        fns[(name, "fwd")] = lambda fwd=fwd: fwd(x, *args)
+        fns[(name, "bwd")] = lambda bwd=bwd, cache=cache: bwd(cache, dy, *args)
         # y stays alive through the backward pass, as in a network.
         fns[(name, "fwd+bwd")] = lambda fwd=fwd, bwd=bwd: (
-            lambda yc: (yc[0], bwd(yc[1], dy)))(fwd(x))
+            lambda yc: (yc[0], bwd(yc[1], dy, *args)))(fwd(x, *args))
     if torch is not None:
         for part, fn in _torch_fns(torch, torch_module(torch), x, dy).items():
             fns[("torch", part)] = fn
     fns[("layer", "fwd+bwd")] = _layer_fn(layer, x, dy)
-    t = _race(fns)
+    t = race(fns)
     one = tensor_bytes(x)
     floor = {"fwd": 2 * one, "bwd": 3 * one, "fwd+bwd": 5 * one}
     for name in variants:
@@ -651,7 +638,7 @@ def _bench_xent(rows):
             lt.grad = None
             criterion(lt, target).backward()
         fns["torch"] = torch_step
-    t = _race(fns, repeat=200)
+    t = race(fns, repeat=200)
     floor = 4 * tensor_bytes(logits)
     for name in XENT_VARIANTS:
         rows.append(Row("xent (64,10) fwd+bwd", name, t[name], floor,
@@ -666,17 +653,21 @@ def bench():
     x = rng.standard_normal(SHAPE).astype(np.float32)
     dy = rng.standard_normal(SHAPE).astype(np.float32)
     for op, variants in VARIANTS.items():
-        make_layer, torch_module = LAYERS[op]
-        _bench_family(rows, op, variants, x, dy, torch_module, make_layer())
-    _bench_family(rows, "softmax dim=1", SOFTMAX_VARIANTS, x, dy,
+        args, make_layer, torch_module = LAYERS[op]
+        _bench_family(rows, op, variants, x, dy, args, torch_module, make_layer())
+    _bench_family(rows, "softmax dim=1", SOFTMAX_VARIANTS, x, dy, (1,),
                   lambda torch: torch.nn.Softmax(dim=1), tn.Softmax(dim=1))
     x2 = rng.standard_normal(SOFTMAX_2D_SHAPE).astype(np.float32)
     dy2 = rng.standard_normal(SOFTMAX_2D_SHAPE).astype(np.float32)
-    _bench_family(rows, "softmax (256,1000)", SOFTMAX_VARIANTS, x2, dy2,
+    _bench_family(rows, "softmax (256,1000)", SOFTMAX_VARIANTS, x2, dy2, (1,),
                   lambda torch: torch.nn.Softmax(dim=1), tn.Softmax(dim=1))
     _bench_xent(rows)
     return rows
 
 
+def main(argv=None):
+    return lab_main("elementwise", check, bench, argv)
+
+
 if __name__ == "__main__":
-    lab_main("elementwise", check, bench)
+    main()

@@ -1,32 +1,32 @@
 """Kernel lab: the optimizer steps, SGD (momentum, Nesterov, weight decay) and
 Adam / AdamW, as fused in-place kernels.
 
-The ops (tinynet.backends.ref.optim, the reference; torch.optim's formulas):
+The ops, their math (torch.optim's formulas) and the per-element update
+that every kernel here runs are in tinynet/ops/optim/__init__.py; the
+reference is tinynet.backends.ref. The ref runs each line of the math as a
+NumPy expression: a pass over memory per line, and a temporary per
+expression. A fused kernel reads each array once and writes each updated one
+once. The arithmetic runs in the parameter's dtype with scalars of that
+dtype, as torch's CPU kernels do.
 
-    SGD:   g = grad + wd * p;  buf = momentum * buf + g;
-           g = g + momentum * buf (nesterov) or g = buf;  p = p - lr * g
-    Adam:  g = grad + wd * p (Adam) or p = p * (1 - lr * wd) (AdamW);
-           m = m + (1 - beta1) * (g - m);  v = beta2 * v + (1 - beta2) * g * g;
-           p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+Variants (numbered in SGD_VARIANTS and ADAM_VARIANTS), each called once per
+parameter, as ``Optimizer.step`` does. Each is a loop over the flat arrays
+whose body is the contract's element update (``sgd_update``,
+``adam_update``), inlined:
 
-The ref runs each line as a NumPy expression: a pass over memory per line,
-and a temporary per expression. A fused kernel reads each array once and
-writes each updated one once. The arithmetic runs in the parameter's dtype
-with scalars of that dtype, as torch's CPU kernels do.
-
-Variants, each called once per parameter, as ``Optimizer.step`` does:
-
-1. naive port: a serial Numba loop per parameter, everything in one pass.
-   Numba's default error model checks every float division for a zero
-   divisor (to raise ZeroDivisionError), and that branch keeps LLVM from
-   vectorizing Adam's loop.
-2. the same loop with ``error_model="numpy"``: a division by zero gives
-   inf or NaN as in IEEE arithmetic (as in torch), and the loop vectorizes.
-   SGD has no division: its variant 1 already vectorizes and stands for 2.
-3. parallel: 2 with prange over the elements (numba hands each thread one
-   contiguous block).
-4. size dispatch: 2 below 65536 elements, where waking the thread pool
-   costs more than the work, 3 above.
+- serial, division checked: a serial Numba loop compiled with Python's error
+  model, which checks every float division for a zero divisor (to raise
+  ZeroDivisionError); that branch keeps LLVM from vectorizing Adam's loop.
+  SGD has no division: its serial loop vectorizes as it is.
+- serial: the same loop with ``error_model="numpy"``: a division by zero
+  gives inf or NaN as in IEEE arithmetic (as in torch), and the loop
+  vectorizes.
+- parallel: the serial loop with prange over the elements (numba hands each
+  thread one contiguous block).
+- tinynet: the cpu backend's op (tinynet.backends.cpu), promoted from here:
+  the serial loop below ``tinynet.ops.optim.cpu.SERIAL_BELOW`` elements,
+  where waking the thread pool costs more than the work, the parallel one
+  above.
 
 One launch for all parameters? Outside the kernel, a call costs about 3 us
 (checks, flat views, the scalars, numba's dispatch; tinynet caches Adam's
@@ -57,201 +57,114 @@ Python loop and checks around the promoted kernels.
     python -m kernels.optim --check     every variant against the reference
     python -m kernels.optim --bench     timings, % of floor, torch beside them
 """
-import numpy as np
 import numba
+import numpy as np
 
-from tinynet.backends import ref
 from kernels.common import Row, lab_main, median_time, try_torch
-from tinynet.backends.cpu.jit import njit_kernel
+from tinynet.backends import cpu, ref
+from tinynet.backends.cpu_jit import njit_kernel
+from tinynet.ops import optim
+from tinynet.ops.optim import cases
 
 SHAPES = [(32, 1, 3, 3), (32,), (32,), (32,), (64, 32, 3, 3), (64,), (64,), (64,),
           (128, 3136), (128,), (10, 128), (10,)]
-SERIAL_BELOW = 65536
+
+sgd_element = njit_kernel(inline="always")(optim.sgd_update)
+adam_element = njit_kernel(inline="always")(optim.adam_update)
 
 
-@njit_kernel()
-def _sgd_serial(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
-    for e in range(p.size):
-        d = g[e]
-        if weight_decay != 0:
-            d = d + weight_decay * p[e]
-        if has_buf:
-            b = momentum * buf[e] + d
-            buf[e] = b
-            d = d + momentum * b if nesterov else b
-        p[e] = p[e] - lr * d
-
-
-@njit_kernel(parallel=True)
-def _sgd_parallel(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
-    # Parallel axis: elements; numba gives each thread one contiguous block,
-    # and iteration e writes only p[e] and buf[e].
+def sgd_loop(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
+    # Parallel axis (when compiled with parallel=True; prange is range
+    # otherwise): elements, and iteration e writes only p[e] and buf[e].
     for e in numba.prange(p.size):
-        d = g[e]
-        if weight_decay != 0:
-            d = d + weight_decay * p[e]
-        if has_buf:
-            b = momentum * buf[e] + d
-            buf[e] = b
-            d = d + momentum * b if nesterov else b
-        p[e] = p[e] - lr * d
+        sgd_element(p, g, buf, e, lr, momentum, weight_decay, weight_decay != 0, has_buf,
+                    nesterov)
 
 
-@njit_kernel(error_model="python")
-def _adam_serial_checked(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2,
-                         one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps):
-    for e in range(p.size):
-        d = g[e]
-        q = p[e] * shrink
-        if weight_decay != 0:
-            d = d + weight_decay * q
-        mm = m[e] + one_minus_beta1 * (d - m[e])
-        vv = beta2 * v[e] + one_minus_beta2 * d * d
-        m[e] = mm
-        v[e] = vv
-        p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
-
-
-@njit_kernel(error_model="numpy")
-def _adam_serial(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one_minus_beta2,
-                 neg_step_size, bias_correction2_sqrt, eps):
-    for e in range(p.size):
-        d = g[e]
-        q = p[e] * shrink
-        if weight_decay != 0:
-            d = d + weight_decay * q
-        mm = m[e] + one_minus_beta1 * (d - m[e])
-        vv = beta2 * v[e] + one_minus_beta2 * d * d
-        m[e] = mm
-        v[e] = vv
-        p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
-
-
-@njit_kernel(parallel=True, error_model="numpy")
-def _adam_parallel(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one_minus_beta2,
-                   neg_step_size, bias_correction2_sqrt, eps):
-    # Parallel axis: elements; numba gives each thread one contiguous block,
-    # and iteration e writes only p[e], m[e] and v[e].
+def adam_loop(p, g, m, v, shrink, l2, one_minus_beta1, beta2, one_minus_beta2, neg_step_size,
+              bias_correction2_sqrt, eps):
+    # Parallel axis (when compiled with parallel=True; prange is range
+    # otherwise): elements, and iteration e writes only p[e], m[e] and v[e].
     for e in numba.prange(p.size):
-        d = g[e]
-        q = p[e] * shrink
-        if weight_decay != 0:
-            d = d + weight_decay * q
-        mm = m[e] + one_minus_beta1 * (d - m[e])
-        vv = beta2 * v[e] + one_minus_beta2 * d * d
-        m[e] = mm
-        v[e] = vv
-        p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
+        adam_element(p, g, m, v, e, shrink, l2, one_minus_beta1, beta2, one_minus_beta2,
+                     neg_step_size, bias_correction2_sqrt, eps, l2 != 0)
 
 
-def _sgd_args(param, buf, lr, momentum, weight_decay, nesterov):
-    dt = param.dtype.type
-    has_buf = buf is not None
-    buf = buf.reshape(-1) if has_buf else np.empty(0, param.dtype)
-    return buf, dt(lr), dt(momentum), dt(weight_decay), has_buf, bool(nesterov)
+def compiled(loop, **options):
+    """``loop`` compiled with njit_kernel's flags and ``options``; not cached on
+    disk, since numba's cache would not tell apart compiles of one function
+    that differ only in options."""
+    return njit_kernel(cache=False, **options)(loop)
 
 
-def _adam_args(param, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """The scalars of one step, computed in float64 (as torch) and cast to the
-    parameter's dtype. AdamW's decay becomes shrink = 1 - lr * wd on p, Adam's
-    an L2 term wd * p on g; the unused one is 1 or 0."""
-    dt = param.dtype.type
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-    shrink = 1 - lr * weight_decay if decoupled else 1.0
-    l2 = 0.0 if decoupled else weight_decay
-    return (dt(shrink), dt(l2), dt(1 - beta1), dt(beta2), dt(1 - beta2),
-            dt(-lr / bias_correction1), dt(bias_correction2_sqrt), dt(eps))
+def sgd_with(loop):
+    """An ``sgd_step`` (the op's arguments) that runs ``loop`` on flat views."""
+    def step(param, grad, buf, lr, momentum, weight_decay, nesterov):
+        dt = param.dtype.type
+        has_buf = buf is not None
+        buf = buf.reshape(-1) if has_buf else np.empty(0, param.dtype)
+        loop(param.reshape(-1), grad.reshape(-1), buf, dt(lr), dt(momentum), dt(weight_decay),
+             has_buf, bool(nesterov))
+    return step
 
 
-def sgd_v1(param, grad, buf, lr, momentum, weight_decay, nesterov):
-    _sgd_serial(param.reshape(-1), grad.reshape(-1),
-                *_sgd_args(param, buf, lr, momentum, weight_decay, nesterov))
+def adam_with(loop):
+    """An ``adam_step`` (the op's arguments) that runs ``loop`` on flat views."""
+    def step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+        scalars = optim.adam_scalars(param.dtype, int(step), float(lr), float(beta1),
+                                     float(beta2), float(eps), float(weight_decay),
+                                     bool(decoupled))
+        loop(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), *scalars)
+    return step
 
 
-def sgd_v3(param, grad, buf, lr, momentum, weight_decay, nesterov):
-    _sgd_parallel(param.reshape(-1), grad.reshape(-1),
-                  *_sgd_args(param, buf, lr, momentum, weight_decay, nesterov))
+SGD_VARIANTS = {"1 serial": sgd_with(compiled(sgd_loop)),
+                "3 parallel": sgd_with(compiled(sgd_loop, parallel=True)),
+                "4 tinynet": cpu.sgd_step}
+ADAM_VARIANTS = {"1 serial, division checked": adam_with(compiled(adam_loop,
+                                                                  error_model="python")),
+                 "2 serial": adam_with(compiled(adam_loop)),
+                 "3 parallel": adam_with(compiled(adam_loop, parallel=True)),
+                 "4 tinynet": cpu.adam_step}
+
+STEPS = 3
 
 
-def sgd_v4(param, grad, buf, lr, momentum, weight_decay, nesterov):
-    if param.size < SERIAL_BELOW:
-        sgd_v1(param, grad, buf, lr, momentum, weight_decay, nesterov)
-    else:
-        sgd_v3(param, grad, buf, lr, momentum, weight_decay, nesterov)
-
-
-def adam_v1(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    _adam_serial_checked(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-                         *_adam_args(param, step, lr, beta1, beta2, eps, weight_decay,
-                                     decoupled))
-
-
-def adam_v2(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    _adam_serial(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-                 *_adam_args(param, step, lr, beta1, beta2, eps, weight_decay, decoupled))
-
-
-def adam_v3(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    _adam_parallel(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-                   *_adam_args(param, step, lr, beta1, beta2, eps, weight_decay, decoupled))
-
-
-def adam_v4(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    if param.size < SERIAL_BELOW:
-        adam_v2(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-    else:
-        adam_v3(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-
-
-SGD_VARIANTS = {"1 serial": sgd_v1, "3 parallel": sgd_v3, "4 size dispatch": sgd_v4}
-ADAM_VARIANTS = {"1 serial, division checked": adam_v1, "2 serial": adam_v2,
-                 "3 parallel": adam_v3, "4 size dispatch": adam_v4}
-
-SGD_OPTIONS = [dict(lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False),
-               dict(lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False),
-               dict(lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True),
-               dict(lr=0.1, momentum=0.0, weight_decay=0.1, nesterov=False)]
-ADAM_OPTIONS = [dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                     decoupled=False),
-                dict(lr=1e-2, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1,
-                     decoupled=False),
-                dict(lr=1e-2, beta1=0.5, beta2=0.9, eps=1e-8, weight_decay=0.3,
-                     decoupled=True)]
-
-
-def _arrays(rng, shape, dtype, count):
-    return [rng.standard_normal(shape).astype(dtype) for _ in range(count)]
+def _tol(dtype):
+    """A float32 or float64 result against the float64 reference."""
+    return dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
 
 
 def check():
     rng = np.random.default_rng(0)
-    for shape in [(7,), (3, 5, 11), (0,), (SERIAL_BELOW + 123,), (263, 257)]:
+    for case in cases.SHAPES:
         for dtype in (np.float32, np.float64):
-            tol = 1e-5 if dtype == np.float32 else 1e-13
-            for kw in SGD_OPTIONS:
+            for options in cases.SGD:
+                kw = options.kwargs()
                 for name, step_fn in SGD_VARIANTS.items():
-                    p, g, buf = _arrays(rng, shape, dtype, 3)
-                    p_ref, buf_ref = p.copy(), buf.copy()
-                    use_buf = kw["momentum"] != 0
-                    for _ in range(3):
-                        ref.sgd_step(p_ref, g, buf_ref if use_buf else None, **kw)
-                        step_fn(p, g, buf if use_buf else None, **kw)
-                    np.testing.assert_allclose(p, p_ref, rtol=tol, atol=tol,
-                                               err_msg=f"sgd {name} {kw}")
-                    assert p.dtype == dtype
-            for kw in ADAM_OPTIONS:
+                    p, g, buf = (rng.standard_normal(case.shape) for _ in range(3))
+                    use_buf = options.momentum != 0
+                    pd, bufd = p.astype(dtype), buf.astype(dtype)
+                    for _ in range(STEPS):
+                        ref.sgd_step(p, g, buf if use_buf else None, **kw)
+                        step_fn(pd, g.astype(dtype), bufd if use_buf else None, **kw)
+                    assert pd.dtype == dtype
+                    np.testing.assert_allclose(pd, p, **_tol(dtype),
+                                               err_msg=f"sgd {name} {options.name} {case.name}")
+            for options in cases.ADAM:
+                kw = options.kwargs()
                 for name, step_fn in ADAM_VARIANTS.items():
-                    p, g = _arrays(rng, shape, dtype, 2)
+                    p, g = (rng.standard_normal(case.shape) for _ in range(2))
                     m, v = np.zeros_like(p), np.zeros_like(p)
-                    p_ref, m_ref, v_ref = p.copy(), m.copy(), v.copy()
-                    for t in range(1, 4):
-                        ref.adam_step(p_ref, g, m_ref, v_ref, t, **kw)
-                        step_fn(p, g, m, v, t, **kw)
-                    for got, want, what in ((p, p_ref, "p"), (m, m_ref, "m"), (v, v_ref, "v")):
-                        np.testing.assert_allclose(got, want, rtol=tol, atol=tol,
-                                                   err_msg=f"adam {name} {kw} {what}")
-                        assert got.dtype == dtype
+                    pd, md, vd = (a.astype(dtype) for a in (p, m, v))
+                    for t in range(1, STEPS + 1):
+                        ref.adam_step(p, g, m, v, t, **kw)
+                        step_fn(pd, g.astype(dtype), md, vd, t, **kw)
+                    for a, want, what in ((pd, p, "p"), (md, m, "m"), (vd, v, "v")):
+                        assert a.dtype == dtype
+                        np.testing.assert_allclose(
+                            a, want, **_tol(dtype),
+                            err_msg=f"adam {name} {options.name} {case.name} {what}")
 
 
 def _torch_step_time(torch, cls, options, impl, values, grads):
@@ -337,5 +250,9 @@ def bench():
     return rows
 
 
+def main(argv=None):
+    lab_main("optim", check, bench, argv)
+
+
 if __name__ == "__main__":
-    lab_main("optim", check, bench)
+    main()

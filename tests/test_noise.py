@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 
 import tinynet as tn
-from tinynet.backends import ref
+from tinynet.ops.dropout import splitmix64
 from conftest import assert_close, check_grads
 
 
 def test_draws_are_the_stated_formula():
     layer = tn.RandomAffineNoise(5, shift=0.7, scale=3.0, seed=21)
-    key = ref.splitmix64(np.uint64(21) ^ ref.splitmix64(np.uint64(4)))
+    key = splitmix64(np.uint64(21) ^ splitmix64(np.uint64(4)))
     with np.errstate(over="ignore"):
-        u = (ref.splitmix64(key + np.arange(10, dtype=np.uint64)) >> np.uint64(11)) * 2.0**-53
+        u = (splitmix64(key + np.arange(10, dtype=np.uint64)) >> np.uint64(11)) * 2.0**-53
     s, m = layer.noise(4)
     assert_close(m, 0.7 * (2 * u[:5] - 1), 0, 0, "m")
     assert_close(s, 1 + 2.0 * u[5:], 0, 0, "s")

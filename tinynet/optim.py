@@ -3,24 +3,12 @@
 An optimizer holds a list of ``tn.Parameter``. ``step()`` updates every
 parameter's ``data`` in place from its ``grad``, through the backend's
 ``sgd_step`` / ``adam_step``; ``zero_grad()`` clears the grads. The update
-rules are torch.optim's, so a run carries over step for step (t = 1, 2, ...
-counts the steps):
-
-SGD (torch.optim.SGD, dampening = 0)
-    g     = grad + weight_decay * param
-    buf   = momentum * buf + g                  (buf starts at 0; when momentum > 0)
-    g     = g + momentum * buf  (nesterov)   or   g = buf  (momentum > 0)
-    param = param - lr * g
-
-Adam (torch.optim.Adam; Kingma and Ba, https://arxiv.org/abs/1412.6980)
-    g     = grad + weight_decay * param         (L2 penalty)
-    m     = beta1 * m + (1 - beta1) * g
-    v     = beta2 * v + (1 - beta2) * g * g
-    param = param - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-AdamW (torch.optim.AdamW; Loshchilov and Hutter, https://arxiv.org/abs/1711.05101)
-    param = param * (1 - lr * weight_decay)     (decoupled weight decay)
-    then the Adam update with g = grad.
+rules are torch.optim's (SGD with dampening = 0; Adam, Kingma and Ba,
+https://arxiv.org/abs/1412.6980; AdamW, Loshchilov and Hutter,
+https://arxiv.org/abs/1711.05101), so a run carries over step for step; the
+equations are stated once, in the ops' contract, tinynet/ops/optim/__init__.py.
+The step t = 1, 2, ... of Adam's bias corrections is ``step_count`` after the
+step.
 
 Schedules set ``optimizer.lr`` from a base lr (the optimizer's lr when the
 schedule is made) and the number n of ``schedule.step()`` calls so far:

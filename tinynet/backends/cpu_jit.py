@@ -29,7 +29,8 @@ cached, or None when it is not.
 ``vector_exp(v)`` and ``vector_expm1(v)`` are exp(v) and exp(v) - 1 for use
 inside kernels, in v's own precision (float32 or float64), within 1 ulp, and
 without libm: a loop that calls libm's exp does not vectorize, a loop that
-calls these does.
+calls these does. ``vector_exp_f32`` / ``vector_exp_f64`` (and the same for
+expm1) are the two precisions by name, for a kernel written for one dtype.
 """
 import warnings
 
@@ -40,7 +41,8 @@ from numba.core import types
 from numba.core.caching import FunctionCache
 from numba.extending import intrinsic, overload
 
-__all__ = ["njit_kernel", "FASTMATH", "vector_exp", "vector_expm1"]
+__all__ = ["njit_kernel", "FASTMATH", "vector_exp", "vector_expm1", "vector_exp_f32",
+           "vector_exp_f64", "vector_expm1_f32", "vector_expm1_f64"]
 
 FASTMATH = frozenset({"reassoc", "contract"})
 
@@ -190,8 +192,8 @@ def _exp_parts_f64(v):
 
 
 @njit_kernel(inline="always")
-def _exp_f32(v):
-    """exp(v) of a float32 v <= 88, subnormal results included; NaN stays NaN."""
+def vector_exp_f32(v):
+    """``vector_exp`` of a float32 v <= 88: exp(v), subnormal results included; NaN stays NaN."""
     n, q = _exp_parts_f32(min(max(v, np.float32(-104)), np.float32(88)))
     a = np.floor(np.float32(0.5) * n)
     scale = _pow2_f32(a)
@@ -201,8 +203,8 @@ def _exp_f32(v):
 
 
 @njit_kernel(inline="always")
-def _exp_f64(v):
-    """exp(v) of a float64 v <= 709, subnormal results included; NaN stays NaN."""
+def vector_exp_f64(v):
+    """``vector_exp`` of a float64 v <= 709: exp(v), subnormal results included; NaN stays NaN."""
     n, q = _exp_parts_f64(min(max(v, -746.0), 709.0))
     a = np.floor(0.5 * n)
     scale = _pow2_f64(a)
@@ -212,8 +214,8 @@ def _exp_f64(v):
 
 
 @njit_kernel(inline="always")
-def _expm1_f32(v):
-    """exp(v) - 1 of a float32 v <= 0, accurate near 0."""
+def vector_expm1_f32(v):
+    """``vector_expm1`` of a float32 v <= 0: exp(v) - 1, accurate near 0."""
     n, q = _exp_parts_f32(max(v, np.float32(-87)))
     scale = _pow2_f32(n)
     m = np.float32(-1) if v < np.float32(-87) else (scale - np.float32(1)) + scale * q
@@ -221,8 +223,8 @@ def _expm1_f32(v):
 
 
 @njit_kernel(inline="always")
-def _expm1_f64(v):
-    """exp(v) - 1 of a float64 v <= 0, accurate near 0."""
+def vector_expm1_f64(v):
+    """``vector_expm1`` of a float64 v <= 0: exp(v) - 1, accurate near 0."""
     n, q = _exp_parts_f64(max(v, -708.0))
     scale = _pow2_f64(n)
     m = -1.0 if v < -708.0 else (scale - 1.0) + scale * q
@@ -271,9 +273,10 @@ def vector_expm1(v):
 # Inside a kernel, pick the implementation from v's numba type when it compiles.
 @overload(vector_exp, inline="always")
 def _vector_exp_for_type(v):
-    return (lambda v: _exp_f32(v)) if v == types.float32 else (lambda v: _exp_f64(v))
+    return (lambda v: vector_exp_f32(v)) if v == types.float32 else (lambda v: vector_exp_f64(v))
 
 
 @overload(vector_expm1, inline="always")
 def _vector_expm1_for_type(v):
-    return (lambda v: _expm1_f32(v)) if v == types.float32 else (lambda v: _expm1_f64(v))
+    return ((lambda v: vector_expm1_f32(v)) if v == types.float32
+            else (lambda v: vector_expm1_f64(v)))

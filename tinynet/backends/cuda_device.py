@@ -35,7 +35,7 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "to_device", "to_host", "empty", "zeros", "empty_like", "matmul",
            "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
-           "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms"]
+           "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -163,6 +163,27 @@ def zeros(shape, dtype):
 
 def empty_like(a):
     return empty(a.shape, a.dtype)
+
+
+@contextlib.contextmanager
+def launch_sizes(block=None, block_reduce=None, max_blocks=None):
+    """Within the block, launch with these sizes instead of ``BLOCK``,
+    ``BLOCK_REDUCE`` and ``MAX_BLOCKS`` (None keeps one as it is).
+
+    Small blocks and a small grid cap make tiny test shapes span several
+    blocks and run every grid-stride loop more than once (the tests' and the
+    lab's ``small_blocks``). ``block_reduce`` must be a power of two of at
+    most ``REDUCE_SHARED``.
+    """
+    global BLOCK, BLOCK_REDUCE, MAX_BLOCKS
+    saved = BLOCK, BLOCK_REDUCE, MAX_BLOCKS
+    BLOCK = block or BLOCK
+    BLOCK_REDUCE = block_reduce or BLOCK_REDUCE
+    MAX_BLOCKS = max_blocks or MAX_BLOCKS
+    try:
+        yield
+    finally:
+        BLOCK, BLOCK_REDUCE, MAX_BLOCKS = saved
 
 
 _GEMM_WATCHERS = []

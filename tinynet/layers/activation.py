@@ -1,13 +1,11 @@
 """Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, GELU and Softmax.
 
-Each is an elementwise map y = f(x) (Softmax normalizes along one axis) with
-no parameters; dx = f'(x) * dy. The equations live in
-tinynet/ops/activation/__init__.py. ReLU, LeakyReLU and GELU cache the input
-x for their backward pass; Sigmoid, Tanh and Softmax cache the output y,
-from which their derivative is cheapest:
-
-    sigmoid: dx = dy * y * (1 - y)     tanh: dx = dy * (1 - y^2)
-    softmax: dx = y * (dy - sum(dy * y, dim))
+Each maps x to y elementwise (Softmax along one axis) and has no parameters.
+The math of every forward and backward pass is the contract's,
+tinynet/ops/activation/__init__.py; the layers run its ops on the active
+backend. ReLU, LeakyReLU and GELU cache the input x for their backward pass;
+Sigmoid, Tanh and Softmax cache the output y, from which their derivative is
+cheapest.
 
 They take any input of rank >= 1 (Softmax needs ``dim`` to be one of its
 axes), float32 or float64, and return the input's dtype, as torch.nn does.
@@ -22,7 +20,7 @@ _ANY_SHAPE = "(*) with at least one dim"
 
 
 class ReLU(Layer):
-    """Rectified linear unit: y = max(x, 0), as torch.nn.ReLU.
+    """Rectified linear unit, as torch.nn.ReLU.
 
     Shapes: x (*) -> y (*), the same shape.
     """
@@ -40,7 +38,7 @@ class ReLU(Layer):
 
 
 class LeakyReLU(Layer):
-    """Leaky ReLU: y = x if x > 0 else negative_slope * x, as torch.nn.LeakyReLU.
+    """Leaky ReLU, as torch.nn.LeakyReLU.
 
     Parameters
     ----------
@@ -70,7 +68,7 @@ class LeakyReLU(Layer):
 
 
 class Sigmoid(Layer):
-    """Logistic sigmoid: y = 1 / (1 + exp(-x)), as torch.nn.Sigmoid.
+    """Logistic sigmoid, as torch.nn.Sigmoid.
 
     Shapes: x (*) -> y (*), the same shape.
     """
@@ -89,7 +87,7 @@ class Sigmoid(Layer):
 
 
 class Tanh(Layer):
-    """Hyperbolic tangent: y = tanh(x), as torch.nn.Tanh.
+    """Hyperbolic tangent, as torch.nn.Tanh.
 
     Shapes: x (*) -> y (*), the same shape.
     """
@@ -108,10 +106,7 @@ class Tanh(Layer):
 
 
 class GELU(Layer):
-    """Gaussian error linear unit, exact form: y = 0.5 * x * (1 + erf(x / sqrt(2))).
-
-    The same as torch.nn.GELU() (approximate='none');
-    https://arxiv.org/abs/1606.08415.
+    """Gaussian error linear unit, exact erf form, as torch.nn.GELU() (approximate='none').
 
     Shapes: x (*) -> y (*), the same shape.
     """
@@ -129,7 +124,7 @@ class GELU(Layer):
 
 
 class Softmax(Layer):
-    """Softmax along ``dim``: y = exp(x) / sum(exp(x), dim), as torch.nn.Softmax.
+    """Softmax along ``dim``, as torch.nn.Softmax.
 
     Parameters
     ----------

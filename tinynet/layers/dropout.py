@@ -1,18 +1,14 @@
 """Dropout: inverted dropout with a reproducible, counter-based mask.
 
 In training, each element is dropped with probability p and the kept ones are
-scaled so that E[y] = x (https://jmlr.org/papers/v15/srivastava14a.html):
+scaled by 1 / (1 - p); the math of the forward and backward passes and of the
+mask is the contract's, tinynet/ops/dropout/__init__.py. In eval mode the
+layer is the identity (y = x, dx = dy), as torch.nn.Dropout.
 
-    forward:   y  = x  * keep / (1 - p)
-    backward:  dx = dy * keep / (1 - p)
-
-In eval mode the layer is the identity (y = x, dx = dy), as torch.nn.Dropout.
-
-The mask is a hash of (seed, step, element index) (see
-tinynet/ops/dropout/__init__.py), not a draw from a stateful generator. The
-layer's ``step`` counts its training forward passes, so each batch gets a new
-mask, and the same (seed, step) always gives the same mask, on any backend
-and any thread count.
+The mask is a hash of (seed, step, element index), not a draw from a
+stateful generator. The layer's ``step`` counts its training forward passes,
+so each batch gets a new mask, and the same (seed, step) always gives the
+same mask, on any backend and any thread count.
 """
 import numpy as np
 

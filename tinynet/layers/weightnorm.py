@@ -1,18 +1,15 @@
 """WeightNorm: a Dense or Conv2D layer whose weight is g * v / ||v|| per output unit.
 
-Salimans and Kingma 2016, https://arxiv.org/abs/1602.07868. For output unit o,
-with v_o its row of input weights (flattened) and g_o a scalar,
-
-    forward:   w_o = g_o * v_o / ||v_o||,   then the wrapped layer: y = layer(x; w, b)
-    backward:  dw = the wrapped layer's weight gradient
-               dg_o = sum(dw_o * v_o) / ||v_o||
-               dv_o = (g_o / ||v_o||) * (dw_o - (dg_o / ||v_o||) * v_o)
-
-as torch.nn.utils.parametrizations.weight_norm(layer, dim=0). The state_dict
-keys are torch's: "bias", "parametrizations.weight.original0" (g) and
-"parametrizations.weight.original1" (v), so a torch module with a weight-norm
-parametrization loads into tinynet and back. The arithmetic is the backend's
-weightnorm_forward / weightnorm_backward, then its dense or conv2d ops.
+Salimans and Kingma 2016, https://arxiv.org/abs/1602.07868, as
+torch.nn.utils.parametrizations.weight_norm(layer, dim=0). The forward pass
+computes w from g and v (the backend's weightnorm_forward), then the wrapped
+layer's output with w; the backward pass takes the wrapped layer's weight
+gradient dw back to dg and dv (weightnorm_backward). The equations, with
+v_o the row of input weights of output unit o, are in the ops' contract,
+tinynet/ops/weightnorm/__init__.py. The state_dict keys are torch's: "bias",
+"parametrizations.weight.original0" (g) and "parametrizations.weight.original1"
+(v), so a torch module with a weight-norm parametrization loads into tinynet
+and back.
 
 Data-dependent initialization (the paper's section 3): ``init_from_data(x)``
 sets g and b so that every output unit has mean 0 and standard deviation 1 on

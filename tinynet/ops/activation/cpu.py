@@ -8,8 +8,8 @@ each iteration writes only its own element, so the loops are free of races.
 ReLU and LeakyReLU give the ref's bits.
 
 Sigmoid, Tanh, Softmax and float32 GELU take exp and expm1 from
-``tinynet.backends.cpu_jit.vector_exp`` / ``vector_expm1`` (no libm call, so
-the loops vectorize), in the input's precision, within 1 ulp. float32 GELU
+``tinynet.backends.cpu_jit`` (``vector_exp``, ``vector_expm1``: no libm call,
+so the loops vectorize), in the input's precision, within 1 ulp. float32 GELU
 takes erfc from the approximation of Numerical Recipes (relative error
 < 1.2e-7) in float32 arithmetic; float64 GELU calls libm's erf, in the ref's
 order of operations.
@@ -32,7 +32,7 @@ from numba import prange
 
 from .. import activation
 from ..contract import implements
-from ...backends.cpu_jit import njit_kernel, vector_exp, vector_expm1
+from ...backends.cpu_jit import njit_kernel, vector_exp, vector_exp_f32, vector_expm1
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
@@ -154,7 +154,7 @@ def _phi_cdf_f32(v):
     p = np.float32(0.37409196) + t * p
     p = np.float32(1.00002368) + t * p
     p = np.float32(-1.26551223) + t * p
-    half_erfc = np.float32(0.5) * t * vector_exp(p - z * z)
+    half_erfc = np.float32(0.5) * t * vector_exp_f32(p - z * z)
     return np.float32(1) - half_erfc if v >= 0 else half_erfc
 
 
@@ -172,7 +172,7 @@ def _gelu_backward_f32(x, dy, dx):
     # Parallel axis: the flat index i; iteration i writes only dx[i].
     for i in prange(x.size):
         v = x[i]
-        pdf = vector_exp(np.float32(-0.5) * v * v) * _F32_INV_SQRT_2PI
+        pdf = vector_exp_f32(np.float32(-0.5) * v * v) * _F32_INV_SQRT_2PI
         g = dy[i] * (_phi_cdf_f32(v) + v * pdf)
         dx[i] = g if v == v else v
 

@@ -8,9 +8,10 @@ written once; each thread writes only its own elements. GELU computes in
 float64 (libm erf and exp) and casts back. NaN propagates as in the ref
 (relu(NaN) is NaN).
 
-Softmax views x as (outer, K, inner), K the softmax axis; one thread per
-(outer, inner) row walks its K members with stride inner, so neighbouring
-threads read neighbouring addresses when inner > 1, and sums in float64.
+Softmax views x as (outer, K, inner), K the softmax axis. One thread per
+(outer, inner) row walks its K members with stride inner (neighbouring
+threads read neighbouring addresses when inner > 1), sums in float64 and
+writes only its own row.
 """
 import math
 

@@ -1,4 +1,4 @@
-"""Dropout with a counter-based random mask (NumPy reference).
+"""Dropout with a counter-based random mask (the contract).
 
 Inverted dropout (https://jmlr.org/papers/v15/srivastava14a.html) with drop
 probability p:
@@ -31,14 +31,17 @@ the same for any thread count and any element order, and a CPU or GPU kernel
 computes it element by element with these exact constants.
 """
 import numpy as np
+
 from ..contract import check_float, check_same_shape, op
 
-__all__ = ["splitmix64", "dropout_mask", "dropout_forward", "dropout_backward"]
+__all__ = ["GOLDEN", "MIX1", "MIX2", "MAX_U64", "splitmix64", "check_counter", "check_p",
+           "dropout_mask", "dropout_forward", "dropout_backward"]
 
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+# The constants of splitmix64 as uint64, which every backend's hash uses.
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+MAX_U64 = 2**64 - 1
 
 
 def splitmix64(z):
@@ -58,14 +61,11 @@ def splitmix64(z):
     z = np.asarray(z, dtype=np.uint64)
     # uint64 products and sums wrap modulo 2^64, which is what the hash wants.
     with np.errstate(over="ignore"):
-        z = z + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z + GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * MIX1
+        z = (z ^ (z >> np.uint64(27))) * MIX2
         z = z ^ (z >> np.uint64(31))
     return z[()] if z.ndim == 0 else z
-
-
-MAX_U64 = 2**64 - 1
 
 
 def check_counter(name, value):

@@ -1,27 +1,20 @@
-"""Dropout with a counter-based random mask (Numba kernels).
+"""The dropout ops on the cpu backend: Numba kernels.
 
-The ops, their equations and their argument checks are those of
-tinynet/ops/dropout/__init__.py: inverted dropout with drop probability p,
-y = x * keep / (1 - p) and dx = dy * keep / (1 - p).
-
-The mask is the ref's, bit for bit: with uint64 arithmetic modulo 2^64,
-
-    key    = splitmix64(seed ^ splitmix64(step))
-    h_i    = splitmix64(key + i)             (i = flat C-order index)
-    keep_i = 1 if (h_i >> 11) * 2^-53 >= p else 0
-
-(splitmix64: https://prng.di.unimi.it/splitmix64.c). Since (h >> 11) is an
-integer below 2^53, the float test equals the integer test
+The ops and their math (the mask's hash, its float test u >= p): the
+contract, tinynet/ops/dropout/__init__.py. The kernels compute the mask of
+the ref bit for bit. Since (h >> 11) is an integer below 2^53, the float test
+equals the integer test
 
     keep_i = h_i >= T,   T = ceil(p * 2^53) * 2^11,
 
-which needs no int-to-float conversion. P(keep) = 1 - ceil(p * 2^53) / 2^53,
-within 2^-53 of 1 - p. Each element hashes only its own index, so the mask
-does not depend on the thread count or the order of the loop.
+which needs no int-to-float conversion. Each element hashes only its own
+index, so the mask does not depend on the thread count or the order of the
+loop; each prange iteration writes only its own element.
 
-The forward pass stores the uint8 mask and the backward pass reads it
-(promoted from kernels/dropout.py variant 3, "fused, uint8 mask"; it beat
-recomputing the hash in the backward pass, variant 4).
+The forward pass stores the uint8 mask and the backward pass reads it:
+promoted from the lab (kernels/dropout.py), where it beat recomputing the
+hash in the backward pass. ``splitmix64_u64`` and ``keep_threshold`` are the
+kernels' hash and threshold, public for the lab's variants.
 """
 import math
 
@@ -31,49 +24,63 @@ from numba import prange
 from .. import dropout
 from ..contract import implements
 from ...backends.cpu_jit import njit_kernel
+from . import GOLDEN, MIX1, MIX2
 
-__all__ = ["splitmix64", "dropout_mask", "dropout_forward", "dropout_backward"]
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+__all__ = ["dropout_mask", "dropout_forward", "dropout_backward"]
 
 
 @njit_kernel()
-def _mix(z):
-    """splitmix64 of one uint64, modulo 2^64."""
-    z = z + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
+def splitmix64_u64(z):
+    """The contract's ``splitmix64`` of one uint64, modulo 2^64, compiled by numba.
+
+    The cpu kernels call it; it runs from Python too, on a ``np.uint64``.
+
+    Parameters
+    ----------
+    z : np.uint64
+        The state.
+
+    Returns
+    -------
+    np.uint64
+        The hash, bit for bit ``tinynet.ops.dropout.splitmix64(z)``.
+    """
+    z = z + GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
     return z ^ (z >> np.uint64(31))
 
 
-def _threshold(p):
-    """T = ceil(p * 2^53) * 2^11 as uint64: keep_i is h_i >= T (exact for p in [0, 1))."""
+def keep_threshold(p):
+    """The integer threshold T of the cpu kernels' test ``keep_i = h_i >= T``.
+
+    Parameters
+    ----------
+    p : float
+        The drop probability, in [0, 1).
+
+    Returns
+    -------
+    np.uint64
+        T = ceil(p * 2^53) * 2^11: h >= T exactly when (h >> 11) * 2^-53 >= p.
+    """
     return np.uint64(math.ceil(p * 2.0**53) << 11)
 
 
 @njit_kernel(parallel=True)
-def _splitmix64(z, out):
-    # Parallel axis: the flat index i; iteration i writes only out[i].
-    for i in prange(z.size):
-        out[i] = _mix(z[i])
-
-
-@njit_kernel(parallel=True)
 def _dropout_mask(seed, step, threshold, keep):
-    key = _mix(seed ^ _mix(step))
+    key = splitmix64_u64(seed ^ splitmix64_u64(step))
     # Parallel axis: the flat index i; iteration i writes only keep[i].
     for i in prange(keep.size):
-        keep[i] = _mix(key + np.uint64(i)) >= threshold
+        keep[i] = splitmix64_u64(key + np.uint64(i)) >= threshold
 
 
 @njit_kernel(parallel=True)
 def _dropout_forward(x, seed, step, threshold, scale, y, keep):
-    key = _mix(seed ^ _mix(step))
+    key = splitmix64_u64(seed ^ splitmix64_u64(step))
     # Parallel axis: the flat index i; iteration i writes only y[i] and keep[i].
     for i in prange(x.size):
-        k = np.uint8(_mix(key + np.uint64(i)) >= threshold)
+        k = np.uint8(splitmix64_u64(key + np.uint64(i)) >= threshold)
         keep[i] = k
         # (x * keep) * scale, in x's dtype: the ref's bits, NaN included.
         y[i] = x[i] * k * scale
@@ -86,18 +93,10 @@ def _dropout_backward(dy, keep, scale, dx):
         dx[i] = dy[i] * keep[i] * scale
 
 
-def splitmix64(z):
-    """tinynet.backends.dropout.splitmix64 (same arguments and result) as a Numba kernel."""
-    z = np.asarray(z, dtype=np.uint64, order="C")
-    out = np.empty_like(z)
-    _splitmix64(z.reshape(-1), out.reshape(-1))
-    return out[()] if out.ndim == 0 else out
-
-
 @implements(dropout.dropout_mask)
 def dropout_mask(shape, p, seed, step):
     keep = np.empty(shape, dtype=np.uint8)
-    _dropout_mask(np.uint64(seed), np.uint64(step), _threshold(float(p)), keep.reshape(-1))
+    _dropout_mask(np.uint64(seed), np.uint64(step), keep_threshold(float(p)), keep.reshape(-1))
     return keep
 
 
@@ -109,7 +108,7 @@ def dropout_forward(x, p, seed, step):
     y = np.empty_like(x)
     keep = np.empty(x.shape, dtype=np.uint8)
     scale = x.dtype.type(1.0 / (1.0 - p))
-    _dropout_forward(x.reshape(-1), np.uint64(seed), np.uint64(step), _threshold(p), scale,
+    _dropout_forward(x.reshape(-1), np.uint64(seed), np.uint64(step), keep_threshold(p), scale,
                      y.reshape(-1), keep.reshape(-1))
     return y, keep
 

@@ -13,23 +13,20 @@ from numba import cuda, uint64, uint8, float64
 
 from ..contract import implements
 from .. import dropout
-from . import check_counter, check_p, splitmix64
+from . import GOLDEN, MIX1, MIX2, check_counter, check_p, splitmix64
 from ...backends import cuda_device as dev
 
 __all__ = ["dropout_mask", "dropout_forward", "dropout_backward"]
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _TWO_M53 = 2.0 ** -53
 
 
 @cuda.jit(device=True, inline=True)
 def _mix(z):
     """splitmix64 of one uint64, modulo 2^64."""
-    z = z + _GOLDEN
-    z = (z ^ (z >> uint64(30))) * _MIX1
-    z = (z ^ (z >> uint64(27))) * _MIX2
+    z = z + GOLDEN
+    z = (z ^ (z >> uint64(30))) * MIX1
+    z = (z ^ (z >> uint64(27))) * MIX2
     return z ^ (z >> uint64(31))
 
 

@@ -78,32 +78,30 @@ def _xent_backward(probs, labels, eps, dlogits):
         dlogits[r, c] = (float64(probs[r, c]) - q) / n
 
 
-def _labels(opname, labels, n):
-    dev.require_device(opname, labels=labels)
+def _require(opname, arg, a, labels):
+    """``a`` (named ``arg``) and ``labels`` on the device, labels int64 of shape (N,)."""
+    dev.require_device(opname, **{arg: a, "labels": labels})
+    n = a.shape[0]
     if labels.shape != (n,) or labels.dtype != np.int64:
         raise ValueError(f"{opname}: labels must be int64 of shape ({n},), got "
                          f"{labels.dtype} {labels.shape}")
-    return labels
 
 
 @implements(loss.softmax_xent_forward)
 def softmax_xent_forward(logits, labels, label_smoothing):
-    dev.require_device("softmax_xent_forward", logits=logits)
-    n, k = logits.shape
-    labels = _labels("softmax_xent_forward", labels, n)
+    _require("softmax_xent_forward", "logits", logits, labels)
+    n = logits.shape[0]
     probs = dev.empty_like(logits)
     row_loss = dev.empty((n,), np.float64)
     _xent_rows[dev.grid_1d(n)](logits, labels, float(label_smoothing), probs, row_loss)
-    loss = dev.empty((1,), np.float64)
-    _mean[1, dev.grid_sets(1)[1]](row_loss, loss)
-    return loss.reshape(()), probs
+    mean = dev.empty((1,), np.float64)
+    _mean[1, dev.grid_sets(1)[1]](row_loss, mean)
+    return mean.reshape(()), probs
 
 
 @implements(loss.softmax_xent_backward)
 def softmax_xent_backward(probs, labels, label_smoothing):
-    dev.require_device("softmax_xent_backward", probs=probs)
-    n, k = probs.shape
-    labels = _labels("softmax_xent_backward", labels, n)
+    _require("softmax_xent_backward", "probs", probs, labels)
     dlogits = dev.empty_like(probs)
-    _xent_backward[dev.grid_1d(n * k)](probs, labels, float(label_smoothing), dlogits)
+    _xent_backward[dev.grid_1d(probs.size)](probs, labels, float(label_smoothing), dlogits)
     return dlogits

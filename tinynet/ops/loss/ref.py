@@ -22,8 +22,8 @@ def softmax_xent_forward(logits, labels, label_smoothing):
     logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
     nll = -logp[np.arange(n), labels]
     smooth = -np.sum(logp, axis=1) / k
-    loss = np.mean((1.0 - label_smoothing) * nll + label_smoothing * smooth)
-    return float(loss), np.exp(logp).astype(logits.dtype)
+    mean = np.mean((1.0 - label_smoothing) * nll + label_smoothing * smooth)
+    return float(mean), np.exp(logp).astype(logits.dtype)
 
 
 @implements(loss.softmax_xent_backward)

@@ -34,9 +34,9 @@ The element updates ``sgd_update`` and ``adam_update`` are these equations
 for one element, written once: the cpu kernels compile them with
 ``numba.njit`` (inlined into their loops), the cuda kernel with
 ``numba.cuda.jit(device=True)``. ``adam_scalars`` computes Adam's scalar
-factors for both. Numba's disk cache keys a kernel on its own file only, so
-after editing one of these, delete the kernels' caches (the ``__pycache__``
-beside cpu.py and cuda.py) or touch cpu.py and cuda.py.
+factors for both. Numba's disk cache checks only a kernel's own file for
+changes, so after editing an element update, touch cpu.py and cuda.py (or
+clear numba's cache) to make their kernels recompile.
 """
 import functools
 import math
@@ -113,7 +113,7 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, deco
     """
 
 
-def sgd_update(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov):
+def sgd_update(p, g, buf, e, lr, momentum, weight_decay, has_decay, has_buf, nesterov):
     """The SGD step of element ``e``, in place, in torch's order of operations.
 
     Parameters
@@ -124,11 +124,12 @@ def sgd_update(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov):
     e : int
         The element.
     lr, momentum, weight_decay : scalars of p's dtype
-    has_buf, nesterov : bool
-        Momentum on (``momentum != 0``), and Nesterov's step.
+    has_decay, has_buf, nesterov : bool
+        Weight decay on (``weight_decay != 0``), momentum on
+        (``momentum != 0``), and Nesterov's step.
     """
     d = g[e]
-    if weight_decay != 0:
+    if has_decay:
         d = d + weight_decay * p[e]
     if has_buf:
         b = momentum * buf[e] + d
@@ -138,7 +139,7 @@ def sgd_update(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov):
 
 
 def adam_update(p, g, m, v, e, shrink, l2, one_minus_beta1, beta2, one_minus_beta2,
-                neg_step_size, bias_correction2_sqrt, eps):
+                neg_step_size, bias_correction2_sqrt, eps, has_l2):
     """The Adam / AdamW step of element ``e``, in place, in torch's order of operations.
 
     Parameters
@@ -150,10 +151,12 @@ def adam_update(p, g, m, v, e, shrink, l2, one_minus_beta1, beta2, one_minus_bet
     shrink, l2, one_minus_beta1, beta2, one_minus_beta2, neg_step_size,
     bias_correction2_sqrt, eps : scalars of p's dtype
         The factors of one step, ``adam_scalars``.
+    has_l2 : bool
+        ``l2 != 0``: add the L2 term.
     """
     d = g[e]
     q = p[e] * shrink
-    if l2 != 0:
+    if has_l2:
         d = d + l2 * q
     mm = m[e] + one_minus_beta1 * (d - m[e])
     vv = beta2 * v[e] + one_minus_beta2 * d * d

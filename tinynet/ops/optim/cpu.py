@@ -1,29 +1,21 @@
-"""Optimizer steps: SGD (momentum, Nesterov) and Adam / AdamW, as fused in-place
-Numba kernels.
-
-The ops, their formulas (torch.optim's, term for term) and their argument
-checks are those of tinynet/ops/optim/__init__.py. Each op reads ``grad``,
-updates ``param`` and its state arrays in place and returns nothing.
+"""Optimizer steps as fused in-place Numba kernels (the math: tinynet/ops/optim/__init__.py).
 
 A kernel makes one pass over memory: Adam reads param, grad, m and v once and
-writes param, m and v once; the NumPy reference makes a pass (and a
-temporary) per line. The arithmetic runs in the parameter's dtype with the
-scalar factors (bias corrections, step size, 1 - beta) computed in float64
-and cast to that dtype, as torch's CPU kernels and the ref backend do, so a
+writes param, m and v once, where the NumPy reference makes a pass (and a
+temporary) per line. Its body is the contract's element update
+(``sgd_update``, ``adam_update``), compiled with ``inline="always"`` into a
+loop over the flat arrays. The arithmetic runs in the parameter's dtype with
+the scalar factors computed in float64 and cast to that dtype
+(``adam_scalars``), as torch's CPU kernels and the ref backend do, so a
 float32 parameter stays float32.
 
-The kernels compile with ``error_model="numpy"``: a float division by zero
-gives inf or NaN (IEEE, as in torch) instead of a check for
-ZeroDivisionError, and without that check LLVM vectorizes Adam's loop (6x
-faster). Arrays under 65536 elements run the serial kernel, where waking the
-thread pool costs more than the work; larger ones run the parallel one.
-
-Promoted from kernels/optim.py variant 4 (``python -m kernels.optim --bench``):
-variant 2 (serial, vectorized) below 65536 elements, variant 3 (parallel)
-above.
+The kernels compile with ``error_model="numpy"`` (njit_kernel's default): a
+float division by zero gives inf or NaN (IEEE, as in torch) instead of a
+check for ZeroDivisionError, and without that check LLVM vectorizes Adam's
+loop (6x faster). Arrays under ``SERIAL_BELOW`` elements run the serial
+kernel, where waking the thread pool costs more than the work; larger ones
+run the parallel one. Promoted from the lab (kernels/optim.py).
 """
-import functools
-
 import numba
 import numpy as np
 
@@ -34,25 +26,17 @@ from ...backends.cpu_jit import njit_kernel
 __all__ = ["sgd_step", "adam_step"]
 
 SERIAL_BELOW = 65536
+"""Arrays with fewer elements than this run the serial kernel, larger ones the parallel one."""
 
-
-@njit_kernel(inline="always")
-def _sgd_element(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov):
-    """SGD update of element e (torch's order of operations)."""
-    d = g[e]
-    if weight_decay != 0:
-        d = d + weight_decay * p[e]
-    if has_buf:
-        b = momentum * buf[e] + d
-        buf[e] = b
-        d = d + momentum * b if nesterov else b
-    p[e] = p[e] - lr * d
+_sgd_element = njit_kernel(inline="always")(optim.sgd_update)
+_adam_element = njit_kernel(inline="always")(optim.adam_update)
 
 
 @njit_kernel()
 def _sgd_serial(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
     for e in range(p.size):
-        _sgd_element(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov)
+        _sgd_element(p, g, buf, e, lr, momentum, weight_decay, weight_decay != 0, has_buf,
+                     nesterov)
 
 
 @njit_kernel(parallel=True)
@@ -60,22 +44,8 @@ def _sgd_parallel(p, g, buf, lr, momentum, weight_decay, has_buf, nesterov):
     # Parallel axis: elements; numba gives each thread one contiguous block,
     # and iteration e writes only p[e] and buf[e].
     for e in numba.prange(p.size):
-        _sgd_element(p, g, buf, e, lr, momentum, weight_decay, has_buf, nesterov)
-
-
-@njit_kernel(inline="always")
-def _adam_element(p, g, m, v, e, shrink, weight_decay, one_minus_beta1, beta2, one_minus_beta2,
-                  neg_step_size, bias_correction2_sqrt, eps):
-    """Adam / AdamW update of element e (shrink = 1 - lr * wd for AdamW, else 1)."""
-    d = g[e]
-    q = p[e] * shrink
-    if weight_decay != 0:
-        d = d + weight_decay * q
-    mm = m[e] + one_minus_beta1 * (d - m[e])
-    vv = beta2 * v[e] + one_minus_beta2 * d * d
-    m[e] = mm
-    v[e] = vv
-    p[e] = q + neg_step_size * mm / (np.sqrt(vv) / bias_correction2_sqrt + eps)
+        _sgd_element(p, g, buf, e, lr, momentum, weight_decay, weight_decay != 0, has_buf,
+                     nesterov)
 
 
 @njit_kernel()
@@ -83,7 +53,7 @@ def _adam_serial(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one_m
                  neg_step_size, bias_correction2_sqrt, eps):
     for e in range(p.size):
         _adam_element(p, g, m, v, e, shrink, weight_decay, one_minus_beta1, beta2,
-                      one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps)
+                      one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps, weight_decay != 0)
 
 
 @njit_kernel(parallel=True)
@@ -93,7 +63,7 @@ def _adam_parallel(p, g, m, v, shrink, weight_decay, one_minus_beta1, beta2, one
     # and iteration e writes only p[e], m[e] and v[e].
     for e in numba.prange(p.size):
         _adam_element(p, g, m, v, e, shrink, weight_decay, one_minus_beta1, beta2,
-                      one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps)
+                      one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps, weight_decay != 0)
 
 
 def _flat(name, arg, a):
@@ -116,23 +86,6 @@ def _flat_grad(grad, param):
     return grad.reshape(-1)
 
 
-@functools.lru_cache(maxsize=8)
-def _adam_scalars(dtype, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """The scalar factors of one Adam step in ``dtype``: computed in float64,
-    as torch, once per step and dtype rather than once per parameter.
-
-    AdamW's decay is shrink = 1 - lr*wd on the parameter, Adam's an L2 term
-    on the gradient; the unused one is 1 or 0 (and p * 1 is exact).
-    """
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-    shrink = 1 - lr * weight_decay if decoupled else 1.0
-    l2 = 0.0 if decoupled else weight_decay
-    dt = dtype.type
-    return (dt(shrink), dt(l2), dt(1 - beta1), dt(beta2), dt(1 - beta2),
-            dt(-lr / bias_correction1), dt(bias_correction2_sqrt), dt(eps))
-
-
 @implements(optim.sgd_step)
 def sgd_step(param, grad, buf, lr, momentum, weight_decay, nesterov):
     p = _flat("sgd_step", "param", param)
@@ -149,7 +102,7 @@ def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, deco
     p = _flat("adam_step", "param", param)
     g = _flat_grad(grad, param)
     m, v = _flat("adam_step", "m", m), _flat("adam_step", "v", v)
-    scalars = _adam_scalars(param.dtype, int(step), float(lr), float(beta1), float(beta2),
-                            float(eps), float(weight_decay), bool(decoupled))
+    scalars = optim.adam_scalars(param.dtype, int(step), float(lr), float(beta1), float(beta2),
+                                 float(eps), float(weight_decay), bool(decoupled))
     kernel = _adam_serial if p.size < SERIAL_BELOW else _adam_parallel
     kernel(p, g, m, v, *scalars)

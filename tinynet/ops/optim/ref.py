@@ -1,12 +1,16 @@
-"""optim: the NumPy reference of tinynet.ops.optim.
+"""The NumPy reference of the optimizer steps (the math: tinynet/ops/optim/__init__.py).
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/optim/__init__.py); this module computes them as written there.
+Each line of the contract's equations is one NumPy expression on the whole
+array, in place where the equation updates a state: readable, one pass over
+memory (and a temporary) per line. The arithmetic runs in the parameter's
+dtype: the hyperparameters are Python floats, so NumPy (NEP 50) keeps a
+float32 array float32; the bias corrections and the step size are Python
+floats (float64).
 """
 import numpy as np
-from ..contract import check_float, op
-from ..contract import implements
+
 from .. import optim
+from ..contract import implements
 
 __all__ = ["sgd_step", "adam_step"]
 

@@ -1,4 +1,4 @@
-"""Weight normalization of a weight tensor, one norm per output unit (NumPy reference).
+"""Weight normalization of a weight tensor, one norm per output unit.
 
 Salimans and Kingma 2016, https://arxiv.org/abs/1602.07868. The weight of a
 Dense (O, I) or Conv2D (O, C, KH, KW) layer is reparametrized by a direction
@@ -15,8 +15,12 @@ weights, flattened) and dw is the gradient of the loss with respect to w.
 The gradient dv is dw with its component along v_o removed, scaled by
 g / ||v||: a step on v never changes ||v|| to first order. docs/backprop.md
 derives both lines.
+
+Every backend views v as (O, K), K the fan-in (I, or C * KH * KW), and sums
+each row in float64; ``vnorm`` stays float64 between the two passes.
 """
 import numpy as np
+
 from ..contract import op
 
 __all__ = ["weightnorm_forward", "weightnorm_backward"]

@@ -1,15 +1,8 @@
-"""Weight normalization, one norm per output unit (Numba kernels).
+"""Weight normalization as Numba kernels (the math: tinynet/ops/weightnorm/__init__.py).
 
-The ops of tinynet/ops/weightnorm/__init__.py (Salimans and Kingma 2016,
-https://arxiv.org/abs/1602.07868), with v viewed as (O, K), K the fan-in:
-
-    forward:   n_o  = sqrt(sum_k v[o, k]^2)                (float64)
-               w[o] = g_o * v[o] / n_o
-    backward:  dg_o  = sum_k dw[o, k] * v[o, k] / n_o
-               dv[o] = (g_o / n_o) * (dw[o] - (dg_o / n_o) * v[o])
-
-Each row is a reduction and then an elementwise pass over the same K
-values, so one task per output unit does both while the row is in cache.
+v is viewed as (units, K): a row per output unit, K the fan-in. Each row is
+a float64 reduction and then an elementwise pass over the same K values, so
+one prange task per output unit does both while the row is in cache.
 """
 import numpy as np
 from numba import prange
@@ -23,9 +16,9 @@ __all__ = ["weightnorm_forward", "weightnorm_backward"]
 
 @njit_kernel(parallel=True)
 def _forward(v, g, w, vnorm):
-    O, K = v.shape
+    units, K = v.shape
     # Parallel axis: the output unit o; iteration o writes only w[o] and vnorm[o].
-    for o in prange(O):
+    for o in prange(units):
         acc = 0.0
         for k in range(K):
             acc += np.float64(v[o, k]) * np.float64(v[o, k])
@@ -38,9 +31,9 @@ def _forward(v, g, w, vnorm):
 
 @njit_kernel(parallel=True)
 def _backward(v, g, vnorm, dw, dv, dg):
-    O, K = v.shape
+    units, K = v.shape
     # Parallel axis: the output unit o; iteration o writes only dv[o] and dg[o].
-    for o in prange(O):
+    for o in prange(units):
         acc = 0.0
         for k in range(K):
             acc += np.float64(dw[o, k]) * np.float64(v[o, k])
@@ -55,20 +48,20 @@ def _backward(v, g, vnorm, dw, dv, dg):
 
 @implements(weightnorm.weightnorm_forward)
 def weightnorm_forward(v, g):
-    O = v.shape[0]
-    v2 = np.ascontiguousarray(v).reshape(O, -1)
+    units = v.shape[0]
+    v2 = np.ascontiguousarray(v).reshape(units, -1)
     w = np.empty_like(v2)
-    vnorm = np.empty(O, np.float64)
-    _forward(v2, np.ascontiguousarray(g).reshape(O), w, vnorm)
+    vnorm = np.empty(units, np.float64)
+    _forward(v2, np.ascontiguousarray(g).reshape(units), w, vnorm)
     return w.reshape(v.shape), vnorm
 
 
 @implements(weightnorm.weightnorm_backward)
 def weightnorm_backward(v, g, vnorm, dw):
-    O = v.shape[0]
-    v2 = np.ascontiguousarray(v).reshape(O, -1)
+    units = v.shape[0]
+    v2 = np.ascontiguousarray(v).reshape(units, -1)
     dv = np.empty_like(v2)
-    dg = np.empty(O, v.dtype)
-    _backward(v2, np.ascontiguousarray(g).reshape(O), np.ascontiguousarray(vnorm, np.float64),
-              np.ascontiguousarray(dw).reshape(O, -1), dv, dg)
+    dg = np.empty(units, v.dtype)
+    _backward(v2, np.ascontiguousarray(g).reshape(units), np.ascontiguousarray(vnorm, np.float64),
+              np.ascontiguousarray(dw).reshape(units, -1), dv, dg)
     return dv.reshape(v.shape), dg.reshape(g.shape)

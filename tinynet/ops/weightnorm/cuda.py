@@ -1,17 +1,10 @@
-"""Weight normalization on the GPU, one norm per output unit.
+"""Weight normalization as numba.cuda kernels (the math: tinynet/ops/weightnorm/__init__.py).
 
-The ops of tinynet/ops/weightnorm/__init__.py (Salimans and Kingma 2016,
-https://arxiv.org/abs/1602.07868), with v viewed as (O, K), K the fan-in:
-
-    forward:   n_o  = sqrt(sum_k v[o, k]^2)                (float64)
-               w[o] = g_o * v[o] / n_o
-    backward:  dg_o  = sum_k dw[o, k] * v[o, k] / n_o
-               dv[o] = (g_o / n_o) * (dw[o] - (dg_o / n_o) * v[o])
-
-One block per output unit: its threads split the row's K values, reduce
-their float64 partial sums with ``block_sum`` (warp shuffles on a GPU, a
-shared-memory tree under the simulator), and then write the row's outputs
-while it is still in cache.
+v is viewed as (units, K): a row per output unit, K the fan-in. One block
+per output unit: its threads split the row's K values, reduce their float64
+partial sums with ``block_sum`` (warp shuffles on a GPU, a shared-memory
+tree under the simulator), and then write the row's outputs while it is
+still in cache.
 """
 import numpy as np
 from numba import cuda, float64
@@ -28,10 +21,10 @@ __all__ = ["weightnorm_forward", "weightnorm_backward"]
 @dev.kernel("void({f}[:, ::1], {f}[::1], {f}[:, ::1], float64[::1])")
 def _forward(v, g, w, vnorm):
     sh = cuda.shared.array(REDUCE_SHARED, float64)
-    O, K = v.shape
+    units, K = v.shape
     # Parallel axis: the output unit o, one block each (grid-stride); the
     # block's threads split row o, and only they write w[o] (thread 0 vnorm[o]).
-    for o in range(cuda.blockIdx.x, O, cuda.gridDim.x):
+    for o in range(cuda.blockIdx.x, units, cuda.gridDim.x):
         acc = float64(0.0)
         for k in range(cuda.threadIdx.x, K, cuda.blockDim.x):
             acc += float64(v[o, k]) * float64(v[o, k])
@@ -46,10 +39,10 @@ def _forward(v, g, w, vnorm):
 @dev.kernel("void({f}[:, ::1], {f}[::1], float64[::1], {f}[:, ::1], {f}[:, ::1], {f}[::1])")
 def _backward(v, g, vnorm, dw, dv, dg):
     sh = cuda.shared.array(REDUCE_SHARED, float64)
-    O, K = v.shape
+    units, K = v.shape
     # Parallel axis: the output unit o, one block each (grid-stride); the
     # block's threads split row o, and only they write dv[o] (thread 0 dg[o]).
-    for o in range(cuda.blockIdx.x, O, cuda.gridDim.x):
+    for o in range(cuda.blockIdx.x, units, cuda.gridDim.x):
         acc = float64(0.0)
         for k in range(cuda.threadIdx.x, K, cuda.blockDim.x):
             acc += float64(dw[o, k]) * float64(v[o, k])
@@ -66,21 +59,21 @@ def _backward(v, g, vnorm, dw, dv, dg):
 @implements(weightnorm.weightnorm_forward)
 def weightnorm_forward(v, g):
     dev.require_device("weightnorm_forward", v=v, g=g)
-    O = v.shape[0]
-    v2 = v.reshape(O, -1)
+    units = v.shape[0]
+    v2 = v.reshape(units, -1)
     w = dev.empty(v2.shape, v.dtype)
-    vnorm = dev.empty((O,), np.float64)
-    _forward[dev.grid_sets(O)](v2, g.reshape(O), w, vnorm)
+    vnorm = dev.empty((units,), np.float64)
+    _forward[dev.grid_sets(units)](v2, g.reshape(units), w, vnorm)
     return w.reshape(v.shape), vnorm
 
 
 @implements(weightnorm.weightnorm_backward)
 def weightnorm_backward(v, g, vnorm, dw):
     dev.require_device("weightnorm_backward", v=v, g=g, vnorm=vnorm, dw=dw)
-    O = v.shape[0]
-    v2 = v.reshape(O, -1)
+    units = v.shape[0]
+    v2 = v.reshape(units, -1)
     dv = dev.empty(v2.shape, v.dtype)
-    dg = dev.empty((O,), v.dtype)
-    _backward[dev.grid_sets(O)](v2, g.reshape(O), vnorm.astype(np.float64, copy=False),
-                                dw.reshape(O, -1), dv, dg)
+    dg = dev.empty((units,), v.dtype)
+    _backward[dev.grid_sets(units)](v2, g.reshape(units), vnorm.astype(np.float64, copy=False),
+                                dw.reshape(units, -1), dv, dg)
     return dv.reshape(v.shape), dg.reshape(g.shape)

@@ -1,12 +1,13 @@
-"""weightnorm: the NumPy reference of tinynet.ops.weightnorm.
+"""The NumPy reference of weight normalization (the math: tinynet/ops/weightnorm/__init__.py).
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/weightnorm/__init__.py); this module computes them as written there.
+Whole-array NumPy in float64: v, g and dw are cast up, the sums of each row
+are ``np.sum`` over the (units, K) view of v, and the results are cast back
+to v's dtype at the end (vnorm stays float64).
 """
 import numpy as np
-from ..contract import op
-from ..contract import implements
+
 from .. import weightnorm
+from ..contract import implements
 
 __all__ = ["weightnorm_forward", "weightnorm_backward"]
 
@@ -21,9 +22,9 @@ def weightnorm_forward(v, g):
 
 @implements(weightnorm.weightnorm_backward)
 def weightnorm_backward(v, g, vnorm, dw):
-    O = v.shape[0]
-    v64 = v.reshape(O, -1).astype(np.float64)
-    dw64 = dw.reshape(O, -1).astype(np.float64)
+    units = v.shape[0]
+    v64 = v.reshape(units, -1).astype(np.float64)
+    dw64 = dw.reshape(units, -1).astype(np.float64)
     n = np.asarray(vnorm, np.float64)
     g64 = g.reshape(-1).astype(np.float64)
     dg = np.sum(dw64 * v64, axis=1) / n

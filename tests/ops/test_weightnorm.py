@@ -1,27 +1,38 @@
-"""WeightNorm: the ops (ref against a loop oracle, cpu against ref), the layer's
-gradients (gradcheck), torch's parametrizations.weight_norm in float64, its
-state_dict keys, and the data-dependent initialization."""
+"""WeightNorm and MeanOnlyBatchNorm.
+
+The ops: every backend's weightnorm_forward / weightnorm_backward against a
+loop oracle and the float64 reference over tinynet.ops.weightnorm.cases, and
+their argument checks. The layers: gradients (gradcheck), torch's
+parametrizations.weight_norm in float64, state_dict keys, the data-dependent
+initialization, bad input, training, and MeanOnlyBatchNorm.
+"""
 import numpy as np
 import pytest
 
 import tinynet as tn
-from tinynet.backends import cpu, ref
 from conftest import assert_close, check_grads
+from cudasim import requires_cuda
+from harness import FLOATS
+from tinynet.backends import ref
+from tinynet.ops.weightnorm import cases
 
-BACKENDS = ["ref", "cpu"]
+SHAPE_IDS = [case.name for case in cases.SHAPES]
+HOST_BACKENDS = pytest.mark.parametrize("backend", ["ref", "cpu"], indirect=True)
+CUDA_BACKEND = pytest.mark.parametrize(
+    "backend", [pytest.param("cuda", marks=[pytest.mark.cuda, requires_cuda])], indirect=True)
+# A float32 or float64 result against the float64 reference.
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
-def make(kind, bias=True):
-    if kind == "dense":
-        return tn.Dense(5, 4, bias=bias), (3, 5)
-    return tn.Conv2D(2, 3, 3, stride=(2, 1), padding=1, bias=bias), (3, 2, 5, 5)
+def g_shape(shape):
+    """g's shape for v of ``shape``: (O, 1) or (O, 1, 1, 1)."""
+    return (shape[0],) + (1,) * (len(shape) - 1)
 
 
 def loop_weightnorm(v, g, dw):
     """Row-by-row oracle of w, dv and dg."""
-    O = v.shape[0]
     w, dv, dg = np.zeros(v.shape), np.zeros(v.shape), np.zeros(g.shape)
-    for o in range(O):
+    for o in range(v.shape[0]):
         vo, dwo, go = v[o].ravel(), dw[o].ravel(), float(g[o].ravel()[0])
         n = np.sqrt(sum(a * a for a in vo))
         w[o] = (go * vo / n).reshape(v.shape[1:])
@@ -31,61 +42,81 @@ def loop_weightnorm(v, g, dw):
     return w, dv, dg
 
 
-@pytest.mark.parametrize("shape", [(4, 5), (3, 2, 3, 3), (1, 1), (7, 1, 1, 1)])
-def test_ref_ops_match_loop_oracle(rng, shape):
-    v = rng.standard_normal(shape)
-    g = rng.standard_normal((shape[0],) + (1,) * (len(shape) - 1))
-    dw = rng.standard_normal(shape)
-    w, vnorm = ref.weightnorm_forward(v, g)
-    dv, dg = ref.weightnorm_backward(v, g, vnorm, dw)
+@pytest.mark.parametrize("shape", cases.SHAPES, ids=SHAPE_IDS)
+def test_ops_match_loop_oracle(backend, rng, shape):
+    v = rng.standard_normal(shape.shape)
+    g = rng.standard_normal(g_shape(shape.shape))
+    dw = rng.standard_normal(shape.shape)
+    ops = backend.ops
+    w, vnorm = ops.weightnorm_forward(backend.put(v), backend.put(g))
+    dv, dg = ops.weightnorm_backward(backend.put(v), backend.put(g), vnorm, backend.put(dw))
     w_o, dv_o, dg_o = loop_weightnorm(v, g, dw)
+    w, vnorm, dv, dg = (backend.get(a) for a in (w, vnorm, dv, dg))
     assert_close(w, w_o, 1e-12, 1e-12, "w")
     assert_close(dv, dv_o, 1e-12, 1e-12, "dv")
     assert_close(dg, dg_o, 1e-12, 1e-12, "dg")
-    assert dg.shape == g.shape and vnorm.shape == (shape[0],)
+    assert dg.shape == g.shape and vnorm.shape == (shape.shape[0],)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(4, 5), (3, 2, 3, 3), (33, 17), (1, 1), (9, 4, 5, 5)])
-def test_cpu_ops_match_ref(rng, shape, dtype):
-    v = rng.standard_normal(shape).astype(dtype)
-    g = rng.standard_normal((shape[0],) + (1,) * (len(shape) - 1)).astype(dtype)
-    dw = rng.standard_normal(shape).astype(dtype)
-    w, vnorm = cpu.weightnorm_forward(v, g)
-    w_r, vnorm_r = ref.weightnorm_forward(v.astype(np.float64), g.astype(np.float64))
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    assert w.dtype == dtype and w.shape == shape
-    assert_close(w, w_r, tol, tol, "w")
-    assert_close(vnorm, vnorm_r, 1e-12, 1e-12, "vnorm")
-    dv, dg = cpu.weightnorm_backward(v, g, vnorm, dw)
-    dv_r, dg_r = ref.weightnorm_backward(v.astype(np.float64), g.astype(np.float64), vnorm_r,
-                                         dw.astype(np.float64))
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", cases.SHAPES, ids=SHAPE_IDS)
+def test_ops_match_ref(backend, rng, shape, dtype):
+    v = rng.standard_normal(shape.shape).astype(dtype)
+    g = rng.standard_normal(g_shape(shape.shape)).astype(dtype)
+    dw = rng.standard_normal(shape.shape).astype(dtype)
+    v64, g64, dw64 = (a.astype(np.float64) for a in (v, g, dw))
+    ops, tol = backend.ops, TOL[dtype]
+    w, vnorm = ops.weightnorm_forward(backend.put(v), backend.put(g))
+    w_ref, vnorm_ref = ref.weightnorm_forward(v64, g64)
+    w = backend.get(w)
+    assert w.dtype == dtype and w.shape == shape.shape
+    assert_close(w, w_ref, tol, tol, "w")
+    assert backend.get(vnorm).dtype == np.float64
+    assert_close(backend.get(vnorm), vnorm_ref, 1e-12, 1e-12, "vnorm")
+    dv, dg = ops.weightnorm_backward(backend.put(v), backend.put(g), vnorm, backend.put(dw))
+    dv_ref, dg_ref = ref.weightnorm_backward(v64, g64, vnorm_ref, dw64)
+    dv, dg = backend.get(dv), backend.get(dg)
     assert dv.dtype == dtype and dg.dtype == dtype and dg.shape == g.shape
-    assert_close(dv, dv_r, tol, tol, "dv")
-    assert_close(dg, dg_r, tol, tol, "dg")
+    assert_close(dv, dv_ref, tol, tol, "dv")
+    assert_close(dg, dg_ref, tol, tol, "dg")
 
 
-@pytest.mark.parametrize("backend", [ref, cpu])
 def test_op_checks_name_the_argument(backend, rng):
-    v = rng.standard_normal((4, 5))
+    ops, put = backend.ops, backend.put
+    v = put(rng.standard_normal((4, 5)))
     with pytest.raises(ValueError, match="weightnorm_forward: g must have shape \\(4, 1\\)"):
-        backend.weightnorm_forward(v, np.ones((4,)))
+        ops.weightnorm_forward(v, put(np.ones((4,))))
     with pytest.raises(ValueError, match="weightnorm_forward: v must have shape"):
-        backend.weightnorm_forward(np.ones(4), np.ones((4, 1)))
+        ops.weightnorm_forward(put(np.ones(4)), put(np.ones((4, 1))))
     with pytest.raises(TypeError, match="one dtype"):
-        backend.weightnorm_forward(v, np.ones((4, 1), np.float32))
+        ops.weightnorm_forward(v, put(np.ones((4, 1), np.float32)))
     with pytest.raises(ValueError, match="weightnorm_backward: dw must have v's shape"):
-        backend.weightnorm_backward(v, np.ones((4, 1)), np.ones(4), np.ones((4, 6)))
+        ops.weightnorm_backward(v, put(np.ones((4, 1))), put(np.ones(4)), put(np.ones((4, 6))))
     with pytest.raises(ValueError, match="weightnorm_backward: vnorm must have shape"):
-        backend.weightnorm_backward(v, np.ones((4, 1)), np.ones(3), v)
+        ops.weightnorm_backward(v, put(np.ones((4, 1))), put(np.ones(3)), v)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@CUDA_BACKEND
+def test_cuda_ops_reject_host_arrays(backend, rng):
+    v, g = rng.standard_normal((3, 4)), np.ones((3, 1))
+    with pytest.raises(TypeError, match="weightnorm_forward: v .*host.*device arrays"):
+        backend.ops.weightnorm_forward(v, backend.put(g))
+
+
+# The layers.
+
+def make(kind, bias=True):
+    if kind == "dense":
+        return tn.Dense(5, 4, bias=bias), (3, 5)
+    return tn.Conv2D(2, 3, 3, stride=(2, 1), padding=1, bias=bias), (3, 2, 5, 5)
+
+
+@HOST_BACKENDS
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 def test_gradcheck(rng, backend, kind, bias):
     layer, shape = make(kind, bias)
-    with tn.use_backend(backend):
+    with backend.active():
         result = check_grads(tn.WeightNorm(layer), rng.standard_normal(shape))
     names = [r["name"] for r in result.rows]
     expected = ["x"] + (["bias"] if bias else []) + ["parametrizations.weight.original0",
@@ -118,7 +149,7 @@ def torch_twin(kind, wn):
     return module
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@HOST_BACKENDS
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 def test_matches_torch_float64(rng, backend, kind, bias):
@@ -128,13 +159,13 @@ def test_matches_torch_float64(rng, backend, kind, bias):
     # Move g away from ||v|| so that the test sees both factors.
     wn.weight_g.data[...] = rng.uniform(0.5, 2.0, wn.weight_g.shape)
     module = torch_twin(kind, wn)
-    x, dy = rng.standard_normal(shape), None
+    x = rng.standard_normal(shape)
     xt = torch.from_numpy(x).requires_grad_(True)
     yt = module(xt)
     dy = rng.standard_normal(tuple(yt.shape))
     yt.backward(torch.from_numpy(dy))
     grads = {n: p.grad.numpy() for n, p in module.named_parameters()}
-    with tn.use_backend(backend):
+    with backend.active():
         y = wn.forward(x)
         dx = wn.backward(dy)
     assert_close(y, yt.detach().numpy(), 1e-12, 1e-12, "y")
@@ -223,7 +254,7 @@ def test_trains_with_sgd(rng):
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@HOST_BACKENDS
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(5, 4), (3, 4, 3, 3)])
 def test_mean_only_batchnorm(rng, backend, training, shape):
@@ -232,7 +263,7 @@ def test_mean_only_batchnorm(rng, backend, training, shape):
     x = rng.standard_normal(shape) * 2 + 1
     axes = (0,) if len(shape) == 2 else (0, 2, 3)
     bc = (1, 4) + (1,) * (len(shape) - 2)
-    with tn.use_backend(backend):
+    with backend.active():
         y = layer.forward(x)
         assert_close(y, x - x.mean(axis=axes, keepdims=True) + layer.bias.data.reshape(bc),
                      1e-12, 1e-12, "y")

@@ -1,14 +1,207 @@
+"""The optimizer steps and the optimizers.
+
+The ops: every backend's sgd_step / adam_step against the float64 reference
+over tinynet.ops.optim.cases (every option, float32 and float64, arrays on
+both sides of the cpu's serial / parallel threshold), grad left as it was,
+NaN, and bad input. The classes (tn.optim): torch.optim's trajectories,
+state dicts and resuming, the schedules, and their argument checks.
+"""
 import math
 
 import numpy as np
 import pytest
 
 import tinynet as tn
-from tinynet.backends.ref import adam_step, sgd_step
+from cudasim import SIMULATOR
+from harness import FLOATS
+from tinynet.backends import ref
+from tinynet.ops.optim import cases
 from tinynet.optim import SGD, Adam, AdamW, CosineWarmup, StepLR
 
+STEPS = 4
+# A float32 or float64 result against the float64 reference.
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-13, atol=1e-13)}
+# Under the simulator every GPU thread is a Python thread: larger arrays take minutes.
+SIMULATOR_MAX = 2000
+
+SHAPE_IDS = [case.name for case in cases.SHAPES]
+SGD_IDS = [case.name for case in cases.SGD]
+ADAM_IDS = [case.name for case in cases.ADAM]
+
+
+def put(backend, a, dtype=None):
+    """A fresh copy of the host array ``a`` (cast to ``dtype``) on ``backend``; the
+    ops update their arrays in place, so the host array must not be shared."""
+    return None if a is None else backend.put(np.array(a, dtype=dtype, copy=True))
+
+
+def skip_large_on_simulator(backend, shape):
+    if backend.name == "cuda" and SIMULATOR and math.prod(shape) > SIMULATOR_MAX:
+        pytest.skip(f"{math.prod(shape)} elements: too slow under the CUDA simulator "
+                    f"(runs on a GPU)")
+
+
+def assert_state(backend, got, want, dtype, what):
+    """A state array of ``backend`` (in place, of ``dtype``) against the float64 reference."""
+    got = backend.get(got)
+    assert got.dtype == dtype, f"{backend.name} {what}: dtype {got.dtype}"
+    np.testing.assert_allclose(got, want, err_msg=f"{backend.name} {what}",
+                               **TOL[np.dtype(dtype).type])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", cases.SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("options", cases.SGD, ids=SGD_IDS)
+def test_sgd_step_matches_ref(backend, rng, options, shape, dtype):
+    skip_large_on_simulator(backend, shape.shape)
+    use_buf = options.momentum != 0
+    param_ref = rng.standard_normal(shape.shape).astype(dtype).astype(np.float64)
+    buf_ref = np.zeros_like(param_ref) if use_buf else None
+    param, buf = put(backend, param_ref, dtype), put(backend, buf_ref, dtype)
+    for _ in range(STEPS):
+        g = rng.standard_normal(shape.shape).astype(dtype)
+        grad = put(backend, g)
+        assert backend.ops.sgd_step(param, grad, buf, **options.kwargs()) is None
+        ref.sgd_step(param_ref, g.astype(np.float64), buf_ref, **options.kwargs())
+        np.testing.assert_array_equal(backend.get(grad), g, err_msg="grad was written")
+    assert_state(backend, param, param_ref, dtype, "param")
+    if use_buf:
+        assert_state(backend, buf, buf_ref, dtype, "buf")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", cases.SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("options", cases.ADAM, ids=ADAM_IDS)
+def test_adam_step_matches_ref(backend, rng, options, shape, dtype):
+    skip_large_on_simulator(backend, shape.shape)
+    param_ref = rng.standard_normal(shape.shape).astype(dtype).astype(np.float64)
+    m_ref, v_ref = np.zeros_like(param_ref), np.zeros_like(param_ref)
+    param, m, v = (put(backend, a, dtype) for a in (param_ref, m_ref, v_ref))
+    for t in range(1, STEPS + 1):
+        g = rng.standard_normal(shape.shape).astype(dtype)
+        assert backend.ops.adam_step(param, put(backend, g), m, v, t, **options.kwargs()) is None
+        ref.adam_step(param_ref, g.astype(np.float64), m_ref, v_ref, t, **options.kwargs())
+    for got, want, what in ((param, param_ref, "param"), (m, m_ref, "m"), (v, v_ref, "v")):
+        assert_state(backend, got, want, dtype, what)
+
+
+@pytest.mark.parametrize("options", cases.ADAM, ids=ADAM_IDS)
+def test_float32_adam_matches_float32_ref_closely(backend, rng, options):
+    if backend.name == "ref":
+        pytest.skip("the reference itself")
+    # Both compute in float32 with the same float32 scalars.
+    param_ref = rng.standard_normal(1001).astype(np.float32)
+    m_ref, v_ref = np.zeros_like(param_ref), np.zeros_like(param_ref)
+    param, m, v = (put(backend, a) for a in (param_ref, m_ref, v_ref))
+    for t in range(1, STEPS + 1):
+        g = rng.standard_normal(1001).astype(np.float32)
+        backend.ops.adam_step(param, put(backend, g), m, v, t, **options.kwargs())
+        ref.adam_step(param_ref, g, m_ref, v_ref, t, **options.kwargs())
+    np.testing.assert_allclose(backend.get(param), param_ref, rtol=2e-6, atol=1e-7)
+
+
+# One array each side of the cpu's serial / parallel threshold.
+GRAD_SHAPES = [case for case in cases.SHAPES if case.name in ("7", "threshold+1")]
+
+
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=[case.name for case in GRAD_SHAPES])
+def test_ops_do_not_write_grad(backend, rng, shape):
+    skip_large_on_simulator(backend, shape.shape)
+    param, g = (rng.standard_normal(shape.shape).astype(np.float32) for _ in range(2))
+    p, grad = put(backend, param), put(backend, g)
+    ops = backend.ops
+    ops.sgd_step(p, grad, put(backend, np.zeros_like(param)), 0.1, 0.9, 0.1, True)
+    ops.sgd_step(p, grad, None, 0.1, 0.0, 0.1, False)
+    for decoupled in (False, True):
+        ops.adam_step(p, grad, put(backend, np.zeros_like(param)),
+                      put(backend, np.zeros_like(param)), 1, 0.1, 0.9, 0.999, 1e-8, 0.1, decoupled)
+    np.testing.assert_array_equal(backend.get(grad), g)
+
+
+def test_a_grad_of_another_dtype(backend, rng):
+    """ref and cpu cast a float64 grad to a float32 parameter's dtype, as torch;
+    cuda asks for a grad of the parameter's dtype (a Parameter's grad has it)."""
+    param = rng.standard_normal(9).astype(np.float32)
+    grad = rng.standard_normal(9)
+    p = put(backend, param)
+    if backend.name == "cuda":
+        with pytest.raises(ValueError, match=r"sgd_step: grad must have param's shape \(9,\) "
+                                             r"and dtype float32"):
+            backend.ops.sgd_step(p, put(backend, grad), None, 0.1, 0.0, 0.0, False)
+        return
+    backend.ops.sgd_step(p, put(backend, grad), None, 0.1, 0.0, 0.0, False)
+    ref.sgd_step(param, grad, None, 0.1, 0.0, 0.0, False)
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(p, param, rtol=1e-6, atol=1e-7)
+
+
+# Under the simulator the kernel's threads divide 0 by 0 outside np.errstate.
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_nan_propagates_as_in_ref(backend):
+    param_ref = np.array([1.0, 2.0, 3.0, 0.0])
+    grad = np.array([np.nan, 1.0, np.inf, 0.0])
+    m_ref, v_ref = np.zeros(4), np.zeros(4)
+    param, m, v = (put(backend, a) for a in (param_ref, m_ref, v_ref))
+    # eps = 0 with g = 0 gives 0 / 0 in the last element.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        backend.ops.adam_step(param, put(backend, grad), m, v, 1, 0.1, 0.9, 0.999, 0.0, 0.0,
+                              False)
+        ref.adam_step(param_ref, grad, m_ref, v_ref, 1, 0.1, 0.9, 0.999, 0.0, 0.0, False)
+    param = backend.get(param)
+    np.testing.assert_array_equal(np.isnan(param), np.isnan(param_ref))
+    assert np.isnan(param[0]) and np.isnan(param[3])
+    np.testing.assert_array_equal(param[1], param_ref[1])
+    param, buf = put(backend, [1.0, 2.0]), put(backend, np.zeros(2))
+    backend.ops.sgd_step(param, put(backend, [np.nan, 1.0]), buf, 0.1, 0.9, 0.0, False)
+    param, buf = backend.get(param), backend.get(buf)
+    assert np.isnan(param[0]) and np.isnan(buf[0]) and param[1] == 1.9
+
+
+def test_adam_first_step_is_lr_times_sign(backend):
+    """At t = 1, m / sqrt(v) after bias correction is sign(g)."""
+    param = put(backend, np.zeros(2, np.float32))
+    m, v = put(backend, np.zeros(2, np.float32)), put(backend, np.zeros(2, np.float32))
+    backend.ops.adam_step(param, put(backend, np.array([3.0, -0.5], np.float32)), m, v, 1, 0.01,
+                          0.9, 0.999, 0.0, 0.0, False)
+    param = backend.get(param)
+    assert param.dtype == np.float32
+    np.testing.assert_allclose(param, [-0.01, 0.01], rtol=1e-6)
+
+
+def test_ops_reject_bad_arrays(backend, rng):
+    ops = backend.ops
+    host = rng.standard_normal((4, 6))
+    param, grad = put(backend, host), put(backend, np.zeros_like(host))
+    if backend.name != "ref":
+        # The reference takes any layout; a kernel updates a flat view in place.
+        with pytest.raises(ValueError, match="sgd_step: param must be C-contiguous"):
+            ops.sgd_step(param.T, grad.T, None, 0.1, 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="sgd_step: grad"):
+        ops.sgd_step(param, grad[:2], None, 0.1, 0.0, 0.0, False)
+    with pytest.raises(TypeError, match="sgd_step: buf"):
+        ops.sgd_step(param, grad, put(backend, np.zeros((4, 6), np.float32)), 0.1, 0.9, 0.0,
+                     False)
+    with pytest.raises(ValueError, match="sgd_step: buf must have param's shape"):
+        ops.sgd_step(param, grad, put(backend, np.zeros(3)), 0.1, 0.9, 0.0, False)
+    with pytest.raises(TypeError, match="adam_step: param"):
+        ops.adam_step(put(backend, host.astype(np.int64)), grad, grad, grad, 1, 0.1, 0.9, 0.999,
+                      1e-8, 0.0, False)
+    with pytest.raises(ValueError, match="adam_step: v"):
+        ops.adam_step(param, grad, put(backend, np.zeros_like(host)),
+                      put(backend, np.zeros((6, 4))), 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
+
+
+def test_ops_come_from_the_family_module(backend):
+    for name in ("sgd_step", "adam_step"):
+        op = getattr(backend.ops, name)
+        assert op.__module__ == f"tinynet.ops.optim.{backend.name}", name
+        assert (op is getattr(ref, name)) == (backend.name == "ref"), name
+
+
+# The optimizer classes.
+
 SHAPES = [(3, 4), (5,), (2, 3, 2, 1)]
-STEPS = 20
+TRAJECTORY_STEPS = 20
 
 CASES = [
     ("SGD", dict(lr=0.1)),
@@ -24,39 +217,33 @@ CASES = [
 CASE_IDS = [f"{kind}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for kind, kw in CASES]
 
 
-@pytest.fixture(params=["ref", "cpu"])
-def backend(request):
-    """Run the test under each CPU backend that loads here."""
-    if request.param not in tn.available_backends():
-        pytest.skip(f"backend {request.param!r} does not load here")
-    with tn.use_backend(request.param):
-        yield request.param
-
-
 def make_values(dtype, seed=0):
-    """Initial parameter values and a fixed sequence of STEPS gradients."""
+    """Initial parameter values and a fixed sequence of TRAJECTORY_STEPS gradients."""
     rng = np.random.default_rng(seed)
     values = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    grads = [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(STEPS)]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in SHAPES]
+             for _ in range(TRAJECTORY_STEPS)]
     return values, grads
 
 
-def make_tinynet(kind, kw, values):
-    params = [tn.Parameter(v) for v in values]
+def make_tinynet(backend, kind, kw, values):
+    """Parameters with ``values`` on ``backend``'s device and an optimizer ``kind`` of them."""
+    params = [tn.Parameter(v).to_(backend.device) for v in values]
     return params, getattr(tn.optim, kind)(params, **kw)
 
 
-def run_tinynet(params, opt, grads, schedule=None):
-    """Step ``opt`` through ``grads``; the parameter values after each step."""
+def run_tinynet(backend, params, opt, grads, schedule=None):
+    """Step ``opt`` through ``grads`` on ``backend``; the parameter values after each step."""
     out = []
-    for step_grads in grads:
-        opt.zero_grad()
-        for p, g in zip(params, step_grads):
-            p.grad += g
-        opt.step()
-        if schedule is not None:
-            schedule.step()
-        out.append([p.data.copy() for p in params])
+    with backend.active():
+        for step_grads in grads:
+            opt.zero_grad()
+            for p, g in zip(params, step_grads):
+                p.grad += backend.put(g)
+            opt.step()
+            if schedule is not None:
+                schedule.step()
+            out.append([np.array(backend.get(p.data)) for p in params])
     return out
 
 
@@ -72,13 +259,19 @@ def run_torch(torch, kind, kw, values, grads):
     return out
 
 
+def run_both(backend, kind, kw, dtype):
+    """The optimizer ``kind`` on ``backend`` and torch's through the same gradients:
+    (initial values, tinynet's optimizer, its values after each step, torch's)."""
+    torch = pytest.importorskip("torch")
+    values, grads = make_values(dtype)
+    params, opt = make_tinynet(backend, kind, kw, values)
+    ours = run_tinynet(backend, params, opt, grads)
+    return values, opt, ours, run_torch(torch, kind, kw, values, grads)
+
+
 @pytest.mark.parametrize("kind, kw", CASES, ids=CASE_IDS)
 def test_trajectory_matches_torch_float64(backend, kind, kw):
-    torch = pytest.importorskip("torch")
-    values, grads = make_values(np.float64)
-    params, opt = make_tinynet(kind, kw, values)
-    ours = run_tinynet(params, opt, grads)
-    theirs = run_torch(torch, kind, kw, values, grads)
+    values, _, ours, theirs = run_both(backend, kind, kw, np.float64)
     for t, (a, b) in enumerate(zip(ours, theirs)):
         for i, (pa, pb) in enumerate(zip(a, b)):
             np.testing.assert_allclose(pa, pb, rtol=1e-12, atol=1e-12,
@@ -89,12 +282,8 @@ def test_trajectory_matches_torch_float64(backend, kind, kw):
 
 @pytest.mark.parametrize("kind, kw", CASES, ids=CASE_IDS)
 def test_float32_stays_float32_and_tracks_torch(backend, kind, kw):
-    torch = pytest.importorskip("torch")
-    values, grads = make_values(np.float32)
-    params, opt = make_tinynet(kind, kw, values)
-    ours = run_tinynet(params, opt, grads)
-    theirs = run_torch(torch, kind, kw, values, grads)
-    for p in params:
+    _, opt, ours, theirs = run_both(backend, kind, kw, np.float32)
+    for p in opt.params:
         assert p.data.dtype == np.float32 and p.grad.dtype == np.float32
     for state in opt.state:
         for array in state.values():
@@ -111,25 +300,6 @@ def test_sgd_first_momentum_step_is_plain_sgd():
     opt.step()
     np.testing.assert_array_equal(p.data, [0.9, -2.2])
     np.testing.assert_array_equal(opt.state[0]["momentum_buffer"], [0.2, 0.4])
-
-
-def test_ref_ops_do_not_write_grad(rng):
-    param, grad = rng.standard_normal(7), rng.standard_normal(7)
-    grad_before = grad.copy()
-    sgd_step(param, grad, np.zeros(7), 0.1, 0.9, 0.1, True)
-    sgd_step(param, grad, None, 0.1, 0.0, 0.1, False)
-    adam_step(param, grad, np.zeros(7), np.zeros(7), 1, 0.1, 0.9, 0.999, 1e-8, 0.1, False)
-    adam_step(param, grad, np.zeros(7), np.zeros(7), 1, 0.1, 0.9, 0.999, 1e-8, 0.1, True)
-    np.testing.assert_array_equal(grad, grad_before)
-
-
-def test_ref_adam_first_step_is_lr_times_sign():
-    """At t = 1, m / sqrt(v) after bias correction is sign(g)."""
-    param = np.array([0.0, 0.0], dtype=np.float32)
-    m, v = np.zeros(2, np.float32), np.zeros(2, np.float32)
-    adam_step(param, np.array([3.0, -0.5], np.float32), m, v, 1, 0.01, 0.9, 0.999, 0.0, 0.0, False)
-    assert param.dtype == np.float32
-    np.testing.assert_allclose(param, [-0.01, 0.01], rtol=1e-6)
 
 
 def test_zero_grad_clears_grads(rng):
@@ -195,23 +365,23 @@ def test_resume_from_npz_matches_an_uninterrupted_run(backend, tmp_path, kind, k
     values, grads = make_values(np.float64)
     k = 7
 
-    params, opt = make_tinynet(kind, kw, values)
+    params, opt = make_tinynet(backend, kind, kw, values)
     schedule = CosineWarmup(opt, warmup_steps=3, total_steps=15, min_lr=1e-4)
-    full = run_tinynet(params, opt, grads, schedule)
+    full = run_tinynet(backend, params, opt, grads, schedule)
 
-    params, opt = make_tinynet(kind, kw, values)
+    params, opt = make_tinynet(backend, kind, kw, values)
     schedule = CosineWarmup(opt, warmup_steps=3, total_steps=15, min_lr=1e-4)
-    run_tinynet(params, opt, grads[:k], schedule)
+    run_tinynet(backend, params, opt, grads[:k], schedule)
     opt_state = save_and_load(tmp_path, "opt", opt.state_dict())
     schedule_state = save_and_load(tmp_path, "schedule", schedule.state_dict())
 
     # a fresh process: parameters restored from the checkpoint, a new optimizer
-    params, opt = make_tinynet(kind, kw, [p.data for p in params])
+    params, opt = make_tinynet(backend, kind, kw, [backend.get(p.data) for p in params])
     schedule = CosineWarmup(opt, warmup_steps=3, total_steps=15, min_lr=1e-4)
     opt.load_state_dict(opt_state)
     schedule.load_state_dict(schedule_state)
     assert opt.step_count == k and schedule.last_step == k
-    resumed = run_tinynet(params, opt, grads[k:], schedule)
+    resumed = run_tinynet(backend, params, opt, grads[k:], schedule)
 
     for t, (a, b) in enumerate(zip(full[k:], resumed)):
         for pa, pb in zip(a, b):
@@ -312,6 +482,15 @@ def test_load_state_dict_casts_to_the_parameter_dtype():
     assert fresh.state[0]["exp_avg"].dtype == np.float32
     assert fresh.step_count == 1 and fresh.lr == 0.1
 
+
+def test_repr_shows_hyperparameters():
+    p = [tn.Parameter(np.zeros(2))]
+    assert repr(SGD(p, lr=0.1, momentum=0.9)) == (
+        "SGD(lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False)")
+    assert "weight_decay=0.01" in repr(AdamW(p))
+
+
+# The learning-rate schedules.
 
 def test_steplr_matches_torch():
     torch = pytest.importorskip("torch")
@@ -423,10 +602,3 @@ def test_schedule_load_state_dict_names_the_bad_key():
 def test_bad_schedule_arguments_are_rejected(make, error, match):
     with pytest.raises(error, match=match):
         make(SGD([tn.Parameter(np.zeros(2))], lr=0.1))
-
-
-def test_repr_shows_hyperparameters():
-    p = [tn.Parameter(np.zeros(2))]
-    assert repr(SGD(p, lr=0.1, momentum=0.9)) == (
-        "SGD(lr=0.1, momentum=0.9, weight_decay=0.0, nesterov=False)")
-    assert "weight_decay=0.01" in repr(AdamW(p))
