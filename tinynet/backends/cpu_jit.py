@@ -1,7 +1,8 @@
-"""The one decorator every cpu kernel is compiled with: ``@njit_kernel(parallel=True)``.
+"""The cpu backend's machinery: ``@njit_kernel``, the one decorator every cpu kernel
+is compiled with, and the vectorizable exp / expm1 the kernels share.
 
 ``njit_kernel(**options)`` is ``numba.njit(cache=True, fastmath=FASTMATH,
-**options)`` with two rules built in:
+**options)`` with these rules built in:
 
 - fastmath is ``{'reassoc', 'contract'}``: reductions may be reassociated
   (so they vectorize) and multiply-adds may fuse into FMAs. Never all of
