@@ -1,456 +1,277 @@
 """Kernel lab: 2-D max and average pooling, forward and backward.
 
-The ops (tinynet.backends.ref.pool, the reference): x (N, C, H, W), a (kh, kw)
-window with stride (sh, sw), no padding, floor mode, y (N, C, OH, OW).
-
-    max:  y = max over the window (first maximum in row-major order wins a
-          tie; a NaN wins, the last NaN of the window, as torch)
-          dx = dy routed to each window's argmax, added where windows share one
-    avg:  y = sum over the window / (kh*kw)
-          dx[h, w] = sum of dy over the windows holding (h, w), / (kh*kw)
-
-Every variant runs over the (N*C) planes in parallel: a window never leaves
-its plane, so each prange iteration reads and writes only its own plane.
-
-Max pool variants, all with the signatures of the ref ops
+The ops, their math and their argmax rule are the contract's
+(tinynet/ops/pool/__init__.py); tinynet.backends.ref is the reference. Every
+variant has the signatures of the ref ops
 (``maxpool2d_forward(x, kernel, stride) -> (y, cache)``,
-``maxpool2d_backward(dy, x_shape, cache, kernel, stride) -> dx``):
+``maxpool2d_backward(dy, x_shape, cache, kernel, stride) -> dx``,
+``avgpool2d_forward(x, kernel, stride) -> y``,
+``avgpool2d_backward(dy, x_shape, kernel, stride) -> dx``) and runs over the
+N*C planes in parallel: a window never leaves its plane, so each prange
+iteration reads and writes only its own plane. ``MAX_VARIANTS`` and
+``AVG_VARIANTS`` number the variants. The rows named tinynet run production
+through its public names: the cpu backend's ops, or the ops with the
+schedule given (tinynet.ops.pool.cpu: "2x2" for a 2x2 window at stride 2,
+"any" for any window).
 
-1. naive port: a loop per window, the int64 flat argmax index h*W + w as
-   cache (the ref's); backward = np.zeros, then a scatter-add.
-2. uint8 argmax offset p*kw + q inside the window: 1 byte per output instead
-   of 8; the backward zeroes each plane inside the kernel, then scatter-adds
-   through a table of flat tap offsets p*W + q (an integer division t // kw
-   per window cost twice the time).
-3. recompute: the forward writes y only and the cache is x itself; the
-   backward finds each argmax again from x.
-4. 2 with the forward loops turned inside out: for each output row, the taps
-   (p, q) outside and the output columns j inside, on a running (max, offset)
-   row, with the compare as a branch-free select. The innermost loop now runs
-   over j, for any kernel and stride.
-5. 2x2 stride-2 specialization of 4: the four taps as a branch-free tree
-   (winner of the top pair, of the bottom pair, then of the two), which
-   vectorizes; the backward zeroes the plane and stores each dy at its
-   argmax (the windows do not overlap). Other shapes run 4.
-6. 2x2 stride-2 recompute: the tree of 5 without the offsets in the forward,
-   and again in the backward. Other shapes run 3.
+Max pool variants:
 
-Average pool variants (``avgpool2d_forward(x, kernel, stride) -> y``,
-``avgpool2d_backward(dy, x_shape, kernel, stride) -> dx``):
+- naive, int64 index: a loop per window, the flat argmax index h*W + w as
+  the cache (the ref's); the backward zeroes dx, then scatter-adds.
+- uint8 offset: the same loop, with the argmax's tap p*kw + q inside the
+  window as the cache (int32 above 256 taps): 1 byte per output instead of
+  8; the backward is tinynet's "any" one, which zeroes each plane inside
+  the kernel and scatter-adds through a table of flat tap offsets p*W + q
+  (an integer division t // kw per window cost twice the time).
+- recompute from x: the forward writes y only and the cache is x itself;
+  the backward finds each argmax again from x.
+- taps outside: tinynet's "any" schedule on every window. The forward loops
+  turned inside out: for each output row, the taps (p, q) outside and the
+  output columns j inside, on a running (max, tap) row, with the compare as
+  a branch-free select; the innermost loop runs over j for any kernel and
+  stride. The backward as in uint8 offset.
+- tinynet: the cpu backend's ops, the "2x2" schedule on 2x2 windows at stride
+  2 (the four taps as a branch-free tree: the winner of the top pair, of the
+  bottom pair, then of the two, which vectorizes; the backward zeroes the
+  plane and stores each dy at its argmax, as the windows do not overlap) and
+  "any" elsewhere.
+- recompute, 2x2 special: the tree without the taps in the forward, and
+  again in the backward. Other windows run recompute from x.
 
-1. naive port: a float64 sum per window; backward = np.zeros, then a
-   scatter-add.
-2. gather backward: each dx pixel sums dy over the windows that hold it
-   (a row range times a column range), so every dx pixel is written once.
-3. taps outside, output columns inside (as max variant 4): the forward on
-   a float64 row of sums, the backward's scatter-add on dx zeroed inside the
-   kernel.
-4. 2x2 stride-2 specialization: four taps unrolled; the backward writes each
-   dx pixel once over contiguous columns. Other shapes run 1.
+Average pool variants:
+
+- float64 sum, scatter bwd: tinynet's "any" schedule on every window: a
+  float64 sum per window; the backward zeroes dx, then scatter-adds.
+- gather bwd: the same forward; each dx pixel sums dy over the windows that
+  hold it (a row range times a column range), so every dx pixel is written
+  once.
+- taps outside (as in max pooling): the forward on a float64 row of sums,
+  the backward's scatter-add on dx zeroed inside the kernel.
+- tinynet: the cpu backend's ops, the "2x2" schedule on 2x2 windows at stride
+  2 (four taps unrolled; the backward writes each dx pixel once over
+  contiguous columns) and "any" elsewhere.
 
 Floor: forward reads x and writes y; backward reads dy and writes dx (the
 argmax cache is extra traffic that a variant may or may not pay).
 
 What the runs showed (2 cores, float32, (64, 32, 28, 28)): on the 2x2
-stride-2 target, 5 is the fastest max pool by a wide margin; storing the
-uint8 tap beats recomputing the argmax from x (6), whose backward must read
-x again; the branchy per-window loops (1-3) do not vectorize. For other
-windows, 4's forward beats the per-window loop 2 to 2.5 times. For average
-pooling the 2x2 specialization (4) is 5 to 8 times faster than the generic
-loops, the gather backward (2) is the slowest (an integer division per
-pixel) and taps outside (3) gains nothing over 1. tinynet.backends.cpu.pool
-runs max 5 (2x2 stride 2) or 4, and average 4 (2x2 stride 2) or 1.
+stride-2 target, the tinynet max pool is the fastest by a wide margin;
+storing the uint8 tap beats recomputing the argmax from x (recompute, 2x2
+special), whose backward must read x again; the branchy per-window loops do
+not vectorize. For other windows, taps outside beats the per-window loop 2
+to 2.5 times in the forward. For average pooling the 2x2 schedule is 5 to 8
+times faster than the generic loops, the gather backward is the slowest (an
+integer division per pixel) and taps outside gains nothing over the float64
+sum per window.
 
     python -m kernels.pool --check      every variant against the reference
     python -m kernels.pool --bench      timings, % of floor, torch beside them
 """
-import numpy as np
-import numba
+import functools
 
-from tinynet.backends import ref
+import numba
+import numpy as np
+
+from tinynet.backends import cpu, ref
+from tinynet.backends.cpu_jit import njit_kernel
+from tinynet.ops.pool import cpu as cpu_pool, output_size
+from tinynet.ops.pool.cases import CASES, PoolCase
 from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
-from tinynet.backends.cpu.jit import njit_kernel
-# Promoted kernels the lab's variants call as they stand in production.
-from tinynet.backends.cpu.pool import _avgpool_2x2_forward, _avgpool_forward, _is_2x2
 
 SHAPE = (64, 32, 28, 28)
 OVERLAP = ((3, 3), (2, 2))
+# The bench's windows at a smaller batch, for --check.
+LAB_CASES = (PoolCase("bench-2x2", (4, 32, 28, 28), (2, 2), (2, 2)),
+             PoolCase("bench-3x3s2", (4, 32, 28, 28), *OVERLAP))
 
 
-def _out_hw(H, W, kernel, stride):
-    return (H - kernel[0]) // stride[0] + 1, (W - kernel[1]) // stride[1] + 1
+def _planes(shape, kernel, stride):
+    """(N*C, H, W) of x and (N*C, OH, OW) of y for an input of ``shape``."""
+    N, C, H, W = shape
+    return (N * C, H, W), (N * C,) + output_size(shape, kernel, stride)
+
+
+# tinynet's "any" schedule on every window, 2x2 ones at stride 2 too.
+max_forward_any = functools.partial(cpu_pool.maxpool2d_forward_scheduled, schedule="any")
+max_backward_any = functools.partial(cpu_pool.maxpool2d_backward_scheduled, schedule="any")
+avg_forward_any = functools.partial(cpu_pool.avgpool2d_forward_scheduled, schedule="any")
+avg_backward_any = functools.partial(cpu_pool.avgpool2d_backward_scheduled, schedule="any")
+
+
+@numba.njit(inline="always")
+def _window_max(x, pl, h0, w0, kh, kw):
+    """The max of the window at (h0, w0) of plane pl and the (p, q) of its argmax,
+    scanning the taps in row-major order with the contract's take-over test."""
+    best = x[pl, h0, w0]
+    bp, bq = 0, 0
+    for p in range(kh):
+        for q in range(kw):
+            v = x[pl, h0 + p, w0 + q]
+            if v > best or np.isnan(v):
+                best = v
+                bp, bq = p, q
+    return best, bp, bq
 
 
 @njit_kernel(parallel=True)
 def _max_fwd_flat(x, kh, kw, sh, sw, y, idx):
     # Parallel axis: planes (n, c); iteration pl writes only y[pl], idx[pl].
-    P, H, W = x.shape
-    OH, OW = y.shape[1], y.shape[2]
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                h0, w0 = i * sh, j * sw
-                best = x[pl, h0, w0]
-                arg = h0 * W + w0
-                for p in range(kh):
-                    for q in range(kw):
-                        v = x[pl, h0 + p, w0 + q]
-                        if v > best or np.isnan(v):
-                            best = v
-                            arg = (h0 + p) * W + w0 + q
+    W = x.shape[2]
+    for pl in numba.prange(x.shape[0]):
+        for i in range(y.shape[1]):
+            for j in range(y.shape[2]):
+                best, p, q = _window_max(x, pl, i * sh, j * sw, kh, kw)
                 y[pl, i, j] = best
-                idx[pl, i, j] = arg
+                idx[pl, i, j] = (i * sh + p) * W + j * sw + q
 
 
 @njit_kernel(parallel=True)
 def _max_bwd_flat(dy, idx, dx):
     # Parallel axis: planes; iteration pl adds only into dx[pl] (flat (P, H*W)).
-    P, OH, OW = dy.shape
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
+    for pl in numba.prange(dy.shape[0]):
+        for i in range(dy.shape[1]):
+            for j in range(dy.shape[2]):
                 dx[pl, idx[pl, i, j]] += dy[pl, i, j]
 
 
-def max_fwd_v1(x, kernel, stride):
-    N, C, H, W = x.shape
-    OH, OW = _out_hw(H, W, kernel, stride)
-    y = np.empty((N, C, OH, OW), x.dtype)
-    idx = np.empty((N, C, OH, OW), np.int64)
-    _max_fwd_flat(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
-                  y.reshape(N * C, OH, OW), idx.reshape(N * C, OH, OW))
-    return y, idx
+def max_forward_flat(x, kernel, stride):
+    x_planes, y_planes = _planes(x.shape, kernel, stride)
+    y = np.empty(y_planes, x.dtype)
+    idx = np.empty(y_planes, np.int64)
+    _max_fwd_flat(x.reshape(x_planes), *kernel, *stride, y, idx)
+    return y.reshape(x.shape[:2] + y.shape[1:]), idx.reshape(x.shape[:2] + y.shape[1:])
 
 
-def max_bwd_v1(dy, x_shape, cache, kernel, stride):
+def max_backward_flat(dy, x_shape, cache, kernel, stride):
     N, C, H, W = x_shape
     dx = np.zeros((N * C, H * W), dy.dtype)
-    OH, OW = dy.shape[2:]
-    _max_bwd_flat(dy.reshape(N * C, OH, OW), cache.reshape(N * C, OH, OW), dx)
+    _max_bwd_flat(dy.reshape((N * C,) + dy.shape[2:]), cache.reshape((N * C,) + dy.shape[2:]), dx)
     return dx.reshape(x_shape)
 
 
 @njit_kernel(parallel=True)
 def _max_fwd_offset(x, kh, kw, sh, sw, y, k):
     # Parallel axis: planes; iteration pl writes only y[pl], k[pl].
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                h0, w0 = i * sh, j * sw
-                best = x[pl, h0, w0]
-                arg = 0
-                for p in range(kh):
-                    for q in range(kw):
-                        v = x[pl, h0 + p, w0 + q]
-                        if v > best or np.isnan(v):
-                            best = v
-                            arg = p * kw + q
+    for pl in numba.prange(x.shape[0]):
+        for i in range(y.shape[1]):
+            for j in range(y.shape[2]):
+                best, p, q = _window_max(x, pl, i * sh, j * sw, kh, kw)
                 y[pl, i, j] = best
-                k[pl, i, j] = arg
+                k[pl, i, j] = p * kw + q
 
 
-@njit_kernel(parallel=True)
-def _max_bwd_offset(dy, k, tap_offset, sh, sw, W, dx):
-    # Parallel axis: planes; iteration pl zeroes and adds into dx[pl] only.
-    # dx is (P, H*W); window (i, j) starts at flat i*sh*W + j*sw and its tap
-    # t sits tap_offset[t] = p*W + q further.
-    P, OH, OW = dy.shape
-    HW = dx.shape[1]
-    for pl in numba.prange(P):
-        for e in range(HW):
-            dx[pl, e] = 0
-        for i in range(OH):
-            row = i * sh * W
-            for j in range(OW):
-                dx[pl, row + j * sw + tap_offset[k[pl, i, j]]] += dy[pl, i, j]
-
-
-def max_fwd_v2(x, kernel, stride):
-    N, C, H, W = x.shape
-    OH, OW = _out_hw(H, W, kernel, stride)
-    y = np.empty((N, C, OH, OW), x.dtype)
-    k = np.empty((N, C, OH, OW), np.uint8)
-    _max_fwd_offset(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
-                    y.reshape(N * C, OH, OW), k.reshape(N * C, OH, OW))
-    return y, k
-
-
-def _tap_offsets(kernel, W):
-    """Flat offset p*W + q of each window tap t = p*kw + q, as int64 (kh*kw,)."""
-    kh, kw = kernel
-    return (np.arange(kh)[:, None] * W + np.arange(kw)[None, :]).reshape(-1)
-
-
-def max_bwd_v2(dy, x_shape, cache, kernel, stride):
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dy.dtype)
-    _max_bwd_offset(dy.reshape(N * C, OH, OW), cache.reshape(N * C, OH, OW),
-                    _tap_offsets(kernel, W), stride[0], stride[1], W, dx.reshape(N * C, H * W))
-    return dx
+def max_forward_offset(x, kernel, stride):
+    x_planes, y_planes = _planes(x.shape, kernel, stride)
+    y = np.empty(y_planes, x.dtype)
+    # The tap's type of tinynet's cache, which the backward below checks.
+    k = np.empty(y_planes, np.uint8 if kernel[0] * kernel[1] <= 256 else np.int32)
+    _max_fwd_offset(x.reshape(x_planes), *kernel, *stride, y, k)
+    return y.reshape(x.shape[:2] + y.shape[1:]), k.reshape(x.shape[:2] + y.shape[1:])
 
 
 @njit_kernel(parallel=True)
 def _max_fwd_only(x, kh, kw, sh, sw, y):
     # Parallel axis: planes; iteration pl writes only y[pl].
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                h0, w0 = i * sh, j * sw
-                best = x[pl, h0, w0]
-                for p in range(kh):
-                    for q in range(kw):
-                        v = x[pl, h0 + p, w0 + q]
-                        if v > best or np.isnan(v):
-                            best = v
-                y[pl, i, j] = best
+    for pl in numba.prange(x.shape[0]):
+        for i in range(y.shape[1]):
+            for j in range(y.shape[2]):
+                y[pl, i, j] = _window_max(x, pl, i * sh, j * sw, kh, kw)[0]
 
 
 @njit_kernel(parallel=True)
 def _max_bwd_recompute(x, dy, kh, kw, sh, sw, dx):
     # Parallel axis: planes; iteration pl zeroes and adds into dx[pl] only.
-    P, OH, OW = dy.shape
     H, W = dx.shape[1], dx.shape[2]
-    for pl in numba.prange(P):
+    for pl in numba.prange(dy.shape[0]):
         for h in range(H):
             for w in range(W):
                 dx[pl, h, w] = 0
-        for i in range(OH):
-            for j in range(OW):
-                h0, w0 = i * sh, j * sw
-                best = x[pl, h0, w0]
-                bh, bw = h0, w0
-                for p in range(kh):
-                    for q in range(kw):
-                        v = x[pl, h0 + p, w0 + q]
-                        if v > best or np.isnan(v):
-                            best = v
-                            bh, bw = h0 + p, w0 + q
-                dx[pl, bh, bw] += dy[pl, i, j]
+        for i in range(dy.shape[1]):
+            for j in range(dy.shape[2]):
+                _, p, q = _window_max(x, pl, i * sh, j * sw, kh, kw)
+                dx[pl, i * sh + p, j * sw + q] += dy[pl, i, j]
 
 
-def max_fwd_v3(x, kernel, stride):
-    N, C, H, W = x.shape
-    OH, OW = _out_hw(H, W, kernel, stride)
-    y = np.empty((N, C, OH, OW), x.dtype)
-    _max_fwd_only(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
-                  y.reshape(N * C, OH, OW))
-    return y, x
+def max_forward_recompute(x, kernel, stride):
+    x_planes, y_planes = _planes(x.shape, kernel, stride)
+    y = np.empty(y_planes, x.dtype)
+    _max_fwd_only(x.reshape(x_planes), *kernel, *stride, y)
+    return y.reshape(x.shape[:2] + y.shape[1:]), x
 
 
-def max_bwd_v3(dy, x_shape, cache, kernel, stride):
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dy.dtype)
-    _max_bwd_recompute(cache.reshape(N * C, H, W), dy.reshape(N * C, OH, OW), kernel[0],
-                       kernel[1], stride[0], stride[1], dx.reshape(N * C, H, W))
-    return dx
+def max_backward_recompute(dy, x_shape, cache, kernel, stride):
+    x_planes, y_planes = _planes(x_shape, kernel, stride)
+    dx = np.empty(x_planes, dy.dtype)
+    _max_bwd_recompute(cache.reshape(x_planes), dy.reshape(y_planes), *kernel, *stride, dx)
+    return dx.reshape(x_shape)
 
 
-@njit_kernel(parallel=True)
-def _max_fwd_taps(x, kh, kw, sh, sw, y, k):
-    # Parallel axis: planes; iteration pl writes only y[pl], k[pl].
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
-    for pl in numba.prange(P):
-        for i in range(OH):
-            h0 = i * sh
-            for j in range(OW):
-                y[pl, i, j] = x[pl, h0, j * sw]
-                k[pl, i, j] = 0
-            # Taps in row-major order; a later tap wins only when strictly
-            # greater, or when it is NaN (torch's rule).
-            for p in range(kh):
-                for q in range(kw):
-                    t = np.uint8(p * kw + q)
-                    for j in range(OW):
-                        v = x[pl, h0 + p, j * sw + q]
-                        best = y[pl, i, j]
-                        take = (v > best) | (v != v)
-                        y[pl, i, j] = v if take else best
-                        k[pl, i, j] = t if take else k[pl, i, j]
-
-
-def max_fwd_v4(x, kernel, stride):
-    N, C, H, W = x.shape
-    OH, OW = _out_hw(H, W, kernel, stride)
-    y = np.empty((N, C, OH, OW), x.dtype)
-    k = np.empty((N, C, OH, OW), np.uint8)
-    _max_fwd_taps(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
-                  y.reshape(N * C, OH, OW), k.reshape(N * C, OH, OW))
-    return y, k
-
-
-@njit_kernel(parallel=True)
-def _max_fwd_2x2(x, y, k):
-    # Parallel axis: planes; iteration pl writes only y[pl], k[pl].
-    # Window taps a b / c d. The sequential rule (a later tap wins when
-    # strictly greater or NaN) gives the same winner as a tree: the winner of
-    # (a, b), the winner of (c, d), then the bottom one wins when strictly
-    # greater or NaN. The tree has shorter dependency chains and vectorizes.
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                a = x[pl, 2 * i, 2 * j]
-                b = x[pl, 2 * i, 2 * j + 1]
-                c = x[pl, 2 * i + 1, 2 * j]
-                d = x[pl, 2 * i + 1, 2 * j + 1]
-                take_b = (b > a) | (b != b)
-                top = b if take_b else a
-                take_d = (d > c) | (d != d)
-                bottom = d if take_d else c
-                take_bottom = (bottom > top) | (bottom != bottom)
-                y[pl, i, j] = bottom if take_bottom else top
-                k[pl, i, j] = np.uint8(2 + take_d) if take_bottom else np.uint8(take_b)
-
-
-@njit_kernel(parallel=True)
-def _max_bwd_2x2(dy, k, W, dx):
-    # Parallel axis: planes; iteration pl zeroes dx[pl] (flat (P, H*W)), then
-    # stores each dy at its argmax. The windows do not overlap: a plain store.
-    P, OH, OW = dy.shape
-    HW = dx.shape[1]
-    for pl in numba.prange(P):
-        for e in range(HW):
-            dx[pl, e] = 0
-        for i in range(OH):
-            for j in range(OW):
-                t = np.int64(k[pl, i, j])
-                dx[pl, (2 * i + (t >> 1)) * W + 2 * j + (t & 1)] = dy[pl, i, j]
-
-
-def max_fwd_v5(x, kernel, stride):
-    if not _is_2x2(kernel, stride):
-        return max_fwd_v4(x, kernel, stride)
-    N, C, H, W = x.shape
-    OH, OW = H // 2, W // 2
-    y = np.empty((N, C, OH, OW), x.dtype)
-    k = np.empty((N, C, OH, OW), np.uint8)
-    _max_fwd_2x2(x.reshape(N * C, H, W), y.reshape(N * C, OH, OW), k.reshape(N * C, OH, OW))
-    return y, k
-
-
-def max_bwd_v5(dy, x_shape, cache, kernel, stride):
-    if not _is_2x2(kernel, stride):
-        return max_bwd_v2(dy, x_shape, cache, kernel, stride)
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dy.dtype)
-    _max_bwd_2x2(dy.reshape(N * C, OH, OW), cache.reshape(N * C, OH, OW), W,
-                 dx.reshape(N * C, H * W))
-    return dx
+@numba.njit(inline="always")
+def _tree_2x2(x, pl, i, j):
+    """The max of 2x2 window (i, j) at stride 2 of plane pl and its tap 0..3:
+    the winner of each row pair, then of the two rows, by the take-over test."""
+    top, bottom = x[pl, 2 * i, 2 * j], x[pl, 2 * i + 1, 2 * j]
+    right, right_below = x[pl, 2 * i, 2 * j + 1], x[pl, 2 * i + 1, 2 * j + 1]
+    q_top = (right > top) | (right != right)
+    q_bottom = (right_below > bottom) | (right_below != right_below)
+    top = right if q_top else top
+    bottom = right_below if q_bottom else bottom
+    if (bottom > top) | (bottom != bottom):
+        return bottom, 2 + np.int64(q_bottom)
+    return top, np.int64(q_top)
 
 
 @njit_kernel(parallel=True)
 def _max_fwd_only_2x2(x, y):
-    # Parallel axis: planes; iteration pl writes only y[pl]. The tree of 5.
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                a = x[pl, 2 * i, 2 * j]
-                b = x[pl, 2 * i, 2 * j + 1]
-                c = x[pl, 2 * i + 1, 2 * j]
-                d = x[pl, 2 * i + 1, 2 * j + 1]
-                top = b if (b > a) | (b != b) else a
-                bottom = d if (d > c) | (d != d) else c
-                y[pl, i, j] = bottom if (bottom > top) | (bottom != bottom) else top
+    # Parallel axis: planes; iteration pl writes only y[pl].
+    for pl in numba.prange(x.shape[0]):
+        for i in range(y.shape[1]):
+            for j in range(y.shape[2]):
+                y[pl, i, j] = _tree_2x2(x, pl, i, j)[0]
 
 
 @njit_kernel(parallel=True)
 def _max_bwd_recompute_2x2(x, dy, dx):
     # Parallel axis: planes; iteration pl zeroes dx[pl] (flat (P, H*W)), then
-    # stores each dy at the argmax found again by the tree of 5.
-    P, OH, OW = dy.shape
+    # stores each dy at the argmax found again by the tree; the windows do
+    # not overlap.
     W = x.shape[2]
     HW = dx.shape[1]
-    for pl in numba.prange(P):
+    for pl in numba.prange(dy.shape[0]):
         for e in range(HW):
             dx[pl, e] = 0
-        for i in range(OH):
-            for j in range(OW):
-                a = x[pl, 2 * i, 2 * j]
-                b = x[pl, 2 * i, 2 * j + 1]
-                c = x[pl, 2 * i + 1, 2 * j]
-                d = x[pl, 2 * i + 1, 2 * j + 1]
-                take_b = (b > a) | (b != b)
-                top = b if take_b else a
-                take_d = (d > c) | (d != d)
-                bottom = d if take_d else c
-                take_bottom = (bottom > top) | (bottom != bottom)
-                p = 1 if take_bottom else 0
-                q = (1 if take_d else 0) if take_bottom else (1 if take_b else 0)
-                dx[pl, (2 * i + p) * W + 2 * j + q] = dy[pl, i, j]
+        for i in range(dy.shape[1]):
+            for j in range(dy.shape[2]):
+                t = _tree_2x2(x, pl, i, j)[1]
+                dx[pl, (2 * i + (t >> 1)) * W + 2 * j + (t & 1)] = dy[pl, i, j]
 
 
-def max_fwd_v6(x, kernel, stride):
-    if not _is_2x2(kernel, stride):
-        return max_fwd_v3(x, kernel, stride)
-    N, C, H, W = x.shape
-    OH, OW = H // 2, W // 2
-    y = np.empty((N, C, OH, OW), x.dtype)
-    _max_fwd_only_2x2(x.reshape(N * C, H, W), y.reshape(N * C, OH, OW))
-    return y, x
+def max_forward_recompute_2x2(x, kernel, stride):
+    if cpu_pool.schedule(kernel, stride) != "2x2":
+        return max_forward_recompute(x, kernel, stride)
+    x_planes, y_planes = _planes(x.shape, kernel, stride)
+    y = np.empty(y_planes, x.dtype)
+    _max_fwd_only_2x2(x.reshape(x_planes), y)
+    return y.reshape(x.shape[:2] + y.shape[1:]), x
 
 
-def max_bwd_v6(dy, x_shape, cache, kernel, stride):
-    if not _is_2x2(kernel, stride):
-        return max_bwd_v3(dy, x_shape, cache, kernel, stride)
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dy.dtype)
-    _max_bwd_recompute_2x2(cache.reshape(N * C, H, W), dy.reshape(N * C, OH, OW),
-                           dx.reshape(N * C, H * W))
-    return dx
+def max_backward_recompute_2x2(dy, x_shape, cache, kernel, stride):
+    if cpu_pool.schedule(kernel, stride) != "2x2":
+        return max_backward_recompute(dy, x_shape, cache, kernel, stride)
+    x_planes, y_planes = _planes(x_shape, kernel, stride)
+    dx = np.empty((x_planes[0], x_planes[1] * x_planes[2]), dy.dtype)
+    _max_bwd_recompute_2x2(cache.reshape(x_planes), dy.reshape(y_planes), dx)
+    return dx.reshape(x_shape)
 
 
 MAX_VARIANTS = {
-    "1 naive, int64 index": (max_fwd_v1, max_bwd_v1),
-    "2 uint8 offset": (max_fwd_v2, max_bwd_v2),
-    "3 recompute from x": (max_fwd_v3, max_bwd_v3),
-    "4 uint8, taps outside": (max_fwd_v4, max_bwd_v2),
-    "5 uint8, 2x2 special": (max_fwd_v5, max_bwd_v5),
-    "6 recompute, 2x2 special": (max_fwd_v6, max_bwd_v6),
+    "1 naive, int64 index": (max_forward_flat, max_backward_flat),
+    "2 uint8 offset": (max_forward_offset, max_backward_any),
+    "3 recompute from x": (max_forward_recompute, max_backward_recompute),
+    "4 taps outside (tinynet any)": (max_forward_any, max_backward_any),
+    "5 tinynet": (cpu.maxpool2d_forward, cpu.maxpool2d_backward),
+    "6 recompute, 2x2 special": (max_forward_recompute_2x2, max_backward_recompute_2x2),
 }
-
-
-@njit_kernel(parallel=True)
-def _avg_bwd_scatter(dy, kh, kw, sh, sw, dx):
-    # Parallel axis: planes; iteration pl adds only into dx[pl] (zeroed by the caller).
-    P, OH, OW = dy.shape
-    count = kh * kw
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for j in range(OW):
-                g = dy[pl, i, j] / count
-                for p in range(kh):
-                    for q in range(kw):
-                        dx[pl, i * sh + p, j * sw + q] += g
-
-
-def avg_fwd_v1(x, kernel, stride):
-    N, C, H, W = x.shape
-    OH, OW = _out_hw(H, W, kernel, stride)
-    y = np.empty((N, C, OH, OW), x.dtype)
-    _avgpool_forward(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
-             y.reshape(N * C, OH, OW))
-    return y
-
-
-def avg_bwd_v1(dy, x_shape, kernel, stride):
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.zeros(x_shape, dy.dtype)
-    _avg_bwd_scatter(dy.reshape(N * C, OH, OW), kernel[0], kernel[1], stride[0], stride[1],
-                     dx.reshape(N * C, H, W))
-    return dx
 
 
 @njit_kernel(parallel=True)
@@ -474,24 +295,21 @@ def _avg_bwd_gather(dy, kh, kw, sh, sw, dx):
                 dx[pl, h, w] = s / count
 
 
-def avg_bwd_v2(dy, x_shape, kernel, stride):
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dy.dtype)
-    _avg_bwd_gather(dy.reshape(N * C, OH, OW), kernel[0], kernel[1], stride[0], stride[1],
-                    dx.reshape(N * C, H, W))
-    return dx
+def avg_backward_gather(dy, x_shape, kernel, stride):
+    x_planes, y_planes = _planes(x_shape, kernel, stride)
+    dx = np.empty(x_planes, dy.dtype)
+    _avg_bwd_gather(dy.reshape(y_planes), *kernel, *stride, dx)
+    return dx.reshape(x_shape)
 
 
 @njit_kernel(parallel=True)
 def _avg_fwd_taps(x, kh, kw, sh, sw, y):
     # Parallel axis: planes; iteration pl writes only y[pl] and its own row of sums.
-    P = x.shape[0]
-    OH, OW = y.shape[1], y.shape[2]
     count = kh * kw
-    for pl in numba.prange(P):
+    OW = y.shape[2]
+    for pl in numba.prange(x.shape[0]):
         s = np.empty(OW, np.float64)
-        for i in range(OH):
+        for i in range(y.shape[1]):
             h0 = i * sh
             for j in range(OW):
                 s[j] = 0.0
@@ -508,8 +326,8 @@ def _avg_bwd_taps(dy, kh, kw, sh, sw, dx):
     # Parallel axis: planes; iteration pl zeroes and adds into dx[pl] only.
     # Taps outside, output columns inside (as the forward).
     P, OH, OW = dy.shape
-    H, W = dx.shape[1], dx.shape[2]
     count = kh * kw
+    H, W = dx.shape[1], dx.shape[2]
     for pl in numba.prange(P):
         for h in range(H):
             for w in range(W):
@@ -521,73 +339,26 @@ def _avg_bwd_taps(dy, kh, kw, sh, sw, dx):
                         dx[pl, i * sh + p, j * sw + q] += dy[pl, i, j] / count
 
 
-def avg_fwd_v3(x, kernel, stride):
-    N, C, H, W = x.shape
-    OH, OW = _out_hw(H, W, kernel, stride)
-    y = np.empty((N, C, OH, OW), x.dtype)
-    _avg_fwd_taps(x.reshape(N * C, H, W), kernel[0], kernel[1], stride[0], stride[1],
-                  y.reshape(N * C, OH, OW))
-    return y
+def avg_forward_taps(x, kernel, stride):
+    x_planes, y_planes = _planes(x.shape, kernel, stride)
+    y = np.empty(y_planes, x.dtype)
+    _avg_fwd_taps(x.reshape(x_planes), *kernel, *stride, y)
+    return y.reshape(x.shape[:2] + y.shape[1:])
 
 
-def avg_bwd_v3(dy, x_shape, kernel, stride):
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dy.dtype)
-    _avg_bwd_taps(dy.reshape(N * C, OH, OW), kernel[0], kernel[1], stride[0], stride[1],
-                  dx.reshape(N * C, H, W))
-    return dx
-
-
-@njit_kernel(parallel=True)
-def _avg_bwd_2x2(dy, dx):
-    # Parallel axis: planes; iteration pl writes only dx[pl], each pixel once.
-    P, OH, OW = dy.shape
-    H, W = dx.shape[1], dx.shape[2]
-    zero = dx.dtype.type(0)
-    for pl in numba.prange(P):
-        for i in range(OH):
-            for w in range(2 * OW):
-                g = dy[pl, i, w >> 1] / 4
-                dx[pl, 2 * i, w] = g
-                dx[pl, 2 * i + 1, w] = g
-            for w in range(2 * OW, W):
-                dx[pl, 2 * i, w] = zero
-                dx[pl, 2 * i + 1, w] = zero
-        for h in range(2 * OH, H):
-            for w in range(W):
-                dx[pl, h, w] = zero
-
-
-def avg_fwd_v4(x, kernel, stride):
-    if not _is_2x2(kernel, stride):
-        return avg_fwd_v1(x, kernel, stride)
-    N, C, H, W = x.shape
-    y = np.empty((N, C, H // 2, W // 2), x.dtype)
-    _avgpool_2x2_forward(x.reshape(N * C, H, W), y.reshape(N * C, H // 2, W // 2))
-    return y
-
-
-def avg_bwd_v4(dy, x_shape, kernel, stride):
-    if not _is_2x2(kernel, stride):
-        return avg_bwd_v1(dy, x_shape, kernel, stride)
-    N, C, H, W = x_shape
-    OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dy.dtype)
-    _avg_bwd_2x2(dy.reshape(N * C, OH, OW), dx.reshape(N * C, H, W))
-    return dx
+def avg_backward_taps(dy, x_shape, kernel, stride):
+    x_planes, y_planes = _planes(x_shape, kernel, stride)
+    dx = np.empty(x_planes, dy.dtype)
+    _avg_bwd_taps(dy.reshape(y_planes), *kernel, *stride, dx)
+    return dx.reshape(x_shape)
 
 
 AVG_VARIANTS = {
-    "1 naive, scatter bwd": (avg_fwd_v1, avg_bwd_v1),
-    "2 gather bwd": (avg_fwd_v1, avg_bwd_v2),
-    "3 taps outside": (avg_fwd_v3, avg_bwd_v3),
-    "4 2x2 special": (avg_fwd_v4, avg_bwd_v4),
+    "1 float64 sum, scatter bwd (tinynet any)": (avg_forward_any, avg_backward_any),
+    "2 gather bwd": (avg_forward_any, avg_backward_gather),
+    "3 taps outside": (avg_forward_taps, avg_backward_taps),
+    "4 tinynet": (cpu.avgpool2d_forward, cpu.avgpool2d_backward),
 }
-
-CHECK_CASES = [((3, 5, 7, 9), (2, 2), (2, 2)), ((2, 3, 8, 6), (2, 2), (2, 2)),
-               ((2, 3, 7, 7), (3, 3), (1, 1)), ((3, 2, 9, 8), (3, 2), (2, 1)),
-               ((2, 2, 5, 7), (2, 3), (1, 2))]
 
 
 def _check_one(name, got, want, dtype):
@@ -597,27 +368,29 @@ def _check_one(name, got, want, dtype):
 
 
 def check():
+    """Every variant against the ref ops over tinynet.ops.pool.cases and the
+    bench's windows, float32 and float64, with ties and NaNs."""
     rng = np.random.default_rng(0)
-    for shape, kernel, stride in CHECK_CASES:
+    for case in CASES + LAB_CASES:
+        shape, kernel, stride = case.shape, case.kernel, case.stride
         for dtype in (np.float32, np.float64):
             # Ties (rounded values) and NaNs exercise the argmax rules.
             x = np.round(rng.standard_normal(shape), 1).astype(dtype)
             x.flat[rng.choice(x.size, 3, replace=False)] = np.nan
-            x64 = x.astype(np.float64)
-            y_ref, idx = ref.maxpool2d_forward(x64, kernel, stride)
+            y_ref, idx = ref.maxpool2d_forward(x.astype(np.float64), kernel, stride)
             dy = rng.standard_normal(y_ref.shape).astype(dtype)
             dx_ref = ref.maxpool2d_backward(dy.astype(np.float64), shape, idx, kernel, stride)
             for name, (fwd, bwd) in MAX_VARIANTS.items():
                 y, cache = fwd(x, kernel, stride)
-                _check_one(f"max {name} y {shape}", y, y_ref, dtype)
-                _check_one(f"max {name} dx {shape}", bwd(dy, shape, cache, kernel, stride),
+                _check_one(f"max {name} y {case.name}", y, y_ref, dtype)
+                _check_one(f"max {name} dx {case.name}", bwd(dy, shape, cache, kernel, stride),
                            dx_ref, dtype)
             x = rng.standard_normal(shape).astype(dtype)
             y_ref = ref.avgpool2d_forward(x.astype(np.float64), kernel, stride)
             dx_ref = ref.avgpool2d_backward(dy.astype(np.float64), shape, kernel, stride)
             for name, (fwd, bwd) in AVG_VARIANTS.items():
-                _check_one(f"avg {name} y {shape}", fwd(x, kernel, stride), y_ref, dtype)
-                _check_one(f"avg {name} dx {shape}", bwd(dy, shape, kernel, stride), dx_ref,
+                _check_one(f"avg {name} y {case.name}", fwd(x, kernel, stride), y_ref, dtype)
+                _check_one(f"avg {name} dx {case.name}", bwd(dy, shape, kernel, stride), dx_ref,
                            dtype)
 
 
@@ -675,7 +448,7 @@ def _avg_calls(fwd, bwd, x, dy, kernel, stride):
 
 def _bench_family(rows, label, variants, torch_module, x, kernel, stride, calls):
     torch = try_torch()
-    y_shape = (x.shape[0], x.shape[1]) + _out_hw(x.shape[2], x.shape[3], kernel, stride)
+    y_shape = x.shape[:2] + output_size(x.shape, kernel, stride)
     dy = np.random.default_rng(1).standard_normal(y_shape).astype(x.dtype)
     fwd_bytes = tensor_bytes(x, dy)
     bwd_bytes = tensor_bytes(dy, x)
@@ -728,5 +501,9 @@ def bench():
     return rows
 
 
+def main(argv=None):
+    return lab_main("pool", check, bench, argv)
+
+
 if __name__ == "__main__":
-    lab_main("pool", check, bench)
+    main()

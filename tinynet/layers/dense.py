@@ -1,11 +1,9 @@
 """Dense: the fully connected layer, y = x W^T + b (as torch.nn.Linear).
 
 x is (N, in_features), W is (out_features, in_features), b is (out_features,).
-
-forward:   y = x W^T + b                                  (N, out_features)
-backward:  dx = dy W,  dW = dy^T x,  db = sum_n dy[n]
-
-The arithmetic is the active backend's dense_forward / dense_backward.
+The math (forward and backward) is stated once, in the ops' contract,
+tinynet/ops/dense/__init__.py; the arithmetic is the active backend's
+dense_forward / dense_backward.
 """
 import numbers
 

@@ -1,21 +1,12 @@
 """Pooling layers over NCHW images (as torch.nn.MaxPool2d, AvgPool2d and
 AdaptiveAvgPool2d(1) followed by Flatten).
 
-A (kh, kw) window slides over x (N, C, H, W) with stride (sh, sw), with no
-padding and in floor mode: y is (N, C, OH, OW), OH = (H - kh) // sh + 1,
-OW = (W - kw) // sw + 1.
-
-MaxPool2D  forward:  y[n, c, i, j] = max of x over window (i, j)
-           backward: dy[n, c, i, j] goes to the window's argmax (the first
-                     maximum in row-major order, or the last NaN of a window
-                     holding NaN, as torch); overlapping windows add.
-AvgPool2D  forward:  y[n, c, i, j] = mean of x over window (i, j)
-           backward: dx[n, c, h, w] = sum over the windows holding (h, w) of
-                     dy[n, c, i, j] / (kh*kw)
-GlobalAvgPool2D: y[n, c] = mean of x[n, c] over (H, W), the average pool with
-           kernel = stride = (H, W); backward: dx[n, c, h, w] = dy[n, c] / (H*W).
-
-The arithmetic is the active backend's maxpool2d_* / avgpool2d_* ops.
+MaxPool2D and AvgPool2D slide a (kh, kw) window with stride (sh, sw) over x
+(N, C, H, W), with no padding and in floor mode, and return y (N, C, OH, OW).
+GlobalAvgPool2D is the average pool with kernel = stride = (H, W), returned
+as (N, C). The math (forward, backward, the argmax rule of max pooling) is
+stated once, in the ops' contract, tinynet/ops/pool/__init__.py; the
+arithmetic is the active backend's maxpool2d_* / avgpool2d_* ops.
 """
 from .base import Layer
 from .conv import _pair

@@ -1,4 +1,8 @@
-"""Dense (fully connected) layer, the NumPy reference.
+"""Dense (fully connected) layer (as torch.nn.Linear): the contract.
+
+Every output is a weighted sum of all the inputs plus a bias, and the
+backward pass follows from the chain rule (Rumelhart, Hinton and Williams,
+1986, https://doi.org/10.1038/323533a0).
 
 x is (N, I), W is (O, I) and b is (O,), as torch.nn.Linear stores them.
 
@@ -7,8 +11,7 @@ backward:  dx = dy W                                       (N, I)
            dW = dy^T x                                     (O, I)
            db[o] = sum_n dy[n, o]                          (O,)
 
-Each product is one BLAS matrix multiply (NumPy's ``@``). Every array keeps
-the input dtype (float32 or float64).
+Every array keeps the input dtype (float32 or float64).
 """
 from ..contract import check_float, check_ndim, check_shape, op
 

@@ -1,19 +1,15 @@
-"""Dense (fully connected) layer, the Numba CPU backend.
-
-The ops, their equations and their argument checks are those of
-tinynet/ops/dense/__init__.py: y = x W^T + b, dx = dy W, dW = dy^T x,
-db = sum_n dy[n].
+"""Dense, the Numba CPU backend: the ops of the contract (tinynet/ops/dense/__init__.py).
 
 Each product is one BLAS GEMM (NumPy's ``np.matmul``, called outside
 Numba), in the input dtype, on one BLAS thread
 (tinynet.threads.single_threaded_numpy_blas): with two, OpenBLAS's workers
 kept polling after each GEMM and slowed the numba kernels that followed up
-to 2x (kernels/dense.py variant 5, kernels/instep.py). The bias costs one pass over the output and
-nothing more: a small Numba kernel adds b to the GEMM's result in place in
-the forward, and another sums dy's rows in float64 for db in the backward
-(promoted from kernels/dense.py variant 3). Both kernels are serial: at these
-sizes (a few thousand elements) waking the thread pool costs about ten times
-the work.
+to 2x (kernels/instep.py). The bias costs one pass over the output and
+nothing more: ``add_bias`` adds b to the GEMM's result in place in the
+forward, and ``bias_grad`` sums dy's rows in float64 for db in the backward.
+Both kernels are serial: at these sizes (a few thousand elements) waking the
+thread pool costs about ten times the work. Promoted from the lab
+(kernels/dense.py), which also runs the two kernels with other GEMMs.
 """
 import numpy as np
 
@@ -26,25 +22,27 @@ __all__ = ["dense_forward", "dense_backward"]
 
 
 @njit_kernel()
-def _add_bias(y, b):
-    """y[n, o] += b[o], in place."""
-    N, O = y.shape
+def add_bias(y, b):
+    """y[n, o] += b[o] in place, for C-contiguous y (N, O) and b (O,) of one
+    float dtype: the forward's bias kernel."""
+    N, n_out = y.shape
     for n in range(N):
         row = y[n]
-        for o in range(O):
+        for o in range(n_out):
             row[o] += b[o]
 
 
 @njit_kernel()
-def _bias_grad(dy, db):
-    """db[o] = sum_n dy[n, o], summed in float64 along the rows."""
-    N, O = dy.shape
-    acc = np.zeros(O, np.float64)
+def bias_grad(dy, db):
+    """db[o] = sum_n dy[n, o], summed in float64 along the rows, for a
+    C-contiguous dy (N, O) and db (O,) of its dtype: the backward's db kernel."""
+    N, n_out = dy.shape
+    acc = np.zeros(n_out, np.float64)
     for n in range(N):
         row = dy[n]
-        for o in range(O):
+        for o in range(n_out):
             acc[o] += row[o]
-    for o in range(O):
+    for o in range(n_out):
         db[o] = acc[o]
 
 
@@ -55,7 +53,7 @@ def dense_forward(x, W, b):
     with single_threaded_numpy_blas():
         y = np.matmul(x, W.T)
     if b is not None:
-        _add_bias(y, np.ascontiguousarray(b))
+        add_bias(y, np.ascontiguousarray(b))
     return y
 
 
@@ -67,7 +65,7 @@ def dense_backward(x, W, dy, has_bias, need_dx):
     db = None
     if has_bias:
         db = np.empty(dy.shape[1], dtype=dy.dtype)
-        _bias_grad(dy, db)
+        bias_grad(dy, db)
     with single_threaded_numpy_blas():
         dW = np.matmul(dy.T, x)
         dx = np.matmul(dy, W) if need_dx else None

@@ -1,18 +1,11 @@
-"""Dense (fully connected) layer on the GPU: cuBLAS GEMMs and two small kernels.
+"""Dense on the GPU: the ops of the contract (tinynet/ops/dense/__init__.py).
 
-The ops of tinynet/ops/dense/__init__.py (which derives the math); x is
-(N, I), W is (O, I), b is (O,):
-
-    forward:   y = x W^T + b                 GEMM, then the bias kernel
-    backward:  dx = dy W,  dW = dy^T x       GEMMs (device.matmul: cuBLAS via CuPy)
-               db[o] = sum_n dy[n, o]        the channel-sum kernel
-
-``channel_sums(a, N, C, L)`` is also the bias gradient of Conv2D: the sum of
-an (N, C, L) array over n and l for every c, accumulated in float64. With
-L > 1 it is one block per channel (a block reduction,
-tinynet/backends/cuda_reduce.py); with L == 1 (Dense) one thread per column,
-so that a warp reads consecutive columns of each row and no block sits on a
-short column.
+Each product is one cuBLAS GEMM (``cuda_device.matmul``, through CuPy; numpy
+under the simulator). The bias and its gradient are the block-reduction
+module's kernels with one position per channel (L = 1,
+tinynet/backends/cuda_reduce.py): ``add_channel_bias`` adds b to the
+forward's GEMM result in place, and ``channel_sums`` sums dy over the batch
+for db, in float64.
 """
 from ..contract import implements
 from .. import dense

@@ -1,9 +1,8 @@
-"""dense: the NumPy reference of tinynet.ops.dense.
+"""Dense, the NumPy reference: the ops of the contract (tinynet/ops/dense/__init__.py).
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/dense/__init__.py); this module computes them as written there.
+Each product is one NumPy ``@`` (a BLAS GEMM) and db is ``dy.sum(axis=0)``,
+all in the input dtype (the tests call it in float64).
 """
-from ..contract import check_float, check_ndim, check_shape, op
 from ..contract import implements
 from .. import dense
 

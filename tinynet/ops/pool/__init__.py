@@ -1,9 +1,13 @@
-"""2-D max and average pooling, the NumPy reference (as torch.nn.MaxPool2d / AvgPool2d).
+"""2-D max and average pooling (as torch.nn.MaxPool2d / AvgPool2d): the contract.
+
+Pooling summarizes each window of a feature map by its maximum or its mean
+(Scherer, Mueller and Behnke, 2010, https://doi.org/10.1007/978-3-642-15825-4_10).
 
 x is (N, C, H, W); a (kh, kw) window slides with stride (sh, sw), with no
 padding and in floor mode, so the output is (N, C, OH, OW) with
-OH = (H - kh) // sh + 1 and OW = (W - kw) // sw + 1. Window (i, j) covers
-rows i*sh .. i*sh + kh - 1 and columns j*sw .. j*sw + kw - 1.
+OH = (H - kh) // sh + 1 and OW = (W - kw) // sw + 1 (``output_size``).
+Window (i, j) covers rows i*sh .. i*sh + kh - 1 and columns
+j*sw .. j*sw + kw - 1; its tap t = p*kw + q is pixel (i*sh + p, j*sw + q).
 
 Max pooling
     forward:  y[n, c, i, j] = max over the window of x[n, c, h, w]
@@ -12,10 +16,12 @@ Max pooling
     The argmax is the first maximum in row-major order within the window, as
     torch. A window holding a NaN has the max NaN and its argmax is the LAST
     NaN of the window, as torch (whose running test is `v > best or isnan(v)`,
-    so every later NaN takes over). The cache is the flat index h*W + w
-    of each window's argmax in its (H, W) plane, as torch's return_indices.
-    When sh < kh or sw < kw the windows overlap and one pixel can be the
-    argmax of several windows: the backward scatter-ADDS.
+    so every later NaN takes over). When sh < kh or sw < kw the windows
+    overlap and one pixel can be the argmax of several windows: the backward
+    scatter-ADDS. The forward also returns a cache that locates each argmax
+    (its form is the backend's; the ref's is the flat index h*W + w in the
+    (H, W) plane, as torch's return_indices), and the backward takes the cache
+    of the same backend's forward.
 
 Average pooling
     forward:  y[n, c, i, j] = (1 / (kh*kw)) * sum over the window of x[n, c, h, w]
@@ -24,14 +30,16 @@ Average pooling
 
 Every array keeps the input dtype (float32 or float64).
 """
-import numpy as np
 from ..contract import check_float, check_ndim, check_shape, op
 
-__all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
+__all__ = ["output_size", "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+           "avgpool2d_backward"]
 
 
 def output_size(x_shape, kernel, stride):
-    """(OH, OW) in floor mode; ValueError when the window does not fit."""
+    """(OH, OW), the output plane in floor mode of an input of shape x_shape
+    (N, C, H, W) under a (kh, kw) kernel and an (sh, sw) stride; ValueError
+    when the window does not fit in (H, W)."""
     H, W = x_shape[2:]
     (kh, kw), (sh, sw) = kernel, stride
     if H < kh or W < kw:
@@ -45,14 +53,15 @@ def _check_pool_forward(name, x, kernel, stride):
     output_size(x.shape, kernel, stride)
 
 
-def _check_maxpool_backward(name, dy, x_shape, cache, kernel, stride):
-    _check_pool_backward(name, dy, x_shape, kernel, stride)
-
-
 def _check_pool_backward(name, dy, x_shape, kernel, stride):
     check_float(name, "dy", dy)
     N, C = x_shape[:2]
     check_shape(name, "dy", dy, (N, C) + output_size(x_shape, kernel, stride))
+
+
+def _check_maxpool_backward(name, dy, x_shape, cache, kernel, stride):
+    # The cache's form is the backend's: each backend checks its own.
+    _check_pool_backward(name, dy, x_shape, kernel, stride)
 
 
 @op(check=_check_pool_forward)

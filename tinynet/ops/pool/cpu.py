@@ -1,42 +1,62 @@
-"""2-D max and average pooling, Numba kernels (as torch.nn.MaxPool2d / AvgPool2d).
+"""Pooling, the Numba CPU kernels: the ops of the contract (tinynet/ops/pool/__init__.py).
 
-The ops, their equations and their argument checks are those of
-tinynet/ops/pool/__init__.py. Tap t = p*kw + q of window (i, j) is pixel
-(i*sh + p, j*sw + q). Max pooling scans the taps in row-major order, and a
-tap takes over when it is strictly greater than the running max, or NaN
-(torch's rule): the argmax is the first maximum, or the last NaN of a window
-holding one. Average pooling sums each window in float64.
+Parallel axis: every kernel runs a prange over the N*C planes of (N*C, H, W)
+views. A window never leaves its plane, so one iteration reads and writes its
+own plane only and no two iterations write one element.
 
-Every kernel runs over the N*C planes in parallel: a window never leaves its
-plane, so one prange iteration reads and writes one plane only.
+The max-pool cache is the argmax's tap t = p*kw + q inside its window, uint8
+(int32 for windows of more than 256 taps), not the ref's flat index: 1 byte
+per output instead of 8. maxpool2d_backward accepts only the cache of this
+module's forward. Average pooling sums each window in float64.
 
-The max-pool cache differs from the ref backend's: it is the argmax's tap t
-inside its window (uint8, or int32 for windows of more than 256 taps), not
-the flat index h*W + w. It is 1 byte per output instead of 8, and
-maxpool2d_backward only accepts the cache of this module's forward.
+Two schedules (``SCHEDULES``), promoted from the lab (kernels/pool.py, which
+races them against the alternatives and records why these won):
 
-Promoted from kernels/pool.py (``python -m kernels.pool --bench``):
-- max pool, 2x2 stride 2: variant 5 (branch-free tree of the four taps and a
-  uint8 tap; the backward zeroes the plane and stores each dy at its argmax);
-- max pool, other shapes: variant 4 (taps outside, output columns inside)
-  for the forward and variant 2 (scatter-add through flat tap offsets) for
-  the backward. Storing the tap beat recomputing the argmax from x in the
-  backward (variants 3 and 6);
-- average pool, 2x2 stride 2: variant 4; other shapes: variant 1.
+- "2x2", a 2x2 window at stride 2 (the pools of the reference CNN). Max: the
+  four taps as a branch-free tree (the winner of the top pair, of the bottom
+  pair, then of the two, each by the contract's take-over test), which
+  vectorizes; the backward zeroes the plane and stores each dy at its
+  argmax, since the windows do not overlap. Average: the four taps unrolled;
+  the backward writes each dx pixel once, over contiguous columns.
+- "any", any window. Max forward: for each output row the taps run outside
+  and the output columns inside, on the running (max, tap) row, with the
+  compare as a select; the backward zeroes the plane and scatter-adds each dy
+  through a table of flat tap offsets p*W + q. Storing the tap beat
+  recomputing the argmax from x in the backward. Average: a float64 sum per
+  window; the backward scatter-adds dy / (kh*kw) into a zeroed dx.
+
+The ops run the schedule that ``schedule(kernel, stride)`` picks.
+``maxpool2d_forward_scheduled`` and its three siblings are the same ops with
+the schedule as an argument: the lab runs "any" on 2x2 windows through them,
+to measure what the specialization gains.
 """
 import numba
 import numpy as np
 
 from .. import pool
 from ..contract import implements
-from . import output_size
 from ...backends.cpu_jit import njit_kernel
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
+SCHEDULES = ("2x2", "any")
+"""The kernel sets of the ops: "2x2" for a 2x2 window at stride 2, "any" for any window."""
 
-def _is_2x2(kernel, stride):
-    return tuple(kernel) == (2, 2) and tuple(stride) == (2, 2)
+
+def schedule(kernel, stride):
+    """The schedule the ops run: "2x2" for a 2x2 window at stride 2, else "any"."""
+    return "2x2" if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) else "any"
+
+
+def _is_2x2(name, kernel, stride):
+    """True to run the "2x2" kernels, False for "any"; ValueError for another
+    schedule name, or for "2x2" on another window."""
+    if name == "any":
+        return False
+    if name == "2x2" and schedule(kernel, stride) == "2x2":
+        return True
+    raise ValueError(f"pool schedule must be one of {SCHEDULES}, \"2x2\" only for a 2x2 window "
+                     f"at stride 2; got {name!r} for kernel {kernel}, stride {stride}")
 
 
 def _tap_dtype(kernel):
@@ -198,22 +218,47 @@ def maxpool2d_forward(x, kernel, stride):
     """The cache is the argmax's tap t = p*kw + q inside each window, shape
     (N, C, OH, OW), uint8 (int32 for windows of more than 256 taps), not the
     ref's flat index: 1 byte per output instead of 8."""
+    return maxpool2d_forward_scheduled(x, kernel, stride, schedule(kernel, stride))
+
+
+@implements(pool.maxpool2d_backward)
+def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
+    """Accepts only the taps this backend's maxpool2d_forward returned."""
+    return maxpool2d_backward_scheduled(dy, x_shape, cache, kernel, stride,
+                                        schedule(kernel, stride))
+
+
+@implements(pool.avgpool2d_forward)
+def avgpool2d_forward(x, kernel, stride):
+    return avgpool2d_forward_scheduled(x, kernel, stride, schedule(kernel, stride))
+
+
+@implements(pool.avgpool2d_backward)
+def avgpool2d_backward(dy, x_shape, kernel, stride):
+    return avgpool2d_backward_scheduled(dy, x_shape, kernel, stride, schedule(kernel, stride))
+
+
+def maxpool2d_forward_scheduled(x, kernel, stride, schedule):
+    """maxpool2d_forward on the kernels of ``schedule`` ("2x2" or "any"), without
+    the contract's argument check. Either schedule's cache goes to either
+    schedule's backward."""
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
-    OH, OW = output_size(x.shape, kernel, stride)
+    OH, OW = pool.output_size(x.shape, kernel, stride)
     y = np.empty((N, C, OH, OW), x.dtype)
     k = np.empty((N, C, OH, OW), _tap_dtype(kernel))
     x3, y3, k3 = x.reshape(N * C, H, W), y.reshape(N * C, OH, OW), k.reshape(N * C, OH, OW)
-    if _is_2x2(kernel, stride):
+    if _is_2x2(schedule, kernel, stride):
         _maxpool_2x2_forward(x3, y3, k3)
     else:
         _maxpool_forward(x3, kernel[0], kernel[1], stride[0], stride[1], y3, k3)
     return y, k
 
 
-@implements(pool.maxpool2d_backward)
-def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
-    """Accepts only the taps this backend's maxpool2d_forward returned."""
+def maxpool2d_backward_scheduled(dy, x_shape, cache, kernel, stride, schedule):
+    """maxpool2d_backward on the kernels of ``schedule`` ("2x2" or "any"), without
+    the contract's argument check; the cache must be the taps that this
+    module's forward returned."""
     dy = np.ascontiguousarray(dy)
     N, C, H, W = x_shape
     OH, OW = dy.shape[2:]
@@ -228,7 +273,7 @@ def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     k3 = np.ascontiguousarray(cache).reshape(N * C, OH, OW)
     dx = np.empty(x_shape, dy.dtype)
     dy3, dx2 = dy.reshape(N * C, OH, OW), dx.reshape(N * C, H * W)
-    if _is_2x2(kernel, stride):
+    if _is_2x2(schedule, kernel, stride):
         _maxpool_2x2_backward(dy3, k3, W, dx2)
     else:
         kh, kw = kernel
@@ -237,27 +282,29 @@ def maxpool2d_backward(dy, x_shape, cache, kernel, stride):
     return dx
 
 
-@implements(pool.avgpool2d_forward)
-def avgpool2d_forward(x, kernel, stride):
+def avgpool2d_forward_scheduled(x, kernel, stride, schedule):
+    """avgpool2d_forward on the kernels of ``schedule`` ("2x2" or "any"), without
+    the contract's argument check."""
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
-    OH, OW = output_size(x.shape, kernel, stride)
+    OH, OW = pool.output_size(x.shape, kernel, stride)
     y = np.empty((N, C, OH, OW), x.dtype)
     x3, y3 = x.reshape(N * C, H, W), y.reshape(N * C, OH, OW)
-    if _is_2x2(kernel, stride):
+    if _is_2x2(schedule, kernel, stride):
         _avgpool_2x2_forward(x3, y3)
     else:
         _avgpool_forward(x3, kernel[0], kernel[1], stride[0], stride[1], y3)
     return y
 
 
-@implements(pool.avgpool2d_backward)
-def avgpool2d_backward(dy, x_shape, kernel, stride):
+def avgpool2d_backward_scheduled(dy, x_shape, kernel, stride, schedule):
+    """avgpool2d_backward on the kernels of ``schedule`` ("2x2" or "any"), without
+    the contract's argument check."""
     dy = np.ascontiguousarray(dy)
     N, C, H, W = x_shape
     OH, OW = dy.shape[2:]
     dy3 = dy.reshape(N * C, OH, OW)
-    if _is_2x2(kernel, stride):
+    if _is_2x2(schedule, kernel, stride):
         dx = np.empty(x_shape, dy.dtype)
         _avgpool_2x2_backward(dy3, dx.reshape(N * C, H, W))
     else:

@@ -1,26 +1,14 @@
-"""2-D max and average pooling on the GPU (as torch.nn.MaxPool2d / AvgPool2d).
+"""Pooling on the GPU, numba.cuda kernels: the ops of the contract
+(tinynet/ops/pool/__init__.py).
 
-The ops of tinynet/ops/pool/__init__.py: x is (N, C, H, W), a (kh, kw)
-window slides with stride (sh, sw), no padding, floor mode; the output is
-(N, C, OH, OW), OH = (H - kh) // sh + 1, OW = (W - kw) // sw + 1. Tap
-t = p*kw + q of window (i, j) is pixel (i*sh + p, j*sw + q).
-
-Max pooling
-    forward:  y[n, c, i, j] = max over the window; the taps are scanned in
-              row-major order and a tap takes over when it is greater than
-              the running max or NaN (torch's rule: the first maximum, or
-              the last NaN).
-    backward: dx[n, c, h, w] = sum of dy[n, c, i, j] over the windows whose
-              argmax is (h, w)
-Average pooling
-    forward:  y = (1 / (kh*kw)) * window sum (float64)
-    backward: dx[n, c, h, w] = (1 / (kh*kw)) * sum of dy over the windows that
-              contain (h, w)
-
-Parallel axes: the forward kernels run one thread per output element; the
-backward kernels one thread per input pixel, which gathers from the (at most
-ceil(kh/sh) * ceil(kw/sw)) windows that contain it instead of scattering, so
-overlapping windows need no atomics and each thread writes only its dx.
+Parallel axes: the forward kernels run one thread per output element, which
+scans its window's taps t = p*kw + q in row-major order (max pooling with the
+contract's take-over test, ``v > best or v != v``; average pooling summing in
+float64). The backward kernels run one thread per input pixel, which gathers
+from the (at most ceil(kh/sh) * ceil(kw/sw)) windows that contain it instead
+of scattering: overlapping windows need no atomics, and each thread writes
+only its own dx, accumulated in float64. All loops are grid-stride over flat
+indices.
 
 The max-pool cache is the argmax's tap t inside its window, uint8 (int32 for
 windows of more than 255 taps), as on the cpu backend; maxpool2d_backward
@@ -31,17 +19,16 @@ from numba import cuda, float64
 
 from ..contract import implements
 from .. import pool
-from . import output_size
 from ...backends import cuda_device as dev
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
 
 @cuda.jit(device=True, inline=True)
-def _window_range(h, k, s, O):
-    """The windows i (along one axis) that contain pixel h: i_lo <= i < i_hi."""
+def _window_range(h, k, s, n):
+    """The windows i (along one axis, n of them) that contain pixel h: i_lo <= i < i_hi."""
     i_lo = 0 if h < k else (h - k) // s + 1
-    i_hi = min(h // s + 1, O)
+    i_hi = min(h // s + 1, n)
     return i_lo, i_hi
 
 
@@ -128,7 +115,7 @@ def _avgpool_backward(dy, H, W, kh, kw, sh, sw, OH, OW, dx):
 
 
 def _geometry(x_shape, kernel, stride):
-    OH, OW = output_size(x_shape, kernel, stride)
+    OH, OW = pool.output_size(x_shape, kernel, stride)
     return (x_shape[2], x_shape[3], kernel[0], kernel[1], stride[0], stride[1], OH, OW)
 
 

@@ -1,21 +1,24 @@
-"""pool: the NumPy reference of tinynet.ops.pool.
+"""Pooling, the NumPy reference: the ops of the contract (tinynet/ops/pool/__init__.py).
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/pool/__init__.py); this module computes them as written there.
+Each window is a view of x (``sliding_window_view``, strided to the output
+grid) copied to a trailing axis of kh*kw taps in row-major order. The max is
+``np.argmax`` over that axis (the first maximum), replaced by the last NaN
+where a window holds one, and the cache is that tap as the flat index
+h*W + w. The max-pool backward scatter-adds dy with ``np.add.at``; the
+average-pool backward adds dy / (kh*kw) tap by tap, each tap a strided slice
+of dx. Everything runs in the input dtype (the tests call it in float64).
 """
 import numpy as np
-from ..contract import check_float, check_ndim, check_shape, op
+
 from ..contract import implements
 from .. import pool
-from . import output_size
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward"]
 
 
 def _windows(x, kernel, stride):
     """Every pooling window of x as a copy, shape (N, C, OH, OW, kh*kw), row-major inside."""
-    # Raises ValueError when the window does not fit.
-    output_size(x.shape, kernel, stride)
+    pool.output_size(x.shape, kernel, stride)  # ValueError when the window does not fit
     (kh, kw), (sh, sw) = kernel, stride
     view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
     view = view[:, :, ::sh, ::sw]
@@ -27,7 +30,7 @@ def maxpool2d_forward(x, kernel, stride):
     kw = kernel[1]
     sh, sw = stride
     W = x.shape[3]
-    OH, OW = output_size(x.shape, kernel, stride)
+    OH, OW = pool.output_size(x.shape, kernel, stride)
     windows = _windows(x, kernel, stride)
     # np.argmax returns the first maximum, as torch does.
     k = np.argmax(windows, axis=-1)
@@ -61,7 +64,7 @@ def avgpool2d_forward(x, kernel, stride):
 @implements(pool.avgpool2d_backward)
 def avgpool2d_backward(dy, x_shape, kernel, stride):
     (kh, kw), (sh, sw) = kernel, stride
-    OH, OW = output_size(x_shape, kernel, stride)
+    OH, OW = pool.output_size(x_shape, kernel, stride)
     dx = np.zeros(x_shape, dtype=dy.dtype)
     share = dy / (kh * kw)
     for p in range(kh):
