@@ -1,17 +1,11 @@
 """Conv2D: 2-D convolution over NCHW images (as torch.nn.Conv2d).
 
-x is (N, C, H, W), W is (F, C, KH, KW), b is (F,); stride (sh, sw) and zero
-padding (ph, pw). xp is x padded with zeros; the output is (N, F, OH, OW),
-OH = (H + 2*ph - KH) // sh + 1 and OW = (W + 2*pw - KW) // sw + 1.
-
-forward:   y[n, f, i, j] = b[f] + sum_{c, p, q} W[f, c, p, q] * xp[n, c, i*sh + p, j*sw + q]
-backward:  db[f]          = sum_{n, i, j} dy[n, f, i, j]
-           dW[f, c, p, q] = sum_{n, i, j} dy[n, f, i, j] * xp[n, c, i*sh + p, j*sw + q]
-           dx             = the unpadded part of
-                            dxp[n, c, i*sh + p, j*sw + q] += sum_f dy[n, f, i, j] * W[f, c, p, q]
-
-The arithmetic is the active backend's conv2d_forward / conv2d_backward
-(im2col plus one matrix multiply in the reference).
+x (N, C, H, W) -> y (N, F, OH, OW) with W (F, C, KH, KW), b (F,), stride
+(sh, sw) and zero padding (ph, pw). The forward and backward equations, the
+output size and the im2col form are stated once, in the op family's
+contract (tinynet/ops/conv/__init__.py); docs/backprop.md derives them.
+The layer holds the parameters and the backward cache; the arithmetic is the
+active backend's conv2d_forward / conv2d_backward.
 """
 import numbers
 
