@@ -67,9 +67,11 @@ MARKERS = {"report": ("<!-- report:start -->", "<!-- report:end -->"),
 
 
 def target_rows(lab_rows):
-    """Rows that time tinynet's public API and have a torch time beside them."""
+    """Rows that time tinynet's public API (the labs name them "tinynet <backend>",
+    "layer, tinynet <backend>" or "tn.optim...") and have a torch time beside them;
+    a numbered variant row ("5 tinynet") is the lab's and stays in its table."""
     return [r for r in lab_rows
-            if "tinynet" in r.variant or r.variant.startswith("tn.optim")
+            if r.variant.startswith(("tinynet ", "layer, tinynet", "tn.optim"))
             if r.torch_seconds]
 
 
