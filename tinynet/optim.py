@@ -1,4 +1,4 @@
-"""Optimizers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineWarmup).
+"""Optimizers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineWarmup, OneCycleLR).
 
 An optimizer holds a list of ``tn.Parameter``. ``step()`` updates every
 parameter's ``data`` in place from its ``grad``, through the backend's
@@ -23,6 +23,15 @@ and Hutter, https://arxiv.org/abs/1608.03983, without restarts)
                                                                    for W <= n <= T
     lr(n) = min_lr                                                 for n > T
 
+OneCycleLR (as torch.optim.lr_scheduler.OneCycleLR with cycle_momentum=False;
+Smith and Topin, https://arxiv.org/abs/1708.07120; T = total_steps,
+lr0 = max_lr / div_factor, lr_min = lr0 / final_div_factor, e1 = pct_start * T - 1,
+e2 = T - 1, and anneal(a, b, t) = b + (a - b) * (1 + cos(pi t)) / 2, or
+a + (b - a) * t for anneal_strategy="linear"):
+    lr(n) = anneal(lr0, max_lr, n / e1)                            for n <= e1
+    lr(n) = anneal(max_lr, lr_min, (n - e1) / (e2 - e1))           for e1 < n <= T
+    a step past T raises ValueError
+
 State dicts are flat: str -> np.ndarray (0-d arrays for scalars), so they go
 into an .npz and come back with ``np.load(..., allow_pickle=False)``.
 Per-parameter state is keyed by the parameter's position: "0.momentum_buffer",
@@ -37,7 +46,7 @@ import numpy as np
 from .backends import array_module_of, check_device, get_backend, move, to_host
 from .parameter import Parameter
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineWarmup"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineWarmup", "OneCycleLR"]
 
 
 def _real(owner, arg, value):
@@ -429,3 +438,88 @@ class CosineWarmup(_Schedule):
             return self.min_lr
         progress = (n - W) / (T - W)
         return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
+class OneCycleLR(_Schedule):
+    """The one-cycle policy, as torch.optim.lr_scheduler.OneCycleLR with
+    ``cycle_momentum=False`` and two phases (Smith and Topin,
+    https://arxiv.org/abs/1708.07120).
+
+    The lr rises from lr0 = max_lr / div_factor to max_lr over the first
+    ``pct_start`` of ``total_steps``, then anneals to lr0 / final_div_factor at
+    step ``total_steps - 1``. With e1 = pct_start * total_steps - 1 and
+    e2 = total_steps - 1, after n calls of ``step()``:
+
+        lr(n) = anneal(lr0, max_lr, n / e1)                     n <= e1
+        lr(n) = anneal(max_lr, lr_min, (n - e1) / (e2 - e1))    e1 < n <= total_steps
+
+    anneal(a, b, t) = b + (a - b) * (1 + cos(pi * t)) / 2 ("cos") or
+    a + (b - a) * t ("linear"). The optimizer's own lr is replaced by lr0 at
+    creation, as torch does. Call ``step()`` once per optimizer step, after it;
+    stepping past ``total_steps`` raises ValueError, as in torch.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    max_lr : float
+        The peak lr, > 0.
+    total_steps : int
+        Steps in the cycle, >= 2, with both phases at least one step long.
+    pct_start : float, default 0.3
+        The share of the cycle spent rising, in (0, 1).
+    anneal_strategy : {"cos", "linear"}, default "cos"
+    div_factor : float, default 25.0
+        lr0 = max_lr / div_factor, > 0.
+    final_div_factor : float, default 1e4
+        The last lr is lr0 / final_div_factor, > 0.
+    """
+
+    def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos",
+                 div_factor=25.0, final_div_factor=1e4):
+        name = "OneCycleLR"
+        if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral):
+            raise TypeError(f"{name}: total_steps must be an int, got {type(total_steps).__name__}")
+        max_lr = _real(name, "max_lr", max_lr)
+        pct_start = _real(name, "pct_start", pct_start)
+        div_factor = _real(name, "div_factor", div_factor)
+        final_div_factor = _real(name, "final_div_factor", final_div_factor)
+        for arg, value in (("max_lr", max_lr), ("div_factor", div_factor),
+                           ("final_div_factor", final_div_factor)):
+            if not value > 0:
+                raise ValueError(f"{name}: {arg} must be > 0, got {value}")
+        if not 0 < pct_start < 1:
+            raise ValueError(f"{name}: pct_start must be in (0, 1), got {pct_start}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"{name}: anneal_strategy must be 'cos' or 'linear', "
+                             f"got {anneal_strategy!r}")
+        rise_end = float(pct_start * total_steps) - 1
+        if not 0 < rise_end < total_steps - 1:
+            raise ValueError(f"{name}: pct_start * total_steps - 1 = {rise_end} must lie in "
+                             f"(0, total_steps - 1 = {total_steps - 1}): both phases need "
+                             f"a step; raise total_steps or change pct_start")
+        self.max_lr = max_lr
+        self.total_steps = int(total_steps)
+        self.pct_start = pct_start
+        self.anneal_strategy = anneal_strategy
+        self.initial_lr = max_lr / div_factor
+        self.min_lr = self.initial_lr / final_div_factor
+        self._rise_end = rise_end
+        super().__init__(optimizer)
+
+    def _anneal(self, start, end, t):
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * t) + 1)
+        return (end - start) * t + start
+
+    def get_lr(self):
+        n, e1, e2 = self.last_step, self._rise_end, self.total_steps - 1
+        if n <= e1:
+            return self._anneal(self.initial_lr, self.max_lr, n / e1)
+        return self._anneal(self.max_lr, self.min_lr, (n - e1) / (e2 - e1))
+
+    def step(self):
+        """Advance one step; ValueError once the cycle's ``total_steps`` are used up."""
+        if self.last_step + 1 > self.total_steps:
+            raise ValueError(f"OneCycleLR: tried to step {self.last_step + 1} times; the "
+                             f"cycle has total_steps={self.total_steps}")
+        super().step()

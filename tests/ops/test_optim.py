@@ -16,7 +16,7 @@ from cudasim import SIMULATOR
 from harness import FLOATS
 from tinynet.backends import ref
 from tinynet.ops.optim import cases
-from tinynet.optim import SGD, Adam, AdamW, CosineWarmup, StepLR
+from tinynet.optim import SGD, Adam, AdamW, CosineWarmup, OneCycleLR, StepLR
 
 STEPS = 4
 # A float32 or float64 result against the float64 reference.
@@ -550,10 +550,63 @@ def test_cosine_warmup_matches_formula_and_torch_lambdalr(W, T, min_lr):
     assert np.all(np.diff(ours[W:T + 1]) < 0)
 
 
+ONE_CYCLE = [dict(max_lr=0.01, total_steps=235),
+             dict(max_lr=0.5, total_steps=20, pct_start=0.25, anneal_strategy="linear"),
+             dict(max_lr=2e-3, total_steps=17, pct_start=0.5, div_factor=10.0,
+                  final_div_factor=100.0)]
+
+
+@pytest.mark.parametrize("options", ONE_CYCLE, ids=["speedrun", "linear", "halves"])
+def test_one_cycle_matches_torch(options):
+    """Every lr of the cycle, on both sides of the peak and at its last step, as
+    torch's OneCycleLR (cycle_momentum=False) gives it; torch's initial lr is
+    replaced by max_lr / div_factor on both sides."""
+    torch = pytest.importorskip("torch")
+    opt = Adam([tn.Parameter(np.zeros(2))], lr=123.0)
+    schedule = OneCycleLR(opt, **options)
+    topt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=123.0)
+    tschedule = torch.optim.lr_scheduler.OneCycleLR(topt, cycle_momentum=False, **options)
+    ours, theirs = [opt.lr], [tschedule.get_last_lr()[0]]
+    for _ in range(options["total_steps"]):
+        topt.step()
+        tschedule.step()
+        schedule.step()
+        ours.append(opt.lr)
+        theirs.append(tschedule.get_last_lr()[0])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-18)
+    assert ours[0] == pytest.approx(options["max_lr"] / options.get("div_factor", 25.0))
+    # The rise ends at step e1 = pct_start * total_steps - 1: the peak is max_lr when e1
+    # is a whole step, and below it otherwise.
+    e1 = options.get("pct_start", 0.3) * options["total_steps"] - 1
+    assert max(ours) <= options["max_lr"] * (1 + 1e-12)
+    if e1 == int(e1):
+        assert ours[int(e1)] == pytest.approx(options["max_lr"])
+    with pytest.raises(ValueError, match="total_steps"):
+        schedule.step()
+    with pytest.raises(ValueError):
+        tschedule.step()
+
+
+def test_one_cycle_shape_without_torch():
+    """The speedrun's cycle written out: up for 30% of the steps, down to
+    lr0 / 1e4 at the last one (the formula of tinynet.optim's docstring)."""
+    opt = SGD([tn.Parameter(np.zeros(2))], lr=0.1)
+    schedule = OneCycleLR(opt, max_lr=0.01, total_steps=100)
+    lrs = [opt.lr] + [schedule.step() or opt.lr for _ in range(99)]
+    e1 = 0.3 * 100 - 1
+    peak = int(np.argmax(lrs))
+    assert peak == 29 and lrs[peak] == pytest.approx(0.01)
+    assert np.all(np.diff(lrs[:30]) > 0) and np.all(np.diff(lrs[29:]) < 0)
+    assert lrs[0] == pytest.approx(4e-4) and lrs[-1] == pytest.approx(4e-8)
+    t = (50 - e1) / (99 - e1)
+    assert lrs[50] == pytest.approx(4e-8 + (0.01 - 4e-8) * (1 + math.cos(math.pi * t)) / 2)
+
+
 @pytest.mark.parametrize("make", [
     lambda opt: StepLR(opt, step_size=2, gamma=0.3),
     lambda opt: CosineWarmup(opt, warmup_steps=2, total_steps=9, min_lr=0.001),
-], ids=["StepLR", "CosineWarmup"])
+    lambda opt: OneCycleLR(opt, max_lr=0.1, total_steps=12),
+], ids=["StepLR", "CosineWarmup", "OneCycleLR"])
 def test_schedule_resume_from_npz(tmp_path, make):
     opt = SGD([tn.Parameter(np.zeros(2))], lr=0.1)
     schedule = make(opt)
@@ -598,6 +651,17 @@ def test_schedule_load_state_dict_names_the_bad_key():
     (lambda opt: CosineWarmup(opt, warmup_steps=-1, total_steps=5), ValueError, "warmup_steps"),
     (lambda opt: CosineWarmup(opt, warmup_steps=5, total_steps=5), ValueError, "total_steps"),
     (lambda opt: CosineWarmup(opt, 2, 5, min_lr=0.5), ValueError, "min_lr"),
+    (lambda opt: OneCycleLR(opt, max_lr=0.0, total_steps=10), ValueError, "max_lr"),
+    (lambda opt: OneCycleLR(opt, max_lr=0.1, total_steps=10.0), TypeError, "total_steps"),
+    (lambda opt: OneCycleLR(opt, max_lr=0.1, total_steps=10, pct_start=1.0), ValueError,
+     "pct_start"),
+    (lambda opt: OneCycleLR(opt, max_lr=0.1, total_steps=3, pct_start=0.3), ValueError,
+     "both phases"),
+    (lambda opt: OneCycleLR(opt, max_lr=0.1, total_steps=10, anneal_strategy="cosine"),
+     ValueError, "anneal_strategy"),
+    (lambda opt: OneCycleLR(opt, max_lr=0.1, total_steps=10, div_factor=-1), ValueError,
+     "div_factor"),
+    (lambda opt: OneCycleLR(object(), max_lr=0.1, total_steps=10), TypeError, "optimizer"),
 ])
 def test_bad_schedule_arguments_are_rejected(make, error, match):
     with pytest.raises(error, match=match):
