@@ -1,26 +1,18 @@
 """Normalization layers: BatchNorm, LayerNorm, InstanceNorm and GroupNorm.
 
-All four compute, for every set of values of x,
+The four normalize every set of values of x by its own mean and variance,
+then scale by gamma (``weight``) and shift by beta (``bias``); they differ
+only in the set: BatchNorm normalizes each channel over (N, H, W),
+LayerNorm each sample over its last dims, InstanceNorm each (sample,
+channel) over (H, W), and GroupNorm each (sample, group of C/G channels)
+over (C/G, H, W). The forward and backward equations and the papers are in
+the op family's contract, tinynet/ops/norm/__init__.py.
 
-    y = (x - mean) / sqrt(var + eps) * gamma + beta
-
-and differ only in the set: BatchNorm normalizes each channel over (N, H, W),
-LayerNorm each sample over its last dims, InstanceNorm each (sample, channel)
-over (H, W), and GroupNorm each (sample, group of C/G channels) over
-(C/G, H, W). Each layer reshapes its input to an (N, C, L) view, picks the
-layout (``groups``, ``per_channel``) and calls the backend's ops:
+Each layer reshapes its input to an (N, C, L) view, picks the layout
+(``groups``, ``per_channel``) and calls the backend's ops:
 ``norm_forward_train`` (the input's statistics and y in one call) in every
 forward except BatchNorm's in eval mode, which calls ``norm_forward`` with
-the running statistics; then ``norm_backward``, which is
-
-    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma
-
-with the means over the set (tinynet/ops/norm/__init__.py has the details).
-
-Papers: BatchNorm https://arxiv.org/abs/1502.03167,
-LayerNorm https://arxiv.org/abs/1607.06450,
-InstanceNorm https://arxiv.org/abs/1607.08022,
-GroupNorm https://arxiv.org/abs/1803.08494.
+the running statistics; then ``norm_backward``.
 """
 import math
 import numbers
@@ -145,8 +137,9 @@ class _RunningStats:
 class BatchNorm(_RunningStats, _Norm):
     """Batch normalization over (N,) or (N, H, W) for each channel, as torch BatchNorm1d/2d.
 
-    Training: y = (x - mean_B) / sqrt(var_B + eps) * weight + bias, with the
-    batch mean and BIASED batch variance of each channel; then
+    Training normalizes each channel by the batch mean and BIASED batch
+    variance of its N*H*W values (the contract's per-channel sets,
+    tinynet/ops/norm/__init__.py); then
 
         running_mean = (1 - momentum) * running_mean + momentum * mean_B
         running_var  = (1 - momentum) * running_var  + momentum * var_B * n / (n - 1)
@@ -240,9 +233,10 @@ class BatchNorm(_RunningStats, _Norm):
 class LayerNorm(_Norm):
     """Layer normalization over the last dims of each sample, as torch.nn.LayerNorm.
 
-    y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and biased
-    variance over the trailing ``normalized_shape`` dims of each sample, and
-    an elementwise weight and bias of that shape. Same in train and eval.
+    Each sample is one set, normalized by the mean and biased variance over
+    its trailing ``normalized_shape`` dims (the contract's sets with one group
+    on an (N', M, 1) view, tinynet/ops/norm/__init__.py), with an elementwise
+    weight and bias of that shape. Same in train and eval.
 
     Parameters
     ----------
@@ -303,8 +297,9 @@ class InstanceNorm(_RunningStats, _Norm):
     """Instance normalization over (H, W) for each sample and channel,
     as torch InstanceNorm2d(affine=True).
 
-    y = (x - mean) / sqrt(var + eps) * weight + bias, with the mean and biased
-    variance of each (n, c) plane. Without running statistics (the default)
+    Each (n, c) plane is one set, normalized by its mean and biased variance
+    (the contract's sets with one group per channel,
+    tinynet/ops/norm/__init__.py). Without running statistics (the default)
     it is the same in train and eval. With ``track_running_stats=True``, as
     torch, each training forward also updates
 
@@ -390,9 +385,9 @@ class GroupNorm(_Norm):
     as torch.nn.GroupNorm.
 
     The C channels are split into ``num_groups`` groups of consecutive
-    channels; y = (x - mean) / sqrt(var + eps) * weight + bias with the mean
-    and biased variance of each (n, group), and a per-channel weight and bias.
-    Same in train and eval.
+    channels; each (n, group) is one set, normalized by its mean and biased
+    variance (the contract's grouped sets, tinynet/ops/norm/__init__.py),
+    with a per-channel weight and bias. Same in train and eval.
 
     Parameters
     ----------

@@ -1,24 +1,22 @@
-"""Normalization: BatchNorm, LayerNorm, InstanceNorm and GroupNorm as one op.
+"""Normalization (BatchNorm, LayerNorm, InstanceNorm, GroupNorm) as one op family: the contract.
 
 Each normalization splits x into sets and normalizes every set by its own
 mean and reciprocal standard deviation ("rstd"). x is viewed as (N, C, L),
-L being the flattened spatial size, and the layout picks the sets:
+L being the flattened spatial size, and the layout (``groups``,
+``per_channel``) picks the sets (``set_shape``):
 
 - ``per_channel=True`` (BatchNorm): one set per channel c, holding
-  x[:, c, :]. S = C sets of N*L members each.
+  x[:, c, :]. S = C sets of M = N*L members each.
 - ``per_channel=False`` (LayerNorm, InstanceNorm, GroupNorm): the C channels
-  form G groups of C/G channels; one set per (n, g), holding x[n, c, :] for
-  the channels c of group g. S = N*G sets of (C/G)*L members each.
-  InstanceNorm is G = C; LayerNorm is G = 1 on an (N', M, 1) view.
-
-The code turns either layout into an (S, M) array, one set per row
-(``_to_sets``), reduces along the rows, and turns the result back into
-(N, C, L) (``_from_sets``). Everything else is the same for all four.
+  form G groups of C/G consecutive channels; one set per (n, g), holding
+  x[n, c, :] for the channels c of group g. S = N*G sets of M = (C/G)*L
+  members each, in the order s = n*G + g. InstanceNorm is G = C; LayerNorm
+  is G = 1 on an (N', M, 1) view.
 
 Forward, over the M members x of one set:
 
     mean = sum(x) / M
-    var  = sum((x - mean)^2) / M        (biased; two passes, in float64)
+    var  = sum((x - mean)^2) / M        (biased)
     rstd = 1 / sqrt(var + eps)
     xhat = (x - mean) * rstd
     y    = gamma[c] * xhat + beta[c]    (gamma, beta: one value per channel c)
@@ -34,8 +32,10 @@ The two mean terms are the gradient that flows through the set's mean and
 variance. When mean and rstd are constants (BatchNorm in eval mode, which
 uses the running statistics) they vanish: dx = rstd * dxhat.
 
-The variance is never computed as E[x^2] - E[x]^2: for float32 data with
-mean 100 and std 0.1 that difference cancels almost every digit.
+Every backend accumulates the statistics and the sums in float64 and gets
+the variance from deviations (two passes, or shifted sums merged by Chan's
+formula), never as E[x^2] - E[x]^2: for float32 data with mean 100 and std
+0.1 that difference cancels almost every digit.
 
 Papers:
 - BatchNorm    https://arxiv.org/abs/1502.03167
@@ -44,9 +44,32 @@ Papers:
 - GroupNorm    https://arxiv.org/abs/1803.08494
 """
 import numpy as np
+
 from ..contract import check_float, check_same_shape, check_shape, op
 
-__all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
+__all__ = ["set_shape", "check_layout", "norm_stats", "norm_forward", "norm_forward_train",
+           "norm_backward"]
+
+
+def set_shape(shape, groups, per_channel):
+    """(S, M): the number of sets of an (N, C, L) array and the members of each.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (N, C, L).
+    groups, per_channel
+        The set layout, as in ``norm_stats``.
+
+    Returns
+    -------
+    (S, M) : tuple of int
+        (C, N*L) per channel, (N*G, (C/G)*L) in groups.
+    """
+    N, C, L = shape
+    if per_channel:
+        return C, N * L
+    return N * groups, (C // groups) * L
 
 
 def check_layout(name, x, groups, per_channel):
@@ -55,12 +78,12 @@ def check_layout(name, x, groups, per_channel):
     Returns S, the number of sets."""
     if x.ndim != 3:
         raise ValueError(f"{name}: x must have shape (N, C, L), got shape {x.shape}")
-    N, C, _ = x.shape
+    C = x.shape[1]
     if not per_channel and (not isinstance(groups, (int, np.integer)) or groups < 1
                             or C % groups != 0):
         raise ValueError(f"{name}: groups must be a positive divisor of C={C}, got {groups}")
     check_float(name, "x", x)
-    return C if per_channel else N * groups
+    return set_shape(x.shape, groups, per_channel)[0]
 
 
 def _check_stats(name, x, groups, per_channel, eps):

@@ -1,28 +1,27 @@
-"""Normalization on the CPU: BatchNorm, LayerNorm, InstanceNorm and GroupNorm
-as one family of Numba kernels.
+"""The normalization ops on the CPU: one family of Numba kernels for BatchNorm,
+LayerNorm, InstanceNorm and GroupNorm.
 
-The ops, their layout, their equations and their argument checks are those
-of tinynet/ops/norm/__init__.py, which derives the math: x viewed as
-(N, C, L), one set per channel (BatchNorm) or per (n, g) (LN, IN, GN), and
-per set mean, var, rstd = 1 / sqrt(var + eps), y = (x - mean) * rstd * gamma
-+ beta, dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
-
-How the kernels compute it:
+The ops, the set layout of the (N, C, L) view and the equations are those of
+the contract, tinynet/ops/norm/__init__.py. How the kernels compute them:
 
 - Statistics: one pass of shifted sums in float64 per part of a set, d = x - K
   with K the part's first member, M2 = sum(d^2) - sum(d)^2 / n (its relative
   rounding error is at most about n * 2^-53, since (mean - K)^2 <= n * var),
-  then Chan's merge of the parts. Never E[x^2] - E[x]^2.
+  then Chan's merge of the parts.
 - y and dx are computed in the dtype of x, so float32 data is never
   converted in those passes. The mean is split into mean_hi (the mean
   rounded to that dtype) and the rest, which is folded into a per-set
   constant; x - mean_hi is then exact or nearly so even at a large offset.
-  Sums for dgamma, dbeta and the two means of dx accumulate in float64.
+  Sums for dgamma, dbeta and the two set means of dx accumulate in float64.
 - Per-channel sets (BatchNorm) span every sample, so each op is a ``prange``
-  over tiles (samples [n0, n1) x channels [c0, c1) x all l) that write
+  over tiles (samples [n0, n1) x channels [c0, c1) x all of L) that write
   partial results, combined afterwards: the statistics pass, then y; the
   sums pass, then dx. BatchNorm's eval mode passes its running statistics
   to ``norm_forward``: one pass with a per-channel scale and shift.
+  BatchNorm on (N, C) (L == 1) with at least as many blocks of channels as
+  threads is fused instead: one ``prange`` over blocks of channels computes
+  the statistics and then y, and the two sums and then dx, while the block
+  is in cache.
 - Row sets (LN, IN, GN): x[n, group g] is one contiguous row of the
   (N*G, C/G*L) view, so the training forward and the backward are fused per
   set: ``norm_forward_train`` is a ``prange`` over sets that computes the
@@ -36,8 +35,17 @@ number of threads. Inner loops run over contiguous 1-D slices, which LLVM
 vectorizes; where L == 1 (LayerNorm, BatchNorm on (N, C)) the inner loop
 runs over channels, not over a row of length 1.
 
-Promoted from kernels/norm.py variant 5.
+The schedule (``Schedule``; the ops run ``SCHEDULE``) and the tiling
+(``Tiles``, ``tile_bounds``) are a public production entry: ``stats``,
+``forward``, ``forward_train`` and ``backward`` are the four ops under any
+schedule, without the contract's argument checks (they are not in
+``__all__``, so the cpu backend's namespace holds the ops alone). Through
+them the lab (kernels/norm.py) times production under other schedules and
+builds its tiled variants on the same tiling, and the tests run every set
+over many tiles. Promoted from the lab, kernels/norm.py.
 """
+from typing import NamedTuple
+
 import numpy as np
 import numba
 
@@ -47,12 +55,30 @@ from ...backends.cpu_jit import njit_kernel
 
 __all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
-# Elements per tile of the per-channel (BatchNorm) kernels: 32 KB of float32.
-TILE = 8192
-# Samples per tile when rows are short (L < ROWS): a loaded slice of gamma
-# is reused ROWS times, and the per-channel partials of dgamma and dbeta
-# are at most 1/ROWS of the size of x.
-ROWS = 16
+
+class Schedule(NamedTuple):
+    """How the kernels split the work; production runs ``SCHEDULE``.
+
+    Attributes
+    ----------
+    tile : int
+        Elements per tile of the per-channel (BatchNorm) kernels: 8192 is
+        32 KB of float32.
+    rows : int
+        Samples per tile when rows are short (L < rows): a loaded slice of
+        gamma is reused ``rows`` times, and the per-channel partials of
+        dgamma and dbeta are at most 1/rows of the size of x.
+    column_blocks : bool
+        Fuse BatchNorm on (N, C) per block of channels (when there are at
+        least as many blocks as threads); False runs the tile kernels.
+    """
+    tile: int = 8192
+    rows: int = 16
+    column_blocks: bool = True
+
+
+SCHEDULE = Schedule()
+"""The schedule of the ops."""
 
 
 def _split(total, target):
@@ -62,25 +88,43 @@ def _split(total, target):
     return -(-total // size), size
 
 
-class _Tiles:
+class Tiles:
     """The tiling of an (N, C, L) view: NB samples times CB channels per tile,
     about ``size`` elements; a tile never crosses a group (per-channel sets
-    count as one group of C channels). Tile t covers sample block
-    t // (G * nbg) and channel block t % (G * nbg), nbg blocks per group.
+    count as one group of C channels).
+
+    Tile t covers sample block t // (G * nbg) and channel block t % (G * nbg),
+    nbg blocks per group (``tile_bounds``); ``count`` tiles in all, ``nnb``
+    sample blocks of NB samples, the last one possibly shorter, and ``nbg``
+    channel blocks of CB channels per group of Cg.
     """
 
-    def __init__(self, N, C, L, groups, per_channel, rows_per_tile=1, size=None):
-        size = TILE if size is None else size
+    def __init__(self, N, C, L, groups, per_channel, rows_per_tile=1, size=SCHEDULE.tile):
         self.Cg = C if per_channel else C // groups
         self.nnb, self.NB = _split(N, rows_per_tile)
         self.nbg, self.CB = _split(self.Cg, size // (self.NB * L))
         self.count = self.nnb * (C // self.Cg) * self.nbg
 
+    @classmethod
+    def for_stats(cls, N, C, L, groups, per_channel, size=SCHEDULE.tile):
+        """The tiling of the statistics pass, and the members behind each of its
+        partials, a float64 array (P,): per channel, tiles of about ``size``
+        members of one channel and one partial per sample block; grouped, one
+        sample per tile, whose part of a set is one contiguous span, and one
+        partial per channel block."""
+        if per_channel:
+            tiles = cls(N, C, L, groups, True, rows_per_tile=-(-size // L), size=size)
+            counts = [min(tiles.NB, N - p * tiles.NB) * L for p in range(tiles.nnb)]
+        else:
+            tiles = cls(N, C, L, groups, False, size=size)
+            counts = [min(tiles.CB, tiles.Cg - p * tiles.CB) * L for p in range(tiles.nbg)]
+        return tiles, np.array(counts, np.float64)
+
 
 @njit_kernel()
-def _tile(t, N, C, Cg, NB, CB, nbg):
-    """Tile t: its sample block nb, samples [n0, n1), channels [c0, c1), group g
-    and channel block j within g."""
+def tile_bounds(t, N, C, Cg, NB, CB, nbg):
+    """Tile t of ``Tiles``: its sample block nb, samples [n0, n1), channels
+    [c0, c1), group g and channel block j within g."""
     ncb = (C // Cg) * nbg
     nb = t // ncb
     k = t - nb * ncb
@@ -113,7 +157,7 @@ def _stats_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_p, m2_p):
     C = x.shape[1] // L
     G = C // Cg
     for t in numba.prange(ntiles):
-        nb, n0, n1, c0, c1, g, j = _tile(t, N, C, Cg, NB, CB, nbg)
+        nb, n0, n1, c0, c1, g, j = tile_bounds(t, N, C, Cg, NB, CB, nbg)
         if per_channel:
             # Shifted sums per channel, K = x[n0, c, 0], kept in the partial rows.
             s1 = mean_p[nb, c0:c1]
@@ -135,8 +179,8 @@ def _stats_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_p, m2_p):
                         k = np.float64(x[n0, c * L])
                         sum_d = 0.0
                         sum_d2 = 0.0
-                        for l in range(L):
-                            d = xs[l] - k
+                        for i in range(L):
+                            d = xs[i] - k
                             sum_d += d
                             sum_d2 += d * d
                         s1[c - c0] += sum_d
@@ -196,7 +240,7 @@ def _forward_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_hi, shift, r
     C = x.shape[1] // L
     G = C // Cg
     for t in numba.prange(ntiles):
-        _, n0, n1, c0, c1, g, _ = _tile(t, N, C, Cg, NB, CB, nbg)
+        _, n0, n1, c0, c1, g, _ = tile_bounds(t, N, C, Cg, NB, CB, nbg)
         for n in range(n0, n1):
             s = n * G + g
             if L == 1:
@@ -225,8 +269,8 @@ def _forward_tiles(x, L, per_channel, Cg, NB, CB, nbg, ntiles, mean_hi, shift, r
                     b = shift[s] * gamma[c] + beta[c]
                     xs = x[n, c * L:(c + 1) * L]
                     ys = y[n, c * L:(c + 1) * L]
-                    for l in range(L):
-                        ys[l] = (xs[l] - m) * a + b
+                    for i in range(L):
+                        ys[i] = (xs[i] - m) * a + b
 
 
 @njit_kernel(parallel=True)
@@ -272,8 +316,8 @@ def _set_forward(x, L, eps, gamma, beta, mean, var, rstd, y):
                 b = h * gamma[c0 + c] + beta[c0 + c]
                 xr = xs[c * L:(c + 1) * L]
                 yr = ys[c * L:(c + 1) * L]
-                for l in range(L):
-                    yr[l] = (xr[l] - m_hi) * a + b
+                for i in range(L):
+                    yr[i] = (xr[i] - m_hi) * a + b
 
 
 @njit_kernel(parallel=True)
@@ -284,7 +328,7 @@ def _channel_sums(x, dy, L, NB, CB, nbg, ntiles, mean, rstd, dbeta_p, dgamma_p):
     N = x.shape[0]
     C = x.shape[1] // L
     for t in numba.prange(ntiles):
-        nb, n0, n1, c0, c1, _, _ = _tile(t, N, C, C, NB, CB, nbg)
+        nb, n0, n1, c0, c1, _, _ = tile_bounds(t, N, C, C, NB, CB, nbg)
         p1 = dbeta_p[nb, c0:c1]
         p2 = dgamma_p[nb, c0:c1]
         for i in range(c1 - c0):
@@ -307,10 +351,10 @@ def _channel_sums(x, dy, L, NB, CB, nbg, ntiles, mean, rstd, dbeta_p, dgamma_p):
                     m = mean[c]
                     sum_dy = 0.0
                     sum_dy_xc = 0.0
-                    for l in range(L):
-                        d = np.float64(dys[l])
+                    for i in range(L):
+                        d = np.float64(dys[i])
                         sum_dy += d
-                        sum_dy_xc += d * (xs[l] - m)
+                        sum_dy_xc += d * (xs[i] - m)
                     p1[c - c0] += sum_dy
                     p2[c - c0] += sum_dy_xc * rstd[c]
 
@@ -325,7 +369,7 @@ def _channel_dx(x, dy, L, NB, CB, nbg, ntiles, mean_hi, rstd, gamma, k2, k0, fix
     N = x.shape[0]
     C = x.shape[1] // L
     for t in numba.prange(ntiles):
-        _, n0, n1, c0, c1, _, _ = _tile(t, N, C, C, NB, CB, nbg)
+        _, n0, n1, c0, c1, _, _ = tile_bounds(t, N, C, C, NB, CB, nbg)
         for n in range(n0, n1):
             if L == 1:
                 xs = x[n, c0:c1]
@@ -352,11 +396,11 @@ def _channel_dx(x, dy, L, NB, CB, nbg, ntiles, mean_hi, rstd, gamma, k2, k0, fix
                     dys = dy[n, c * L:(c + 1) * L]
                     dxs = dx[n, c * L:(c + 1) * L]
                     if fixed_stats:
-                        for l in range(L):
-                            dxs[l] = a * dys[l]
+                        for i in range(L):
+                            dxs[i] = a * dys[i]
                     else:
-                        for l in range(L):
-                            dxs[l] = a * dys[l] - b2 * (xs[l] - m) + b0
+                        for i in range(L):
+                            dxs[i] = a * dys[i] - b2 * (xs[i] - m) + b0
 
 
 @njit_kernel()
@@ -380,10 +424,10 @@ def _set_sums(xs, dys, L, gs, m, r, p1, p2):
             dyr = dys[c * L:(c + 1) * L]
             sum_dy = 0.0
             sum_dy_xc = 0.0
-            for l in range(L):
-                d = np.float64(dyr[l])
+            for i in range(L):
+                d = np.float64(dyr[i])
                 sum_dy += d
-                sum_dy_xc += d * (xr[l] - m)
+                sum_dy_xc += d * (xr[i] - m)
             p1[c] += sum_dy
             p2[c] += sum_dy_xc * r
             sum_dxhat += gs[c] * sum_dy
@@ -446,11 +490,11 @@ def _set_dx(xs, dys, dxs, L, gs, m, r, sum_dxhat, sum_dxhat_xhat, fixed_stats):
             dyr = dys[c * L:(c + 1) * L]
             dxr = dxs[c * L:(c + 1) * L]
             if fixed_stats:
-                for l in range(L):
-                    dxr[l] = a * dyr[l]
+                for i in range(L):
+                    dxr[i] = a * dyr[i]
             else:
-                for l in range(L):
-                    dxr[l] = a * dyr[l] - k2_t * (xr[l] - m_hi) + k0_t
+                for i in range(L):
+                    dxr[i] = a * dyr[i] - k2_t * (xr[i] - m_hi) + k0_t
 
 
 @njit_kernel(parallel=True)
@@ -604,10 +648,13 @@ def _columns_backward(x, dy, CB, mean, rstd, gamma, fixed_stats, need_dx, dbeta,
                     dxs[i] = a[i] * dys[i] - k2[i] * (xs[i] - mh[i]) + k0[i]
 
 
-def _column_block(N, C):
-    """Channels per block of the fused (N, C) BatchNorm kernels (about TILE
-    elements, a multiple of 16), or 0 when there are fewer blocks than threads."""
-    CB = max(16, (TILE // max(1, N)) // 16 * 16)
+def _column_block(N, C, schedule):
+    """Channels per block of the fused (N, C) BatchNorm kernels (about
+    ``schedule.tile`` elements, a multiple of 16), or 0 when there are fewer
+    blocks than threads or the schedule does not fuse them."""
+    if not schedule.column_blocks:
+        return 0
+    CB = max(16, (schedule.tile // max(1, N)) // 16 * 16)
     return CB if -(-C // CB) >= numba.get_num_threads() else 0
 
 
@@ -623,30 +670,23 @@ def _rows(a, dtype, R):
     return np.ascontiguousarray(a, dtype=dtype).reshape(R, -1)
 
 
-def _stats(x2, L, groups, per_channel, eps):
+def _stats(x2, L, groups, per_channel, eps, schedule):
     """mean, var, rstd of x2 (N, C*L) by the tile kernel and Chan's merge."""
     N = x2.shape[0]
     C = x2.shape[1] // L
-    S = C if per_channel else N * groups
-    if per_channel:
-        # Tiles of about TILE members of one channel; partials per sample block.
-        tiles = _Tiles(N, C, L, groups, True, rows_per_tile=-(-TILE // L))
-        count = [min(tiles.NB, N - p * tiles.NB) * L for p in range(tiles.nnb)]
-    else:
-        # One sample per tile: its part of a set is one contiguous span.
-        tiles = _Tiles(N, C, L, groups, False)
-        count = [min(tiles.CB, tiles.Cg - p * tiles.CB) * L for p in range(tiles.nbg)]
-    mean_p = np.empty((len(count), S))
-    m2_p = np.empty((len(count), S))
+    S = norm.set_shape((N, C, L), groups, per_channel)[0]
+    tiles, counts = Tiles.for_stats(N, C, L, groups, per_channel, schedule.tile)
+    mean_p = np.empty((counts.size, S))
+    m2_p = np.empty((counts.size, S))
     _stats_tiles(x2, L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg, tiles.count,
                  mean_p, m2_p)
     mean = np.empty(S)
     var = np.empty(S)
-    _merge_stats(mean_p, m2_p, np.array(count, np.float64), mean, var)
+    _merge_stats(mean_p, m2_p, counts, mean, var)
     return mean, var, 1.0 / np.sqrt(var + eps)
 
 
-def _forward(x2, L, mean, rstd, gamma, beta, groups, per_channel):
+def _forward(x2, L, mean, rstd, gamma, beta, groups, per_channel, schedule):
     """y (N, C*L) from x2 (N, C*L) and the float64 statistics, by the tile kernel."""
     N = x2.shape[0]
     C = x2.shape[1] // L
@@ -654,49 +694,45 @@ def _forward(x2, L, mean, rstd, gamma, beta, groups, per_channel):
     mean_hi = mean.astype(dtype)
     shift = ((mean_hi - mean) * rstd).astype(dtype)
     y = np.empty_like(x2)
-    tiles = _Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-ROWS // L))
+    tiles = Tiles(N, C, L, groups, per_channel, rows_per_tile=-(-schedule.rows // L),
+                  size=schedule.tile)
     _forward_tiles(x2, L, bool(per_channel), tiles.Cg, tiles.NB, tiles.CB, tiles.nbg,
                    tiles.count, mean_hi, shift, rstd.astype(dtype), gamma, beta, y)
     return y
 
 
-@implements(norm.norm_stats)
-def norm_stats(x, groups, per_channel, eps):
+def stats(x, groups, per_channel, eps, schedule=SCHEDULE):
+    """``norm_stats`` under ``schedule`` (no argument checks)."""
     N, C, L = x.shape
-    S = C if per_channel else N * groups
-    dtype = x.dtype
+    S = norm.set_shape(x.shape, groups, per_channel)[0]
     if x.size == 0:
         return np.full(S, np.nan), np.full(S, np.nan), np.full(S, np.nan)
-    return _stats(_rows(x, dtype, N), L, groups, per_channel, eps)
+    return _stats(_rows(x, x.dtype, N), L, groups, per_channel, eps, schedule)
 
 
-@implements(norm.norm_forward)
-def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
-    """Computed in the dtype of x as y = (x - mean_hi) * a + b per (n, c) row,
-    with mean_hi the mean rounded to that dtype, the scale a = rstd * gamma[c]
-    and the shift b = beta[c] + (mean_hi - mean) * a."""
+def forward(x, mean, rstd, gamma, beta, groups, per_channel, schedule=SCHEDULE):
+    """``norm_forward`` under ``schedule`` (no argument checks)."""
     N, C, L = x.shape
     dtype = x.dtype
     if x.size == 0:
         return np.empty((N, C, L), dtype)
     gamma, beta = _affine(gamma, beta, C, dtype)
     y = _forward(_rows(x, dtype, N), L, np.ascontiguousarray(mean, np.float64),
-                 np.ascontiguousarray(rstd, np.float64), gamma, beta, groups, per_channel)
+                 np.ascontiguousarray(rstd, np.float64), gamma, beta, groups, per_channel,
+                 schedule)
     return y.reshape(N, C, L)
 
 
-@implements(norm.norm_forward_train)
-def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
-    """For row sets (LN, IN, GN) one pass per set computes the statistics and y
-    while the set is in cache."""
+def forward_train(x, gamma, beta, groups, per_channel, eps, schedule=SCHEDULE):
+    """``norm_forward_train`` under ``schedule`` (no argument checks)."""
     N, C, L = x.shape
-    S = C if per_channel else N * groups
+    S = norm.set_shape(x.shape, groups, per_channel)[0]
     dtype = x.dtype
     if x.size == 0:
         nan = np.full(S, np.nan)
         return np.empty((N, C, L), dtype), nan, nan.copy(), nan.copy()
     gamma, beta = _affine(gamma, beta, C, dtype)
-    CB = _column_block(N, C) if per_channel and L == 1 else 0
+    CB = _column_block(N, C, schedule) if per_channel and L == 1 else 0
     if CB:
         x2 = _rows(x, dtype, N)
         mean, var, rstd = np.empty(C), np.empty(C), np.empty(C)
@@ -704,8 +740,8 @@ def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
         _columns_forward(x2, CB, float(eps), gamma, beta, mean, var, rstd, y)
     elif per_channel:
         x2 = _rows(x, dtype, N)
-        mean, var, rstd = _stats(x2, L, groups, True, eps)
-        y = _forward(x2, L, mean, rstd, gamma, beta, groups, True)
+        mean, var, rstd = _stats(x2, L, groups, True, eps, schedule)
+        y = _forward(x2, L, mean, rstd, gamma, beta, groups, True, schedule)
     else:
         x2 = _rows(x, dtype, S)
         mean, var, rstd = np.empty(S), np.empty(S), np.empty(S)
@@ -714,11 +750,11 @@ def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
     return y.reshape(N, C, L), mean, var, rstd
 
 
-@implements(norm.norm_backward)
-def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
-                  need_dx=True):
+def backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False, need_dx=True,
+             schedule=SCHEDULE):
+    """``norm_backward`` under ``schedule`` (no argument checks)."""
     N, C, L = x.shape
-    S = C if per_channel else N * groups
+    S = norm.set_shape(x.shape, groups, per_channel)[0]
     dtype = x.dtype
     has_affine = gamma is not None
     if x.size == 0 or not (has_affine or need_dx):
@@ -732,8 +768,8 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     dx = np.empty((N, C, L), dtype) if need_dx else None
     # Samples per task and per partial row of dgamma, dbeta: more when rows
     # are short, at most a quarter of the batch.
-    nnb, NB = _split(N, min(-(-ROWS // L), -(-N // 4)))
-    CB = _column_block(N, C) if per_channel and L == 1 else 0
+    nnb, NB = _split(N, min(-(-schedule.rows // L), -(-N // 4)))
+    CB = _column_block(N, C, schedule) if per_channel and L == 1 else 0
     if CB:
         dbeta, dgamma = np.empty(C), np.empty(C)
         dx2 = dx.reshape(N, C) if need_dx else np.empty((0, C), dtype)
@@ -742,7 +778,7 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     elif per_channel:
         x2 = _rows(x, dtype, N)
         dy2 = _rows(dy, dtype, N)
-        tiles = _Tiles(N, C, L, groups, True, rows_per_tile=NB)
+        tiles = Tiles(N, C, L, groups, True, rows_per_tile=NB, size=schedule.tile)
         dbeta_p = np.empty((tiles.nnb, C))
         dgamma_p = np.empty((tiles.nnb, C))
         _channel_sums(x2, dy2, L, tiles.NB, tiles.CB, tiles.nbg, tiles.count, mean, rstd,
@@ -771,3 +807,29 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     if not has_affine:
         return dx, None, None
     return dx, dgamma.astype(dtype), dbeta.astype(dtype)
+
+
+@implements(norm.norm_stats)
+def norm_stats(x, groups, per_channel, eps):
+    return stats(x, groups, per_channel, eps)
+
+
+@implements(norm.norm_forward)
+def norm_forward(x, mean, rstd, gamma, beta, groups, per_channel):
+    """Computed in the dtype of x as y = (x - mean_hi) * a + b per (n, c) row,
+    with mean_hi the mean rounded to that dtype, the scale a = rstd * gamma[c]
+    and the shift b = beta[c] + (mean_hi - mean) * a."""
+    return forward(x, mean, rstd, gamma, beta, groups, per_channel)
+
+
+@implements(norm.norm_forward_train)
+def norm_forward_train(x, gamma, beta, groups, per_channel, eps):
+    """For row sets (LN, IN, GN) one pass per set computes the statistics and y
+    while the set is in cache."""
+    return forward_train(x, gamma, beta, groups, per_channel, eps)
+
+
+@implements(norm.norm_backward)
+def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=False,
+                  need_dx=True):
+    return backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats, need_dx)

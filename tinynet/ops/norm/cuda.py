@@ -1,31 +1,26 @@
-"""Normalization on the GPU: BatchNorm, LayerNorm, InstanceNorm and GroupNorm
-as one family of kernels parameterized by the set layout.
+"""The normalization ops on the GPU: one family of numba.cuda kernels for
+BatchNorm, LayerNorm, InstanceNorm and GroupNorm, parameterized by the set
+layout.
 
-The ops and the layout of tinynet/ops/norm/__init__.py (which derives the
-math): x is viewed as (N, C, L); ``per_channel=True`` (BatchNorm) makes one
-set per channel c over (n, l), M = N*L members; ``per_channel=False`` (LN,
-IN, GN) one set per (n, g) over the C/G channels of group g and all l,
-M = (C/G)*L members, contiguous in memory. Per set:
-
-    mean = sum(x) / M,  var = sum((x - mean)^2) / M,  rstd = 1 / sqrt(var + eps)
-    y    = (x - mean) * rstd * gamma[c] + beta[c]
-    dx   = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * gamma[c]
-    dgamma[c] = sum over (n, l) of dy * xhat,  dbeta[c] = sum over (n, l) of dy
-
-The kernels, each taking the layout (C, L, M, per_channel) as arguments:
+The ops, the set layout of the (N, C, L) view and the equations are those of
+the contract, tinynet/ops/norm/__init__.py. Per-channel sets (BatchNorm)
+are strided: member m of set c is x[m // L, c, m % L]; row sets (LN, IN,
+GN) are contiguous: member m of set s is element s*M + m (``member``,
+``set_of``). How the kernels compute:
 
 - ``_set_moments`` (the statistics kernel): each set is split into P parts
-  of consecutive members, one block per (set, part), enough blocks to fill
-  the GPU even when there are few sets (BatchNorm has only C). Each thread
-  accumulates shifted sums in float64 over its members (d = x - K, K the
-  part's first member), turns them into its own (count, mean, M2), and the
-  block Chan-merges the threads' triples (tinynet/backends/cuda_reduce.py:
-  warp shuffles on a GPU, shared memory under the simulator).
-  ``_merge_moments`` Chan-merges the P parts of each set and writes mean,
-  var and rstd. Never E[x^2] - E[x]^2. When a set fits one block (P == 1:
-  the row layouts of LN, IN and GN at training sizes) the statistics kernel
-  writes the statistics itself and then y of its set, while the set's rows
-  are still in cache: one launch for the training forward.
+  of consecutive members (``parts``), one block per (set, part), enough
+  blocks to fill the GPU even when there are few sets (BatchNorm has only
+  C). Each thread accumulates shifted sums in float64 over its members
+  (d = x - K, K the part's first member), turns them into its own (count,
+  mean, M2), and the block Chan-merges the threads' triples
+  (tinynet/backends/cuda_reduce.py: warp shuffles on a GPU, shared memory
+  under the simulator). ``_merge_moments`` (``merge_parts``) Chan-merges
+  the P parts of each set and writes mean, var and rstd. When a set fits
+  one block (P == 1: the row layouts of LN, IN and GN at training sizes)
+  the statistics kernel writes the statistics itself and then y of its
+  set, while the set's rows are still in cache: one launch for the
+  training forward.
 - ``_norm_apply``: y, one thread per element (parts, and eval mode).
 - ``_set_sums`` (the backward reduction): for every set of a reduction
   layout, sum(dy * w) and sum(dy * w * xhat), with xhat from the statistics
@@ -40,15 +35,16 @@ The kernels, each taking the layout (C, L, M, per_channel) as arguments:
   walks the N rows, a warp reading consecutive channels, since there are
   many short sets.
 - ``_norm_dx``: dx, one thread per element, from the set sums when not
-  fused, or dx = rstd * dxhat when the statistics are fixed (BatchNorm in
-  eval mode).
+  fused, or from rstd and dxhat alone when the statistics are fixed
+  (BatchNorm in eval mode).
 
 Every per-element kernel writes only its own element; every reduction block
 writes only the partial of its own (set, part), from thread 0, and, fused,
 y or dx of its own set; the merge kernels run one thread per set. Nothing
-depends on the grid size. Papers: BatchNorm https://arxiv.org/abs/1502.03167,
-LayerNorm https://arxiv.org/abs/1607.06450, InstanceNorm
-https://arxiv.org/abs/1607.08022, GroupNorm https://arxiv.org/abs/1803.08494.
+depends on the grid size. ``member``, ``set_of``, ``parts`` and
+``merge_parts`` are public: the GPU lab (kernels/gpu_norm.py) builds its
+variants of the statistics kernel on them. Promoted from the lab,
+kernels/gpu_norm.py.
 """
 import math
 
@@ -57,7 +53,7 @@ from numba import cuda, float64
 
 from ..contract import implements
 from .. import norm
-from . import check_layout
+from . import check_layout, set_shape
 from ...backends import cuda_device as dev
 from ...backends.cuda_device import REDUCE_SHARED
 from ...backends.cuda_reduce import block_moments, block_sum2, chan_merge
@@ -75,8 +71,8 @@ _LAYOUT = "int64, int64, int64, boolean"
 
 
 @cuda.jit(device=True, inline=True)
-def _member(s, m, C, L, M, per_channel):
-    """Flat index of member m of set s."""
+def member(s, m, C, L, M, per_channel):
+    """The flat index in x (N, C, L) of member m of set s (sets of M members)."""
     if per_channel:
         n = m // L
         return (n * C + s) * L + (m - n * L)
@@ -84,8 +80,8 @@ def _member(s, m, C, L, M, per_channel):
 
 
 @cuda.jit(device=True, inline=True)
-def _set_of(e, C, L, M, per_channel):
-    """The set of flat element e."""
+def set_of(e, C, L, M, per_channel):
+    """The set of the element at flat index e of x (N, C, L) (sets of M members)."""
     if per_channel:
         return (e // L) % C
     return e // M
@@ -93,7 +89,8 @@ def _set_of(e, C, L, M, per_channel):
 
 @cuda.jit(device=True, inline=True)
 def _y_value(xe, mean, rstd, gamma, beta, has_gamma, has_beta, c):
-    """y = (x - mean) * rstd * gamma[c] + beta[c] of one element, in float64."""
+    """y of one element in float64, from its set's mean and rstd and, when present,
+    gamma[c] and beta[c] of its channel."""
     v = (float64(xe) - mean) * rstd
     if has_gamma:
         v = v * gamma[c]
@@ -104,9 +101,9 @@ def _y_value(xe, mean, rstd, gamma, beta, has_gamma, has_beta, c):
 
 @cuda.jit(device=True, inline=True)
 def _dx_value(xe, dye, mean, rstd, w, sum_a, sum_b, M, weighted):
-    """dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w, of one
-    element, from its set's sums: of dxhat and dxhat * xhat when ``weighted``, else of dy and
-    dy * xhat (per-channel sets, whose w is one gamma[c])."""
+    """dx of one element in float64, dxhat = dy * w, from its set's two sums: of dxhat and
+    dxhat * xhat when ``weighted``, else of dy and dy * xhat (per-channel sets, whose w is
+    one gamma[c]), which then are scaled by w."""
     xhat = (float64(xe) - mean) * rstd
     ma = sum_a / M
     mb = sum_b / M
@@ -133,12 +130,12 @@ def _set_moments(x, C, L, M, per_channel, P, chunk, part_n, part_mean, part_m2, 
         s = task // P
         m0 = (task - s * P) * chunk
         m1 = min(M, m0 + chunk)
-        shift = float64(x[_member(s, m0, C, L, M, per_channel)])
+        shift = float64(x[member(s, m0, C, L, M, per_channel)])
         cnt = float64(0.0)
         s1 = float64(0.0)
         s2 = float64(0.0)
         for m in range(m0 + cuda.threadIdx.x, m1, cuda.blockDim.x):
-            d = float64(x[_member(s, m, C, L, M, per_channel)]) - shift
+            d = float64(x[member(s, m, C, L, M, per_channel)]) - shift
             cnt += 1.0
             s1 += d
             s2 += d * d
@@ -161,7 +158,7 @@ def _set_moments(x, C, L, M, per_channel, P, chunk, part_n, part_mean, part_m2, 
                 var[s] = m2 / cnt
                 rstd[s] = r
             for m in range(cuda.threadIdx.x, M, cuda.blockDim.x):
-                e = _member(s, m, C, L, M, per_channel)
+                e = member(s, m, C, L, M, per_channel)
                 y[e] = _y_value(x[e], mu, r, gamma, beta, has_gamma, has_beta, (e // L) % C)
 
 
@@ -185,7 +182,7 @@ def _merge_moments(part_n, part_mean, part_m2, P, eps, mean, var, rstd):
 def _norm_apply(x, mean, rstd, gamma, beta, has_gamma, has_beta, C, L, M, per_channel, y):
     # Parallel axis: the flat element; each thread writes only its own y.
     for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        s = _set_of(e, C, L, M, per_channel)
+        s = set_of(e, C, L, M, per_channel)
         y[e] = _y_value(x[e], mean[s], rstd[s], gamma, beta, has_gamma, has_beta, (e // L) % C)
 
 
@@ -208,8 +205,8 @@ def _set_sums(x, dy, mean, rstd, gamma, has_gamma, weight_sums, C, L, M_red, red
         a = float64(0.0)
         b = float64(0.0)
         for m in range(m0 + cuda.threadIdx.x, m1, cuda.blockDim.x):
-            e = _member(s, m, C, L, M_red, red_per_channel)
-            st = _set_of(e, C, L, M, per_channel)
+            e = member(s, m, C, L, M_red, red_per_channel)
+            st = set_of(e, C, L, M, per_channel)
             xhat = (float64(x[e]) - mean[st]) * rstd[st]
             g = float64(dy[e])
             if has_gamma and weight_sums:
@@ -224,7 +221,7 @@ def _set_sums(x, dy, mean, rstd, gamma, has_gamma, weight_sums, C, L, M_red, red
             # P == 1 and the reduction sets are the statistics' sets: dx of the
             # whole set while its rows are in cache.
             for m in range(cuda.threadIdx.x, M, cuda.blockDim.x):
-                e = _member(s, m, C, L, M, per_channel)
+                e = member(s, m, C, L, M, per_channel)
                 w = float64(gamma[(e // L) % C]) if has_gamma else float64(1.0)
                 dx[e] = _dx_value(x[e], dy[e], mean[s], rstd[s], w, a, b, M, weight_sums)
 
@@ -240,7 +237,7 @@ def _column_sums(x, dy, mean, rstd, C, M, per_channel, a, b):
         sb = float64(0.0)
         for n in range(N):
             e = n * C + c
-            st = _set_of(e, C, 1, M, per_channel)
+            st = set_of(e, C, 1, M, per_channel)
             g = float64(dy[e])
             sa += g
             sb += g * (float64(x[e]) - mean[st]) * rstd[st]
@@ -267,7 +264,7 @@ def _norm_dx(x, dy, mean, rstd, gamma, has_gamma, sum_a, sum_b, weighted, fixed_
              per_channel, dx):
     # Parallel axis: the flat element; each thread writes only its own dx.
     for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        s = _set_of(e, C, L, M, per_channel)
+        s = set_of(e, C, L, M, per_channel)
         w = float64(gamma[(e // L) % C]) if has_gamma else float64(1.0)
         if fixed_stats:
             dx[e] = rstd[s] * float64(dy[e]) * w
@@ -278,13 +275,14 @@ def _norm_dx(x, dy, mean, rstd, gamma, has_gamma, sum_a, sum_b, weighted, fixed_
 def _layout(x, groups, per_channel):
     """(N, C, L, S, M) of the (N, C, L) view and its sets."""
     N, C, L = x.shape
-    if per_channel:
-        return N, C, L, C, N * L
-    return N, C, L, N * groups, (C // groups) * L
+    return (N, C, L) + set_shape(x.shape, groups, per_channel)
 
 
-def _parts(S, M):
-    """(P, chunk): each set split into P parts of ``chunk`` consecutive members."""
+def parts(S, M):
+    """(P, chunk): each of S sets of M members split into P parts of ``chunk``
+    consecutive members, the last one possibly shorter. P is at most
+    TARGET_BLOCKS // S (and at least 1), and small enough that a part keeps
+    about MIN_PER_THREAD members for each thread of a reduction block."""
     P = max(1, min(TARGET_BLOCKS // S, -(-M // (dev.BLOCK_REDUCE * MIN_PER_THREAD))))
     chunk = -(-M // P)
     return -(-M // chunk), chunk
@@ -304,7 +302,7 @@ def _stats(x, groups, per_channel, eps, gamma=None, beta=None, y=None):
     (mean, var, rstd, whether y was written): y is written by the statistics
     kernel itself when each set fits one block (P == 1)."""
     N, C, L, S, M = _layout(x, groups, per_channel)
-    P, chunk = _parts(S, M)
+    P, chunk = parts(S, M)
     fuse_y = y is not None and P == 1
     g, has_gamma = _vector_arg(gamma, x)
     b, has_beta = _vector_arg(beta, x)
@@ -317,9 +315,16 @@ def _stats(x, groups, per_channel, eps, gamma=None, beta=None, y=None):
                                        part_n, part_mean, part_m2, fuse_y, g, b, has_gamma,
                                        has_beta, float(eps), mean, var, rstd, out)
     if not fuse_y:
-        _merge_moments[dev.grid_1d(S)](part_n, part_mean, part_m2, P, float(eps), mean, var,
-                                       rstd)
+        merge_parts(part_n, part_mean, part_m2, P, eps, mean, var, rstd)
     return mean, var, rstd, fuse_y
+
+
+def merge_parts(part_n, part_mean, part_m2, P, eps, mean, var, rstd):
+    """mean, var and rstd (float64 (S,) device arrays, written) of every set from
+    the count, mean and M2 of its P parts (float64 (S*P,), part p of set s at
+    s*P + p), by Chan's merge."""
+    _merge_moments[dev.grid_1d(mean.size)](part_n, part_mean, part_m2, P, float(eps), mean, var,
+                                           rstd)
 
 
 def _apply(x, mean, rstd, gamma, beta, groups, per_channel, y=None):
@@ -343,7 +348,7 @@ def _sums(x, dy, mean, rstd, gamma, weight_sums, groups, per_channel, red_per_ch
         _column_sums[dev.grid_1d(C)](x.reshape(-1), dy.reshape(-1), mean, rstd, C, M,
                                      per_channel, a, b)
         return a, b, False
-    P, chunk = _parts(S_red, M_red)
+    P, chunk = parts(S_red, M_red)
     fuse_dx = dx is not None and P == 1
     g, has_gamma = _vector_arg(gamma, x)
     a, b = dev.empty((S_red,), np.float64), dev.empty((S_red,), np.float64)

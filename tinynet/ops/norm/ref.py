@@ -1,12 +1,16 @@
-"""norm: the NumPy reference of tinynet.ops.norm.
+"""The NumPy reference of the normalization ops (tinynet/ops/norm/__init__.py).
 
-The math, the shapes and the argument checks are in the contract
-(tinynet/ops/norm/__init__.py); this module computes them as written there.
+How it computes: in float64 throughout, on an (S, M) view of x with one set
+per row (a transposed copy for per-channel sets), reducing along the rows:
+the statistics in two passes (the mean, then the mean of the squared
+deviations from it), the backward's two set means of dxhat and dxhat * xhat
+from xhat recomputed from x. y, dx, dgamma and dbeta are cast back to the
+dtype of x; the statistics stay float64.
 """
 import numpy as np
-from ..contract import check_float, check_same_shape, check_shape, op
-from ..contract import implements
+
 from .. import norm
+from ..contract import implements
 
 __all__ = ["norm_stats", "norm_forward", "norm_forward_train", "norm_backward"]
 
@@ -68,7 +72,7 @@ def norm_backward(x, dy, mean, rstd, gamma, groups, per_channel, fixed_stats=Fal
     dy = dy.astype(np.float64)
     dxhat = dy if gamma is None else dy * gamma[None, :, None]
 
-    # Per set: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+    # dx of every set from its two means, of dxhat and of dxhat * xhat.
     dx = None
     if need_dx:
         dxhat_s = _to_sets(dxhat, groups, per_channel)
