@@ -142,6 +142,20 @@ def test_the_lab_imports_no_private_production_name():
     assert found == [], f"the lab uses production's private names: {found}"
 
 
+def test_the_lab_reads_no_private_production_attribute():
+    """No ``module._name`` where ``module`` is a tinynet module the lab imported."""
+    found = []
+    for name, path in _modules(os.path.join(REPO, "kernels"), "kernels").items():
+        tree = ast.parse(open(path).read(), path)
+        aliases = _tinynet_aliases(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                found.append(f"{name}: {node.value.id}.{node.attr}")
+    assert found == [], f"the lab reads production's private names: {found}"
+
+
 def test_the_lab_patches_no_production_name():
     """No ``setattr(<tinynet module>, ...)``/``monkeypatch`` of production in kernels/."""
     for name, path in _modules(os.path.join(REPO, "kernels"), "kernels").items():
