@@ -37,8 +37,8 @@ import tinynet.process
 # a lab variant that runs before any tinynet op loads the cpu backend.
 tinynet.process.apply()
 
-__all__ = ["child_env", "median_time", "race", "copy_bandwidth", "try_torch", "Row", "print_rows",
-           "lab_main", "tensor_bytes",
+__all__ = ["child_env", "median_time", "race", "torch_layer_seconds", "copy_bandwidth",
+           "try_torch", "Row", "print_rows", "lab_main", "tensor_bytes",
            "GpuRow", "event_time", "torch_time", "device_copy_bandwidth", "torch_cuda",
            "format_gpu_rows", "print_gpu_rows", "assert_close", "sync", "small_blocks"]
 
@@ -78,6 +78,19 @@ def race(fns, rounds=5, repeat=15):
         for name, fn in fns.items():
             times[name].append(median_time(fn, repeat=repeat))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def torch_layer_seconds(torch, module, x, dy, input_grad=True, repeat=21):
+    """Median seconds of a torch module's forward + backward(dy) on x (float32 numpy
+    arrays), the module's grads cleared each time; ``input_grad`` asks for dx too."""
+    xt = torch.from_numpy(x).requires_grad_(input_grad)
+    dyt = torch.from_numpy(dy)
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        xt.grad = None
+        module(xt).backward(dyt)
+    return median_time(step, repeat=repeat)
 
 
 def _parallel_copy(src, dst):

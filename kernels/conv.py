@@ -44,7 +44,7 @@ from tinynet.backends.cpu_jit import njit_kernel
 from tinynet.ops.conv import conv2d_output_size
 from tinynet.ops.conv import cpu as cpu_conv
 from tinynet.ops.conv.cases import CASES, ConvCase
-from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
+from kernels.common import Row, lab_main, median_time, tensor_bytes, torch_layer_seconds, try_torch
 
 BATCH = 64
 LAYERS = (("1->32 28x28", 1, 32, 28), ("32->64 14x14", 32, 64, 14))
@@ -527,14 +527,7 @@ def check():
 def _torch_seconds(torch, x, W, dy, need_dx):
     """torch.nn.Conv2d forward + backward(dy), 3x3 padding 1."""
     conv = torch.nn.Conv2d(W.shape[1], W.shape[0], 3, padding=1)
-    xt = torch.from_numpy(x).requires_grad_(need_dx)
-    dyt = torch.from_numpy(dy)
-
-    def step():
-        conv.zero_grad(set_to_none=True)
-        xt.grad = None
-        conv(xt).backward(dyt)
-    return median_time(step, repeat=21)
+    return torch_layer_seconds(torch, conv, x, dy, input_grad=need_dx, repeat=21)
 
 
 def _inputs(C, F, H):

@@ -48,7 +48,7 @@ from tinynet.backends.cpu_jit import njit_kernel
 from tinynet.ops.dense.cases import CASES
 from tinynet.ops.dense.cpu import add_bias, bias_grad
 from tinynet.threads import single_threaded_kernel_blas
-from kernels.common import Row, lab_main, median_time, tensor_bytes, try_torch
+from kernels.common import Row, lab_main, median_time, tensor_bytes, torch_layer_seconds, try_torch
 
 BATCH = 64
 SHAPES = ((3136, 128), (128, 10))
@@ -155,15 +155,9 @@ def check():
 
 
 def _torch_seconds(torch, x, W, dy):
+    """torch.nn.Linear forward + backward(dy)."""
     linear = torch.nn.Linear(W.shape[1], W.shape[0])
-    xt = torch.from_numpy(x).requires_grad_(True)
-    dyt = torch.from_numpy(dy)
-
-    def step():
-        linear.zero_grad(set_to_none=True)
-        xt.grad = None
-        linear(xt).backward(dyt)
-    return median_time(step, repeat=51)
+    return torch_layer_seconds(torch, linear, x, dy, repeat=51)
 
 
 def bench():
