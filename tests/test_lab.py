@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-from cudasim import requires_cuda
+from cudasim import SIMULATOR, requires_cuda
 
 CPU_LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
 GPU_LABS = ("gpu_norm", "gpu_gemm", "gpu_launch")
@@ -25,6 +25,9 @@ def test_lab_check_passes(lab, capsys):
 
 @pytest.mark.cuda
 @requires_cuda
+@pytest.mark.skipif(SIMULATOR, reason="one training step of the full-size CNN takes about 3 "
+                    "minutes under the simulator; tests/test_cuda_model.py runs whole steps "
+                    "of a small one there")
 def test_gpu_step_check_passes(capsys):
     from kernels import step
     step.main(["--device", "cuda", "--check"])

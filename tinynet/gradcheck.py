@@ -19,6 +19,7 @@ import copy
 
 import numpy as np
 
+from .layers.base import Layer
 from .parameter import Parameter
 
 
@@ -63,15 +64,16 @@ class GradcheckResult:
 def _sublayers(layer):
     """The layer and, for containers, every layer inside it."""
     out = [layer]
-    for sub in getattr(layer, "layers", ()):
+    for _, sub in layer.children():
         out.extend(_sublayers(sub))
     return out
 
 
 def _snapshot(layer):
-    """Copy every non-parameter attribute (buffers, dropout step, ...)."""
+    """Copy every attribute that is not a parameter or a sub-layer (buffers, dropout
+    step, ...); the sub-layers are snapshot themselves."""
     return [(l, {k: copy.deepcopy(v) for k, v in vars(l).items()
-                 if k != "_cache" and not isinstance(v, (Parameter, list))})
+                 if k != "_cache" and not isinstance(v, (Parameter, list, Layer))})
             for l in _sublayers(layer)]
 
 

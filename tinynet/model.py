@@ -37,6 +37,10 @@ class Sequential(Layer):
                                 f"got {type(layer).__name__}")
         self.layers = list(layers)
 
+    def children(self):
+        """The layers as ``(key, layer)``, keys "0", "1", ... as in torch."""
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
     def __getitem__(self, i):
         return self.layers[i]
 

@@ -1,7 +1,8 @@
 """Loading a state dict into layers: every key and shape checked before anything is written.
 
-Shared by ``Layer.load_state_dict`` and ``Sequential.load_state_dict``; it
-knows a container only as a layer with a ``layers`` list (keys ``"<i>.*"``).
+Shared by ``Layer.load_state_dict`` and the containers; it knows a container
+only as a layer whose ``children()`` lists ``(key, layer)``, whose state is
+under ``"<key>.*"``.
 """
 import numpy as np
 
@@ -13,10 +14,11 @@ __all__ = ["layer_slots", "as_array", "check_and_load"]
 
 def layer_slots(layer, prefix=""):
     """(key, owner, attribute) for each parameter and buffer, in state_dict order."""
-    if hasattr(layer, "layers"):  # a container: its layers in order, keys "<i>.*"
+    children = layer.children()
+    if children:  # a container: each child's slots under "<key>."
         out = []
-        for i, sub in enumerate(layer.layers):
-            out.extend(layer_slots(sub, f"{prefix}{i}."))
+        for key, sub in children:
+            out.extend(layer_slots(sub, f"{prefix}{key}."))
         return out
     out = [(prefix + n, layer, n) for n in layer.param_names if getattr(layer, n) is not None]
     out += [(prefix + n, layer, n) for n in layer.buffer_names if getattr(layer, n) is not None]

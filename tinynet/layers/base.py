@@ -56,6 +56,10 @@ class Layer:
         return get_backend()
 
     # -- parameters and buffers -------------------------------------------
+    def children(self):
+        """List of ``(key, layer)`` of the layers this one holds (containers); [] here."""
+        return []
+
     def named_parameters(self, prefix=""):
         """List of ``(name, Parameter)`` in state_dict order (weight before bias)."""
         out = []
