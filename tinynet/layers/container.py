@@ -198,8 +198,8 @@ class Concat(Container):
                 raise ValueError(f"Concat: branch 0's output {tuple(first)} and branch {k}'s "
                                  f"output {tuple(y.shape)} cannot be joined along axis "
                                  f"{self.axis}")
-        xp = self.ops.array_module()
-        y = xp.concatenate(ys, axis=axis)
+        backend = self.ops
+        y = backend.asarray(backend.array_module().concatenate(ys, axis=axis))
         self._cache = (axis, [t.shape[axis] for t in ys], y.shape)
         return y
 
@@ -207,12 +207,11 @@ class Concat(Container):
         """Each branch's backward on its slice of dy; dx is the sum of their dx."""
         self._check_dy_shape(dy, self._cache[2] if self._cache else ())
         axis, sizes, _ = self._cache
-        xp = self.ops.array_module()
         dx, start = None, 0
         for branch, size in zip(self.branches, sizes):
             index = (slice(None),) * axis + (slice(start, start + size),)
             start += size
-            g = branch.backward(xp.ascontiguousarray(dy[index]))
+            g = branch.backward(self.ops.asarray(dy[index]))  # C-contiguous, on the device
             if g is None:
                 continue
             dx = g if dx is None else self._add(dx, g, dy)  # the fan-out sum
