@@ -32,11 +32,6 @@ import numba
 
 import tinynet.process
 
-# The lab times tinynet as a training script runs it: with tinynet's process
-# settings (tinynet/process.py) in place before the first kernel, which may be
-# a lab variant that runs before any tinynet op loads the cpu backend.
-tinynet.process.apply()
-
 __all__ = ["child_env", "median_time", "race", "torch_layer_seconds", "copy_bandwidth",
            "try_torch", "Row", "print_rows", "lab_main", "tensor_bytes",
            "GpuRow", "event_time", "torch_time", "device_copy_bandwidth", "torch_cuda",
@@ -215,6 +210,10 @@ def lab_main(name, check, bench, argv=None, device="cpu"):
     args = parser.parse_args(argv)
     if not (args.check or args.bench):
         args.check = args.bench = True
+    # The lab times tinynet as a training script runs it: with tinynet's process
+    # settings (tinynet/process.py) in place before the first kernel, which may
+    # be a lab variant that runs before any tinynet op loads the cpu backend.
+    tinynet.process.apply()
     gpu = device == "cuda"
     if gpu:
         from tinynet.backends import cuda

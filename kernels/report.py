@@ -49,6 +49,7 @@ import sys
 import time
 
 import numba
+import tinynet.process
 
 from kernels import ptx
 from kernels.common import (copy_bandwidth, device_copy_bandwidth, format_gpu_rows,
@@ -255,6 +256,7 @@ def main(argv=None):
     parser.add_argument("--ptx-only", action="store_true",
                         help="with --device cuda: only the PTX/SASS table (no GPU needed)")
     args = parser.parse_args(argv)
+    tinynet.process.apply()  # the settings a training script's first cpu op makes
     if args.device == "cuda":
         return gpu_main(args)
     load_start = os.getloadavg()[0]

@@ -87,3 +87,11 @@ def test_instep_settings_name_their_environment():
     for name, (env, torch_first) in instep.SETTINGS.items():
         assert torch_first == name.startswith("torch first"), name
         assert all(isinstance(v, str) for v in env.values()), name
+
+
+def test_compare_times_both_checkouts_and_gives_the_ratio(capsys):
+    from kernels.system import compare
+    table = compare.main([REPO, REPO, "--rounds", "1"])
+    assert "Adam 2^20" in table and "Dense(3136, 128) batch 64" in table
+    assert all(a > 0 and b > 0 for a, b in table.values())
+    assert "B / A" in capsys.readouterr().out
