@@ -34,6 +34,7 @@ slots, at least ``BLOCK_REDUCE``).
 from numba import cuda, float64
 
 from . import cuda_device as _dev
+from .cuda_device import REDUCE_SHARED
 
 __all__ = ["block_sum", "block_sum2", "block_moments", "chan_merge", "channel_sums",
            "add_channel_bias"]
@@ -194,7 +195,7 @@ def _add_channel_bias(y, b, C, L):
 @_dev.kernel("void({f}[::1], int64, int64, int64, {f}[::1])")
 def _channel_sums(a, N, C, L, out):
     """out[c] = sum over (n, l) of a[n, c, l], in float64, for a viewed flat as (N, C, L)."""
-    sh = cuda.shared.array(_dev.REDUCE_SHARED, float64)
+    sh = cuda.shared.array(REDUCE_SHARED, float64)
     M = N * L
     # Parallel axis: channels, one block each (grid-stride); the block's threads
     # split the (n, l) members and only thread 0 writes out[c].
