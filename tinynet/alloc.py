@@ -5,8 +5,8 @@ output and dx, 1 to 6 MB for the reference CNN at batch 64). With glibc's
 defaults an array this large comes from a fresh ``mmap`` and goes back to
 the kernel on free (or the heap top is trimmed), so every step's first
 write to it pays one page fault per 4 KB page, inside the layer that
-writes it. ``configure_allocator()`` sets, once, at import of the cpu
-backend, through ``mallopt``:
+writes it. ``configure_allocator()`` sets, once, when the cpu backend first
+loads (``tinynet.process.apply()``), through ``mallopt``:
 
 - ``M_MMAP_THRESHOLD`` = MMAP_THRESHOLD: arrays below it come from the heap;
 - ``M_TRIM_THRESHOLD`` = TRIM_THRESHOLD and ``M_TOP_PAD`` = TOP_PAD: freed

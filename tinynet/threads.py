@@ -44,7 +44,9 @@ first, ..."); without it the workqueue layer's launch cost slows the small
 kernels (1.3 to 2.3x for the ReLU and Dropout on (64, 128)).
 
 ``configure_threading()`` sets that default, each part only when the user has
-not set it (``import tinynet`` calls it). What is effective, and when:
+not set it; ``tinynet.process.apply()`` calls it when the cpu backend first
+loads or at ``tn.set_num_threads`` (importing tinynet does not). What is
+effective, and when:
 
 - ``NUMBA_THREADING_LAYER`` / ``NUMBA_THREADING_LAYER_PRIORITY``: read when
   numba launches its pool, at the first parallel kernel (or the first
@@ -53,8 +55,8 @@ not set it (``import tinynet`` calls it). What is effective, and when:
 - ``OMP_WAIT_POLICY``: read by libgomp when it is loaded, which numba does
   when it launches the omp layer, so setting it from Python works until then.
   It is an environment variable: OpenMP runtimes loaded later in the same
-  process (e.g. torch's own libgomp, if torch is imported after tinynet) and
-  child processes read it too. Set ``OMP_WAIT_POLICY`` yourself, or import
+  process (e.g. torch's own libgomp, if torch is imported after tinynet's
+  first cpu op) and child processes read it too. Set ``OMP_WAIT_POLICY`` yourself, or import
   torch first, to keep their spinning default.
 - ``OPENBLAS_NUM_THREADS``: read when OpenBLAS is loaded, i.e. at
   ``import numpy``; setting it later has no effect. ``set_num_threads`` sets
