@@ -16,12 +16,17 @@ import numpy as np
 
 from .backends import move
 from .layers.base import Layer
+from .layers.container import Container
 from .serialization import read_tensors, write_tensors
 from .state import check_and_load
 
 
-class Sequential(Layer):
+class Sequential(Container):
     """A chain of layers: ``Sequential(Dense(784, 128), ReLU(), Dense(128, 10))``.
+
+    A Container (tinynet/layers/container.py) whose children are the layers,
+    keys "0", "1", ...; only the first layer sees x, so only it follows
+    ``requires_input_grad``.
 
     Parameters
     ----------
@@ -76,30 +81,6 @@ class Sequential(Layer):
             if dy is None:
                 break
         return dy
-
-    def named_parameters(self, prefix=""):
-        out = []
-        for i, layer in enumerate(self.layers):
-            out.extend(layer.named_parameters(f"{prefix}{i}."))
-        return out
-
-    def named_buffers(self, prefix=""):
-        out = []
-        for i, layer in enumerate(self.layers):
-            out.extend(layer.named_buffers(f"{prefix}{i}."))
-        return out
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        for layer in self.layers:
-            layer.train(mode)
-        return self
-
-    def to(self, target):
-        """Move every layer to a device ("cuda", "cpu") or cast it to a dtype. Returns self."""
-        for layer in self.layers:
-            layer.to(target)
-        return self
 
     def state_dict(self, prefix=""):
         """Dict of torch-style keys ("0.weight", "1.running_mean") to numpy copies,

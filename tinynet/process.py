@@ -31,6 +31,8 @@ The details and the full measurements are in ``tinynet.threads`` (the
 threading layer and the wait policy) and ``tinynet.alloc`` (the allocator).
 ``APPLIED`` records what was set in this process.
 """
+import functools
+
 from . import alloc, threads
 
 __all__ = ["apply", "APPLIED", "set_num_threads", "get_num_threads"]
@@ -57,20 +59,15 @@ def apply():
     return APPLIED
 
 
+# tn.set_num_threads / tn.get_num_threads: tinynet.threads' functions after
+# apply(), since numba's pool starts there at the latest (their docstrings).
+@functools.wraps(threads.set_num_threads)
 def set_num_threads(n):
-    """``tinynet.threads.set_num_threads(n)`` after ``apply()``: numba's pool starts
-    here at the latest, so tinynet's settings must be in place first."""
     apply()
     threads.set_num_threads(n)
 
 
-set_num_threads.__doc__ = threads.set_num_threads.__doc__
-
-
+@functools.wraps(threads.get_num_threads)
 def get_num_threads():
-    """``tinynet.threads.get_num_threads()`` after ``apply()`` (it may start numba's pool)."""
     apply()
     return threads.get_num_threads()
-
-
-get_num_threads.__doc__ = threads.get_num_threads.__doc__
