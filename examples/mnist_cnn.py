@@ -7,7 +7,7 @@ import argparse
 import time
 
 import tinynet as tn
-from tinynet.cli import build_cnn
+from tinynet.zoo import build_cnn
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=2)

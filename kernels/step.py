@@ -1,6 +1,6 @@
 """The whole training step of the reference CNN, tinynet against torch.
 
-The reference CNN (tinynet.cli.build_cnn) at batch 64, float32:
+The reference CNN (tinynet.zoo.build_cnn) at batch 64, float32:
 conv32-norm-relu-pool, conv64-norm-relu-pool, dense128-relu, dropout, dense10,
 for each of the four normalizations. One step is the same explicit loop in
 both frameworks: forward, softmax cross-entropy, zero_grad, backward, Adam
@@ -64,7 +64,7 @@ def tinynet_step(norm, x, y, device="cpu"):
     """A closure running one tinynet training step on (x, y) on ``device``
     (it returns the loss), and the model."""
     import tinynet as tn
-    from tinynet.cli import build_cnn
+    from tinynet.zoo import build_cnn
     tn.init.seed(0)
     model = build_cnn(norm).to(device)
     loss_fn = tn.SoftmaxCrossEntropy()
@@ -279,7 +279,7 @@ def gpu_check():
 def _mnist_epoch():
     """Seconds of one MNIST epoch at batch 64 on the cuda backend, or None without the data."""
     import tinynet as tn
-    from tinynet.cli import build_cnn
+    from tinynet.zoo import build_cnn
     try:
         images, labels = tn.data.load_mnist("train", download=False)
     except (OSError, RuntimeError, ValueError):

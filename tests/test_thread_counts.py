@@ -17,7 +17,7 @@ SCRIPT = r"""
 import sys
 import numpy as np
 import tinynet as tn
-from tinynet.cli import build_cnn
+from tinynet.zoo import build_cnn
 
 def run():
     out = {}

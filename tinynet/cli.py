@@ -20,67 +20,15 @@ import time
 import numpy as np
 
 from . import backends, data, init, losses, optim
-from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GELU, GlobalAvgPool2D,
-                     GroupNorm, InstanceNorm, LayerNorm, LeakyReLU, MaxPool2D, AvgPool2D,
+from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GELU,
+                     GlobalAvgPool2D, GroupNorm, InstanceNorm, LayerNorm, LeakyReLU, MaxPool2D,
                      ReLU, Sigmoid, Softmax, Tanh)
-from .model import Sequential
 from .serialization import atomic_write, remove_stale_temps
+from .zoo import NORMS, build_cnn, build_mlp
 
-NORMS = ("batch", "layer", "instance", "group", "none")
 # the files `tinynet train` writes into its --out directory, each atomically
 RUN_FILES = ("config.json", "checkpoint.safetensors", "checkpoint.npz", "history.json",
              "curves.png")
-
-
-def _norm_2d(kind, channels, spatial):
-    """A normalization for (N, channels, H, W) feature maps, or None."""
-    if kind == "batch":
-        return BatchNorm(channels)
-    if kind == "layer":
-        return LayerNorm((channels,) + spatial)
-    if kind == "instance":
-        return InstanceNorm(channels)
-    if kind == "group":
-        return GroupNorm(8, channels)
-    return None
-
-
-def _norm_1d(kind, features):
-    """A normalization for (N, features) activations, or None."""
-    if kind == "batch":
-        return BatchNorm(features)
-    if kind == "layer":
-        return LayerNorm(features)
-    if kind == "group":
-        return GroupNorm(8, features)
-    return None  # instance norm has no meaning for a feature vector
-
-
-def build_cnn(norm="batch", num_classes=10, dropout=0.5):
-    """The reference CNN for 1x28x28 images.
-
-    conv32-norm-relu-pool, conv64-norm-relu-pool, dense128-relu, dropout, dense10.
-    Shapes: (N, 1, 28, 28) -> (N, 32, 14, 14) -> (N, 64, 7, 7) -> (N, 128) -> (N, 10).
-    """
-    layers = [Conv2D(1, 32, 3, padding=1), _norm_2d(norm, 32, (28, 28)), ReLU(), MaxPool2D(2),
-              Conv2D(32, 64, 3, padding=1), _norm_2d(norm, 64, (14, 14)), ReLU(), MaxPool2D(2),
-              Flatten(), Dense(64 * 7 * 7, 128), ReLU(), Dropout(dropout), Dense(128, num_classes)]
-    model = Sequential(*[layer for layer in layers if layer is not None])
-    model.requires_input_grad = False  # the images need no gradient
-    return model
-
-
-def build_mlp(norm="batch", num_classes=10, hidden=256, dropout=0.2):
-    """An MLP for flattened images: (N, 784) -> 256 -> 256 -> (N, 10)."""
-    layers = []
-    width = 28 * 28
-    for _ in range(2):
-        layers += [Dense(width, hidden), _norm_1d(norm, hidden), ReLU(), Dropout(dropout)]
-        width = hidden
-    layers.append(Dense(width, num_classes))
-    model = Sequential(*[layer for layer in layers if layer is not None])
-    model.requires_input_grad = False
-    return model
 
 
 def _load_dataset(name, data_dir):
@@ -209,8 +157,8 @@ def _resolve_run(target):
     or in config.json beside it) or a model file from ``model.save`` with a
     config.json beside it.
     """
-    from .train import read_checkpoint
     from .serialization import read_tensors
+    from .train import read_checkpoint
     if os.path.isdir(target):
         candidates = [os.path.join(target, f"checkpoint{ext}") for ext in (".safetensors", ".npz")]
         found = [c for c in candidates if os.path.isfile(c)]
@@ -248,7 +196,7 @@ def _conv_feature_maps(model, x):
     device. Returns a list of host (C_l, H_l, W_l) arrays and a list of the
     blocks' layer names.
     """
-    from .layers import (BatchNorm, GroupNorm, InstanceNorm, LayerNorm, LeakyReLU, GELU)
+    from .layers import GELU, BatchNorm, GroupNorm, InstanceNorm, LayerNorm, LeakyReLU
     pointwise = (BatchNorm, GroupNorm, InstanceNorm, LayerNorm, ReLU, LeakyReLU, GELU,
                  Sigmoid, Tanh)
     maps, names = [], []
@@ -268,7 +216,12 @@ def _conv_feature_maps(model, x):
 
 
 def cmd_eval(args):
-    from .plots import plot_confusion, plot_feature_maps, plot_filters, plot_misclassified
+    from .plots import (
+        plot_confusion,
+        plot_feature_maps,
+        plot_filters,
+        plot_misclassified,
+    )
     from .train import _EvalMode, load_checkpoint, predict, tta_views
     if args.backend != "auto":
         backends.set_backend(args.backend)
@@ -395,7 +348,7 @@ def cmd_gradcheck(args):
         factory, shape = cases[name]
         result = gradcheck(factory(), _gradcheck_input(name, shape, rng), tol=args.tol)
         for row in result.rows:
-            print(f"{name:<16}{row['name']:<10}{str(row['shape']):<16}"
+            print(f"{name:<16}{row['name']:<10}{row['shape']!s:<16}"
                   f"{row['max_rel_err']:>12.2e}  {'ok' if row['passed'] else 'FAIL'}")
         failed += not result.passed
     print(f"{len(names) - failed}/{len(names)} layers passed (tol {args.tol:g}, float64, "

@@ -29,12 +29,12 @@ import sys
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .backends import array_module_of, get_backend, to_host
 from .data.device import DeviceLoader
 from .data.loader import DataLoader
 from .losses import count_correct
+from .progress import progress_bar
 from .serialization import (CheckpointError, atomic_write, read_tensors, remove_stale_temps,
                             write_tensors)
 
@@ -86,14 +86,8 @@ class History:
 
 
 def _progress_bar(total, desc, enabled):
-    """A tqdm bar over ``total`` samples on stderr (images/s and ETA).
-
-    Off when ``enabled`` is False, when $CI is set, and when stderr is not a
-    terminal (tqdm's ``disable=None``), so logs stay free of bar redraws.
-    """
-    disable = None if enabled and not os.environ.get("CI") else True
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, file=sys.stderr,
-                disable=disable, leave=False, dynamic_ncols=True)
+    """A bar over ``total`` samples (images/s and ETA); see tinynet.progress."""
+    return progress_bar(total, desc, enabled, unit="img", unit_scale=True)
 
 
 def _floats(values):

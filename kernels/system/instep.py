@@ -8,7 +8,7 @@ This lab shows where. For one normalization it runs, in a new process per
 setting:
 
 - in step: 20 training steps (forward, loss, backward, Adam) of
-  tinynet.cli.build_cnn, with each layer's forward and backward wrapped by a
+  tinynet.zoo.build_cnn, with each layer's forward and backward wrapped by a
   timer; the median over the steps of forward + backward per layer, and of
   the whole step;
 - alone: each layer's forward + backward on the input and upstream gradient
@@ -81,7 +81,7 @@ def child(norm, steps, torch_first):
     from kernels.common import median_time
     from kernels.step import inputs
     import tinynet as tn
-    from tinynet.cli import build_cnn
+    from tinynet.zoo import build_cnn
     x, y = inputs()
     tn.init.seed(0)
     model = build_cnn(norm)

@@ -13,7 +13,7 @@ The cold run also lists the kernels by compile time (numba's compile events,
 self time: a helper's compile is not counted again in its caller's).
 
 Each run is a new ``python`` process that imports tinynet, builds the CNN of
-``tinynet train`` (tinynet.cli.build_cnn, batch norm by default) and runs one
+``tinynet train`` (tinynet.zoo.build_cnn, batch norm by default) and runs one
 forward, backward and Adam step on a batch of 64; the time is the process's
 wall time from start to the end of that step.
 
@@ -33,7 +33,7 @@ t0 = time.perf_counter()
 from kernels.system.latency import CompileTimer
 timer = CompileTimer()
 import tinynet as tn
-from tinynet.cli import build_cnn
+from tinynet.zoo import build_cnn
 t1 = time.perf_counter()
 model = build_cnn({norm!r})
 loss_fn = tn.SoftmaxCrossEntropy()
