@@ -288,6 +288,23 @@ def public(result):
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
+def mean_curves(curves):
+    """The mean over runs of curves that may end early (a diverged run stops).
+
+    Parameters
+    ----------
+    curves : list of sequences, each of shape (T_i, ...)
+        One per run; the trailing shape is the same for all.
+
+    Returns
+    -------
+    list
+        Shape (T, ...), T = min(T_i): the mean where every run has a value.
+    """
+    n = min(len(c) for c in curves)
+    return np.mean([np.asarray(c, dtype=float)[:n] for c in curves], axis=0).tolist()
+
+
 def run_train(config):
     """``train_run`` as a grid function: the stored (JSON) part of its result."""
     return public(train_run(config))

@@ -7,34 +7,52 @@ seeds everything it draws from the config. Its result is stored as
     OUT/<key>.json = {"key": key, "config": config, "result": result, "seconds": s}
 
 where ``key = config_key(config)``, a SHA-256 of the whole config in
-canonical JSON. Files are written atomically (a temp file, then a rename)
-by the process that drives the study, never by a worker, so a worker on
-another machine needs no shared disk. A rerun loads the keys whose files
-parse and hold the same config, and runs only the others: an interrupted
-study resumes where it stopped, and a corrupt or partial file is redone.
+canonical JSON. Files are written by ``tinynet.serialization.atomic_write``
+(a temp file beside the target, fsynced, then renamed over it) by the
+process that drives the study, never by a worker, so a worker on another
+machine needs no shared disk. A rerun deletes the temp files a killed
+driver left, loads the keys whose files parse and hold the same config, and
+runs only the others: an interrupted study resumes where it stopped, and a
+corrupt or partial file is redone.
 
 Where the runs go is the executor's business, not the experiment's:
 
 - ``workers=N`` (default 1): N local processes from the ``spawn`` context
   (GNU OpenMP is not fork-safe), each with ``numba_threads`` numba and BLAS
   threads (default 1): NUMBA_NUM_THREADS and the BLAS variables are set in
-  the children's environment before they import numba.
+  the children's environment before they import numba. The workers die
+  with the driver: on Linux the kernel sends them SIGKILL when it exits
+  (prctl PR_SET_PDEATHSIG), elsewhere a thread in each worker polls its
+  parent pid every second, so a killed driver leaves no workers behind.
 - ``scheduler="tcp://HOST:PORT"``: the runs are Dask futures on that
   distributed cluster (``pip install "tinynet[cluster]"``). Dask reruns a
-  task whose worker died, so a killed worker costs time, not results.
+  task whose worker died, so a killed worker costs time, not results. A
+  scheduler that does not answer within ``CONNECT_TIMEOUT`` seconds is a
+  RuntimeError.
 
-A tqdm progress bar shows the runs done, running and left, and the time left.
+A progress bar (tinynet.progress.progress_bar: off under $CI and when stderr
+is not a terminal) shows the runs done, running and left, and the time left.
 """
 import contextlib
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
-import tempfile
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-__all__ = ["config_key", "result_path", "load_result", "run_grid"]
+from ..progress import progress_bar
+from ..serialization import atomic_write, remove_stale_temps
+
+__all__ = ["config_key", "result_path", "load_result", "run_grid", "CONNECT_TIMEOUT"]
+
+# Seconds to wait for a Dask scheduler to answer.
+CONNECT_TIMEOUT = 5
+# prctl's option that sets the signal a process gets when its parent exits (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 _THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS")
@@ -64,19 +82,6 @@ def load_result(out_dir, config):
     return record
 
 
-def _write_atomic(path, text):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _timed(fn, config, threads):
     """Run ``fn(config)`` with ``threads`` threads; return (result, seconds). Runs in the worker.
 
@@ -95,6 +100,37 @@ def _init_worker(threads):
     tinynet.set_num_threads(threads)
 
 
+def _init_local_worker(threads, driver):
+    """A local worker's start-up: die with the driver (pid ``driver``), then ``_init_worker``."""
+    _die_with_parent(driver)
+    _init_worker(threads)
+
+
+def _die_with_parent(driver):
+    """End this process when its parent, the process ``driver``, exits.
+
+    On Linux the kernel sends SIGKILL to this process when its parent exits
+    (prctl PR_SET_PDEATHSIG); the parent may have exited before the call, so
+    the parent pid is checked after it. Where prctl is missing, a daemon
+    thread checks the parent pid every second and exits when it changed.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, TypeError):
+        prctl = None
+    if prctl is not None and prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+        if os.getppid() != driver:
+            os._exit(1)
+        return
+
+    def watch():
+        while os.getppid() == driver:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tinynet-study-parent-watch", daemon=True).start()
+
+
 @contextlib.contextmanager
 def _child_environment(threads):
     """Set the thread variables for child processes started inside the block."""
@@ -111,14 +147,20 @@ def _child_environment(threads):
 
 
 class _LocalPool:
-    """Local spawn processes behind the executor interface the runner uses."""
+    """Local spawn processes behind the executor interface the runner uses.
+
+    The workers are started here, by the calling thread, and are the
+    driver's direct children (spawn, not forkserver), which the parent-death
+    signal of ``_die_with_parent`` needs.
+    """
 
     def __init__(self, workers, threads):
         self.slots = workers
         self.threads = threads
         with _child_environment(threads):
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(threads,))
+                                            initializer=_init_local_worker,
+                                            initargs=(threads, os.getpid()))
             # Start every worker now, while the environment is set.
             list(self.pool.map(_noop, range(workers)))
 
@@ -145,7 +187,12 @@ class _DaskPool:
         except ImportError as e:
             raise RuntimeError("run_grid: --scheduler needs Dask distributed; "
                                "pip install \"tinynet[cluster]\"") from e
-        self.client = Client(scheduler)
+        try:
+            self.client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise RuntimeError(f"study: cannot reach the Dask scheduler at {scheduler} within "
+                               f"{CONNECT_TIMEOUT} s ({reason})") from None
         self.threads = threads
         self.slots = max(1, sum(self.client.nthreads().values()))
 
@@ -188,7 +235,8 @@ def run_grid(fn, configs, out_dir, workers=1, scheduler=None, numba_threads=1, p
     numba_threads : int
         numba and BLAS threads per worker.
     progress : bool
-        Show the progress bar on stderr.
+        Show the progress bar on stderr (never under $CI or when stderr is
+        not a terminal).
     desc : str
         The bar's label.
 
@@ -204,14 +252,15 @@ def run_grid(fn, configs, out_dir, workers=1, scheduler=None, numba_threads=1, p
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"run_grid: workers must be a positive int, got {workers!r}")
     os.makedirs(out_dir, exist_ok=True)
+    for c in configs:
+        remove_stale_temps(result_path(out_dir, c))
     records = {k: load_result(out_dir, c) for k, c in zip(keys, configs)}
     todo = [c for k, c in zip(keys, configs) if records[k] is None]
     if todo:
-        from tqdm import tqdm
         pool = _DaskPool(scheduler, numba_threads) if scheduler else _LocalPool(
             min(workers, len(todo)), numba_threads)
-        bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc,
-                   disable=not progress, unit="run", smoothing=0.0)
+        bar = progress_bar(len(configs), desc, enabled=progress, initial=len(configs) - len(todo),
+                           unit="run", smoothing=0.0)
         try:
             futures = {pool.submit(fn, c): c for c in todo}
             left = len(todo)
@@ -221,8 +270,8 @@ def run_grid(fn, configs, out_dir, workers=1, scheduler=None, numba_threads=1, p
                 result, seconds = future.result()
                 record = {"key": config_key(config), "config": config, "result": result,
                           "seconds": seconds}
-                _write_atomic(result_path(out_dir, config),
-                              json.dumps(record, sort_keys=True, allow_nan=True))
+                text = json.dumps(record, sort_keys=True, allow_nan=True)
+                atomic_write(result_path(out_dir, config), lambda f: f.write(text.encode()))
                 records[record["key"]] = record
                 left -= 1
                 bar.update(1)

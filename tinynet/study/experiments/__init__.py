@@ -6,17 +6,20 @@ Each experiment module defines
     grid(quick)        the list of run configs (``quick``: the CI-sized grid)
     run(config)        one run, a pure function of its config -> JSON dict
     summarize(records) every number the figure shows, as a JSON dict
-    plot(summary, path)  the PNG
+    figure(summary)    the matplotlib Figure; diverged runs (a NaN or inf
+                       training loss) are red x's (plotting.DIVERGED)
+    plot(summary, path)  the figure as a PNG
 
 ``run_experiment`` runs the grid through ``tinynet.study.runner.run_grid``
 (results under OUT/NAME/runs/, or OUT/NAME-quick/runs/ for the quick grid),
 then writes NAME.json (the summary, with the wall time) and NAME.png beside
-that runs/ directory.
+that runs/ directory, each atomically.
 """
 import json
 import os
 import time
 
+from ...serialization import atomic_write
 from .. import runner
 from . import lr, ics, smoothness, batch_size, bn_inference, regularization, weightnorm
 
@@ -58,6 +61,6 @@ def run_experiment(name, out_dir, quick=False, workers=1, scheduler=None, progre
                    run_seconds=sum(r["seconds"] for r in records))
     png = os.path.join(base, name + ".png")
     exp.plot(summary, png)
-    with open(os.path.join(base, name + ".json"), "w") as f:
-        json.dump(summary, f, indent=1, sort_keys=True)
+    text = json.dumps(summary, indent=1, sort_keys=True)
+    atomic_write(os.path.join(base, name + ".json"), lambda f: f.write(text.encode()))
     return summary, png

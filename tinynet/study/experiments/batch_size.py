@@ -10,7 +10,7 @@ beats it at small batches, where BN's batch statistics are noisy.
 """
 
 from ..common import accuracy, load_data, train_run, public, with_defaults
-from .plotting import save, subplots
+from .plotting import mark_diverged, save, subplots, titled
 
 NAME = "batch-size"
 CLAIM = "GN matches BN at batch 32 and beats it below"
@@ -52,13 +52,18 @@ def summarize(records):
     return {"norms": table}
 
 
-def plot(summary, path):
+def figure(summary):
+    """The figure of ``summary``: test error against batch size for every norm, and
+    BN's eval mode against train mode; diverged runs are red x's. Returns a
+    matplotlib Figure."""
     t = summary["norms"]
     fig, (ax, ax2) = subplots(1, 2, figsize=(12, 4.5))
     for norm in NORMS:
         rows = t[norm]
         ax.plot([e["batch_size"] for e in rows], [100 * e["test_err"] for e in rows], "o-",
                 label=norm)
+        mark_diverged(ax, [e["batch_size"] for e in rows if e["diverged"]],
+                      [100 * e["test_err"] for e in rows if e["diverged"]])
     ax.set(xscale="log", xlabel="batch size (lr = 0.1 B / 32)", ylabel="test error (%)",
            title="test error against batch size")
     bn = t["bn"]
@@ -66,6 +71,9 @@ def plot(summary, path):
              label="BN eval mode (running stats)")
     ax2.plot([e["batch_size"] for e in bn], [100 * e["test_err_train_mode"] for e in bn], "s--",
              label="BN train mode (test-batch stats, same B)")
+    for key in ("test_err", "test_err_train_mode"):
+        mark_diverged(ax2, [e["batch_size"] for e in bn if e["diverged"]],
+                      [100 * e[key] for e in bn if e["diverged"]])
     ax2.set(xscale="log", xlabel="batch size", ylabel="test error (%)",
             title="BN: eval mode against train mode")
     for a in (ax, ax2):
@@ -73,4 +81,8 @@ def plot(summary, path):
         a.set_xticks(BATCHES, [str(b) for b in BATCHES])
         a.grid(alpha=0.3)
         a.legend()
-    save(fig, path, "batch-size: CNN on Fashion-MNIST, same number of samples per run")
+    return titled(fig, "batch-size: CNN on Fashion-MNIST, same number of samples per run")
+
+
+def plot(summary, path):
+    save(figure(summary), path)

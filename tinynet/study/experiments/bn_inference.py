@@ -13,7 +13,7 @@ import numpy as np
 
 import tinynet as tn
 from ..common import accuracy, load_data, public, train_run, with_defaults
-from .plotting import save, subplots
+from .plotting import mark_diverged, mark_end, save, subplots, titled
 
 NAME = "bn-inference"
 CLAIM = ("running statistics make eval independent of the batch, and the moving average "
@@ -60,20 +60,26 @@ def summarize(records):
         res = r["result"]
         m = r["config"]["bn_momentum"]
         rows.append({"momentum": "None (cumulative)" if m is None else m,
+                     "diverged": res["diverged"],
                      **{k: res[k] for k in ("test_batches", "running", "population",
                                             "batch_stats", "mean_rel_err", "var_rel_err")}})
     return {"rows": rows}
 
 
-def plot(summary, path):
+def figure(summary):
+    """The figure of ``summary``: test accuracy against test batch size with each
+    kind of statistics, and the running statistics' error; a diverged run is a
+    red x at the end of its curves and above its bars. Returns a matplotlib Figure."""
     rows = summary["rows"]
     fig, axes = subplots(1, 4, figsize=(19, 4.5))
     for i, (key, title) in enumerate((("running", "running statistics"),
                                       ("population", "population statistics (exact)"),
                                       ("batch_stats", "test-batch statistics"))):
         for r in rows:
-            axes[i].plot(r["test_batches"], [100 * a for a in r[key]], "o-",
-                         label=f"momentum {r['momentum']}")
+            acc = [100 * a for a in r[key]]
+            axes[i].plot(r["test_batches"], acc, "o-", label=f"momentum {r['momentum']}")
+            if r["diverged"]:
+                mark_end(axes[i], r["test_batches"], acc)
         axes[i].set(xscale="log", xlabel="test batch size", ylabel="test acc (%)", title=title)
     x = np.arange(len(rows))
     layers = len(rows[0]["mean_rel_err"])
@@ -83,10 +89,15 @@ def plot(summary, path):
                     label=f"BN {k + 1} mean")
         axes[3].bar(x + (2 * k + 1) * width, [r["var_rel_err"][k] for r in rows], width,
                     label=f"BN {k + 1} var")
+    mark_diverged(axes[3], [x[i] + 0.4 - width / 2 for i, r in enumerate(rows) if r["diverged"]])
     axes[3].set_xticks(x + 0.4 - width / 2, [str(r["momentum"]).split(" ")[0] for r in rows])
     axes[3].set(xlabel="momentum", yscale="log", ylabel="relative error",
                 title="||running - population|| / ||population||")
     for a in axes:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
-    save(fig, path, "bn-inference: CNN with BatchNorm on MNIST")
+    return titled(fig, "bn-inference: CNN with BatchNorm on MNIST")
+
+
+def plot(summary, path):
+    save(figure(summary), path)

@@ -12,9 +12,9 @@ not reduce ICS, and noisy BN still trains better than no BN.
 import numpy as np
 
 import tinynet as tn
-from ..common import public, train_run, with_defaults
+from ..common import mean_curves, public, train_run, with_defaults
 from ..measure import ics, linear_layers, restore, snapshot
-from .plotting import save, subplots
+from .plotting import mark_end, save, subplots, titled
 
 NAME = "ics"
 CLAIM = "BN does not reduce internal covariate shift, and noisy BN still trains better than no BN"
@@ -58,20 +58,28 @@ def run(config):
 
 
 def summarize(records):
+    """Per variant the mean curves over seeds, up to where the first run stopped
+    (a diverged one), and the percentiles of the first seed."""
     out = {}
     for norm in VARIANTS:
         runs = [r["result"] for r in records if r["config"]["norm"] == norm]
         first = runs[0]
-        out[norm] = {"steps": first["steps"], "loss": np.mean([r["loss"] for r in runs], 0).tolist(),
+        n = min(len(r["steps"]) for r in runs)
+        m = min(len(r["measure_steps"]) for r in runs)
+        out[norm] = {"steps": first["steps"][:n], "loss": mean_curves([r["loss"] for r in runs]),
                      "test_acc": [r["test_acc"] for r in runs],
-                     "measure_steps": first["measure_steps"],
-                     "ics_l2": np.mean([r["ics_l2"] for r in runs], 0).tolist(),
-                     "ics_cos": np.mean([r["ics_cos"] for r in runs], 0).tolist(),
-                     "early": first["early"], "late": first["late"]}
+                     "diverged": [r["diverged"] for r in runs],
+                     "measure_steps": first["measure_steps"][:m],
+                     "ics_l2": mean_curves([r["ics_l2"] for r in runs]),
+                     "ics_cos": mean_curves([r["ics_cos"] for r in runs]),
+                     "early": first["early"][:m], "late": first["late"][:m]}
     return {"variants": out, "percentiles": list(PERCENTILES)}
 
 
-def plot(summary, path):
+def figure(summary):
+    """The figure of ``summary``: loss and the last layer's ICS against steps, and
+    the percentiles of an early and a late layer's input; a variant with a
+    diverged run is a red x where its curves end. Returns a matplotlib Figure."""
     v = summary["variants"]
     fig, axes = subplots(3, 3, figsize=(14, 11))
     for norm in VARIANTS:
@@ -81,6 +89,10 @@ def plot(summary, path):
         cos = np.array(v[norm]["ics_cos"])
         axes[0, 1].plot(v[norm]["measure_steps"], l2[:, -1], "o-", label=norm)
         axes[0, 2].plot(v[norm]["measure_steps"], cos[:, -1], "o-", label=norm)
+        if any(v[norm]["diverged"]):
+            mark_end(axes[0, 0], v[norm]["steps"], v[norm]["loss"])
+            mark_end(axes[0, 1], v[norm]["measure_steps"], l2[:, -1])
+            mark_end(axes[0, 2], v[norm]["measure_steps"], cos[:, -1])
     axes[0, 0].set(xlabel="step", ylabel="training loss", yscale="log", title="training loss")
     axes[0, 1].set(xlabel="step", ylabel="||G - G'||", yscale="log",
                    title="ICS of the last layer: l2 distance")
@@ -97,8 +109,14 @@ def plot(summary, path):
             ax.fill_between(steps, p[:, 0], p[:, -1], alpha=0.2, label=f"{q[0]}-{q[-1]}%")
             ax.fill_between(steps, p[:, 1], p[:, -2], alpha=0.4, label=f"{q[1]}-{q[-2]}%")
             ax.plot(steps, p[:, 2], "k-", label="median")
+            if v[norm]["diverged"][0]:
+                mark_end(ax, steps, p[:, 2])
             ax.set(xlabel="step", ylabel="value",
                    title=f"{norm}: input of the {'second conv' if where == 'early' else 'classifier'}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    save(fig, path, "ics: CNN on Fashion-MNIST, no norm / BN / noisy BN")
+    return titled(fig, "ics: CNN on Fashion-MNIST, no norm / BN / noisy BN")
+
+
+def plot(summary, path):
+    save(figure(summary), path)

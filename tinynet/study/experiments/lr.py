@@ -9,7 +9,7 @@ is less sensitive to the initial scale, and makes a deep sigmoid net trainable.
 import numpy as np
 
 from ..common import run_train
-from .plotting import save, subplots
+from .plotting import mark_diverged, mark_end, save, subplots, titled
 
 NAME = "lr"
 CLAIM = ("BN trains at higher learning rates, is less sensitive to initialization, "
@@ -38,7 +38,10 @@ def summarize(records):
     return {"rows": rows}
 
 
-def plot(summary, path):
+def figure(summary):
+    """The figure of ``summary``: test accuracy against lr per activation and init
+    scale, and the loss curves at the smallest and largest lr; diverged runs are
+    red x's. Returns a matplotlib Figure."""
     rows = summary["rows"]
     lrs = sorted({r["lr"] for r in rows})
     fig, axes = subplots(3, 3, figsize=(13, 11))
@@ -46,9 +49,12 @@ def plot(summary, path):
         for j, scale in enumerate((0.1, 1.0, 10.0)):
             ax = axes[i, j]
             for norm, style in (("none", "o-"), ("bn", "s-")):
-                acc = [next(r["test_acc"] for r in rows if r["act"] == act and r["norm"] == norm
-                            and r["init_scale"] == scale and r["lr"] == lr) for lr in lrs]
-                ax.plot(lrs, [100 * a for a in acc], style, label=norm)
+                runs = [next(r for r in rows if r["act"] == act and r["norm"] == norm
+                             and r["init_scale"] == scale and r["lr"] == lr) for lr in lrs]
+                acc = [100 * r["test_acc"] for r in runs]
+                ax.plot(lrs, acc, style, label=norm)
+                mark_diverged(ax, [lr for lr, r in zip(lrs, runs) if r["diverged"]],
+                              [a for a, r in zip(acc, runs) if r["diverged"]])
             ax.set(xscale="log", ylim=(0, 100), xlabel="learning rate", ylabel="test acc (%)",
                    title=f"{act}, init x{scale:g}")
             ax.grid(alpha=0.3)
@@ -60,9 +66,15 @@ def plot(summary, path):
                 loss = np.array(r["loss"], dtype=float)
                 ax.plot(r["steps"], loss, "-" if r["norm"] == "bn" else "--",
                         label=f"{r['norm']}, lr {r['lr']:g}")
+                if r["diverged"]:
+                    mark_end(ax, r["steps"], loss)
         ax.set(yscale="log", xlabel="step", ylabel="training loss",
                title=f"loss curves, {act}, init x1")
         ax.grid(alpha=0.3)
         ax.legend()
     axes[2, 2].axis("off")
-    save(fig, path, "lr: 6-hidden-layer MLP on MNIST, with and without BatchNorm")
+    return titled(fig, "lr: 6-hidden-layer MLP on MNIST, with and without BatchNorm")
+
+
+def plot(summary, path):
+    save(figure(summary), path)

@@ -20,7 +20,7 @@ import numpy as np
 
 import tinynet as tn
 from ..common import load_data, public, train_run, with_defaults
-from .plotting import save, subplots
+from .plotting import mark_diverged, save, subplots, titled
 
 NAME = "regularization"
 CLAIM = ("regularizers narrow the train/test gap on a small training set; classic and "
@@ -92,7 +92,10 @@ def summarize(records):
     return {"data": table, "variants": list(VARIANTS)}
 
 
-def plot(summary, path):
+def figure(summary):
+    """The figure of ``summary``: train and test accuracy of every variant on each
+    data set, with the gap; a diverged run is a red x at the end of its test bar.
+    Returns a matplotlib Figure."""
     names = summary["variants"]
     fig, axes = subplots(1, 2, figsize=(15, 5))
     for ax, (data, table) in zip(axes, sorted(summary["data"].items())):
@@ -104,10 +107,17 @@ def plot(summary, path):
         for i, n in enumerate(names):
             ax.text(100 * table[n]["test_acc"] - 1, i - 0.2,
                     f"gap {100 * table[n]['gap']:.1f}", ha="right", va="center", fontsize=7)
+        diverged = [i for i, n in enumerate(names) if table[n]["diverged"]]
+        mark_diverged(ax, [100 * table[names[i]]["test_acc"] for i in diverged],
+                      [i - 0.2 for i in diverged])
         lo = min(100 * table[n]["test_acc"] for n in names)
         ax.set(xlim=(max(0, lo - 15), 100.5), xlabel="accuracy (%)", title=data)
         ax.set_yticks(list(y), names)
         ax.invert_yaxis()
         ax.grid(alpha=0.3, axis="x")
         ax.legend(loc="lower left")
-    save(fig, path, "regularization: MLP 256-256 on a small training set")
+    return titled(fig, "regularization: MLP 256-256 on a small training set")
+
+
+def plot(summary, path):
+    save(figure(summary), path)

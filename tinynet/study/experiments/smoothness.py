@@ -12,7 +12,7 @@ import numpy as np
 
 from ..common import public, train_run
 from ..measure import landscape
-from .plotting import save, subplots
+from .plotting import mark_end, save, subplots, titled
 
 NAME = "smoothness"
 CLAIM = "BN makes the loss landscape smoother (loss range, gradient predictiveness, beta)"
@@ -54,6 +54,7 @@ def summarize(records):
     for r in records:
         c, res = r["config"], r["result"]
         rows.append({"norm": c["norm"], "lr": c["lr"], "test_acc": res["test_acc"],
+                     "diverged": res["diverged"],
                      **{k: res[k] for k in ("measure_steps", "loss_range", "grad_pred", "beta",
                                             "loss_min", "loss_max")},
                      "median_loss_range": float(np.nanmedian(res["loss_range"])),
@@ -62,7 +63,10 @@ def summarize(records):
     return {"rows": rows, "step_factors": list(FACTORS)}
 
 
-def plot(summary, path):
+def figure(summary):
+    """The figure of ``summary``: per lr, the loss range along -g, the gradient
+    predictiveness and beta against steps; a diverged run is a red x where its
+    curves end. Returns a matplotlib Figure."""
     rows = summary["rows"]
     lrs = sorted({r["lr"] for r in rows})
     fig, axes = subplots(len(lrs), 3, figsize=(14, 4 * len(lrs)), squeeze=False)
@@ -73,6 +77,9 @@ def plot(summary, path):
                                     label=label)
             axes[i, 1].plot(r["measure_steps"], r["grad_pred"], "o-", label=r["norm"])
             axes[i, 2].plot(r["measure_steps"], r["beta"], "o-", label=r["norm"])
+            if r["diverged"]:
+                for ax, key in zip(axes[i], ("loss_max", "grad_pred", "beta")):
+                    mark_end(ax, r["measure_steps"], r[key])
         axes[i, 0].set(title=f"loss along -g, lr {lr:g}", xlabel="step", ylabel="loss", yscale="log")
         axes[i, 1].set(title="gradient predictiveness: max ||g_eta - g||", xlabel="step",
                        yscale="log")
@@ -80,5 +87,9 @@ def plot(summary, path):
         for ax in axes[i]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    save(fig, path, "smoothness: CNN on Fashion-MNIST, step sizes lr x "
-         + ", ".join(f"{f:g}" for f in summary["step_factors"]))
+    return titled(fig, "smoothness: CNN on Fashion-MNIST, step sizes lr x "
+                  + ", ".join(f"{f:g}" for f in summary["step_factors"]))
+
+
+def plot(summary, path):
+    save(figure(summary), path)

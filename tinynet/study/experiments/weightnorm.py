@@ -12,8 +12,8 @@ mean-only BN adds to it.
 """
 import numpy as np
 
-from ..common import run_train
-from .plotting import save, subplots
+from ..common import mean_curves, run_train
+from .plotting import mark_end, save, subplots, titled
 
 NAME = "weightnorm"
 CLAIM = ("WeightNorm speeds up convergence like BN at a lower cost per step; "
@@ -34,19 +34,26 @@ def grid(quick):
 
 
 def summarize(records):
+    """Per norm the mean loss and wall-time curves over seeds, up to where the first
+    run stopped (a diverged one), and the mean seconds per training step."""
     out = {}
     for norm in NORMS:
         runs = [r["result"] for r in records if r["config"]["norm"] == norm]
-        out[norm] = {"steps": runs[0]["steps"],
-                     "loss": np.mean([r["loss"] for r in runs], 0).tolist(),
-                     "wall": np.mean([r["wall"] for r in runs], 0).tolist(),
+        n = min(len(r["steps"]) for r in runs)
+        out[norm] = {"steps": runs[0]["steps"][:n],
+                     "loss": mean_curves([r["loss"] for r in runs]),
+                     "wall": mean_curves([r["wall"] for r in runs]),
                      "test_acc": [r["test_acc"] for r in runs],
-                     "seconds_per_step": float(np.mean([r["wall"][-1] / r["steps"][-1]
+                     "diverged": [r["diverged"] for r in runs],
+                     "seconds_per_step": float(np.mean([r["wall"][-1] / (r["steps"][-1] + 1)
                                                         for r in runs]))}
     return {"norms": out}
 
 
-def plot(summary, path):
+def figure(summary):
+    """The figure of ``summary``: the training loss against steps and against wall
+    time; a norm with a diverged run is a red x where its curves end. Returns a
+    matplotlib Figure."""
     t = summary["norms"]
     fig, axes = subplots(1, 2, figsize=(12, 4.5))
     for norm in NORMS:
@@ -54,10 +61,17 @@ def plot(summary, path):
         axes[0].plot(t[norm]["steps"], t[norm]["loss"], label=label)
         axes[1].plot(t[norm]["wall"], t[norm]["loss"],
                      label=f"{norm} ({1e3 * t[norm]['seconds_per_step']:.1f} ms/step)")
+        if any(t[norm]["diverged"]):
+            mark_end(axes[0], t[norm]["steps"], t[norm]["loss"])
+            mark_end(axes[1], t[norm]["wall"], t[norm]["loss"])
     axes[0].set(xlabel="step", ylabel="training loss", yscale="log", title="loss against steps")
     axes[1].set(xlabel="wall time (s, shared machine)", ylabel="training loss", yscale="log",
                 title="loss against wall time")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    save(fig, path, "weightnorm: CNN on Fashion-MNIST")
+    return titled(fig, "weightnorm: CNN on Fashion-MNIST")
+
+
+def plot(summary, path):
+    save(figure(summary), path)
