@@ -2,6 +2,7 @@
 import gzip
 import hashlib
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -11,9 +12,10 @@ import tinynet as tn
 import tinynet.data.datasets as datasets
 from tinynet.data import (IDXError, read_idx, write_idx, load_mnist, load_fashion_mnist,
                           DatasetNotFoundError, DatasetError, DataLoader, RandomShift,
-                          Cutout, prepare_images)
+                          Cutout, prepare_images, NORMALIZATION)
 
 REAL_MNIST_DIR = os.path.join(REPO, "..", "shared", "data", "mnist")
+REAL_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 TEST_NAMES = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -247,6 +249,7 @@ def test_download_from_file_mirror(tmp_path, monkeypatch):
     for name, digest in table.items():
         monkeypatch.setitem(datasets.MNIST_SHA256, name, digest)
     root = tmp_path / "cache"
+    root.mkdir()
     missing = "file://" + str(tmp_path / "nowhere") + "/"
     x, y = load_mnist("test", root=root, mirrors=[missing, url])
     np.testing.assert_array_equal(x, images)
@@ -262,6 +265,7 @@ def test_download_from_file_mirror(tmp_path, monkeypatch):
 def test_download_wrong_hash_leaves_no_file(tmp_path):
     url, _, _, _ = _mirror(tmp_path)
     root = tmp_path / "cache"
+    root.mkdir()
     with pytest.raises(DatasetError, match="sha256") as e:
         load_mnist("test", root=root, mirrors=[url])
     assert datasets.MNIST_SHA256["t10k-images-idx3-ubyte"] in str(e.value)
@@ -273,6 +277,7 @@ def test_download_not_gzip_is_a_hash_error(tmp_path):
     mirror.mkdir()
     for name in TEST_NAMES:
         (mirror / (name + ".gz")).write_bytes(b"<html>not found</html>")
+    (tmp_path / "cache").mkdir()
     with pytest.raises(DatasetError, match="not a valid gzip"):
         load_mnist("test", root=tmp_path / "cache", mirrors=[mirror.as_uri() + "/"])
     assert os.listdir(tmp_path / "cache" / "mnist") == []
@@ -284,6 +289,7 @@ def test_download_skips_a_bad_mirror(tmp_path, monkeypatch):
         monkeypatch.setitem(datasets.MNIST_SHA256, name, digest)
     bad = tmp_path / "bad"
     _write_split(bad, n=10)
+    (tmp_path / "cache").mkdir()
     x, _ = load_mnist("test", root=tmp_path / "cache", mirrors=[bad.as_uri() + "/", url])
     np.testing.assert_array_equal(x, images)
 
@@ -291,6 +297,7 @@ def test_download_skips_a_bad_mirror(tmp_path, monkeypatch):
 def test_all_mirrors_unreachable(tmp_path):
     mirrors = ["file://" + str(tmp_path / "nowhere") + "/", "http://127.0.0.1:9/mnist/"]
     root = tmp_path / "cache"
+    root.mkdir()
     with pytest.raises(DatasetNotFoundError) as e:
         load_mnist("test", root=root, mirrors=mirrors)
     msg = str(e.value)
@@ -329,6 +336,7 @@ def test_fashion_mnist_from_root(tmp_path, no_system_dirs):
 def test_fashion_mnist_from_system_dir(tmp_path, monkeypatch):
     images, _ = _write_split(tmp_path / "usr-share")
     monkeypatch.setattr(datasets, "FASHION_MNIST_SYSTEM_DIRS", (str(tmp_path / "usr-share"),))
+    (tmp_path / "empty").mkdir()
     x, _ = load_fashion_mnist("test", root=tmp_path / "empty", download=False)
     np.testing.assert_array_equal(x, images)
     # the root is searched first
@@ -340,6 +348,7 @@ def test_fashion_mnist_from_system_dir(tmp_path, monkeypatch):
 
 def test_fashion_mnist_download_and_missing(tmp_path, monkeypatch, no_system_dirs):
     url, table, images, _ = _mirror(tmp_path)
+    (tmp_path / "cache").mkdir()
     with pytest.raises(DatasetError, match="sha256"):
         load_fashion_mnist("test", root=tmp_path / "cache", mirrors=[url])
     for name, digest in table.items():
@@ -353,6 +362,86 @@ def test_fashion_mnist_download_and_missing(tmp_path, monkeypatch, no_system_dir
     with pytest.raises(DatasetNotFoundError) as err:
         load_mnist("train", root=tmp_path / "cache", download=False)
     assert "apt-get" not in str(err.value), "no Debian package holds MNIST"
+
+
+# -- data directories are not invented ---------------------------------------------
+
+@pytest.mark.parametrize("loader", [load_mnist, load_fashion_mnist])
+@pytest.mark.parametrize("download", [False, True])
+def test_missing_root_argument_is_an_error_and_creates_nothing(tmp_path, monkeypatch, loader,
+                                                               download):
+    monkeypatch.delenv("TINYNET_DATA_DIR", raising=False)
+    typo = tmp_path / "dta" / "sub"
+    with pytest.raises(DatasetNotFoundError) as e:
+        loader("test", root=typo, download=download, mirrors=[(tmp_path / "m").as_uri() + "/"])
+    assert isinstance(e.value, FileNotFoundError)
+    assert str(e.value).startswith(f"data dir '{typo}' does not exist (from root=)")
+    assert os.listdir(tmp_path) == [], "nothing was created"
+
+
+def test_missing_env_root_is_an_error_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYNET_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError,
+                       match=r"data dir '.*typo' does not exist \(from \$TINYNET_DATA_DIR\)"):
+        load_mnist("test")
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_root_is_an_error_even_with_the_system_dir(tmp_path, monkeypatch):
+    _write_split(tmp_path / "usr-share")
+    monkeypatch.setattr(datasets, "FASHION_MNIST_SYSTEM_DIRS", (str(tmp_path / "usr-share"),))
+    with pytest.raises(DatasetNotFoundError, match=r"data dir '.*typo' does not exist"):
+        load_fashion_mnist("test", root=tmp_path / "typo", download=False)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_root_that_is_the_dataset_folder_is_used_as_is(tmp_path, download, no_system_dirs):
+    images, _ = _write_split(tmp_path / "mnist")
+    x, _ = load_mnist("test", root=tmp_path / "mnist", download=download, mirrors=[])
+    np.testing.assert_array_equal(x, images)
+    assert not (tmp_path / "mnist" / "mnist").exists()
+    assert datasets.dataset_dir("mnist", tmp_path / "mnist") == str(tmp_path / "mnist")
+    assert datasets.dataset_dir("mnist", tmp_path) == str(tmp_path / "mnist")
+    # a folder named like the dataset inside it wins: <root>/mnist/mnist
+    (tmp_path / "mnist" / "mnist").mkdir()
+    assert datasets.dataset_dir("mnist", tmp_path / "mnist") == str(tmp_path / "mnist" / "mnist")
+    # another dataset's name is never taken for this one's folder
+    with pytest.raises(DatasetNotFoundError, match="fashion-mnist"):
+        load_fashion_mnist("test", root=tmp_path / "mnist", download=False)
+
+
+def test_files_in_a_root_of_another_name_get_a_hint(tmp_path, no_system_dirs):
+    _write_split(tmp_path / "digits")
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_mnist("test", root=tmp_path / "digits", download=False)
+    assert (f"{tmp_path / 'digits'} itself holds t10k-images-idx3-ubyte.gz: move the files into "
+            f"{tmp_path / 'digits' / 'mnist'}, or name their folder mnist/") in str(e.value)
+
+
+def test_default_root_is_created_for_a_download(tmp_path, monkeypatch):
+    url, table, images, _ = _mirror(tmp_path)
+    for name, digest in table.items():
+        monkeypatch.setitem(datasets.MNIST_SHA256, name, digest)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TINYNET_DATA_DIR", raising=False)
+    x, _ = load_mnist("test", mirrors=[url])
+    np.testing.assert_array_equal(x, images)
+    cache = tmp_path / "home" / ".cache" / "tinynet" / "mnist"
+    assert sorted(os.listdir(cache)) == sorted(n + ".gz" for n in TEST_NAMES)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in TEST_NAMES:  # a downloaded file follows the umask, not mkstemp's 0o600
+        assert stat.S_IMODE(os.stat(cache / (name + ".gz")).st_mode) == 0o666 & ~umask
+
+
+def test_download_hash_stops_at_the_largest_idx_size(tmp_path, monkeypatch):
+    path = tmp_path / "big.gz"
+    path.write_bytes(gzip.compress(bytes(5000)))
+    monkeypatch.setattr(datasets, "MAX_IDX_BYTES", 1000)
+    assert datasets._gunzip_sha256(path) == (f"not computed: the payload is more than "
+                                             f"{1000 + 4 + 4 * 255} bytes")
+    monkeypatch.setattr(datasets, "MAX_IDX_BYTES", 5000)
+    assert datasets._gunzip_sha256(path) == hashlib.sha256(bytes(5000)).hexdigest()
 
 
 def test_hash_tables_cover_every_file():
@@ -563,6 +652,7 @@ def test_prepare_images():
     np.testing.assert_allclose(x[0], -0.1307 / 0.3081, rtol=1e-6)
     np.testing.assert_allclose(x[1], (1 - 0.1307) / 0.3081, rtol=1e-6)
     np.testing.assert_allclose(x[2, 0, 4, 6], (0.2 - 0.1307) / 0.3081, rtol=1e-6)
+    np.testing.assert_array_equal(prepare_images(images, dataset="mnist"), x)
     flat = prepare_images(images, mean=0.5, std=0.5, flatten=True)
     assert flat.dtype == np.float32 and flat.shape == (3, 784)
     np.testing.assert_allclose(flat[1], 1.0)
@@ -576,3 +666,33 @@ def test_prepare_images_validates():
         prepare_images(np.zeros((2, 1, 28, 28), dtype=np.uint8))
     with pytest.raises(ValueError, match="std must be > 0"):
         prepare_images(np.zeros((2, 28, 28), dtype=np.uint8), std=0)
+
+
+def test_prepare_images_per_dataset():
+    images = np.array([[[0, 51], [255, 0]]], dtype=np.uint8)  # pixel 51 is 0.2
+    mean, std = NORMALIZATION["fashion-mnist"]
+    x = prepare_images(images, dataset="fashion-mnist")
+    np.testing.assert_allclose(x[0, 0, 0], [-0.2860 / 0.3530, (0.2 - 0.2860) / 0.3530], rtol=1e-6)
+    assert (mean, std) == (0.2860, 0.3530) and NORMALIZATION["mnist"] == (0.1307, 0.3081)
+    # an explicit mean or std wins over the dataset's
+    np.testing.assert_allclose(prepare_images(images, mean=0.0, dataset="fashion-mnist")[0, 0, 0],
+                               [0.0, 0.2 / 0.3530], rtol=1e-6)
+    np.testing.assert_allclose(prepare_images(images, std=1.0, dataset="fashion-mnist")[0, 0, 0],
+                               [-0.2860, 0.2 - 0.2860], rtol=1e-6)
+    with pytest.raises(ValueError, match="prepare_images: dataset must be one of 'mnist', "
+                                         "'fashion-mnist' or None, got 'cifar'"):
+        prepare_images(images, dataset="cifar")
+    assert tn.data.NORMALIZATION is NORMALIZATION
+
+
+@pytest.mark.parametrize("dataset, loader, directory", [
+    ("mnist", load_mnist, REAL_MNIST_DIR),
+    ("fashion-mnist", load_fashion_mnist, REAL_FASHION_DIR),
+])
+def test_normalization_is_each_training_sets_statistics(dataset, loader, directory):
+    if not os.path.isfile(os.path.join(directory, "train-images-idx3-ubyte.gz")):
+        pytest.skip(f"the real {dataset} training images are not in {directory}")
+    x, _ = loader("train", root=directory, download=False)
+    pixels = x.astype(np.float64) / 255
+    mean, std = NORMALIZATION[dataset]
+    assert (round(pixels.mean(), 4), round(pixels.std(), 4)) == (mean, std)

@@ -1,11 +1,14 @@
-"""Property-based tests: random and mutated bytes into the IDX reader and the checkpoint loaders.
+"""Property-based tests: random, mutated and forged bytes into the IDX reader and the checkpoint loaders.
 
 Each input either loads exactly what was written, or raises a clear error that
 names the file: never a crash, a hang, an unpickle or a silently wrong result.
 """
 import gzip
+import io
+import json
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from hypothesis import given, strategies as st  # noqa: E402
 import tinynet as tn  # noqa: E402
 from tinynet.data import IDXError, read_idx, write_idx  # noqa: E402
 from tinynet.serialization import CheckpointError, read_tensors, write_tensors  # noqa: E402
-from tinynet.train import load_checkpoint, save_checkpoint  # noqa: E402
+from tinynet.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
@@ -73,6 +76,42 @@ def test_idx_mutated_file(tmp_path, dtype, shape, gz, edits, cut):
     # whatever parsed is what the (possibly changed) bytes say, nothing else
     assert y.tobytes() == np.frombuffer(raw, y.dtype.newbyteorder(">"),
                                         offset=4 + 4 * y.ndim).astype(y.dtype).tobytes()
+
+
+@given(dtype=st.sampled_from(["F32", "U8", "F64", "I64", "F128"]),
+       shape=st.lists(st.integers(0, 2**40), max_size=3),
+       offsets=st.lists(st.integers(-1, 2**40), min_size=0, max_size=3),
+       data_len=st.integers(0, 64))
+def test_safetensors_forged_header(tmp_path, dtype, shape, offsets, data_len):
+    """Whatever sizes the header claims: the tensor it describes, or an error naming the file."""
+    header = json.dumps({"w": {"dtype": dtype, "shape": shape, "data_offsets": offsets}}).encode()
+    path = write_bytes(tmp_path, "forged.safetensors",
+                       len(header).to_bytes(8, "little") + header + bytes(data_len))
+    try:
+        tensors, _ = read_tensors(path)
+    except CheckpointError as e:
+        assert str(path) in str(e)
+        return
+    assert tensors["w"].shape == tuple(shape) and tensors["w"].nbytes == data_len
+
+
+@given(shape=st.lists(st.integers(0, 2**40), max_size=3),
+       descr=st.sampled_from(["<f4", "|u1", "<f8", "|O"]), data_len=st.integers(0, 64),
+       compressed=st.booleans())
+def test_npz_forged_header(tmp_path, shape, descr, data_len, compressed):
+    """An .npy header in an .npz that claims any shape: that array, or an error naming the file."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": tuple(shape)})
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as zf:
+        zf.writestr("w.npy", buf.getvalue() + bytes(data_len))
+    try:
+        tensors, _ = read_tensors(path)
+    except CheckpointError as e:
+        assert str(path) in str(e)
+        return
+    assert tensors["w"].shape == tuple(shape) and tensors["w"].nbytes == data_len
 
 
 def small_model():

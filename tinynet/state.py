@@ -33,10 +33,13 @@ def as_array(value):
 
 
 def check_and_load(entries, state, strict=True):
-    """Check every key and shape of ``state``, then copy it into the layers.
+    """Check every key, dtype, shape and value range of ``state``, then copy it into the layers.
 
     ``entries`` is a list of (layer, prefix). Nothing is written unless the
-    whole state checks out; the error names the first wrong key.
+    whole state checks out; the error names the first wrong key. A float
+    value cast into a narrower float dtype (float64 into float32) must be
+    within that dtype's range: a finite value beyond it raises ValueError
+    instead of loading as inf.
     """
     slots = []
     for layer, prefix in entries:
@@ -56,6 +59,13 @@ def check_and_load(entries, state, strict=True):
         if value.shape != current.shape:
             raise ValueError(f"load_state_dict: key {key!r} has shape {value.shape}, "
                              f"expected {current.shape}")
+        if value.dtype.kind == "f" and value.dtype.itemsize > current.dtype.itemsize:
+            # a finite value beyond the narrower dtype's range would load as inf
+            fmax = np.finfo(current.dtype).max
+            too_big = np.isfinite(value) & (np.abs(value) > fmax)
+            if too_big.any():
+                raise ValueError(f"load_state_dict: key {key!r} holds {value[too_big][0]:g}, "
+                                 f"which overflows {current.dtype}")
         loaded.append((owner, attr, value))
     if strict:
         expected = {key for key, _, _ in slots}

@@ -5,6 +5,10 @@ with N = 60000 for "train" and 10000 for "test". They live in
 ``<root>/mnist/`` and ``<root>/fashion-mnist/``, raw (``train-images-idx3-ubyte``)
 or gzipped (``train-images-idx3-ubyte.gz``). The root is, in this order, the
 ``root=`` argument, then ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``.
+A root given by the argument or the variable must exist: a typo is an error,
+never a new folder. A root that is itself the dataset's folder (named
+``mnist`` or ``fashion-mnist``, with no folder of that name inside) is used
+as it is. Only the default root is created when a download needs it.
 Fashion-MNIST is also looked for in /usr/share/datasets/fashion-mnist, where
 Debian's ``dataset-fashion-mnist`` package installs the four .gz files
 (``apt-get install dataset-fashion-mnist``); the not-found error says so.
@@ -12,7 +16,10 @@ Debian's ``dataset-fashion-mnist`` package installs the four .gz files
 Missing files are downloaded from several public mirrors in turn, into a
 temporary file in the target directory that is renamed into place only after
 the sha256 of its decompressed payload matches the table below, so the cache
-never holds a partial or wrong file.
+never holds a partial or wrong file. The file gets the mode a new file gets
+under the process's umask (``new_file_mode``), and a payload is hashed only
+up to the largest IDX file (MAX_IDX_BYTES), so a gzip bomb from a mirror is
+not decompressed whole.
 
 MNIST:          http://yann.lecun.com/exdb/mnist/
 Fashion-MNIST:  https://github.com/zalandoresearch/fashion-mnist (arXiv:1708.07747)
@@ -28,10 +35,12 @@ import zlib
 
 import numpy as np
 
-from .idx import read_idx
+from ..serialization import new_file_mode
+from .idx import MAX_IDX_BYTES, read_idx
 
-__all__ = ["load_mnist", "load_fashion_mnist", "data_root", "DatasetNotFoundError",
-           "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS", "CLASS_NAMES"]
+__all__ = ["load_mnist", "load_fashion_mnist", "data_root", "dataset_dir",
+           "DatasetNotFoundError", "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS",
+           "CLASS_NAMES"]
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -98,6 +107,41 @@ def data_root(root=None):
     return os.path.abspath(os.path.expanduser(os.fspath(root)))
 
 
+def dataset_dir(subdir, root=None):
+    """The folder that holds (or a download fills) one dataset's IDX files.
+
+    It is ``<root>/<subdir>``, or the root itself when the root is named
+    ``subdir`` and has no ``subdir`` folder inside (``--data-dir data/mnist``).
+
+    Parameters
+    ----------
+    subdir : {"mnist", "fashion-mnist"}
+    root : str or os.PathLike, optional
+        As for ``data_root``.
+
+    Returns
+    -------
+    str
+        An absolute path (it need not exist).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        When the root comes from ``root=`` or ``$TINYNET_DATA_DIR`` and is
+        not an existing directory. Nothing is created.
+    """
+    base = data_root(root)
+    explicit = root is not None or os.environ.get("TINYNET_DATA_DIR")
+    if explicit and not os.path.isdir(base):
+        source = "root=" if root is not None else "$TINYNET_DATA_DIR"
+        raise DatasetNotFoundError(f"data dir {base!r} does not exist (from {source}); "
+                                   f"nothing was created. Fix the path or create it.")
+    inside = os.path.join(base, subdir)
+    if os.path.basename(base) == subdir and not os.path.isdir(inside):
+        return base
+    return inside
+
+
 def _find(name, dirs):
     """Path of ``name`` or ``name.gz`` in the first directory that has one, else None."""
     for d in dirs:
@@ -109,10 +153,18 @@ def _find(name, dirs):
 
 
 def _gunzip_sha256(path):
-    """sha256 hex digest of the decompressed contents of a gzip file."""
-    h = hashlib.sha256()
+    """sha256 hex digest of the decompressed contents of a gzip file.
+
+    A payload larger than any IDX file may be (MAX_IDX_BYTES plus the
+    largest header) is not hashed to its end; the result then says so.
+    """
+    limit = MAX_IDX_BYTES + 4 + 4 * 255
+    h, size = hashlib.sha256(), 0
     with gzip.open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
+            size += len(block)
+            if size > limit:
+                return f"not computed: the payload is more than {limit} bytes"
             h.update(block)
     return h.hexdigest()
 
@@ -145,6 +197,10 @@ def _download(name, target_dir, mirrors, sha256):
             if digest != sha256:
                 bad_hash.append(f"{url}: sha256 of the decompressed payload is {digest}, expected {sha256}")
                 continue
+            try:
+                os.chmod(tmp, new_file_mode())  # mkstemp made it 0o600
+            except PermissionError:  # a file system without modes (FAT, some network mounts)
+                pass
             os.replace(tmp, final)
             return final, failures
         except (OSError, ValueError, http.client.HTTPException) as e:
@@ -179,7 +235,7 @@ def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_d
         raise ValueError(f"load_{dataset}: split must be 'train' or 'test', got {split!r}")
     prefix, count = SPLITS[split]
     names = [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
-    target_dir = os.path.join(data_root(root), subdir)
+    target_dir = dataset_dir(subdir, root)
     search = [target_dir, *extra_dirs]
 
     paths = {name: _find(name, search) for name in names}
@@ -208,10 +264,15 @@ def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_d
         if subdir in DEBIAN_PACKAGES:
             name, where = DEBIAN_PACKAGES[subdir]
             package = f" On Debian or Ubuntu, `apt-get install {name}` installs them in {where}."
+        # the files may sit in the root itself, in a folder not named like the dataset
+        base = data_root(root)
+        beside = _find(missing[0], [base]) if base != target_dir else None
+        misplaced = (f" {base} itself holds {os.path.basename(beside)}: move the files into "
+                     f"{target_dir}, or name their folder {subdir}/ and pass that." if beside else "")
         raise DatasetNotFoundError(
             f"load_{dataset}({split!r}): missing {listed} in {target_dir}{also}.\n{why}\n"
             f"Put the files (raw IDX or .gz) in {target_dir}, or pass root= or set "
-            f"TINYNET_DATA_DIR to a directory that holds {subdir}/.{package}")
+            f"TINYNET_DATA_DIR to a directory that holds {subdir}/.{package}{misplaced}")
 
     images_path, labels_path = paths[names[0]], paths[names[1]]
     images, labels = read_idx(images_path), read_idx(labels_path)
@@ -227,8 +288,10 @@ def load_mnist(split="train", root=None, download=True, mirrors=None):
     split : {"train", "test"}
         "train" has 60000 images, "test" 10000.
     root : str or os.PathLike, optional
-        Data root; the files are in ``<root>/mnist/``. Defaults to
-        ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``.
+        Data root; the files are in ``<root>/mnist/``, or in the root itself
+        when it is named ``mnist`` (see ``dataset_dir``). Defaults to
+        ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``. A root given here
+        or by the variable must exist; only the default one is created.
     download : bool
         Download missing files from the mirrors.
     mirrors : sequence of str, optional
@@ -248,7 +311,8 @@ def load_mnist(split="train", root=None, download=True, mirrors=None):
         When split is not "train" or "test".
     DatasetNotFoundError
         When files are missing and could not be downloaded; the message lists
-        them and the directory to put them in.
+        them and the directory to put them in. Also when ``root`` (or
+        ``$TINYNET_DATA_DIR``) does not exist: "data dir '...' does not exist".
     DatasetError
         When a download has the wrong sha256, or a file has the wrong shape,
         count or labels.
@@ -273,8 +337,10 @@ def load_fashion_mnist(split="train", root=None, download=True, mirrors=None):
     split : {"train", "test"}
         "train" has 60000 images, "test" 10000.
     root : str or os.PathLike, optional
-        Data root; the files are in ``<root>/fashion-mnist/``. Defaults to
-        ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``.
+        Data root; the files are in ``<root>/fashion-mnist/``, or in the
+        root itself when it is named ``fashion-mnist``. Defaults to
+        ``$TINYNET_DATA_DIR``, then ``~/.cache/tinynet``; as for ``load_mnist``,
+        a root given here or by the variable must exist.
     download : bool
         Download missing files from the mirrors.
     mirrors : sequence of str, optional

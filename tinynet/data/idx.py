@@ -11,7 +11,13 @@ values in C order, all big-endian:
 
 The reader checks each of these and that the payload holds exactly
 prod(sizes) * itemsize bytes. A file that starts with the gzip magic
-(1f 8b) is decompressed first, whatever its name.
+(1f 8b) is decompressed as it is read, whatever its name.
+
+The file is read as a stream, header first: dims that imply a payload above
+MAX_IDX_BYTES are refused before any of it is read, and the payload is read
+only up to the size the dims imply, plus one byte to see that the stream
+ends there. A gzip bomb (a small .gz that expands to gigabytes) is therefore
+never decompressed whole.
 Format: http://yann.lecun.com/exdb/mnist/ (bottom of the page).
 """
 import gzip
@@ -21,9 +27,12 @@ import zlib
 
 import numpy as np
 
-__all__ = ["IDXError", "read_idx", "write_idx"]
+__all__ = ["IDXError", "read_idx", "write_idx", "MAX_IDX_BYTES"]
 
 GZIP_MAGIC = b"\x1f\x8b"
+# The largest payload an IDX file may declare, in bytes (1 GiB): MNIST's
+# training images are 47 MB; dims that claim more are refused unread.
+MAX_IDX_BYTES = 2**30
 
 # IDX type code -> big-endian numpy dtype
 IDX_DTYPES = {
@@ -40,16 +49,44 @@ class IDXError(ValueError):
     """An IDX file is malformed: bad magic, bad dims, wrong length or bad gzip."""
 
 
-def _read_bytes(path):
-    """The file's bytes, decompressed when they start with the gzip magic."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise IDXError(f"IDX file {path!r}: corrupt gzip stream ({e})") from e
+def _read_header(path, f):
+    """(dims, dtype) from the magic number and dims at the start of the stream ``f``."""
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise IDXError(f"IDX file {path!r}: {len(magic)} bytes, too short for the 4-byte magic number")
+    if magic[0] != 0 or magic[1] != 0:
+        raise IDXError(f"IDX file {path!r}: bad magic number {magic.hex()}, "
+                       f"the first two bytes must be zero")
+    code, ndim = magic[2], magic[3]
+    if code not in IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+        raise IDXError(f"IDX file {path!r}: unknown type code 0x{code:02X}, expected one of {known}")
+    if ndim < 1:
+        raise IDXError(f"IDX file {path!r}: ndim is 0, expected at least 1")
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise IDXError(f"IDX file {path!r}: header cut short, {4 + len(sizes)} bytes "
+                       f"but {ndim} dims need {4 + 4 * ndim}")
+    dims = tuple(int(d) for d in np.frombuffer(sizes, dtype=">u4"))
+    return dims, IDX_DTYPES[code]
+
+
+def _read_stream(path, f):
+    """The array in the IDX stream ``f``: header, then exactly the payload it implies."""
+    dims, dtype = _read_header(path, f)
+    expected = math.prod(dims) * dtype.itemsize
+    if expected > MAX_IDX_BYTES:
+        raise IDXError(f"IDX file {path!r}: dims {dims} of {dtype.name} claim {expected} bytes, "
+                       f"more than MAX_IDX_BYTES = {MAX_IDX_BYTES}")
+    payload = f.read(expected)
+    if len(payload) < expected:
+        raise IDXError(f"IDX file {path!r}: truncated: payload is {len(payload)} bytes, dims {dims} "
+                       f"of {dtype.name} need {expected}")
+    if f.read(1):
+        raise IDXError(f"IDX file {path!r}: trailing bytes: payload is longer than the "
+                       f"{expected} bytes dims {dims} of {dtype.name} need")
+    x = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    return x.astype(dtype.newbyteorder("="))
 
 
 def read_idx(path):
@@ -70,38 +107,28 @@ def read_idx(path):
     ------
     IDXError
         When the gzip stream is corrupt, the magic number or type code is
-        wrong, ndim is 0, the header is cut short, or the payload is not
-        exactly ``prod(dims) * itemsize`` bytes. The message names the file.
+        wrong, ndim is 0, the header is cut short, the dims imply more than
+        MAX_IDX_BYTES, the payload is not exactly ``prod(dims) * itemsize``
+        bytes, or reading fails (an OSError such as a directory given as the
+        file). The message names the file.
     FileNotFoundError
         When the file does not exist.
     """
     path = os.fspath(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise IDXError(f"IDX file {path!r}: {len(data)} bytes, too short for the 4-byte magic number")
-    if data[0] != 0 or data[1] != 0:
-        raise IDXError(f"IDX file {path!r}: bad magic number {data[:4].hex()}, "
-                       f"the first two bytes must be zero")
-    code, ndim = data[2], data[3]
-    if code not in IDX_DTYPES:
-        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise IDXError(f"IDX file {path!r}: unknown type code 0x{code:02X}, expected one of {known}")
-    if ndim < 1:
-        raise IDXError(f"IDX file {path!r}: ndim is 0, expected at least 1")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IDXError(f"IDX file {path!r}: header cut short, {len(data)} bytes "
-                       f"but {ndim} dims need {header}")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[code]
-    expected = math.prod(dims) * dtype.itemsize
-    payload = len(data) - header
-    if payload != expected:
-        what = "truncated" if payload < expected else "trailing bytes"
-        raise IDXError(f"IDX file {path!r}: {what}: payload is {payload} bytes, dims {dims} "
-                       f"of {dtype.name} need {expected}")
-    x = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return x.astype(dtype.newbyteorder("="))
+    gz = False
+    try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            if not gz:
+                return _read_stream(path, raw)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                return _read_stream(path, f)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        what = "corrupt gzip stream" if gz else "could not be read"
+        raise IDXError(f"IDX file {path!r}: {what} ({type(e).__name__}: {e})") from e
 
 
 def write_idx(path, array):
