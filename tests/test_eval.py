@@ -7,7 +7,12 @@ import pytest
 
 import tinynet as tn
 from conftest import REPO
-from tinynet.cli import build_model, main
+from tinynet.cli import main
+from tinynet.zoo import build as build_zoo
+
+
+def build_model(config):
+    return build_zoo(config["model"], config["norm"])
 
 SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
 needs_mnist = pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mnist")),
@@ -22,7 +27,8 @@ def run_dir(tmp_path_factory):
         pytest.skip("the real MNIST is not in ../shared/data/mnist")
     out = tmp_path_factory.mktemp("run")
     assert main(["train", "--data-dir", SHARED_DATA, "--limit", "1000", "--epochs", "1",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--val-split", "500", "--test-limit", "500", "--out", str(out), "--quiet",
+                 "--overwrite"]) == 0
     return out
 
 
@@ -39,7 +45,7 @@ def test_eval_run_dir_metrics_match_predict(run_dir, capsys):
     # the same numbers, computed independently from the checkpoint
     config = json.loads((run_dir / "config.json").read_text())
     model = build_model(config)
-    tn.train.load_checkpoint(run_dir / "checkpoint.safetensors", model)
+    tn.checkpoint.load_checkpoint(run_dir / "checkpoint.safetensors", model)
     images, labels = tn.data.load_mnist("test", root=SHARED_DATA)
     x = tn.data.prepare_images(images[:600])
     loss, acc = tn.evaluate(model, tn.SoftmaxCrossEntropy(), (x, labels[:600]))
@@ -69,7 +75,7 @@ def test_eval_checkpoint_file_with_tta(run_dir, capsys):
     assert result["tta"] is True
     config = json.loads((run_dir / "config.json").read_text())
     model = build_model(config)
-    tn.train.load_checkpoint(run_dir / "checkpoint.safetensors", model)
+    tn.checkpoint.load_checkpoint(run_dir / "checkpoint.safetensors", model)
     images, labels = tn.data.load_mnist("test", root=SHARED_DATA)
     x = tn.data.prepare_images(images[:30])
     views = tn.train.tta_views((28, 28), shift=1, hflip=False)
@@ -82,8 +88,7 @@ def test_eval_checkpoint_file_with_tta(run_dir, capsys):
 
 @needs_mnist
 def test_eval_model_file_beside_a_config(run_dir, tmp_path, capsys):
-    model = build_model(json.loads((run_dir / "config.json").read_text()))
-    tn.train.load_checkpoint(run_dir / "checkpoint.safetensors", model)
+    model = tn.load_model(run_dir)
     model.save(tmp_path / "model.npz")
     (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
     capsys.readouterr()
@@ -93,14 +98,45 @@ def test_eval_model_file_beside_a_config(run_dir, tmp_path, capsys):
     assert (tmp_path / "confusion.png").read_bytes()[:8] == PNG
 
 
+@needs_mnist
+def test_eval_a_model_built_in_python_needs_no_config(tmp_path, capsys):
+    """A model saved by model.save carries its architecture: eval needs no code or config."""
+    tn.init.seed(0)
+    model = tn.Sequential(tn.Flatten(), tn.Dense(784, 32), tn.ReLU(),
+                          tn.Residual(tn.Sequential(tn.Dense(32, 32), tn.ReLU())),
+                          tn.Dense(32, 10))
+    model.save(tmp_path / "mine.safetensors")
+    images, labels = tn.data.load_mnist("test", root=SHARED_DATA)
+    expected = tn.predict(model, tn.data.prepare_images(images[:100], flatten=True))
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "mine.safetensors"), "--data-dir", SHARED_DATA,
+                 "--limit", "100", "--no-plots"]) == 0
+    result = last_json(capsys)
+    assert result["test_acc"] == pytest.approx(np.mean(expected.argmax(1) == labels[:100]))
+    assert os.listdir(tmp_path) == ["mine.safetensors"], "--no-plots writes nothing"
+
+
+@needs_mnist
+def test_eval_prints_metrics_before_figures_and_takes_a_plots_dir(run_dir, tmp_path, capsys):
+    plots = tmp_path / "plots"
+    assert main(["eval", str(run_dir), "--data-dir", SHARED_DATA, "--limit", "50",
+                 "--plots-dir", str(plots)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("accuracy") < out.index("confusion:")
+    assert sorted(os.listdir(plots)) == ["confusion.png", "eval.json", "feature_maps.png",
+                                         "filters.png", "misclassified.png"]
+
+
 def test_eval_errors_name_what_is_missing(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 1
     assert "no checkpoint.safetensors" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope")]) == 1
     assert "no such run directory" in capsys.readouterr().err
-    tn.Sequential(tn.Dense(784, 10)).save(tmp_path / "m.safetensors")
+    from tinynet.serialization import write_tensors
+    write_tensors(tmp_path / "m.safetensors", tn.Sequential(tn.Dense(784, 10)).state_dict())
     assert main(["eval", str(tmp_path / "m.safetensors")]) == 1
-    assert "config.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds no architecture" in err and err.count("\n") == 1
 
 
 def test_conv_feature_maps_follow_each_block(rng):

@@ -8,6 +8,10 @@ What is guaranteed (docs/architecture.md, "After a crash"):
   deletes before it writes anything;
 - `--resume` finishes the run with each epoch recorded once and the same
   weights, bit for bit, as a run that was never interrupted.
+
+Half of the kills land inside a checkpoint write: those runs go through a
+wrapper that slows every checkpoint write down (it writes part of the file,
+sleeps, then writes it whole), and are killed while its temp file exists.
 """
 import fnmatch
 import json
@@ -22,16 +26,40 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from tinynet.cli import RUN_FILES, build_model
-from tinynet.train import load_checkpoint
+from tinynet.checkpoint import load_checkpoint
+from tinynet.run import RUN_FILES
+from tinynet.zoo import build
 
 SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
 pytestmark = pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mnist")),
                                 reason="the real MNIST is not in ../shared/data/mnist")
-EPOCHS = 5
-TRAIN = [sys.executable, "-m", "tinynet.cli", "train", "--data-dir", SHARED_DATA,
-         "--model", "mlp", "--limit", "1500", "--batch-size", "32", "--shift", "1",
-         "--epochs", str(EPOCHS), "--seed", "3", "--quiet"]
+EPOCHS = 6
+KILLS = 8
+ARGS = ["train", "--data-dir", SHARED_DATA, "--model", "mlp", "--limit", "6000",
+        "--val-split", "500", "--test-limit", "500", "--batch-size", "32", "--shift", "1",
+        "--epochs", str(EPOCHS), "--seed", "3", "--quiet"]
+TRAIN = [sys.executable, "-m", "tinynet"] + ARGS
+# `tinynet train` whose checkpoint writes each take a while: part of the file, a pause, the rest
+SLOW_WRITES = r"""
+import sys, time
+from tinynet import serialization
+from tinynet.cli import main
+
+real = serialization.atomic_write
+def slow(target, write):
+    def paused(f):
+        if "checkpoint" in str(target):
+            f.write(b"the first bytes of a checkpoint")
+            f.flush()
+            time.sleep(0.5)
+            f.seek(0)
+            f.truncate()
+        write(f)
+    real(target, paused)
+serialization.atomic_write = slow
+sys.exit(main(sys.argv[1:]))
+"""
+SLOW_TRAIN = [sys.executable, "-c", SLOW_WRITES] + ARGS
 
 
 def env():
@@ -47,8 +75,21 @@ def temp_files(out):
     return [f for f in os.listdir(out) if fnmatch.fnmatch(f, ".*.tmp")]
 
 
+def training(out, pid):
+    """True once process ``pid`` holds the run (its checks passed; it is training)."""
+    try:
+        return json.loads((out / ".lock").read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def checkpoint_temp(out):
+    return any(f.startswith(".checkpoint.") for f in temp_files(out)) if out.exists() else False
+
+
 def weights(out):
-    model = build_model(json.loads((out / "config.json").read_text()))
+    config = json.loads((out / "config.json").read_text())
+    model = build(config["model"], config["norm"])
     epoch, history, _ = load_checkpoint(out / "checkpoint.safetensors", model)
     return model.state_dict(), epoch, history
 
@@ -65,32 +106,44 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     done = run(reference)
     assert done.returncode == 0, done.stderr
     expected, _, history = weights(reference)
-    epoch_time = 1.5 * max(r["seconds"] for r in history.records)  # with the test pass
+    epoch_time = min(r["seconds"] for r in history.records)
 
     out = tmp_path / "killed"
     seed = int(os.environ.get("TINYNET_FAULT_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
-    kills = 0
-    # kill once the run has finished `target` epochs, at a random moment of the next
-    for target in sorted(rng.randrange(EPOCHS) for _ in range(4)):
-        proc = subprocess.Popen(TRAIN + ["--out", str(out), "--resume"], env=env(), cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while proc.poll() is None and epochs_done(out) < target:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, epoch_time))
+    kills = in_write = 0
+    for k in range(KILLS):
+        # kill in the epoch after the ones done, or the one after that (never after the
+        # last), at a random moment; every other kill while its checkpoint write is under way
+        target = min(epochs_done(out) + rng.randrange(2), EPOCHS - 1)
+        during_write = k % 2 == 1
+        proc = subprocess.Popen((SLOW_TRAIN if during_write else TRAIN) + [
+            "--out", str(out), "--resume"], env=env(), cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not (training(out, proc.pid)
+                                           and epochs_done(out) >= target):
+            time.sleep(0.002)
+        if during_write:
+            while proc.poll() is None and not checkpoint_temp(out):
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.4))
+        else:
+            time.sleep(rng.uniform(0, 0.8 * epoch_time))
         if proc.poll() is None:
+            in_write += during_write and checkpoint_temp(out)
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
         if not out.exists():
             continue
-        # only the run's own files, or the temp file of a write the kill cut short
-        unknown = set(os.listdir(out)) - set(RUN_FILES) - set(temp_files(out))
+        # only the run's own files, its lock, or the temp file of a write the kill cut short
+        unknown = set(os.listdir(out)) - set(RUN_FILES) - {".lock"} - set(temp_files(out))
         assert not unknown, (unknown, f"TINYNET_FAULT_SEED={seed}")
         if (out / "checkpoint.safetensors").exists():
             state, epoch, history = weights(out)  # it loads
             assert [r["epoch"] for r in history.records] == list(range(1, epoch + 1))
-    assert kills >= 2, f"only {kills} runs were killed before they finished (seed {seed})"
+    assert kills >= KILLS // 2, f"only {kills} runs were killed before they finished (seed {seed})"
+    assert in_write >= 1, f"no kill landed inside a checkpoint write (seed {seed})"
 
     resumed = run(out, "--resume")
     assert resumed.returncode == 0, resumed.stderr

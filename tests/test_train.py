@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinynet as tn
-from tinynet.train import load_checkpoint
+from tinynet.checkpoint import load_checkpoint
 
 
 def blobs(rng, n=240, d=6, k=3):
@@ -246,3 +246,33 @@ def test_fit_rejects_bad_arguments(rng):
                epochs=0)
     with pytest.raises(TypeError, match="DataLoader"):
         tn.fit(model, tn.SoftmaxCrossEntropy(), tn.optim.Adam(model.parameters()), x)
+
+
+@pytest.mark.parametrize("change", ["seed", "model", "lr", "batch_size", "fewer_epochs"])
+def test_fit_resume_refuses_another_run(tmp_path, rng, change):
+    """resume=True continues only the run that wrote the checkpoint (more epochs allowed)."""
+    from tinynet.checkpoint import ResumeMismatch
+    x, y = blobs(rng, n=64)
+    ckpt = tmp_path / "ckpt.safetensors"
+
+    def run(epochs=2, seed=5, lr=0.05, batch_size=16, dropout_seed=1):
+        tn.init.seed(0)
+        model = tn.Sequential(tn.Dense(6, 8), tn.ReLU(), tn.Dropout(0.1, seed=dropout_seed),
+                              tn.Dense(8, 3))
+        opt = tn.optim.SGD(model.parameters(), lr=lr)
+        return tn.fit(model, tn.SoftmaxCrossEntropy(), opt,
+                      tn.data.DataLoader(x, y, batch_size=batch_size, shuffle=True, seed=seed),
+                      epochs=epochs, checkpoint=ckpt, resume=True, progress=False)
+
+    run()
+    before = ckpt.read_bytes()
+    changed = {"seed": {"seed": 6}, "model": {"dropout_seed": 2}, "lr": {"lr": 0.1},
+               "batch_size": {"batch_size": 32}, "fewer_epochs": {"epochs": 1}}[change]
+    with pytest.raises(ResumeMismatch, match="cannot resume: the run differs") as err:
+        run(**changed)
+    assert {"seed": "data.seed: checkpoint 5, now 6", "model": "architecture.config.layers",
+            "lr": "optimizer.lr: checkpoint 0.05, now 0.1",
+            "batch_size": "data.batch_size: checkpoint 16, now 32",
+            "fewer_epochs": "epochs: checkpoint 2, now 1"}[change] in str(err.value)
+    assert ckpt.read_bytes() == before
+    assert len(run(epochs=3)) == 3, "a longer run of the same settings continues"

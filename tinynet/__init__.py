@@ -13,6 +13,7 @@ from .backends import (set_backend, get_backend, use_backend, available_backends
                        backend_name, to_device, to_host, DeviceMismatchError)
 from .layers import *  # noqa: F401,F403
 from .layers import Layer
+from .layers.base import layer_from_config, layer_to_config, register_layer
 from .model import Sequential
 from .losses import *  # noqa: F401,F403
 from . import optim, init, data
@@ -20,5 +21,6 @@ from .gradcheck import gradcheck, GradcheckResult
 from .train import fit, evaluate, History
 from .train import predict
 from .recorder import Recorder
+from .checkpoint import load_model
 
 __version__ = "0.1.0"

@@ -8,16 +8,14 @@ the state of a torch ``nn.Sequential`` with the same layers loads here, and
 the reverse works too. ``save`` / ``load`` pick the file format by the
 extension: ``.safetensors`` (which ``safetensors.torch.load_file`` opens) or
 ``.npz``. Both are written atomically and read without unpickling, so loading
-a file never runs code from it (tinynet/serialization.py).
+a file never runs code from it (tinynet/serialization.py); ``save`` stores the
+architecture too (``get_config``), so ``tinynet.load_model`` rebuilds it.
 """
-import os
-
 import numpy as np
 
 from .backends import move
-from .layers.base import Layer
+from .layers.base import Layer, layer_from_config, layer_to_config
 from .layers.container import Container
-from .serialization import read_tensors, write_tensors
 from .state import check_and_load
 
 
@@ -41,6 +39,14 @@ class Sequential(Container):
                 raise TypeError(f"Sequential: argument {i} must be a tinynet layer, "
                                 f"got {type(layer).__name__}")
         self.layers = list(layers)
+
+    def get_config(self):
+        """``{"layers": [layer_to_config(layer), ...]}``."""
+        return {"layers": [layer_to_config(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(*[layer_from_config(c) for c in config.get("layers", [])])
 
     def children(self):
         """The layers as ``(key, layer)``, keys "0", "1", ... as in torch."""
@@ -98,35 +104,6 @@ class Sequential(Container):
         changed then.
         """
         check_and_load([(self, prefix)], state, strict)
-
-    def save(self, path):
-        """Write the state_dict to ``path`` atomically (temp file + rename).
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            ``*.safetensors`` (PyTorch's keys: ``safetensors.torch.load_file``
-            gives a dict that a torch ``nn.Sequential`` of the same layers
-            loads) or ``*.npz``.
-        """
-        write_tensors(path, self.state_dict())
-
-    def load(self, path):
-        """Read a state_dict from a ``.safetensors`` or ``.npz`` file. Returns self.
-
-        The file is never unpickled. Raises ``CheckpointError`` (a ValueError)
-        for a file that does not parse or holds NaN or inf, and KeyError,
-        ValueError or TypeError for a missing or unexpected key or a wrong
-        shape or dtype; each message names the file, and nothing is changed
-        then.
-        """
-        path = os.fspath(path)
-        state, _ = read_tensors(path)
-        try:
-            self.load_state_dict(state)
-        except (KeyError, ValueError, TypeError) as e:
-            raise type(e)(f"{path}: {e.args[0]}") from e
-        return self
 
     def summary(self, input_shape=None, dtype=np.float32, file=None):
         """Print and return a table of layers, output shapes and parameter counts.

@@ -1,7 +1,7 @@
 """matplotlib figures: training curves, and what a trained model gets right and wrong.
 
 - ``plot_history``: per-step training loss (raw, faint, and an exponential
-  moving average), per-epoch test loss and accuracy, and the learning rate.
+  moving average), per-epoch validation loss and accuracy, and the learning rate.
 - ``plot_confusion``: the confusion matrix, C[t, p] = number of test images of
   true class t predicted as p, with each row's recall on the right.
 - ``plot_misclassified``: the most confidently wrong test images.
@@ -80,7 +80,7 @@ def plot_history(history, path, title="tinynet training"):
     """Save a three-panel PNG of a training run.
 
     Left: each step's training loss (faint) and its moving average, with the
-    test loss at the end of each epoch. Middle: train and test accuracy per
+    validation loss at the end of each epoch. Middle: train and validation accuracy per
     epoch. Right: the learning rate of every step. The x axes are in epochs,
     with integer ticks.
 
@@ -105,7 +105,7 @@ def plot_history(history, path, title="tinynet training"):
         ax_loss.plot(epochs, history["train_loss"], "o-", color="C0", label="train")
     has_val = all(v is not None for v in history["val_loss"])
     if has_val:
-        ax_loss.plot(epochs, history["val_loss"], "s-", color="C1", label="test")
+        ax_loss.plot(epochs, history["val_loss"], "s-", color="C1", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     if len(loss) and loss.min() > 0 and loss.max() / loss.min() > 20:
         ax_loss.set_yscale("log")
@@ -113,9 +113,9 @@ def plot_history(history, path, title="tinynet training"):
     ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], "o-", color="C0", label="train")
     if has_val:
         ax_acc.plot(epochs, [100 * a for a in history["val_acc"]], "s-", color="C1",
-                    label="test")
+                    label="validation")
         best = max(history["val_acc"])
-        ax_acc.set_title(f"accuracy (best test {100 * best:.2f}%)")
+        ax_acc.set_title(f"accuracy (best validation {100 * best:.2f}%)")
     else:
         ax_acc.set_title("accuracy")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")

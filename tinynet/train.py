@@ -23,7 +23,6 @@ the four one-pixel shifts (``tta_views``):
 
     p(k | x) = (1 / V) sum_v softmax(model(view_v(x)))_k
 """
-import json
 import os
 import sys
 import time
@@ -31,58 +30,16 @@ import time
 import numpy as np
 
 from .backends import array_module_of, get_backend, to_host
+from .checkpoint import (apply_checkpoint, check_resume, describe_run, read_checkpoint,
+                         save_checkpoint)
 from .data.device import DeviceLoader
 from .data.loader import DataLoader
+from .history import History
 from .losses import count_correct
 from .progress import progress_bar
-from .serialization import (CheckpointError, atomic_write, read_tensors, remove_stale_temps,
-                            write_tensors)
+from .serialization import remove_stale_temps
 
-__all__ = ["fit", "evaluate", "predict", "tta_views", "History", "save_checkpoint",
-           "load_checkpoint", "read_checkpoint", "CHECKPOINT_FORMAT"]
-
-CHECKPOINT_FORMAT = "tinynet-checkpoint"
-
-
-class History:
-    """Per-epoch records of a ``fit`` run.
-
-    Attributes
-    ----------
-    records : list of dict
-        One dict per epoch with keys ``epoch``, ``train_loss``, ``train_acc``,
-        ``val_loss``, ``val_acc`` (None without validation data), ``seconds``,
-        ``samples_per_s``, ``lr`` (at the end of the epoch), and the per-step
-        lists ``step_loss`` (each batch's training loss) and ``step_lr`` (the
-        learning rate that batch's update used).
-    """
-
-    def __init__(self, records=None):
-        self.records = list(records or [])
-
-    def append(self, record):
-        self.records.append(dict(record))
-
-    def __getitem__(self, key):
-        """``history["val_acc"]`` is the list of that value over epochs."""
-        return [r[key] for r in self.records]
-
-    def __len__(self):
-        return len(self.records)
-
-    def to_json(self):
-        return json.dumps(self.records, indent=2)
-
-    @classmethod
-    def from_json(cls, text):
-        return cls(json.loads(text))
-
-    def save(self, path):
-        """Write the records as JSON, atomically."""
-        atomic_write(path, lambda f: f.write(self.to_json().encode()))
-
-    def __repr__(self):
-        return f"History({len(self)} epochs)"
+__all__ = ["fit", "evaluate", "predict", "tta_views", "History"]
 
 
 def _progress_bar(total, desc, enabled):
@@ -116,21 +73,28 @@ def _as_loader(data, batch_size, shuffle, seed):
 
 
 class _EvalMode:
-    """Context manager: put a model in eval mode, then restore every layer's mode."""
+    """Context manager: put a model in eval mode, then restore every layer's mode
+    (the layers inside containers too)."""
 
     def __init__(self, model):
         self.model = model
 
+    def _layers(self):
+        stack, out = [self.model], []
+        while stack:
+            layer = stack.pop()
+            out.append(layer)
+            stack.extend(child for _, child in layer.children())
+        return out
+
     def __enter__(self):
-        self.modes = (self.model.training, [layer.training for layer in self.model.layers])
+        self.modes = [(layer, layer.training) for layer in self._layers()]
         self.model.eval()
         return self.model
 
     def __exit__(self, *exc):
-        was_training, modes = self.modes
-        for layer, mode in zip(self.model.layers, modes):
-            layer.train(mode)
-        self.model.training = was_training
+        for layer, mode in self.modes:
+            layer.training = mode
 
 
 def _softmax(logits):
@@ -281,124 +245,6 @@ def evaluate(model, loss_fn, data, batch_size=256, tta=None):
     return float(total_loss) / count, float(total_correct) / count
 
 
-def _layer_steps(model):
-    """The counters of layers that have one (Dropout's mask step), by index."""
-    return {f"{i}": layer.step for i, layer in enumerate(model.layers) if hasattr(layer, "step")}
-
-
-def save_checkpoint(path, model, optimizer, epoch, history, scheduler=None, loader_epoch=0,
-                    config=None):
-    """Write model, optimizer, scheduler, history and counters to one file, atomically.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        ``*.safetensors`` or ``*.npz`` (tinynet/serialization.py).
-    config : dict, optional
-        JSON-serializable description of the run (e.g. the model
-        architecture), stored beside the tensors.
-
-    Notes
-    -----
-    Tensors: ``model/<state_dict key>``, ``optim/<key>``, ``sched/<key>`` and
-    ``step/<layer index>`` (Dropout's mask counter, int64 0-d). Metadata
-    (strings): ``format`` = "tinynet-checkpoint", ``epoch``,
-    ``loader_epoch``, ``history`` (History.to_json) and ``config`` (JSON).
-    """
-    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
-    if scheduler is not None:
-        tensors.update({f"sched/{k}": v for k, v in scheduler.state_dict().items()})
-    tensors.update({f"step/{k}": np.array(v, dtype=np.int64)
-                    for k, v in _layer_steps(model).items()})
-    metadata = {"format": CHECKPOINT_FORMAT, "epoch": str(int(epoch)),
-                "loader_epoch": str(int(loader_epoch)), "history": history.to_json(),
-                "config": json.dumps(config or {})}
-    write_tensors(path, tensors, metadata)
-
-
-def read_checkpoint(path):
-    """Read a checkpoint file into its sections, checking its metadata.
-
-    Returns
-    -------
-    dict
-        ``model``, ``optim``, ``sched``, ``step``: dicts of arrays;
-        ``epoch``, ``loader_epoch``: int; ``history``: History;
-        ``config``: dict (empty when the file has none).
-
-    Raises
-    ------
-    CheckpointError
-        When the file is unreadable (see ``read_tensors``), is not a training
-        checkpoint, or its counters or JSON do not parse.
-    """
-    path = os.fspath(path)
-    tensors, metadata = read_tensors(path)
-    # .npz checkpoints of earlier versions kept the counters and history as arrays
-    for key in ("epoch", "loader_epoch"):
-        if key in tensors and key not in metadata:
-            metadata[key] = str(tensors.pop(key))
-    missing = [k for k in ("epoch", "loader_epoch", "history") if k not in metadata]
-    if missing:
-        raise CheckpointError(f"checkpoint {path!r} is not a training checkpoint: no "
-                              f"{', '.join(missing)} (a model file is read by model.load)")
-    try:
-        epoch, loader_epoch = int(metadata["epoch"]), int(metadata["loader_epoch"])
-        history = History.from_json(metadata["history"])
-        config = json.loads(metadata.get("config", "{}"))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path!r}: bad metadata ({e})") from e
-    if epoch < 0 or loader_epoch < 0 or len(history) != epoch:
-        raise CheckpointError(f"checkpoint {path!r}: epoch {epoch}, loader_epoch "
-                              f"{loader_epoch} and {len(history)} history records disagree")
-    sections = {name: {} for name in ("model", "optim", "sched", "step")}
-    for key, value in tensors.items():
-        name, _, rest = key.partition("/")
-        if name not in sections or not rest:
-            raise CheckpointError(f"checkpoint {path!r}: unexpected entry {key!r}")
-        sections[name][rest] = value
-    return dict(sections, epoch=epoch, loader_epoch=loader_epoch, history=history,
-                config=config)
-
-
-def load_checkpoint(path, model, optimizer=None, scheduler=None):
-    """Restore a checkpoint written by ``save_checkpoint`` (.safetensors or .npz).
-
-    Everything is checked before anything is changed; errors name the file.
-
-    Returns
-    -------
-    (epoch, history, loader_epoch)
-        The number of epochs completed, their History, and the loader's
-        shuffle counter.
-    """
-    path = os.fspath(path)
-    ckpt = read_checkpoint(path)
-    steps = ckpt["step"]
-    expected = _layer_steps(model)
-    if set(steps) != set(expected):
-        raise CheckpointError(f"checkpoint {path!r}: step counters for layers "
-                              f"{sorted(steps)}, the model has them for {sorted(expected)}")
-    for i, step in steps.items():
-        if step.ndim != 0 or step.dtype.kind not in "iu" or step < 0:
-            raise CheckpointError(f"checkpoint {path!r}: step/{i} must be a 0-d integer "
-                                  f">= 0, got dtype {step.dtype} shape {step.shape}")
-    parts = [(model, ckpt["model"]), (optimizer, ckpt["optim"]), (scheduler, ckpt["sched"])]
-    parts = [(obj, state) for obj, state in parts if obj is not None]
-    before = [obj.state_dict() for obj, _ in parts]
-    try:
-        for obj, state in parts:
-            obj.load_state_dict(state)
-    except (KeyError, ValueError, TypeError) as e:
-        for (obj, _), old in zip(parts, before):
-            obj.load_state_dict(old)
-        raise type(e)(f"{path}: {e.args[0]}") from e
-    for i, step in steps.items():
-        model.layers[int(i)].step = int(step)
-    return ckpt["epoch"], ckpt["history"], ckpt["loader_epoch"]
-
-
 def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_size=64,
         scheduler=None, checkpoint=None, resume=False, progress=True, seed=0,
         on_epoch_end=None, config=None):
@@ -443,11 +289,14 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
     # On a device the running sums stay there; the bar reads them ~20 times an epoch.
     every = 1 if get_backend().DEVICE == "cpu" else max(1, len(loader) // 20)
     history, start = History(), 0
+    run = describe_run(model, optimizer, scheduler, loss_fn, loader, epochs)
     if checkpoint is not None:
         remove_stale_temps(checkpoint)
         if resume and os.path.exists(checkpoint):
-            start, history, loader.epoch = load_checkpoint(checkpoint, model, optimizer,
-                                                           scheduler)
+            ckpt = read_checkpoint(checkpoint)
+            check_resume(checkpoint, ckpt["run"], run)
+            apply_checkpoint(os.fspath(checkpoint), ckpt, model, optimizer, scheduler)
+            start, history, loader.epoch = ckpt["epoch"], ckpt["history"], ckpt["loader_epoch"]
     for epoch in range(start, epochs):
         model.train()
         t0 = time.perf_counter()
@@ -488,7 +337,7 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
                   f"{record['samples_per_s']:,.0f} samples/s", file=sys.stderr)
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer, epoch + 1, history, scheduler,
-                            loader.epoch, config=config)
+                            loader.epoch, config=config, run=run)
         if on_epoch_end is not None:
             on_epoch_end(history)
     return history

@@ -15,13 +15,107 @@ The contract (docs/architecture.md):
   device; ``to(dtype)`` casts them. Inputs must live on the active backend's
   device, and so must the parameters: a mismatch raises DeviceMismatchError
   naming the layer and both devices.
+- ``get_config()`` returns the constructor arguments as JSON data (nested
+  layers as ``{"class": ..., "config": ...}``); ``layer_from_config`` rebuilds
+  the layer from them, so a saved model loads without the code that built it.
 """
+import inspect
+import json
+import numbers
+import os
+
 import numpy as np
 
 from ..backends import check_device, device_of, get_backend, move, to_host
+from ..parameter import Parameter
+from ..serialization import read_tensors, write_tensors
 from ..state import check_and_load
 
 DEVICES = ("cpu", "cuda")
+
+# class name -> Layer subclass: every layer class of tinynet (registered as it is
+# defined) and the user classes passed to ``register_layer``.
+LAYER_CLASSES = {}
+
+
+def register_layer(cls):
+    """Make a user Layer subclass loadable by ``layer_from_config`` (a class decorator).
+
+    Its ``get_config()`` must return the constructor's keyword arguments
+    (the default reads each one from the attribute of the same name).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise TypeError(f"register_layer: expected a Layer subclass, got {cls!r}")
+    LAYER_CLASSES[cls.__name__] = cls
+    return cls
+
+
+def _config_value(layer, name, value):
+    """A constructor argument as JSON data: nested layers as their config, tuples as lists."""
+    if isinstance(value, Layer):
+        return layer_to_config(value)
+    if isinstance(value, Parameter):  # e.g. bias=True: the flag is whether the parameter exists
+        return True
+    if value is None and name in layer.param_names:
+        return False
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (str, type(None))):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_config_value(layer, name, v) for v in value]
+    raise TypeError(f"{layer.name}.get_config: argument {name!r} holds a "
+                    f"{type(value).__name__}, which is not JSON data; define get_config")
+
+
+def layer_to_config(layer):
+    """``{"class": name, "config": layer.get_config()}``: the layer as JSON data.
+
+    A Sequential (or any layer) whose ``requires_input_grad`` is False records
+    it as ``"requires_input_grad": false``.
+    """
+    out = {"class": type(layer).__name__, "config": layer.get_config()}
+    if not layer.requires_input_grad:
+        out["requires_input_grad"] = False
+    return out
+
+
+def _from_value(value):
+    """A config value with nested layer configs rebuilt (and lists of them)."""
+    if isinstance(value, dict) and "class" in value:
+        return layer_from_config(value)
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return [_from_value(v) for v in value]
+    return value
+
+
+def layer_from_config(config):
+    """Rebuild a layer (and the layers inside it) from ``layer_to_config``'s data.
+
+    Raises ValueError naming the class or argument that does not fit: an
+    unknown class (user classes need ``register_layer``), arguments the
+    constructor does not take, or values it refuses.
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("class"), str) \
+            or not isinstance(config.get("config", {}), dict):
+        raise ValueError(f"layer config must be {{'class': str, 'config': dict}}, "
+                         f"got {str(config)[:80]}")
+    name = config["class"]
+    cls = LAYER_CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"layer config: unknown layer class {name!r} (a class of your own "
+                         f"needs tinynet.register_layer before loading)")
+    try:
+        layer = cls.from_config(config.get("config", {}))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"layer config of {name}: {e}") from e
+    if config.get("requires_input_grad") is False:
+        layer.requires_input_grad = False
+    return layer
 
 
 class Layer:
@@ -33,6 +127,11 @@ class Layer:
 
     param_names = ()
     buffer_names = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("tinynet.") and not cls.__name__.startswith("_"):
+            LAYER_CLASSES[cls.__name__] = cls
 
     def __init__(self):
         self.training = True
@@ -160,6 +259,60 @@ class Layer:
         names the first key that is wrong.
         """
         check_and_load([(self, prefix)], state, strict)
+
+    def save(self, path):
+        """Write the state_dict and the architecture to ``path`` atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            ``*.safetensors`` (PyTorch's keys: ``safetensors.torch.load_file``
+            gives a dict that the torch twin of the model loads) or ``*.npz``.
+            The metadata holds ``layer_to_config(self)`` as JSON under
+            "architecture", so ``tinynet.load_model(path)`` rebuilds the model
+            without its code.
+        """
+        write_tensors(path, self.state_dict(),
+                      {"format": "tinynet-model", "architecture": json.dumps(layer_to_config(self))})
+
+    def load(self, path):
+        """Read a state_dict from a ``.safetensors`` or ``.npz`` file into this layer. Returns self.
+
+        The file is never unpickled. Raises ``CheckpointError`` (a ValueError)
+        for a file that does not parse or holds NaN or inf, and KeyError,
+        ValueError or TypeError for a missing or unexpected key or a wrong
+        shape or dtype; each message names the file, and nothing is changed
+        then.
+        """
+        path = os.fspath(path)
+        state, _ = read_tensors(path)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, ValueError, TypeError) as e:
+            raise type(e)(f"{path}: {e.args[0]}") from e
+        return self
+
+    # -- architecture ---------------------------------------------------------
+    def get_config(self):
+        """The constructor's arguments as a dict of JSON data.
+
+        The default reads each argument of ``__init__`` from the attribute of
+        the same name; a flag named like a parameter (``bias``) records
+        whether that parameter exists. Layers whose arguments are not kept
+        as attributes (containers, wrappers) override it.
+        """
+        config = {}
+        for name, arg in list(inspect.signature(type(self).__init__).parameters.items())[1:]:
+            if arg.kind in (arg.VAR_POSITIONAL, arg.VAR_KEYWORD) or not hasattr(self, name):
+                raise NotImplementedError(f"{self.name}.get_config: cannot read the "
+                                          f"constructor argument {name!r}; define get_config")
+            config[name] = _config_value(self, name, getattr(self, name))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """The layer ``cls(**config)``; nested layer configs are rebuilt first."""
+        return cls(**{k: _from_value(v) for k, v in config.items()})
 
     # -- checks ---------------------------------------------------------------
     @property

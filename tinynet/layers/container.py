@@ -21,7 +21,7 @@ what it needs to split dy. Keys follow a torch module with the attributes
 ``nn.ModuleList``): "block.0.weight", "shortcut.0.weight",
 "branches.1.0.weight", so state dicts load both ways with the torch twin.
 """
-from .base import Layer
+from .base import Layer, layer_from_config, layer_to_config
 
 __all__ = ["Container", "Residual", "Concat"]
 
@@ -178,6 +178,15 @@ class Concat(Container):
         self.branches = list(branches)
         self.axis = axis
         super().__init__()
+
+    def get_config(self):
+        """``{"branches": [layer_to_config(b), ...], "axis": axis}``."""
+        return {"branches": [layer_to_config(b) for b in self.branches], "axis": self.axis}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(*[layer_from_config(c) for c in config.pop("branches", [])], **config)
 
     def children(self):
         return [(f"branches.{k}", layer) for k, layer in enumerate(self.branches)]

@@ -107,5 +107,9 @@ class DropConnect(Layer):
             self.bias.grad += db
         return dx
 
+    def get_config(self):
+        """``{"dense": the wrapped Dense's config, "p": p, "seed": seed}``."""
+        return {"dense": self._op.layer_config, "p": self.p, "seed": self.seed}
+
     def extra_repr(self):
         return f"{self._op.layer_repr}, p={self.p}"

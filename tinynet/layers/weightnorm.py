@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import init
 from ..parameter import Parameter
-from .base import Layer
+from .base import Layer, layer_to_config
 from .conv import Conv2D
 from .dense import Dense
 
@@ -61,6 +61,7 @@ class _Wrapped:
                             f"got {type(layer).__name__}")
         self.wrapper = wrapper
         self.layer_repr = repr(layer)
+        self.layer_config = layer_to_config(layer)  # rebuilds a layer of the same shape
 
     def check(self, layer, x):
         if self.kind == "dense":
@@ -205,6 +206,10 @@ class WeightNorm(Layer):
         self.bias.data[...] = -mu * scale
         self._cache = None
         return self
+
+    def get_config(self):
+        """``{"layer": the config of the Dense or Conv2D it wraps}`` (a layer of that shape)."""
+        return {"layer": self._op.layer_config}
 
     def extra_repr(self):
         return self._op.layer_repr
