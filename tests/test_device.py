@@ -420,11 +420,12 @@ DATA = os.environ.get("TINYNET_DATA_DIR", os.path.join(REPO, "..", "shared", "da
 def test_tinynet_train_backend_cuda_on_a_tiny_subset(on_cuda, tmp_path, capsys):
     from tinynet import cli
     rc = cli.main(["train", "--backend", "cuda", "--data-dir", DATA, "--limit", "2",
-                   "--val-limit", "1", "--batch-size", "2", "--epochs", "1",
+                   "--val-split", "1", "--test-limit", "1", "--batch-size", "2", "--epochs", "1",
                    "--schedule", "none", "--quiet", "--out", str(tmp_path)])
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["backend"] == "cuda" and result["epochs"] == 1
-    # One validation image: the accuracy is 0 or 1.
+    # One validation and one test image: each accuracy is 0 or 1.
     assert np.isfinite(result["test_loss"]) and result["test_acc"] in (0.0, 1.0)
+    assert result["val_acc"] in (0.0, 1.0)
     assert (tmp_path / "checkpoint.safetensors").exists()
