@@ -96,7 +96,7 @@ def _settings(args):
             "lr": args.lr, "optimizer": args.optimizer, "weight_decay": weight_decay,
             "schedule": args.schedule, "label_smoothing": args.label_smoothing,
             "shift": args.shift, "limit": args.limit, "val_split": args.val_split,
-            "test_limit": args.test_limit,
+            "split_seed": SPLIT_SEED, "test_limit": args.test_limit,
             "normalization": [float(v) for v in data.NORMALIZATION[args.dataset]]}
 
 

@@ -14,13 +14,22 @@ for every element z[i] of x and of every parameter, in float64. A random dy
 so an all-ones dy would pass a dx that is identically zero.
 
 An element passes when |a - b| <= tol * max(1, |a|, |b|).
+
+``LAYER_CASES`` holds one tiny case for every public layer class, and
+``check_layers`` (``tinynet gradcheck``) runs gradcheck over them.
 """
+import contextlib
 import copy
+import sys
 
 import numpy as np
 
+from . import init, layers
 from .layers.base import Layer
+from .model import Sequential
 from .parameter import Parameter
+
+__all__ = ["gradcheck", "GradcheckResult", "LAYER_CASES", "check_layers"]
 
 
 class GradcheckResult:
@@ -168,3 +177,125 @@ def gradcheck(layer, x, dy=None, h=1e-5, tol=1e-6, seed=0, check_input=True):
             rows.append(_compare(name, a, numeric_grad(p.data), tol))
     _restore(state)
     return GradcheckResult(type(layer).__name__, rows, tol)
+
+
+def _distinct(rng, shape):
+    """Distinct values 0.1 apart, shuffled: each max-pool window has a single max."""
+    return rng.permutation(int(np.prod(shape))).reshape(shape) / 10.0
+
+
+def _away_from_zero(rng, shape):
+    """Standard normal values pushed 0.1 away from 0, the kink of ReLU and LeakyReLU."""
+    x = rng.standard_normal(shape)
+    return x + np.sign(x) * 0.1
+
+
+# name -> (layer factory, input shape, input maker(rng, shape) or None for
+# standard normal). Shapes are tiny and odd. Layers with randomness get a fixed
+# seed: gradcheck restores their step before every evaluation, so each
+# evaluation sees the same mask (Dropout, DropConnect) or the same draws
+# (RandomAffineNoise). The containers hold small blocks with smooth activations,
+# so that no hidden value sits on a kink.
+LAYER_CASES = {
+    "Dense": (lambda: layers.Dense(7, 5), (3, 7), None),
+    "Conv2D": (lambda: layers.Conv2D(3, 4, 3, stride=2, padding=1), (2, 3, 7, 7), None),
+    "MaxPool2D": (lambda: layers.MaxPool2D(2), (2, 3, 6, 6), _distinct),
+    "AvgPool2D": (lambda: layers.AvgPool2D(3, stride=2), (2, 3, 7, 7), None),
+    "GlobalAvgPool2D": (layers.GlobalAvgPool2D, (2, 3, 5, 5), None),
+    "Flatten": (layers.Flatten, (2, 3, 4), None),
+    "ReLU": (layers.ReLU, (3, 7), _away_from_zero),
+    "LeakyReLU": (lambda: layers.LeakyReLU(0.1), (3, 7), _away_from_zero),
+    "Sigmoid": (layers.Sigmoid, (3, 7), None),
+    "Tanh": (layers.Tanh, (3, 7), None),
+    "GELU": (layers.GELU, (3, 7), None),
+    "Softmax": (layers.Softmax, (3, 7), None),
+    "Dropout": (lambda: layers.Dropout(0.3, seed=1), (3, 7), None),
+    "DropConnect": (lambda: layers.DropConnect(layers.Dense(5, 4), 0.3, seed=2), (3, 5), None),
+    "RandomAffineNoise": (lambda: layers.RandomAffineNoise(4, seed=3), (3, 4, 3, 3), None),
+    "BatchNorm": (lambda: layers.BatchNorm(6), (3, 6, 5, 5), None),
+    "LayerNorm": (lambda: layers.LayerNorm((6, 5, 5)), (3, 6, 5, 5), None),
+    "InstanceNorm": (lambda: layers.InstanceNorm(6), (3, 6, 5, 5), None),
+    "GroupNorm": (lambda: layers.GroupNorm(3, 6), (3, 6, 5, 5), None),
+    "MeanOnlyBatchNorm": (lambda: layers.MeanOnlyBatchNorm(6), (3, 6, 5, 5), None),
+    "WeightNorm": (lambda: layers.WeightNorm(layers.Conv2D(3, 4, 3, padding=1)), (2, 3, 5, 5),
+                   None),
+    "Sequential": (lambda: Sequential(layers.Dense(5, 4), layers.Tanh(), layers.Dense(4, 3)),
+                   (3, 5), None),
+    "Residual": (lambda: layers.Residual(
+        Sequential(layers.Conv2D(3, 4, 3, stride=2, padding=1), layers.BatchNorm(4),
+                   layers.Tanh()),
+        Sequential(layers.Conv2D(3, 4, 1, stride=2))), (2, 3, 5, 5), None),
+    "Concat": (lambda: layers.Concat(Sequential(layers.Conv2D(3, 2, 1), layers.Tanh()),
+                                     layers.Conv2D(3, 3, 3, padding=1)), (2, 3, 5, 5), None),
+}
+
+
+@contextlib.contextmanager
+def _init_seed(seed):
+    """Inside, tinynet.init draws from ``seed``; after it, it continues where it was."""
+    bits = init.get_rng().bit_generator
+    saved = bits.state
+    bits.state = np.random.default_rng(seed).bit_generator.state
+    try:
+        yield
+    finally:
+        bits.state = saved
+
+
+def check_layers(layer=None, tol=1e-6, out=None):
+    """Run gradcheck on the case of every layer in ``LAYER_CASES`` (or of one).
+
+    Each case is built and fed from seed 0 (its weights through tinynet.init,
+    whose generator is restored afterwards), so one layer checked alone prints
+    the rows it has in the full table. The check runs on the active backend,
+    in float64.
+
+    Parameters
+    ----------
+    layer : str, optional
+        Check only this layer; its class name in any case ("batchnorm").
+    tol : float
+        An element passes when |a - b| <= tol * max(1, |a|, |b|).
+    out : file, optional
+        Where the table goes; default sys.stdout.
+
+    Returns
+    -------
+    bool
+        True when every checked tensor of every layer passed.
+
+    Raises
+    ------
+    ValueError
+        ``layer`` names no case.
+    """
+    from .backends import backend_name
+    out = sys.stdout if out is None else out
+    names = list(LAYER_CASES)
+    if layer is not None:
+        by_lower = {name.lower(): name for name in names}
+        if layer.lower() not in by_lower:
+            raise ValueError(f"gradcheck: unknown layer {layer!r}; choose one of: "
+                             f"{', '.join(names)}")
+        names = [by_lower[layer.lower()]]
+    results = []
+    for name in names:
+        factory, shape, make_input = LAYER_CASES[name]
+        rng = np.random.default_rng(0)
+        with _init_seed(0):
+            case = factory()
+        x = (make_input or (lambda rng, shape: rng.standard_normal(shape)))(rng, shape)
+        results.append((name, gradcheck(case, x, tol=tol)))
+    rows = [(name, row) for name, result in results for row in result.rows]
+    w_layer = max(len("layer"), *(len(name) for name, _ in rows)) + 2
+    w_tensor = max(len("tensor"), *(len(row["name"]) for _, row in rows)) + 2
+    header = f"{'layer':<{w_layer}}{'tensor':<{w_tensor}}{'shape':<16}{'max rel err':>12}  result"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for name, row in rows:
+        print(f"{name:<{w_layer}}{row['name']:<{w_tensor}}{row['shape']!s:<16}"
+              f"{row['max_rel_err']:>12.2e}  {'ok' if row['passed'] else 'FAIL'}", file=out)
+    failed = sum(not result.passed for _, result in results)
+    print(f"{len(names) - failed}/{len(names)} layers passed (tol {tol:g}, float64, "
+          f"backend {backend_name()})", file=out)
+    return failed == 0

@@ -3,8 +3,19 @@
 Versions (tinynet, Python, numpy, numba, and numba-cuda, CuPy, safetensors,
 torch when installed); each backend and, when it cannot load, why; the thread
 counts, numba's threading layer and the BLAS libraries in use (through
-threadpoolctl); the kernel compile cache and how many kernels it holds; and
-where each data set was found.
+threadpoolctl); the kernel compile cache: whether it holds every kernel
+signature that ``tinynet warmup`` compiled (the kernels of ``tinynet
+train``'s models), and how many of all cpu kernels it holds; and where each
+data set was found.
+
+Kernel counts: a numba kernel is compiled once per signature (the dtype,
+rank and layout of its arguments), and the cache holds each signature for
+one CPU and one version of the source. ``kernels`` counts the kernels that
+compile on their own (not the ``inline="always"`` helpers, which compile
+into their callers only), ``cached`` those with at least one signature in
+the cache for this CPU and source; the train models use about half of all
+kernels, so ``cached < kernels`` is normal after a warmup. ``warmup``
+compares the signatures each warmup recorded with the cache.
 """
 import importlib
 import importlib.metadata
@@ -73,28 +84,34 @@ def _threads():
 
 
 def _kernel_cache():
-    """Where the cpu kernels are cached and how many of them already are."""
-    from numba.core.registry import CPUDispatcher
+    """Where the cpu kernels are cached, how many of them are, and whether the
+    cache holds every signature that ``tinynet warmup`` compiled."""
     from .ops import FAMILIES
-    kernels = []
     for family in FAMILIES:
         try:
-            module = importlib.import_module(f"tinynet.ops.{family}.cpu")
+            importlib.import_module(f"tinynet.ops.{family}.cpu")
         except ImportError as e:
             return {"error": f"the cpu backend does not import: {e}"}
-        kernels += [v for v in vars(module).values()
-                    if isinstance(v, CPUDispatcher) and v.__module__ == module.__name__]
-    dirs = sorted({k.stats.cache_path for k in kernels if k.stats.cache_path})
-    cached = 0
-    for k in kernels:
-        cache_file = getattr(getattr(k, "_cache", None), "_cache_file", None)
-        index = getattr(cache_file, "_index_path", None)
-        cached += bool(index and os.path.exists(index))
+    from .backends.cpu_jit import cached_signatures, kernel_name, kernels
+    from .warmup import recorded_signatures
+    # inline="always" helpers are not counted: they compile into their callers only
+    all_kernels = kernels()
+    dirs = sorted({k.stats.cache_path for k in all_kernels if k.stats.cache_path})
+    cached = {kernel_name(k): cached_signatures(k) for k in all_kernels}
+    recorded = recorded_signatures()
+    missing = sorted(f"{name}({sig})" for name, sigs in recorded.items()
+                     for sig in sigs - cached[name])
+    needed = sum(len(sigs) for sigs in recorded.values())
+    warm = {"kernels": len(recorded), "signatures": needed,
+            "cached": needed - len(missing), "missing": missing}
     state = ("no cache directory is writable: every process compiles" if not dirs else
-             "warm" if cached == len(kernels) else
-             "cold" if cached == 0 else "partly warm")
-    return {"directories": dirs, "kernels": len(kernels), "cached": cached, "state": state,
-            "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR")}
+             "not warmed up" if not recorded else
+             "warm" if not missing else
+             "cold" if len(missing) == needed else "partly warm")
+    return {"directories": dirs, "state": state,
+            "kernels": len(all_kernels), "cached": sum(bool(s) for s in cached.values()),
+            "signatures": sum(len(s) for s in cached.values()),
+            "warmup": warm, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR")}
 
 
 def _datasets():
@@ -149,8 +166,25 @@ def format_info(info):
     if "error" in c:
         lines.append(f"  {c['error']}")
     else:
-        lines.append(f"  {c['state']}: {c['cached']}/{c['kernels']} cpu kernels compiled in "
-                     f"{', '.join(c['directories']) or '(none)'}")
+        w, dirs = c["warmup"], c["directories"]
+        if not dirs:
+            lines.append(f"  {c['state']}")
+        elif c["state"] == "not warmed up":
+            lines.append("  not warmed up: no record of `tinynet warmup` in these directories; "
+                         "it compiles the kernels of tinynet train's models")
+        else:
+            lines.append(f"  {c['state']}: {w['cached']}/{w['signatures']} signatures of the "
+                         f"{w['kernels']} kernels that `tinynet warmup` compiled are cached")
+        if w["missing"]:
+            lines.append(f"  missing (source changed, another CPU or a cleared cache; run "
+                         f"`tinynet warmup`): {', '.join(w['missing'][:3])}"
+                         f"{', ...' if len(w['missing']) > 3 else ''}")
+        lines.append(f"  all cpu kernels: {c['cached']}/{c['kernels']} cached, "
+                     f"{c['signatures']} signatures (one per dtype, rank and layout a "
+                     f"kernel was called with)")
+        if dirs:
+            lines.append(f"  in {os.path.commonpath(dirs)} ({len(dirs)} directories)"
+                         if len(dirs) > 1 else f"  in {dirs[0]}")
     d = info["datasets"]
     lines.append(f"datasets (root {d['root']})")
     for name in ("mnist", "fashion-mnist"):

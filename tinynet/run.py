@@ -78,6 +78,7 @@ SETTINGS = {
     "shift": (lambda v: _is_int(v) and 0 <= v <= 13, "an int in [0, 13] (under half an image)"),
     "limit": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: every training image)"),
     "val_split": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: no validation set)"),
+    "split_seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "test_limit": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: every test image)"),
     "normalization": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_real, v))
                       and v[1] > 0, "[mean, std] with std > 0"),

@@ -27,12 +27,23 @@ is compiled with, and the vectorizable exp / expm1 the kernels share.
 ``kernel.stats.cache_path`` (numba's own attribute) says where a kernel is
 cached, or None when it is not.
 
+Cache accounting (``tinynet info``, ``tinynet warmup``): ``kernels()`` lists
+the kernels that compile on their own, ``cached_signatures(kernel)`` reads
+which signatures its cache holds for this CPU and this source (numba's index
+keys each compiled signature by the CPU's name and features and by a hash of
+the function's bytecode, so a cache filled on another CPU or from an older
+source counts as empty), ``held_signatures()`` says which ones this process
+has compiled or loaded, and inside ``cache_only()`` a kernel that would
+compile raises ``CacheMiss`` instead.
+
 ``vector_exp(v)`` and ``vector_expm1(v)`` are exp(v) and exp(v) - 1 for use
 inside kernels, in v's own precision (float32 or float64), within 1 ulp, and
 without libm: a loop that calls libm's exp does not vectorize, a loop that
 calls these does. ``vector_exp_f32`` / ``vector_exp_f64`` (and the same for
 expm1) are the two precisions by name, for a kernel written for one dtype.
 """
+import contextlib
+import pickle
 import warnings
 
 import numba
@@ -43,9 +54,19 @@ from numba.core.caching import FunctionCache
 from numba.extending import intrinsic, overload
 
 __all__ = ["njit_kernel", "FASTMATH", "vector_exp", "vector_expm1", "vector_exp_f32",
-           "vector_exp_f64", "vector_expm1_f32", "vector_expm1_f64"]
+           "vector_exp_f64", "vector_expm1_f32", "vector_expm1_f64", "kernels", "kernel_name",
+           "signature_text", "cached_signatures", "held_signatures", "cache_only", "CacheMiss"]
 
 FASTMATH = frozenset({"reassoc", "contract"})
+
+# every dispatcher njit_kernel made, in the order the modules defined them
+_KERNELS = []
+# True inside cache_only(): a cache miss raises CacheMiss instead of compiling
+_CACHE_ONLY = [False]
+
+
+class CacheMiss(Exception):
+    """Raised inside ``cache_only()`` by a kernel call that would have to compile."""
 
 
 class _KernelCache(FunctionCache):
@@ -53,9 +74,13 @@ class _KernelCache(FunctionCache):
 
     def load_overload(self, sig, target_context):
         try:
-            return super().load_overload(sig, target_context)
+            overload = super().load_overload(sig, target_context)
         except OSError:
-            return None
+            overload = None
+        if overload is None and _CACHE_ONLY[0]:
+            raise CacheMiss(f"{kernel_name(self._py_func)}({signature_text(sig)}) "
+                            f"is not in the cache")
+        return overload
 
     def save_overload(self, sig, data):
         try:
@@ -104,9 +129,86 @@ def njit_kernel(cache=True, **options):
             except RuntimeError:
                 # No writable cache directory: keep numba's NullCache.
                 pass
+        _KERNELS.append(kernel)
         return kernel
 
     return decorate
+
+
+def kernel_name(kernel):
+    """``module.qualname`` of a kernel (or of its Python function)."""
+    func = getattr(kernel, "py_func", kernel)
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def signature_text(sig):
+    """A signature, a tuple of numba types, as text: "array(float32, 2d, C), int64"."""
+    return ", ".join(str(t) for t in sig)
+
+
+def kernels():
+    """The tinynet kernels that compile on their own, of the modules imported so far.
+
+    Every ``njit_kernel`` of a ``tinynet`` module but the ``inline="always"``
+    helpers: numba pastes those into the kernels that call them, so they
+    never compile, nor are cached, by themselves.
+
+    Returns
+    -------
+    list of numba dispatchers
+    """
+    return [k for k in _KERNELS if k.py_func.__module__.startswith("tinynet.")
+            and k.targetoptions.get("inline", "never") != "always"]
+
+
+def cached_signatures(kernel):
+    """The signatures of ``kernel`` whose compiled code its disk cache holds for this
+    process: compiled for this CPU, from the current source.
+
+    Parameters
+    ----------
+    kernel : numba dispatcher
+        A kernel made by ``njit_kernel``.
+
+    Returns
+    -------
+    set of str
+        ``signature_text`` of each; empty when the kernel is not cached, or its
+        cache directory holds no index, or an unreadable one.
+    """
+    cache = kernel._cache
+    if not isinstance(cache, _KernelCache):
+        return set()
+    # numba's index key: (signature, (target triple, CPU, features), bytecode hashes)
+    this_process = cache._index_key((), kernel.targetctx.codegen())[1:]
+    try:
+        index = cache._cache_file._load_index()
+    except (OSError, EOFError, pickle.UnpicklingError):
+        return set()
+    return {signature_text(key[0]) for key in index if key[1:] == this_process}
+
+
+def held_signatures():
+    """kernel name -> set of ``signature_text`` this process has compiled or loaded,
+    for each kernel of ``kernels()`` that holds any."""
+    return {kernel_name(k): {signature_text(sig) for sig in k.overloads}
+            for k in kernels() if k.overloads}
+
+
+@contextlib.contextmanager
+def cache_only():
+    """Inside, a kernel call that would compile raises ``CacheMiss`` instead.
+
+    Code already compiled or loaded in this process runs; code in the disk
+    cache loads. Only kernels whose cache is on (a writable directory) can
+    tell a miss: the others compile as usual.
+    """
+    previous = _CACHE_ONLY[0]
+    _CACHE_ONLY[0] = True
+    try:
+        yield
+    finally:
+        _CACHE_ONLY[0] = previous
 
 
 # exp and expm1 without libm. With v = n ln2 + r, n = round(v / ln2) and
