@@ -129,3 +129,25 @@ def test_cache_accounting_in_a_fresh_cache(tmp_path):
     assert cold["cached"] == warm["cached"] == [signature]
     assert cold["held"] == [signature]
     assert cold["inline"] == []  # inline="always" helpers are not kernels of their own
+
+
+def test_info_reports_a_missing_data_dir_and_a_root_named_like_the_dataset(tmp_path, monkeypatch,
+                                                                           capsys):
+    """info looks for the data as the loaders do: a $TINYNET_DATA_DIR that does not exist is
+    reported (not raised), and a root named mnist/ holding the files is the dataset folder."""
+    from tinynet.info import _datasets, format_info
+    monkeypatch.setenv("TINYNET_DATA_DIR", str(tmp_path / "typo"))
+    d = _datasets()
+    assert "does not exist" in d["mnist"]["error"]
+    assert main(["info"]) == 0
+    assert "typo" in capsys.readouterr().out
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / (name + ".gz")).write_bytes(b"")
+    monkeypatch.setenv("TINYNET_DATA_DIR", str(folder))
+    entry = _datasets()["mnist"]
+    assert entry["missing"] == [] and entry["found"] == [str(folder)]
+    from tinynet.info import collect
+    assert f"mnist           found in {folder}" in format_info(collect())

@@ -115,19 +115,24 @@ def _kernel_cache():
 
 
 def _datasets():
-    """dataset -> {"found": directory or None, "searched": [...]} for both splits."""
+    """dataset -> {"found": directories, "missing": files, "searched": [...]}, looked up
+    the way the loaders look (a missing $TINYNET_DATA_DIR is reported, not raised)."""
     from .data import datasets
     root = datasets.data_root()
     out = {"root": root}
     for name, subdir, extra in (("mnist", "mnist", ()),
                                 ("fashion-mnist", "fashion-mnist",
                                  datasets.FASHION_MNIST_SYSTEM_DIRS)):
-        search = [os.path.join(root, subdir), *extra]
+        try:
+            search = [datasets.dataset_dir(subdir), *extra]
+        except datasets.DatasetNotFoundError as e:
+            out[name] = {"found": [], "missing": [], "searched": [], "error": str(e)}
+            continue
         files = {}
         for prefix in ("train", "t10k"):
             for kind in ("images-idx3", "labels-idx1"):
                 base = f"{prefix}-{kind}-ubyte"
-                files[base] = datasets._find(base, search)
+                files[base] = datasets.find_file(base, search)
         dirs = sorted({os.path.dirname(p) for p in files.values() if p})
         missing = [k for k, p in files.items() if p is None]
         out[name] = {"found": dirs, "missing": missing, "searched": search}
@@ -189,7 +194,9 @@ def format_info(info):
     lines.append(f"datasets (root {d['root']})")
     for name in ("mnist", "fashion-mnist"):
         entry = d[name]
-        if not entry["missing"]:
+        if "error" in entry:
+            lines.append(f"  {name:<16}{entry['error']}")
+        elif not entry["missing"]:
             lines.append(f"  {name:<16}found in {', '.join(entry['found'])}")
         else:
             hint = (" (Debian: apt-get install dataset-fashion-mnist)"

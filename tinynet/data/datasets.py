@@ -38,7 +38,7 @@ import numpy as np
 from ..serialization import new_file_mode
 from .idx import MAX_IDX_BYTES, read_idx
 
-__all__ = ["load_mnist", "load_fashion_mnist", "data_root", "dataset_dir",
+__all__ = ["load_mnist", "load_fashion_mnist", "data_root", "dataset_dir", "find_file",
            "DatasetNotFoundError", "DatasetError", "MNIST_MIRRORS", "FASHION_MNIST_MIRRORS",
            "CLASS_NAMES"]
 
@@ -142,7 +142,7 @@ def dataset_dir(subdir, root=None):
     return inside
 
 
-def _find(name, dirs):
+def find_file(name, dirs):
     """Path of ``name`` or ``name.gz`` in the first directory that has one, else None."""
     for d in dirs:
         for candidate in (name, name + ".gz"):
@@ -238,7 +238,7 @@ def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_d
     target_dir = dataset_dir(subdir, root)
     search = [target_dir, *extra_dirs]
 
-    paths = {name: _find(name, search) for name in names}
+    paths = {name: find_file(name, search) for name in names}
     failures = []
     missing = [name for name in names if paths[name] is None]
     if missing and download:
@@ -266,7 +266,7 @@ def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_d
             package = f" On Debian or Ubuntu, `apt-get install {name}` installs them in {where}."
         # the files may sit in the root itself, in a folder not named like the dataset
         base = data_root(root)
-        beside = _find(missing[0], [base]) if base != target_dir else None
+        beside = find_file(missing[0], [base]) if base != target_dir else None
         misplaced = (f" {base} itself holds {os.path.basename(beside)}: move the files into "
                      f"{target_dir}, or name their folder {subdir}/ and pass that." if beside else "")
         raise DatasetNotFoundError(
