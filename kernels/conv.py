@@ -33,9 +33,22 @@ public layer tn.Conv2D against torch.nn.Conv2d (forward + backward(dy);
 torch's input has requires_grad=False where tinynet's layer has
 requires_input_grad=False).
 
+The depthwise table (DW_VARIANTS, the second half of this file) races the
+depthwise 3x3 convolution, Conv2D(C, C, 3, padding=1, groups=C), forward,
+and forward + backward with dx, float32, batch 64, on the two shapes of
+DW_LAYERS (32 channels on 28x28 and 64 channels on 14x14) against torch's
+F.conv2d(groups=C), with race() (every variant, torch and the public layer
+take turns, so a burst of load hits them alike); then the variants that
+take several input channels per group on GROUPS_LAYERS (groups=4, 32 -> 64
+on 14x14) against F.conv2d(groups=4). Its variants take groups as their
+last argument, as the ops do.
+
     python -m kernels.conv --check      every variant against the reference
     python -m kernels.conv --bench      timings, GFLOP/s, torch beside them
+    python -m kernels.conv --depthwise --check / --bench    the depthwise table only
 """
+import sys
+
 import numpy as np
 import numba
 
@@ -43,8 +56,9 @@ from tinynet.backends import cpu, ref
 from tinynet.backends.cpu_jit import njit_kernel
 from tinynet.ops.conv import conv2d_output_size
 from tinynet.ops.conv import cpu as cpu_conv
-from tinynet.ops.conv.cases import CASES, ConvCase
-from kernels.common import Row, lab_main, median_time, tensor_bytes, torch_layer_seconds, try_torch
+from tinynet.ops.conv.cases import CASES, GROUPED_CASES, ConvCase
+from kernels.common import (Row, lab_main, median_time, race, tensor_bytes, torch_layer_seconds,
+                            try_torch)
 
 BATCH = 64
 LAYERS = (("1->32 28x28", 1, 32, 28), ("32->64 14x14", 32, 64, 14))
@@ -518,10 +532,12 @@ def _check_case(rng, case):
 
 def check():
     """Every variant against tinynet.backends.ref (float64) on every case of
-    tinynet.ops.conv.cases and LAB_CASES, in float64 and float32."""
+    tinynet.ops.conv.cases and LAB_CASES, in float64 and float32; then the
+    depthwise table (check_depthwise)."""
     rng = np.random.default_rng(0)
     for case in CASES + LAB_CASES:
         _check_case(rng, case)
+    check_depthwise()
 
 
 def _torch_seconds(torch, x, W, dy, need_dx):
@@ -644,10 +660,387 @@ def bench():
                          "9 per-sample in the pool"),
                         (True,), rate)
     _bench_layers(rows, torch, rate)
+    return rows + bench_depthwise()
+
+
+# -- the depthwise table ---------------------------------------------------------
+#
+# One input channel per group (groups = C, depthwise when F = C): each output
+# plane y[n, f] is a KH x KW correlation of one input plane. K = KH*KW is far
+# too short for a GEMM; the variants race the im2col schedules against direct
+# kernels over (sample, channel) planes.
+
+DW_LAYERS = (("dw 32x28x28", 32, 28), ("dw 64x14x14", 64, 14))
+"""(label, C, H = W) of the depthwise 3x3 convolutions raced, batch BATCH."""
+
+
+def naive_grouped_forward(x, W, b, stride, padding, groups):
+    """The naive port, once per group: the group's channels and filters
+    sliced out and convolved by naive_forward (im2col with an index test per
+    element, one GEMM per sample), the outputs concatenated."""
+    Cg, Fg = x.shape[1] // groups, W.shape[0] // groups
+    parts = [naive_forward(np.ascontiguousarray(x[:, g * Cg:(g + 1) * Cg]),
+                           W[g * Fg:(g + 1) * Fg], None if b is None else b[g * Fg:(g + 1) * Fg],
+                           stride, padding) for g in range(groups)]
+    return np.concatenate([y for y, _ in parts], axis=1), [cols for _, cols in parts]
+
+
+def naive_grouped_backward(dy, x, W, cache, stride, padding, has_bias, need_dx, groups):
+    Cg, Fg = x.shape[1] // groups, W.shape[0] // groups
+    grads = [naive_backward(np.ascontiguousarray(dy[:, g * Fg:(g + 1) * Fg]),
+                            np.ascontiguousarray(x[:, g * Cg:(g + 1) * Cg]),
+                            W[g * Fg:(g + 1) * Fg], cache[g], stride, padding, has_bias, need_dx)
+             for g in range(groups)]
+    dx = np.concatenate([g[0] for g in grads], axis=1) if need_dx else None
+    db = np.concatenate([g[2] for g in grads]) if has_bias else None
+    return dx, np.concatenate([g[1] for g in grads]), db
+
+
+@njit_kernel()
+def _dw_pad(xs, H, W, ph, pw, xp):
+    """xp = the plane xs (H*W,) zero-padded to width Wp = W + 2*pw, flat, with
+    a zero tail."""
+    Wp = W + 2 * pw
+    xp[:] = 0
+    for h in range(H):
+        dst = xp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
+        src = xs[h * W:(h + 1) * W]
+        for w in range(W):
+            dst[w] = src[w]
+
+
+@njit_kernel(parallel=True)
+def _dw_forward(x, W, b, ph, pw, OH, OW, one_pass, xp_ws, acc_ws, y):
+    # Stride 1, one input channel per group (filter f reads channel f // M):
+    # each (n, c) plane padded once into xp of width Wp; output row i computed
+    # on that width makes tap (p, q) a contiguous pass over xp[p*Wp + q:]
+    # (tap by tap into acc, or with ``one_pass`` a 3x3 kernel's nine taps in
+    # one pass); sums in acc_ws's dtype.
+    # Parallel axis: (sample, channel) planes; iteration (n, c) writes only
+    # y[n, c*M:(c + 1)*M] and scratch row numba.get_thread_id().
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    M = F // C
+    Wp = Wd + 2 * pw
+    L = OH * Wp
+    for t in numba.prange(N * C):
+        n = t // C
+        c = t - n * C
+        tid = numba.get_thread_id()
+        xp = xp_ws[tid]
+        _dw_pad(x[n, c].reshape(H * Wd), H, Wd, ph, pw, xp)
+        acc = acc_ws[tid, :L]
+        for f in range(c * M, (c + 1) * M):
+            w = W[f, 0]
+            if one_pass:
+                r0, r1, r2 = xp[0:L + 2], xp[Wp:Wp + L + 2], xp[2 * Wp:2 * Wp + L + 2]
+                for m in range(L):
+                    acc[m] = (b[f] + w[0, 0] * r0[m] + w[0, 1] * r0[m + 1] + w[0, 2] * r0[m + 2]
+                              + w[1, 0] * r1[m] + w[1, 1] * r1[m + 1] + w[1, 2] * r1[m + 2]
+                              + w[2, 0] * r2[m] + w[2, 1] * r2[m + 1] + w[2, 2] * r2[m + 2])
+            else:
+                for m in range(L):
+                    acc[m] = b[f]
+                for p in range(KH):
+                    for q in range(KW):
+                        src = xp[p * Wp + q:p * Wp + q + L]
+                        for m in range(L):
+                            acc[m] += w[p, q] * src[m]
+            for i in range(OH):
+                row = y[n, f, i]
+                for j in range(OW):
+                    row[j] = acc[i * Wp + j]
+
+
+@njit_kernel(parallel=True)
+def _dw_backward(dy, x, W, ph, pw, need_dx, one_pass, select, valid, xp_ws, dyd_ws, acc_ws,
+                 dWn, dbn, dx):
+    # Stride 1. dy[n, f] laid out on the padded width after a margin of
+    # KH - 1 zero rows and KW - 1 zero columns: dyd[off + i*Wp + j], off =
+    # (KH - 1)*Wp + KW - 1, zero elsewhere. Tap by tap: dW[f, p, q] = dyd .
+    # xp[p*Wp + q:] and dxp[p*Wp + q:] += W[f, 0, p, q] * dyd (with ``select``
+    # only at the valid positions, so that inf and NaN reach what they reach in
+    # the reference), sums in dWn's and acc_ws's dtype. With ``one_pass`` (3x3):
+    # the nine dW sums in one pass, and dx as the 3x3 correlation of the
+    # margined dyd with the flipped kernel, one pass, no select.
+    # Parallel axis: (sample, channel) planes; iteration (n, c) writes only
+    # dWn[n, f], dbn[n, f] of its filters, dx[n, c] and scratch row
+    # numba.get_thread_id().
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    M = F // C
+    Wp = Wd + 2 * pw
+    L = OH * Wp
+    off = (KH - 1) * Wp + KW - 1
+    for t in numba.prange(N * C):
+        n = t // C
+        c = t - n * C
+        tid = numba.get_thread_id()
+        xp = xp_ws[tid]
+        _dw_pad(x[n, c].reshape(H * Wd), H, Wd, ph, pw, xp)
+        dydm = dyd_ws[tid]
+        dydm[:] = 0
+        dyd = dydm[off:off + L]
+        acc = acc_ws[tid]
+        acc[:] = 0
+        for f in range(c * M, (c + 1) * M):
+            total = 0.0
+            for i in range(OH):
+                row = dy[n, f, i]
+                for j in range(OW):
+                    dyd[i * Wp + j] = row[j]
+                    total += row[j]
+            dbn[n, f] = total
+            w = W[f, 0]
+            if one_pass:
+                r0, r1, r2 = xp[0:L + 2], xp[Wp:Wp + L + 2], xp[2 * Wp:2 * Wp + L + 2]
+                zero = dWn.dtype.type(0)
+                s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+                for k in range(L):
+                    d = dyd[k]
+                    s00 += d * r0[k]
+                    s01 += d * r0[k + 1]
+                    s02 += d * r0[k + 2]
+                    s10 += d * r1[k]
+                    s11 += d * r1[k + 1]
+                    s12 += d * r1[k + 2]
+                    s20 += d * r2[k]
+                    s21 += d * r2[k + 1]
+                    s22 += d * r2[k + 2]
+                dW = dWn[n, f]
+                dW[0], dW[1], dW[2], dW[3], dW[4] = s00, s01, s02, s10, s11
+                dW[5], dW[6], dW[7], dW[8] = s12, s20, s21, s22
+                if need_dx:
+                    # dx[h, v] = sum_{p, q} w[2 - p, 2 - q] * a0[(h + p)*Wp + q + v],
+                    # a0 = dydm[ph*Wp + pw:], summed on width Wp in acc.
+                    a0 = dydm[ph * Wp + pw:]
+                    a1, a2 = a0[Wp:], a0[2 * Wp:]
+                    for m in range(H * Wp):
+                        acc[m] += (w[2, 2] * a0[m] + w[2, 1] * a0[m + 1] + w[2, 0] * a0[m + 2]
+                                   + w[1, 2] * a1[m] + w[1, 1] * a1[m + 1] + w[1, 0] * a1[m + 2]
+                                   + w[0, 2] * a2[m] + w[0, 1] * a2[m + 1] + w[0, 0] * a2[m + 2])
+            else:
+                zero, zero_acc = dWn.dtype.type(0), acc.dtype.type(0)
+                for p in range(KH):
+                    for q in range(KW):
+                        src = xp[p * Wp + q:p * Wp + q + L]
+                        s = zero
+                        for k in range(L):
+                            if select:
+                                s += dyd[k] * src[k] if valid[k] else zero
+                            else:
+                                s += dyd[k] * src[k]
+                        dWn[n, f, p * KW + q] = s
+                        if need_dx:
+                            dst = acc[p * Wp + q:p * Wp + q + L]
+                            for k in range(L):
+                                if select:
+                                    dst[k] += w[p, q] * dyd[k] if valid[k] else zero_acc
+                                else:
+                                    dst[k] += w[p, q] * dyd[k]
+        if need_dx:
+            for h in range(H):
+                row = dx[n, c, h]
+                for v in range(Wd):
+                    row[v] = acc[(h + ph) * Wp + pw + v] if not one_pass else acc[h * Wp + v]
+
+
+def _direct(acc_dtype=None, one_pass=False, select=False):
+    """Direct kernels over (sample, channel) planes, stride 1 (one_pass: 3x3
+    only): y and dx summed in ``acc_dtype`` (None: the input's), each plane's
+    dW sums too, their sum over the batch and db in float64."""
+
+    def forward(x, W, b, stride, padding, groups):
+        acc = x.dtype if acc_dtype is None else acc_dtype
+        N, C, H, Wd = x.shape
+        F, _, KH, KW = W.shape
+        (ph, pw) = padding
+        OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+        Wp = Wd + 2 * pw
+        T = numba.config.NUMBA_NUM_THREADS
+        xp_ws = _buffer("dw_xp", T * ((H + 2 * ph) * Wp + KW), x.dtype).reshape(T, -1)
+        acc_ws = _buffer("dw_acc", T * OH * Wp, acc).reshape(T, -1)
+        y = np.empty((N, F, OH, OW), dtype=x.dtype)
+        bias = np.zeros(F, x.dtype) if b is None else b
+        _dw_forward(x, W, bias, ph, pw, OH, OW, one_pass, xp_ws, acc_ws, y)
+        return y, None
+
+    def backward(dy, x, W, cache, stride, padding, has_bias, need_dx, groups):
+        acc = x.dtype if acc_dtype is None else acc_dtype
+        N, C, H, Wd = x.shape
+        F, _, KH, KW = W.shape
+        OH, OW = dy.shape[2], dy.shape[3]
+        (ph, pw) = padding
+        Hp, Wp = H + 2 * ph, Wd + 2 * pw
+        T = numba.config.NUMBA_NUM_THREADS
+        xp_ws = _buffer("dw_xp", T * (Hp * Wp + KW), x.dtype).reshape(T, -1)
+        margin = (KH - 1) * Wp + KW - 1
+        dyd_ws = _buffer("dw_dyd", T * (2 * margin + (Hp + KH) * Wp), dy.dtype).reshape(T, -1)
+        acc_ws = _buffer("dw_dxp", T * (Hp * Wp + KW), acc).reshape(T, -1)
+        dWn = np.empty((N, F, KH * KW), dtype=acc)
+        dbn = np.empty((N, F), dtype=np.float64)
+        dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dy.dtype)
+        valid = cpu_conv.output_positions(OH, OW, 1, 1, Wp)
+        _dw_backward(dy, x, W, ph, pw, need_dx, one_pass, select, valid, xp_ws, dyd_ws, acc_ws,
+                     dWn, dbn, dx)
+        db = dbn.sum(axis=0).astype(dy.dtype) if has_bias else None
+        dW = dWn.sum(axis=0, dtype=np.float64).astype(dy.dtype).reshape(W.shape)
+        return (dx if need_dx else None), dW, db
+
+    forward.__doc__ = _direct.__doc__
+    return forward, backward
+
+
+DW_VARIANTS = {
+    "dw1 naive, per group": (naive_grouped_forward, naive_grouped_backward),
+    "dw2 per-group GEMMs in the pool": cpu_conv.GROUPED_SCHEDULES["groups"],
+    "dw3 direct, taps, float64 sums, select": _direct(np.float64, select=True),
+    "dw4 direct, taps, input-dtype sums": _direct(),
+    "dw5 direct, 3x3 one pass, dx gather": _direct(one_pass=True),
+    "dw6 shipped direct": cpu_conv.GROUPED_SCHEDULES["depthwise"],
+    "dw7 tinynet": (cpu.conv2d_forward, cpu.conv2d_backward),
+}
+"""The depthwise variants, numbered in the order they were written. Naive:
+the naive port once per group. Per-group GEMMs: production's "groups"
+schedule (im2col and one single-threaded BLAS GEMM per (sample, group) in
+numba's pool). The direct ones run over (sample, channel) planes, each input
+plane padded once, stride 1: tap by tap with float64 sums and a select at
+the valid positions (the first direct kernel); tap by tap with sums in the
+input dtype (as a GEMM's within a sample); a 3x3 kernel's nine taps in one
+pass for y and dW and dx as the correlation of the zero-margined dy with the
+flipped kernel (no select: exact only for finite x and W). Shipped:
+production's "depthwise" schedule, the direct kernels for any kernel and
+stride, sums in the input dtype: for a 3x3 kernel with stride 1 the
+one-pass y, dW and dx of dw5, other kernels tap by tap, other strides row by
+row (y) and on dy laid out with its strides (dW, dx); a plane or filter
+holding an inf or a NaN takes the taps one by one with the select.
+tinynet: the backend's ops, which pick the schedule."""
+DW_STRIDE_1_ONLY = tuple(DW_VARIANTS[name][0] for name in (
+    "dw3 direct, taps, float64 sums, select", "dw4 direct, taps, input-dtype sums",
+    "dw5 direct, 3x3 one pass, dx gather"))
+DW_3X3_ONLY = (DW_VARIANTS["dw5 direct, 3x3 one pass, dx gather"][0],)
+
+
+def check_depthwise():
+    """Every depthwise variant against tinynet.backends.ref (float64) on every
+    case of tinynet.ops.conv.cases with one input channel per group (groups =
+    C, C = 1 included), in float64 and float32; stride-1-only and 3x3-only
+    variants on the cases they take."""
+    rng = np.random.default_rng(0)
+    for case in (c for c in CASES + GROUPED_CASES if c.Cg == 1):
+        x64 = rng.standard_normal(case.x_shape)
+        W64 = rng.standard_normal(case.w_shape) / np.sqrt(case.K)
+        b64 = rng.standard_normal(case.F) if case.bias else None
+        args = (case.stride, case.padding)
+        y_ref, _ = ref.conv2d_forward(x64, W64, b64, *args, case.groups)
+        dy64 = rng.standard_normal(y_ref.shape)
+        grads_ref = ref.conv2d_backward(dy64, x64, W64, None, *args, case.bias, case.need_dx,
+                                        case.groups)
+        for dtype, tol in ((np.float64, 1e-10), (np.float32, 2e-4)):
+            x, W, b, dy = (None if a is None else a.astype(dtype) for a in (x64, W64, b64, dy64))
+            for name, (forward, backward) in DW_VARIANTS.items():
+                if ((forward in DW_STRIDE_1_ONLY and case.stride != (1, 1))
+                        or (forward in DW_3X3_ONLY and case.kernel != (3, 3))):
+                    continue
+                y, cache = forward(x, W, b, *args, case.groups)
+                got = (y,) + tuple(backward(dy, x, W, cache, *args, case.bias, case.need_dx,
+                                            case.groups))
+                for what, g, want in zip(("y", "dx", "dW", "db"), got, (y_ref,) + grads_ref):
+                    if want is None and g is None:
+                        continue
+                    scale = max(1.0, float(np.abs(want).max())) if want is not None else 1.0
+                    if (g is None or want is None or g.dtype != dtype
+                            or not np.allclose(g, want, rtol=tol, atol=tol * scale)):
+                        raise AssertionError(f"variant {name}: {what} wrong for "
+                                             f"{dtype.__name__} case {case.name}")
+
+
+def _torch_grouped_fns(torch, x, W, b, dy, groups):
+    """torch's forward and forward + backward(dy) with dx of the grouped
+    convolution, by torch.nn.functional.conv2d(groups=groups), padding 1."""
+    F = torch.nn.functional
+    xt = torch.from_numpy(x).requires_grad_(True)
+    Wt = torch.from_numpy(W.copy()).requires_grad_(True)
+    bt = torch.from_numpy(b.copy()).requires_grad_(True)
+    dyt = torch.from_numpy(dy)
+
+    def forward():
+        with torch.no_grad():
+            return F.conv2d(xt, Wt, bt, padding=1, groups=groups)
+
+    def step():
+        xt.grad = Wt.grad = bt.grad = None
+        F.conv2d(xt, Wt, bt, padding=1, groups=groups).backward(dyt)
+    return forward, step
+
+
+GROUPS_LAYERS = (("g4 32->64 14x14", 32, 64, 14, 4),)
+"""(label, C, F, H = W, groups) of the grouped 3x3 convolutions with several
+input channels per group raced by the variants that take them."""
+
+
+def _bench_grouped(rows, torch, label, C, F, H, groups, variants):
+    """Race ``variants`` (names of DW_VARIANTS), torch and the public layer
+    tn.Conv2D(C, F, 3, padding=1, groups=groups) on a batch of BATCH C x H x H
+    images, float32: forward, and forward + backward with dx."""
+    import tinynet as tn
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, C, H, H)).astype(np.float32)
+    W = (0.3 * rng.standard_normal((F, C // groups, 3, 3))).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    dy = rng.standard_normal((BATCH, F, H, H)).astype(np.float32)
+    conv = ((1, 1), (1, 1))
+    fns = {}
+    for name in variants:
+        fwd, bwd = DW_VARIANTS[name]
+        fns[(name, "fwd")] = lambda fwd=fwd: fwd(x, W, b, *conv, groups)
+        fns[(name, "fwd+bwd")] = lambda fwd=fwd, bwd=bwd: bwd(
+            dy, x, W, fwd(x, W, b, *conv, groups)[1], *conv, True, True, groups)
+    if torch is not None:
+        fns[("torch", "fwd")], fns[("torch", "fwd+bwd")] = _torch_grouped_fns(torch, x, W, b, dy,
+                                                                              groups)
+    layer = tn.Conv2D(C, F, 3, padding=1, groups=groups)
+
+    def layer_step():
+        layer.forward(x)
+        layer.backward(dy)
+    fns[("layer", "fwd+bwd")] = layer_step
+    t = race(fns)
+    flops = 2 * BATCH * W.size * H * H
+    floor = {"fwd": tensor_bytes(x, dy), "fwd+bwd": tensor_bytes(x, dy, dy, x, x)}
+    for name in variants:
+        for part, k in (("fwd", 1), ("fwd+bwd", 3)):
+            rows.append(Row(f"{label} {part}", name, t[(name, part)], floor[part], k * flops,
+                            t.get(("torch", part))))
+    rows.append(Row(f"Conv2D {label} groups={groups} fwd+bwd",
+                    f"layer, tinynet {tn.backend_name()}", t[("layer", "fwd+bwd")],
+                    floor["fwd+bwd"], 3 * flops, t.get(("torch", "fwd+bwd"))))
+
+
+def bench_depthwise():
+    """Every depthwise variant, torch's F.conv2d(groups=C) and the public layer
+    tn.Conv2D(C, C, 3, padding=1, groups=C) on DW_LAYERS; then the variants
+    that take several input channels per group on GROUPS_LAYERS: forward, and
+    forward + backward with dx, float32, raced."""
+    torch = try_torch()
+    rows = []
+    for label, C, H in DW_LAYERS:
+        _bench_grouped(rows, torch, label, C, C, H, C, list(DW_VARIANTS))
+    general = [name for name, (fwd, _) in DW_VARIANTS.items()
+               if fwd not in DW_STRIDE_1_ONLY + DW_3X3_ONLY + (cpu_conv.forward_depthwise,)]
+    for label, C, F, H, groups in GROUPS_LAYERS:
+        _bench_grouped(rows, torch, label, C, F, H, groups, general)
     return rows
 
 
 def main(argv=None):
+    """The lab's command line (kernels.common.lab_main); ``--depthwise``
+    restricts --check and --bench to the depthwise table."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--depthwise" in argv:
+        argv.remove("--depthwise")
+        return lab_main("conv", check_depthwise, bench_depthwise, argv)
     return lab_main("conv", check, bench, argv)
 
 

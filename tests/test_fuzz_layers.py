@@ -25,6 +25,8 @@ def nchw(c):
 LAYERS = {
     "Dense": (lambda: tn.Dense(5, 3), st.tuples(pos, st.just(5))),
     "Conv2D": (lambda: tn.Conv2D(2, 3, 3, stride=2, padding=1), nchw(2)),
+    "Conv2D groups": (lambda: tn.Conv2D(4, 6, 3, stride=2, padding=1, groups=2), nchw(4)),
+    "Conv2D depthwise": (lambda: tn.Conv2D(3, 3, 3, padding=1, groups=3), nchw(3)),
     "MaxPool2D": (lambda: tn.MaxPool2D(2), nchw(3)),
     "AvgPool2D": (lambda: tn.AvgPool2D(3, stride=2), nchw(2)),
     "GlobalAvgPool2D": (tn.GlobalAvgPool2D, nchw(3)),

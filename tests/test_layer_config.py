@@ -11,7 +11,7 @@ from tinynet.layers.base import LAYER_CLASSES, Layer
 # one instance of every public layer, with non-default arguments where it has them
 EXAMPLES = {
     "Dense": lambda: tn.Dense(3, 4, bias=False),
-    "Conv2D": lambda: tn.Conv2D(2, 3, (3, 1), stride=2, padding=(1, 0), bias=False),
+    "Conv2D": lambda: tn.Conv2D(2, 4, (3, 1), stride=2, padding=(1, 0), bias=False, groups=2),
     "MaxPool2D": lambda: tn.MaxPool2D(2),
     "AvgPool2D": lambda: tn.AvgPool2D(3, stride=2),
     "GlobalAvgPool2D": tn.GlobalAvgPool2D,

@@ -1,7 +1,8 @@
 """Conv2D (tinynet.ops.conv) on every backend: im2col / col2im and the
-convolution against the float64 reference over the odd cases of
-tinynet.ops.conv.cases, the reference against its loop oracle and torch, and
-the Conv2D layer (gradients, torch parity, bad input)."""
+convolution, plain and grouped, against the float64 reference over the odd
+cases of tinynet.ops.conv.cases, against the loop oracle and against torch,
+and the Conv2D layer (gradients, torch parity, bad input). The grouped
+layer's own tests are tests/test_conv_groups.py."""
 import importlib
 import math
 
@@ -13,14 +14,19 @@ from tinynet.backends import ref
 from tinynet.ops import conv
 from tinynet.ops.contract import REGISTRY
 from tinynet.ops.conv import cpu as cpu_conv
-from tinynet.ops.conv.cases import CASES, LAYER_SHAPES, SHAPES
+from tinynet.ops.conv.cases import (CASES, GROUPED_CASES, GROUPED_SHAPES, LAYER_SHAPES,
+                                    SHAPES)
 from conftest import assert_close, check_grads
 from harness import FLOATS
 
 NAIVE = tuple(case for case in CASES if case.name in (
     "c1-same", "c1-s2-p0", "c1-k3x2-p1", "c1-k3x2-s2x1-p0x2", "k3-p0", "k3-s2-p1",
     "k2x3-s2x1-p1x0", "k3x1-s1x2-p0x1", "k3x2-p1", "k3x2-s2x1-p0x2", "c6-same", "c7-p0",
-    "k3-s2-p1-nodx", "k3-s2-p1-nobias", "k3-s2-p1-nobias-nodx"))
+    "k3-s2-p1-nodx", "k3-s2-p1-nobias", "k3-s2-p1-nobias-nodx")) + tuple(
+    case for case in GROUPED_CASES if case.name in (
+        "dw3-same", "dw3-p3x2-wide", "dw5x3-same", "dw3-s2-p1", "dw2x3-s2x1-p1x0",
+        "dw3x2-m3-s1x2-p1x0", "g2-same", "g2-s2-p0", "g4-k3x2-s2x1-p0x2", "g4-m3-same",
+        "dw3-same-nodx", "g2-same-nobias-nodx"))
 """The cases on which every backend is also compared with the loop oracle."""
 
 
@@ -55,8 +61,23 @@ def test_conv2d_output_size_rejects_too_small():
 
 
 def test_cases_cover_every_branch():
-    """Both cpu schedules, both cpu im2col paths, both cuda paths, every option."""
+    """Both cpu schedules, both cpu im2col paths, both cuda paths, every option;
+    for groups > 1 both grouped cpu schedules and every branch of the direct
+    kernels, both cuda paths, and every option."""
     assert {cpu_conv.schedule(case.K) for case in SHAPES} == set(cpu_conv.SCHEDULES)
+    assert all(case.groups == 1 for case in SHAPES)
+    assert all(case.groups > 1 for case in GROUPED_SHAPES)
+    assert {cpu_conv.schedule(case.K, case.groups, case.Cg) for case in GROUPED_SHAPES} \
+        == set(cpu_conv.GROUPED_SCHEDULES)
+    direct = [case for case in GROUPED_SHAPES if case.Cg == 1]
+    # stride 1 with a 3x3 kernel (one pass), with another kernel (tap by tap), other strides
+    assert {(case.stride == (1, 1), case.kernel == (3, 3)) for case in direct} \
+        == {(True, True), (True, False), (False, True), (False, False)}
+    assert {case.F == case.C for case in direct} == {True, False}  # a channel multiplier
+    assert {case.groups for case in GROUPED_SHAPES} >= {2, 3, 4}
+    assert {(case.bias, case.need_dx) for case in GROUPED_CASES} == {
+        (True, True), (True, False), (False, True), (False, False)}
+    assert len({case.name for case in CASES + GROUPED_CASES}) == len(CASES + GROUPED_CASES)
     same_width = [case.stride == (1, 1) and conv.conv2d_output_size(
         case.H, case.W, case.KH, case.KW, case.stride, case.padding)[1] == case.W
         for case in SHAPES]
@@ -64,7 +85,6 @@ def test_cases_cover_every_branch():
     assert {case.C == 1 for case in SHAPES} == {True, False}
     assert {(case.bias, case.need_dx) for case in CASES} == {(True, True), (True, False),
                                                              (False, True), (False, False)}
-    assert len({case.name for case in CASES}) == len(CASES)
 
 
 def test_every_op_is_implemented(backend):
@@ -73,6 +93,28 @@ def test_every_op_is_implemented(backend):
     assert sorted(set(module.__all__) & set(REGISTRY)) == names
     for name in names:
         assert getattr(backend.ops, name).__module__ == f"tinynet.ops.conv.{backend.name}", name
+
+
+@pytest.mark.parametrize("op_name", ["conv2d_forward", "conv2d_backward"])
+def test_bad_groups_are_refused(backend, op_name):
+    x = backend.put(np.zeros((2, 4, 5, 5), np.float32))
+    dy = backend.put(np.zeros((2, 6, 3, 3), np.float32))
+
+    def call(W, groups):
+        W = backend.put(np.zeros(W, np.float32))
+        if op_name == "conv2d_forward":
+            return backend.ops.conv2d_forward(x, W, None, (1, 1), (0, 0), groups)
+        return backend.ops.conv2d_backward(dy, x, W, None, (1, 1), (0, 0), True, True, groups)
+    with pytest.raises(ValueError, match=f"{op_name}: groups=3 must divide in_channels=4 and "
+                                         "out_channels=6"):
+        call((6, 1, 3, 3), 3)
+    with pytest.raises(ValueError, match=rf"{op_name}: x must have shape \(N, 6, H, W\) for "
+                                         rf"W \(6, 3, 3, 3\) and groups=2"):
+        call((6, 3, 3, 3), 2)
+    with pytest.raises(ValueError, match=f"{op_name}: groups must be >= 1"):
+        call((6, 4, 3, 3), 0)
+    with pytest.raises(TypeError, match=f"{op_name}: groups must be an int"):
+        call((6, 2, 3, 3), 2.0)
 
 
 # -- im2col and col2im --------------------------------------------------------
@@ -129,20 +171,21 @@ def _check_against(oracle_forward, oracle_backward, backend, rng, case, dtype):
     oracle run on the same inputs in float64."""
     x, W, b = _inputs(rng, case, dtype)
     y, cache = backend.ops.conv2d_forward(backend.put(x), backend.put(W), backend.put(b),
-                                          case.stride, case.padding)
-    y_want, _ = oracle_forward(*_f64(x, W, b), case.stride, case.padding)
+                                          case.stride, case.padding, case.groups)
+    y_want, _ = oracle_forward(*_f64(x, W, b), case.stride, case.padding, case.groups)
     backend.assert_matches(y, y_want, dtype, "y")
     dy = rng.standard_normal(y_want.shape).astype(dtype)
     grads = backend.ops.conv2d_backward(backend.put(dy), backend.put(x), backend.put(W), cache,
-                                        case.stride, case.padding, case.bias, case.need_dx)
+                                        case.stride, case.padding, case.bias, case.need_dx,
+                                        case.groups)
     grads_want = oracle_backward(*_f64(dy, x, W), None, case.stride, case.padding, case.bias,
-                                 case.need_dx)
+                                 case.need_dx, case.groups)
     for name, g, g_want in zip(("dx", "dW", "db"), grads, grads_want):
         backend.assert_matches(g, g_want, dtype, name)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", CASES + GROUPED_CASES, ids=_ids(CASES + GROUPED_CASES))
 def test_conv_matches_ref(backend, rng, case, dtype):
     _check_against(ref.conv2d_forward, ref.conv2d_backward, backend, rng, case, dtype)
 
@@ -181,27 +224,30 @@ def test_im2col_matches_torch_unfold(rng, case):
     assert np.array_equal(cols, expected.numpy())
 
 
-CACHE_SHAPES = tuple(case for case in SHAPES if case.name in ("c1-same", "k3-s2-p1", "c6-same"))
+CACHE_SHAPES = tuple(case for case in SHAPES + GROUPED_SHAPES
+                     if case.name in ("c1-same", "k3-s2-p1", "c6-same", "dw3-same", "dw3-s2-p1",
+                                      "dw3-m2-same", "g2-same"))
 
 
 @pytest.mark.parametrize("case", CACHE_SHAPES, ids=_ids(CACHE_SHAPES))
 def test_backward_without_cache_and_inputs_untouched(backend, rng, case):
     x, W, b = _inputs(rng, case)
+    conv_args = (case.stride, case.padding)
     arrays = [backend.put(a) for a in (x, W, b)]
-    y, cache = backend.ops.conv2d_forward(*arrays, case.stride, case.padding)
+    y, cache = backend.ops.conv2d_forward(*arrays, *conv_args, case.groups)
     dy = rng.standard_normal(backend.get(y).shape)
     arrays.append(backend.put(dy))
     copies = [backend.get(a).copy() for a in arrays]
     cache_copy = None if cache is None else backend.get(cache).copy()
     x_, W_, _, dy_ = arrays
-    with_cache = backend.ops.conv2d_backward(dy_, x_, W_, cache, case.stride, case.padding,
-                                             True, True)
-    without = backend.ops.conv2d_backward(dy_, x_, W_, None, case.stride, case.padding,
-                                          True, True)
+    with_cache = backend.ops.conv2d_backward(dy_, x_, W_, cache, *conv_args, True, True,
+                                             case.groups)
+    without = backend.ops.conv2d_backward(dy_, x_, W_, None, *conv_args, True, True,
+                                          case.groups)
     for name, g, g2 in zip(("dx", "dW", "db"), with_cache, without):
         assert_close(backend.get(g), backend.get(g2), rtol=1e-13, atol=1e-13, what=name)
-    dx, dW, db = backend.ops.conv2d_backward(dy_, x_, W_, None, case.stride, case.padding,
-                                             False, False)
+    dx, dW, db = backend.ops.conv2d_backward(dy_, x_, W_, None, *conv_args, False, False,
+                                             case.groups)
     assert dx is None and db is None
     assert_close(backend.get(dW), backend.get(with_cache[1]), rtol=1e-13, atol=1e-13, what="dW")
     for a, a_copy in zip(arrays, copies):
@@ -211,20 +257,22 @@ def test_backward_without_cache_and_inputs_untouched(backend, rng, case):
 
 
 def test_cache_is_what_the_backend_documents(backend, rng):
-    """ref: the columns (N, K, P); cpu: the columns with a ones row when
-    K <= SMALL_K, else None; cuda: the columns (K, N*P), None when C == 1."""
+    """ref: the columns (N, C*KH*KW, P); cpu: the columns with a ones row when
+    groups == 1 and K <= SMALL_K, else None; cuda: the columns (C*KH*KW, N*P),
+    None with one input channel per group (C == groups)."""
     for case in CACHE_SHAPES:
         x, W, b = _inputs(rng, case)
         OH, OW = conv.conv2d_output_size(case.H, case.W, *case.kernel, case.stride, case.padding)
-        P = OH * OW
+        P, rows = OH * OW, case.C * case.KH * case.KW
         _, cache = backend.ops.conv2d_forward(backend.put(x), backend.put(W), backend.put(b),
-                                              case.stride, case.padding)
+                                              case.stride, case.padding, case.groups)
         if backend.name == "ref":
-            want = (case.N, case.K, P)
+            want = (case.N, rows, P)
         elif backend.name == "cpu":
-            want = (case.N, case.K + 1, P) if case.K <= cpu_conv.SMALL_K else None
+            small = case.groups == 1 and case.K <= cpu_conv.SMALL_K
+            want = (case.N, case.K + 1, P) if small else None
         else:
-            want = None if case.C == 1 else (case.K, case.N * P)
+            want = None if case.Cg == 1 else (rows, case.N * P)
         assert (None if cache is None else tuple(cache.shape)) == want, case.name
 
 
@@ -262,6 +310,69 @@ def test_nan_propagates(backend, rng, case):
     for name, g, g_ref in zip(("dx", "dW", "db"), grads, grads_ref):
         assert np.array_equal(np.isnan(g), np.isnan(g_ref)), name
     assert np.isnan(grads[1][:, 0]).any() and np.isfinite(grads[1][:, 1:]).all()
+
+
+GROUPED_NAN_SHAPES = tuple(case for case in GROUPED_SHAPES if case.name in (
+    "dw3-same", "dw3-p0", "dw5x3-same", "dw3-s2-p1", "dw3x2-m3-s1x2-p1x0", "g2-same",
+    "g2-s2-p0"))
+
+
+@pytest.mark.parametrize("where", ["x", "x-edge", "W"])
+@pytest.mark.parametrize("case", GROUPED_NAN_SHAPES, ids=_ids(GROUPED_NAN_SHAPES))
+def test_nan_reaches_what_it_reaches_in_the_reference(backend, rng, case, where):
+    """A NaN in x (inside the image, or in the last row and column that an
+    output reads) or in W reaches exactly the outputs and gradients it
+    reaches in the reference: those of its own group, and within them only
+    the taps and pixels that read it."""
+    x, W, b = _inputs(rng, case, np.float32)
+    args = (case.stride, case.padding)
+    OH, OW = conv.conv2d_output_size(case.H, case.W, *case.kernel, *args)
+    if where == "x":
+        x[1, case.C - 1, min(2, case.H - 1), min(2, case.W - 1)] = np.nan  # the last group
+    elif where == "x-edge":
+        h = min(case.H - 1, (OH - 1) * case.stride[0] + case.KH - 1 - case.padding[0])
+        w = min(case.W - 1, (OW - 1) * case.stride[1] + case.KW - 1 - case.padding[1])
+        x[1, case.C - 1, h, w] = np.nan
+    else:
+        W[case.F - 1, 0, case.KH - 1, 0] = np.nan
+    y, cache = backend.ops.conv2d_forward(backend.put(x), backend.put(W), backend.put(b), *args,
+                                          case.groups)
+    y_ref, _ = ref.conv2d_forward(x, W, b, *args, case.groups)
+    assert np.array_equal(np.isnan(backend.get(y)), np.isnan(y_ref)) and np.isnan(y_ref).any()
+    dy = np.ones_like(y_ref)
+    grads = backend.ops.conv2d_backward(backend.put(dy), backend.put(x), backend.put(W), cache,
+                                        *args, True, True, case.groups)
+    grads_ref = ref.conv2d_backward(dy, x, W, None, *args, True, True, case.groups)
+    for name, g, g_ref in zip(("dx", "dW", "db"), grads, grads_ref):
+        assert np.array_equal(np.isnan(backend.get(g)), np.isnan(g_ref)), name
+    nan_grad = grads_ref[1] if where.startswith("x") else grads_ref[0]
+    assert np.isnan(nan_grad).any() and not np.isnan(nan_grad).all()
+
+
+TORCH_SHAPES = LAYER_SHAPES[:2] + GROUPED_SHAPES
+"""groups 1, 2, 3, 4 and depthwise, strides 1 and 2, paddings 0 and 1, odd sizes."""
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", TORCH_SHAPES, ids=_ids(TORCH_SHAPES))
+def test_conv_ops_match_torch(backend, rng, case, dtype):
+    """y, dx, dW and db of conv2d_forward / conv2d_backward against
+    torch.nn.functional.conv2d(groups=...), computed in float64 on the same
+    (dtype-rounded) inputs."""
+    torch = pytest.importorskip("torch", reason="torch is the conformance oracle of this test")
+    x, W, b = _inputs(rng, case, dtype)
+    xt, Wt, bt = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, W, b))
+    yt = torch.nn.functional.conv2d(xt, Wt, bt, stride=case.stride, padding=case.padding,
+                                    groups=case.groups)
+    dy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.tensor(dy.astype(np.float64)))
+    y, cache = backend.ops.conv2d_forward(backend.put(x), backend.put(W), backend.put(b),
+                                          case.stride, case.padding, case.groups)
+    backend.assert_matches(y, yt.detach().numpy(), dtype, "y")
+    grads = backend.ops.conv2d_backward(backend.put(dy), backend.put(x), backend.put(W), cache,
+                                        case.stride, case.padding, True, True, case.groups)
+    for name, g, want in zip(("dx", "dW", "db"), grads, (xt.grad, Wt.grad, bt.grad)):
+        backend.assert_matches(g, want.numpy(), dtype, name)
 
 
 # -- the Conv2D layer ---------------------------------------------------------

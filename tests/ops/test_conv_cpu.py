@@ -1,13 +1,16 @@
 """The cpu backend's two Conv2D schedules (tinynet.ops.conv.cpu.SCHEDULES)
 run on every shape, whatever K, and the chunked schedule's chunks, through
 their public ``chunk_bytes`` argument: a batch split into chunks with and
-without a remainder."""
+without a remainder. The two grouped schedules (GROUPED_SCHEDULES) run on
+every shape they take: the per-group GEMMs on every case, groups = 1
+included, the direct kernels on every case with one input channel per
+group (C = 1 included)."""
 import numpy as np
 import pytest
 
 from tinynet.backends import ref
 from tinynet.ops.conv import cpu as cpu_conv
-from tinynet.ops.conv.cases import CASES, ConvCase
+from tinynet.ops.conv.cases import CASES, GROUPED_CASES, ConvCase
 from harness import FLOATS, Backend
 
 CPU = Backend("cpu")
@@ -22,19 +25,21 @@ def _inputs(rng, case, dtype):
     return tuple(None if a is None else a.astype(dtype) for a in (x, W, b))
 
 
-def _check(forward, backward, rng, case, dtype, **kw):
-    """forward and backward on ``case`` against the float64 reference."""
+def _check(forward, backward, rng, case, dtype, grouped=False, **kw):
+    """forward and backward on ``case`` against the float64 reference; a
+    ``grouped`` schedule takes case.groups as its last argument."""
     x, W, b = _inputs(rng, case, dtype)
-    y, cache = forward(x, W, b, case.stride, case.padding, **kw)
+    groups = (case.groups,) if grouped else ()
+    y, cache = forward(x, W, b, case.stride, case.padding, *groups, **kw)
     x64, W64 = x.astype(np.float64), W.astype(np.float64)
     b64 = None if b is None else b.astype(np.float64)
-    y_ref, _ = ref.conv2d_forward(x64, W64, b64, case.stride, case.padding)
+    y_ref, _ = ref.conv2d_forward(x64, W64, b64, case.stride, case.padding, case.groups)
     CPU.assert_matches(y, y_ref, dtype, "y")
     dy = rng.standard_normal(y_ref.shape)
     grads = backward(dy.astype(dtype), x, W, cache, case.stride, case.padding, case.bias,
-                     case.need_dx, **kw)
+                     case.need_dx, *groups, **kw)
     grads_ref = ref.conv2d_backward(dy, x64, W64, None, case.stride, case.padding, case.bias,
-                                    case.need_dx)
+                                    case.need_dx, case.groups)
     for name, g, g_ref in zip(("dx", "dW", "db"), grads, grads_ref):
         CPU.assert_matches(g, g_ref, dtype, name)
 
@@ -50,6 +55,35 @@ def test_schedule_follows_small_k():
     assert cpu_conv.schedule(cpu_conv.SMALL_K) == "samples"
     assert cpu_conv.schedule(cpu_conv.SMALL_K + 1) == "chunks"
     assert cpu_conv.schedule(REMAINDER.K) == "chunks"
+
+
+def test_grouped_schedule_follows_channels_per_group():
+    assert cpu_conv.schedule(9, groups=4, Cg=1) == "depthwise"
+    assert cpu_conv.schedule(18, groups=4, Cg=2) == "groups"
+    assert cpu_conv.schedule(9, groups=1, Cg=1) == "samples"
+
+
+GROUPS_RUNS = CASES + GROUPED_CASES
+DIRECT_RUNS = tuple(case for case in CASES + GROUPED_CASES if case.Cg == 1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", GROUPS_RUNS, ids=[case.name for case in GROUPS_RUNS])
+def test_per_group_schedule_matches_ref(rng, case, dtype):
+    _check(*cpu_conv.GROUPED_SCHEDULES["groups"], rng, case, dtype, grouped=True)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", DIRECT_RUNS, ids=[case.name for case in DIRECT_RUNS])
+def test_direct_schedule_matches_ref(rng, case, dtype):
+    _check(*cpu_conv.GROUPED_SCHEDULES["depthwise"], rng, case, dtype, grouped=True)
+
+
+def test_output_positions():
+    # dy (2, 3) with strides (2, 2) on a padded width of 7: rows 0 and 2 of width 7.
+    valid = cpu_conv.output_positions(2, 3, 2, 2, 7)
+    assert valid.shape == (3 * 7,)
+    assert np.flatnonzero(valid).tolist() == [0, 2, 4, 14, 16, 18]
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -1,7 +1,9 @@
 """Conv2D: 2-D convolution over NCHW images (as torch.nn.Conv2d).
 
-x (N, C, H, W) -> y (N, F, OH, OW) with W (F, C, KH, KW), b (F,), stride
-(sh, sw) and zero padding (ph, pw). The forward and backward equations, the
+x (N, C, H, W) -> y (N, F, OH, OW) with W (F, C/G, KH, KW), b (F,), stride
+(sh, sw), zero padding (ph, pw) and G groups (group g convolves input
+channels [g*C/G, (g+1)*C/G) into output channels [g*F/G, (g+1)*F/G);
+G = C is depthwise). The forward and backward equations, the
 output size and the im2col form are stated once, in the op family's
 contract (tinynet/ops/conv/__init__.py); docs/backprop.md derives them.
 The layer holds the parameters and the backward cache; the arithmetic is the
@@ -10,6 +12,7 @@ active backend's conv2d_forward / conv2d_backward.
 import numbers
 
 from .. import init
+from ..ops.conv import check_groups
 from ..parameter import Parameter
 from .base import Layer
 from .dense import _positive_int
@@ -45,11 +48,17 @@ class Conv2D(Layer):
         (ph, pw) zeros added on each side, default 0.
     bias : bool
         Learn a bias per output channel (default True).
+    groups : int
+        G, dividing in_channels and out_channels (default 1), as torch's:
+        group g convolves input channels [g*C/G, (g+1)*C/G) into output
+        channels [g*F/G, (g+1)*F/G). groups = in_channels = out_channels is
+        the depthwise convolution.
 
     Attributes
     ----------
     weight : Parameter
-        W, shape (out_channels, in_channels, KH, KW), He uniform initialization.
+        W, shape (out_channels, in_channels // groups, KH, KW), He uniform
+        initialization (fan_in = in_channels // groups * KH * KW).
     bias : Parameter or None
         b, shape (out_channels,), zeros; None when ``bias=False``.
 
@@ -60,14 +69,17 @@ class Conv2D(Layer):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 groups=1):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "Conv2D", "in_channels")
         self.out_channels = _positive_int(out_channels, "Conv2D", "out_channels")
         self.kernel_size = _pair(kernel_size, "Conv2D", "kernel_size")
         self.stride = _pair(stride, "Conv2D", "stride")
         self.padding = _pair(padding, "Conv2D", "padding", minimum=0)
-        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        check_groups("Conv2D", groups, self.in_channels, self.out_channels)
+        self.groups = int(groups)
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(init.he_uniform(shape), name="weight")
         self.bias = Parameter(init.zeros((self.out_channels,)), name="bias") if bias else None
 
@@ -84,7 +96,8 @@ class Conv2D(Layer):
                              f"({H + 2 * ph}, {W + 2 * pw}), is smaller than the kernel "
                              f"({kh}, {kw})")
         b = None if self.bias is None else self.bias.data
-        y, cache = self.ops.conv2d_forward(x, self.weight.data, b, self.stride, self.padding)
+        y, cache = self.ops.conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
+                                           self.groups)
         self._cache = (x, cache, y.shape)
         return y
 
@@ -100,7 +113,7 @@ class Conv2D(Layer):
                             f"input's ({x.dtype})")
         dx, dW, db = self.ops.conv2d_backward(dy, x, self.weight.data, cache, self.stride,
                                               self.padding, self.bias is not None,
-                                              self.requires_input_grad)
+                                              self.requires_input_grad, self.groups)
         self.weight.grad += dW
         if db is not None:
             self.bias.grad += db
@@ -111,6 +124,8 @@ class Conv2D(Layer):
              f"stride={self.stride}")
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s

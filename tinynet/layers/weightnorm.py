@@ -56,6 +56,7 @@ class _Wrapped:
             self.in_dim, self.out_dim = layer.in_channels, layer.out_channels
             self.kernel_size, self.stride, self.padding = (layer.kernel_size, layer.stride,
                                                            layer.padding)
+            self.groups = layer.groups
         else:
             raise TypeError(f"{wrapper}: layer must be a tn.Dense or tn.Conv2D, "
                             f"got {type(layer).__name__}")
@@ -82,13 +83,14 @@ class _Wrapped:
         """(y, cache) of the wrapped layer with weight W and bias b (or None)."""
         if self.kind == "dense":
             return ops.dense_forward(x, W, b), None
-        return ops.conv2d_forward(x, W, b, self.stride, self.padding)
+        return ops.conv2d_forward(x, W, b, self.stride, self.padding, self.groups)
 
     def backward(self, ops, dy, x, W, cache, has_bias, need_dx):
         """(dx | None, dW, db | None) of the wrapped layer."""
         if self.kind == "dense":
             return ops.dense_backward(x, W, dy, has_bias, need_dx)
-        return ops.conv2d_backward(dy, x, W, cache, self.stride, self.padding, has_bias, need_dx)
+        return ops.conv2d_backward(dy, x, W, cache, self.stride, self.padding, has_bias, need_dx,
+                                    self.groups)
 
 
 class WeightNorm(Layer):

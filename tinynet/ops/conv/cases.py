@@ -12,18 +12,32 @@ or a tile, and together the shapes take every branch of every backend:
 - cuda: C == 1 runs the direct kernels, C > 1 im2col and cuBLAS;
 - every backend: with and without a bias, with and without dx (CASES).
 
-A case is a ConvCase; SHAPES holds each geometry once (with a bias and dx),
-CASES each of them with every (bias, need_dx).
+GROUPED_SHAPES are the grouped convolutions (groups > 1), odd sizes again:
+
+- cpu: one input channel per group (C == groups, depthwise, with and
+  without a channel multiplier F/C > 1) runs the direct kernels: a 3x3
+  kernel with stride 1 in one pass, other kernels with stride 1 tap by tap,
+  other strides row by row; more input channels per group run im2col and
+  one GEMM per (sample, group);
+- cuda: one input channel per group runs the direct kernels, more im2col
+  and a batched cuBLAS GEMM over the groups;
+- groups 2, 3 and 4, strides 1 and 2, paddings 0, 1 and wider than the
+  kernel's reach, an image smaller than the kernel, 1x1 kernels.
+
+A case is a ConvCase; SHAPES holds each ungrouped geometry once (with a bias
+and dx), CASES each of them with every (bias, need_dx); GROUPED_SHAPES and
+GROUPED_CASES the same for groups > 1.
 """
 from typing import NamedTuple
 
-__all__ = ["ConvCase", "SHAPES", "CASES", "LAYER_SHAPES"]
+__all__ = ["ConvCase", "SHAPES", "CASES", "LAYER_SHAPES", "GROUPED_SHAPES", "GROUPED_CASES",
+           "DEPTHWISE_SHAPES"]
 
 
 class ConvCase(NamedTuple):
-    """One convolution: x (N, C, H, W), W (F, C, KH, KW), b (F,) when ``bias``,
-    stride (sh, sw) and padding (ph, pw); its backward computes dx when
-    ``need_dx``. ``name`` is the test id."""
+    """One convolution: x (N, C, H, W), W (F, C/groups, KH, KW), b (F,) when
+    ``bias``, stride (sh, sw), padding (ph, pw) and ``groups``; its backward
+    computes dx when ``need_dx``. ``name`` is the test id."""
 
     name: str
     N: int
@@ -37,6 +51,7 @@ class ConvCase(NamedTuple):
     padding: tuple
     bias: bool = True
     need_dx: bool = True
+    groups: int = 1
 
     @property
     def kernel(self):
@@ -44,9 +59,15 @@ class ConvCase(NamedTuple):
         return (self.KH, self.KW)
 
     @property
+    def Cg(self):
+        """C/groups, the input channels of one group."""
+        return self.C // self.groups
+
+    @property
     def K(self):
-        """C*KH*KW, the taps of one output pixel (the rows of the columns)."""
-        return self.C * self.KH * self.KW
+        """C/groups*KH*KW, the taps of one output pixel (the rows of the
+        columns of one group; C*KH*KW when groups == 1)."""
+        return self.Cg * self.KH * self.KW
 
     @property
     def x_shape(self):
@@ -55,8 +76,8 @@ class ConvCase(NamedTuple):
 
     @property
     def w_shape(self):
-        """(F, C, KH, KW)."""
-        return (self.F, self.C, self.KH, self.KW)
+        """(F, C/groups, KH, KW)."""
+        return (self.F, self.Cg, self.KH, self.KW)
 
 
 SHAPES = (
@@ -98,6 +119,37 @@ def _options(case):
 
 CASES = tuple(option for case in SHAPES for option in _options(case))
 """Every geometry with every (bias, need_dx)."""
+
+GROUPED_SHAPES = (
+    # One input channel per group, depthwise (F == C): 3x3 with stride 1 in one pass.
+    ConvCase("dw3-same", 3, 4, 7, 9, 4, 3, 3, (1, 1), (1, 1), groups=4),
+    ConvCase("dw3-p0", 2, 5, 6, 5, 5, 3, 3, (1, 1), (0, 0), groups=5),
+    ConvCase("dw3-p3x2-wide", 2, 3, 4, 5, 3, 3, 3, (1, 1), (3, 2), groups=3),
+    ConvCase("dw3-1x2-image", 2, 3, 1, 2, 3, 3, 3, (1, 1), (1, 1), groups=3),
+    # Other kernels with stride 1, tap by tap; strides > 1 row by row.
+    ConvCase("dw5x3-same", 2, 3, 6, 7, 3, 5, 3, (1, 1), (2, 1), groups=3),
+    ConvCase("dw3-s2-p1", 3, 4, 7, 7, 4, 3, 3, (2, 2), (1, 1), groups=4),
+    ConvCase("dw3-s2-p0", 2, 3, 8, 7, 3, 3, 3, (2, 2), (0, 0), groups=3),
+    ConvCase("dw2x3-s2x1-p1x0", 2, 3, 5, 7, 3, 2, 3, (2, 1), (1, 0), groups=3),
+    # A channel multiplier: F = 2C and 3C filters, one input channel per group.
+    ConvCase("dw3-m2-same", 2, 3, 5, 6, 6, 3, 3, (1, 1), (1, 1), groups=3),
+    ConvCase("dw3x2-m3-s1x2-p1x0", 2, 2, 5, 7, 6, 3, 2, (1, 2), (1, 0), groups=2),
+    # Several input channels per group: im2col and one GEMM per (sample, group).
+    ConvCase("g2-same", 3, 4, 7, 9, 6, 3, 3, (1, 1), (1, 1), groups=2),
+    ConvCase("g2-s2-p0", 2, 6, 7, 6, 4, 3, 3, (2, 2), (0, 0), groups=2),
+    ConvCase("g2-c6-s2-p1", 3, 6, 7, 7, 2, 3, 3, (2, 2), (1, 1), groups=2),
+    ConvCase("g4-k3x2-s2x1-p0x2", 2, 8, 6, 5, 4, 3, 2, (2, 1), (0, 2), groups=4),
+    ConvCase("g4-m3-same", 2, 8, 5, 5, 12, 3, 3, (1, 1), (1, 1), groups=4),
+    ConvCase("g3-1x1", 2, 6, 5, 5, 9, 1, 1, (1, 1), (0, 0), groups=3),
+    ConvCase("g2-1x2-image", 2, 4, 1, 2, 4, 3, 3, (1, 1), (1, 1), groups=2),
+)
+"""Every grouped geometry once (groups > 1), with a bias and dx."""
+
+GROUPED_CASES = tuple(option for case in GROUPED_SHAPES for option in _options(case))
+"""Every grouped geometry with every (bias, need_dx)."""
+
+DEPTHWISE_SHAPES = tuple(case for case in SHAPES + GROUPED_SHAPES if case.Cg == 1)
+"""Every geometry with one input channel per group (C == groups), groups = 1 included."""
 
 LAYER_SHAPES = tuple(case for case in SHAPES
                      if case.name in ("k3-p0", "k3-s2-p1", "k2x3-s2x1-p1x0", "k3x1-s1x2-p0x1"))

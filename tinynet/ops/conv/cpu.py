@@ -1,4 +1,5 @@
-"""Conv2D on the CPU: Numba im2col / col2im kernels with the GEMMs run by BLAS.
+"""Conv2D on the CPU: Numba im2col / col2im kernels with the GEMMs run by BLAS,
+and direct kernels for one input channel per group (depthwise).
 
 The ops, their math and their argument checks are the contract's
 (tinynet/ops/conv/__init__.py), which derives the im2col form. Here K =
@@ -9,9 +10,9 @@ BLAS does the matrix multiplies, called from inside the kernels: numba's
 (tinynet.threads.single_threaded_kernel_blas), so each prange iteration
 runs its own GEMMs on its own core and numba's and BLAS's thread pools
 never compete for the cores (nor with a spinning OpenMP pool of torch's).
-Two schedules, chosen by K (``schedule``, ``SCHEDULES``), both promoted from
-the lab (kernels/conv.py, which races them against the retired ones and
-explains the choice):
+Without groups, two schedules, chosen by K (``schedule``, ``SCHEDULES``),
+both promoted from the lab (kernels/conv.py, which races them against the
+retired ones and explains the choice):
 
 - "samples", K <= SMALL_K (few input channels, e.g. the first layer on a
   grey image): a prange over samples. Sample n's columns get an extra row
@@ -29,6 +30,27 @@ explains the choice):
   per-(n, f) sums for db, the columns rebuilt from x, dW^T part = cols dy^T
   (the chunks' parts summed in float64 in chunk order), dcols = Wm^T dy^T
   and col2im. Nothing is cached.
+
+A grouped convolution (groups G > 1) runs one of two more schedules
+(``GROUPED_SCHEDULES``; kernels/conv.py's depthwise table races them):
+
+- "depthwise", one input channel per group (C == G; F = C times a channel
+  multiplier M): direct kernels over (sample, channel) planes, no im2col.
+  Each plane is copied once into a zero-padded plane of width Wp = W + 2*pw,
+  on which every tap (p, q) is one contiguous pass: with stride 1 y is
+  computed on the padded width (the columns past OW dropped), all nine taps
+  of a 3x3 kernel in one pass; the backward lays dy out on that width (with
+  its strides, after a margin of zeros) so that dW is one dot product per
+  tap, and dx a pass per tap, or for a 3x3 kernel with stride 1 the
+  correlation of the margined dy with the flipped kernel, in one pass.
+  Sums within a plane run in the input dtype (KH*KW terms for y, M*KH*KW
+  for dx, a plane for dW, as the per-sample GEMMs do), the parts of dW and
+  db over the batch in float64. A plane of x or a filter holding an inf or
+  a NaN takes the taps one by one at the valid positions only, so that it
+  reaches what it reaches in the reference. Nothing is cached.
+- "groups", more input channels per group: a prange over (sample, group),
+  each with its group's columns (C/G*KH*KW, OH*OW) and single-threaded BLAS
+  GEMMs; the parts of dW summed over the batch in float64. Nothing is cached.
 
 im2col and col2im of a stride-1 convolution with OW == W (the "same" width,
 such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
@@ -553,31 +575,514 @@ def backward_samples(dy, x, W, cache, stride, padding, has_bias, need_dx):
     return (dx if need_dx else None), dW, db
 
 
+@njit_kernel()
+def _pad_plane(xs, H, W, ph, pw, xp):
+    """xp[(h + ph)*Wp + pw + w] = xs[h*W + w] with Wp = W + 2*pw, and zero
+    everywhere else in xp: the zero-padded plane, flat, with a zero tail.
+    Returns True when every value of xs is finite."""
+    Wp = W + 2 * pw
+    for k in range(xp.shape[0]):
+        xp[k] = 0
+    bad = xp.dtype.type(0)
+    for h in range(H):
+        dst = xp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
+        src = xs[h * W:(h + 1) * W]
+        for w in range(W):
+            v = src[w]
+            dst[w] = v
+            bad += v - v  # 0 for a finite v, NaN for inf or NaN
+    return bad == 0
+
+
+@njit_kernel()
+def _correlate_3x3(xp, w, Wp, add, acc):
+    """acc[m] = sum_{p, q} w[p, q] * xp[p*Wp + q + m] for a 3x3 w, all nine taps
+    in one pass, in acc's dtype; with ``add`` the sums are added to acc."""
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    L = acc.shape[0]
+    r0 = xp[0:L + 2]
+    r1 = xp[Wp:Wp + L + 2]
+    r2 = xp[2 * Wp:2 * Wp + L + 2]
+    for m in range(L):
+        s = (w00 * r0[m] + w01 * r0[m + 1] + w02 * r0[m + 2]
+             + w10 * r1[m] + w11 * r1[m + 1] + w12 * r1[m + 2]
+             + w20 * r2[m] + w21 * r2[m + 1] + w22 * r2[m + 2])
+        acc[m] = acc[m] + s if add else s
+
+
+@njit_kernel()
+def _correlate_taps(xp, w, Wp, acc):
+    """acc[m] = sum_{p, q} w[p, q] * xp[p*Wp + q + m] for any (KH, KW) w: one
+    contiguous multiply-add pass over acc per tap, in acc's dtype."""
+    KH, KW = w.shape
+    L = acc.shape[0]
+    for m in range(L):
+        acc[m] = 0
+    for p in range(KH):
+        for q in range(KW):
+            wpq = w[p, q]
+            src = xp[p * Wp + q:p * Wp + q + L]
+            for m in range(L):
+                acc[m] += wpq * src[m]
+
+
+@njit_kernel()
+def _correlate_strided(xp, w, bias, Wp, sh, sw, OH, OW, acc, out):
+    """out[i, j] = bias + sum_{p, q} w[p, q] * xp[(i*sh + p)*Wp + j*sw + q], row
+    by row, each row summed in acc (OW,)."""
+    KH, KW = w.shape
+    for i in range(OH):
+        for j in range(OW):
+            acc[j] = bias
+        for p in range(KH):
+            base = (i * sh + p) * Wp
+            for q in range(KW):
+                wpq = w[p, q]
+                src = xp[base + q:base + q + (OW - 1) * sw + 1:sw]
+                for j in range(OW):
+                    acc[j] += wpq * src[j]
+        row = out[i]
+        for j in range(OW):
+            row[j] = acc[j]
+
+
+@njit_kernel(parallel=True)
+def depthwise_forward_into(x, W, b, sh, sw, ph, pw, OH, OW, xp_ws, acc_ws, y):
+    """y[n, f] = b[f] + the correlation of x[n, f // M] with W[f, 0], M = F // C,
+    for every (n, f): the convolution with one input channel per group
+    (groups = C; depthwise when F = C). x (N, C, H, W), W (F, 1, KH, KW), b (F,)
+    and y (N, F, OH, OW) C-contiguous. xp_ws and acc_ws are per-thread
+    scratch, (T, (H + 2*ph)*(W + 2*pw) + KW) of x's dtype and (T, OH*(W + 2*pw))
+    of the accumulator's dtype: the sums run in acc_ws's dtype.
+
+    Each (n, c) plane is copied once into a zero-padded plane xp of width
+    Wp = W + 2*pw. With stride 1, output row i computed on that width makes
+    every tap (p, q) one contiguous multiply-add over the OH*Wp elements
+    xp[p*Wp + q + m] (the columns j >= OW of each row are dropped), and a 3x3
+    kernel does all nine taps in one pass; other strides run row by row,
+    reading every sw-th element."""
+    # Parallel axis: (sample, channel) planes; iteration (n, c) writes only
+    # y[n, c*M:(c + 1)*M] and row numba.get_thread_id() of the scratch (a
+    # thread runs one iteration at a time).
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    M = F // C
+    Wp = Wd + 2 * pw
+    L = OH * Wp
+    for t in numba.prange(N * C):
+        n = t // C
+        c = t - n * C
+        tid = numba.get_thread_id()
+        xp = xp_ws[tid]
+        _pad_plane(x[n, c].reshape(H * Wd), H, Wd, ph, pw, xp)
+        for f in range(c * M, (c + 1) * M):
+            out = y[n, f]
+            if sh == 1 and sw == 1:
+                acc = acc_ws[tid, :L]
+                if KH == 3 and KW == 3:
+                    _correlate_3x3(xp, W[f, 0], Wp, False, acc)
+                else:
+                    _correlate_taps(xp, W[f, 0], Wp, acc)
+                bf = b[f]
+                for i in range(OH):
+                    row = out[i]
+                    src = acc[i * Wp:i * Wp + OW]
+                    for j in range(OW):
+                        row[j] = src[j] + bf
+            else:
+                _correlate_strided(xp, W[f, 0], b[f], Wp, sh, sw, OH, OW, acc_ws[tid, :OW], out)
+
+
+@njit_kernel()
+def _dW_3x3(dyd, xp, Wp, out):
+    """out[3*p + q] = sum_k dyd[k] * xp[p*Wp + q + k], the nine sums of a 3x3
+    kernel's dW in one pass over dyd, in dyd's dtype."""
+    L = dyd.shape[0]
+    r0 = xp[0:L + 2]
+    r1 = xp[Wp:Wp + L + 2]
+    r2 = xp[2 * Wp:2 * Wp + L + 2]
+    zero = dyd.dtype.type(0)
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+    for k in range(L):
+        d = dyd[k]
+        s00 += d * r0[k]
+        s01 += d * r0[k + 1]
+        s02 += d * r0[k + 2]
+        s10 += d * r1[k]
+        s11 += d * r1[k + 1]
+        s12 += d * r1[k + 2]
+        s20 += d * r2[k]
+        s21 += d * r2[k + 1]
+        s22 += d * r2[k + 2]
+    out[0], out[1], out[2] = s00, s01, s02
+    out[3], out[4], out[5] = s10, s11, s12
+    out[6], out[7], out[8] = s20, s21, s22
+
+
+@njit_kernel(inline="always")
+def _tap_dot(dyd, src, valid, exact):
+    """sum_k dyd[k] * src[k] over the valid k, in dyd's dtype. Unless ``exact``,
+    every k: dyd is zero where valid is False, which adds nothing while src is
+    finite there."""
+    zero = dyd.dtype.type(0)
+    s = zero
+    if exact:
+        for k in range(dyd.shape[0]):
+            s += dyd[k] * src[k] if valid[k] else zero
+    else:
+        for k in range(dyd.shape[0]):
+            s += dyd[k] * src[k]
+    return s
+
+
+@njit_kernel(inline="always")
+def _tap_axpy(w, dyd, valid, exact, dst):
+    """dst[k] += w * dyd[k] for the valid k (for every k unless ``exact``, which
+    adds zeros while w is finite)."""
+    zero = dst.dtype.type(0)
+    if exact:
+        for k in range(dyd.shape[0]):
+            dst[k] += w * dyd[k] if valid[k] else zero
+    else:
+        for k in range(dyd.shape[0]):
+            dst[k] += w * dyd[k]
+
+
+@njit_kernel(parallel=True)
+def depthwise_backward_into(dy, x, W, sh, sw, ph, pw, need_dx, valid, xp_ws, dyd_ws, dxp_ws,
+                            dW_parts, db_parts, dx):
+    """The backward of depthwise_forward_into, per (n, c) plane: sample n's
+    parts of dW and db, dW_parts[n] (F, KH*KW) summed in dW_parts's dtype and
+    db_parts[n] (F,) in float64, and with need_dx dx[n, c] (N, C, H, W),
+    summed in dxp_ws's dtype. Scratch per thread: xp_ws (T, Hp*Wp + KW) of
+    x's dtype, the padded plane as in the forward; dyd_ws (T, at least
+    (KH - 1)*Wp + KW - 1 + (Hp + KH)*Wp + KW) of dy's dtype; dxp_ws (T,
+    Hp*Wp + KW). valid (L,), L = ((OH - 1)*sh + 1)*Wp, is True at the
+    positions i*sh*Wp + j*sw of the outputs (i, j) and False elsewhere.
+
+    dy[n, f] is laid out on the padded width with its strides, after a margin
+    of KH - 1 zero rows and KW - 1 zero columns: dyd[i*sh*Wp + j*sw] =
+    dy[n, f, i, j], zero elsewhere. Then every tap (p, q) is one contiguous
+    pass over dyd and the shifted plane: dW[f, p, q] = sum of dyd * xp[p*Wp +
+    q:], and dxp[p*Wp + q:] += W[f, 0, p, q] * dyd; dx is dxp without its
+    padding. A 3x3 kernel with stride 1 does the nine dW sums in one pass,
+    and dx as the 3x3 correlation of the margined dy with the flipped
+    kernel, in one pass. The zeros of dyd and of its margin add nothing as
+    long as x's plane (for dW) and W[f] (for dx) are finite; a plane or a
+    filter with an inf or a NaN takes the taps one by one, at the valid
+    positions only (a select), so that it reaches exactly the gradients it
+    reaches in the reference."""
+    # Parallel axis: (sample, channel) planes; iteration (n, c) writes only
+    # dW_parts[n, f], db_parts[n, f] of its filters f = c*M .. (c + 1)*M - 1,
+    # dx[n, c] and row numba.get_thread_id() of the scratch.
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    M = F // C
+    Wp = Wd + 2 * pw
+    L = valid.shape[0]
+    off = (KH - 1) * Wp + KW - 1
+    one_pass = KH == 3 and KW == 3 and sh == 1 and sw == 1
+    for t in numba.prange(N * C):
+        n = t // C
+        c = t - n * C
+        tid = numba.get_thread_id()
+        xp = xp_ws[tid]
+        x_finite = _pad_plane(x[n, c].reshape(H * Wd), H, Wd, ph, pw, xp)
+        dydm = dyd_ws[tid]
+        for k in range(dydm.shape[0]):
+            dydm[k] = 0
+        dyd = dydm[off:off + L]
+        dxp = dxp_ws[tid]
+        if need_dx:
+            for k in range(dxp.shape[0]):
+                dxp[k] = 0
+        for f in range(c * M, (c + 1) * M):
+            for i in range(OH):
+                row = dy[n, f, i]
+                for j in range(OW):
+                    dyd[i * sh * Wp + j * sw] = row[j]
+            plane = dy[n, f].reshape(OH * OW)
+            total = 0.0
+            for m in range(OH * OW):
+                total += plane[m]
+            db_parts[n, f] = total
+            w = W[f, 0]
+            w_bad = w[0, 0] - w[0, 0]
+            for p in range(KH):
+                for q in range(KW):
+                    w_bad += w[p, q] - w[p, q]  # 0 while every tap is finite
+            if one_pass and x_finite:
+                _dW_3x3(dyd, xp, Wp, dW_parts[n, f])
+            else:
+                for p in range(KH):
+                    for q in range(KW):
+                        dW_parts[n, f, p * KW + q] = _tap_dot(
+                            dyd, xp[p * Wp + q:p * Wp + q + L], valid, not x_finite)
+            if not need_dx:
+                continue
+            if one_pass and w_bad == 0:
+                # dxp[(h + ph)*Wp + pw + v] =
+                #     sum_{p, q} w[2 - p, 2 - q] * dydm[(h + ph + p)*Wp + pw + q + v]
+                start = ph * Wp + pw
+                _correlate_3x3(dydm[start:], w[::-1, ::-1], Wp, True,
+                               dxp[start:start + H * Wp])
+            else:
+                for p in range(KH):
+                    for q in range(KW):
+                        _tap_axpy(w[p, q], dyd, valid, w_bad != 0,
+                                  dxp[p * Wp + q:p * Wp + q + L])
+        if need_dx:
+            for h in range(H):
+                row = dx[n, c, h]
+                src = dxp[(h + ph) * Wp + pw:(h + ph) * Wp + pw + Wd]
+                for v in range(Wd):
+                    row[v] = src[v]
+
+
+def output_positions(OH, OW, sh, sw, Wp):
+    """valid (((OH - 1)*sh + 1)*Wp,) bool: True at i*sh*Wp + j*sw for the
+    outputs (i, j), the layout of dy in depthwise_backward_into."""
+    valid = np.zeros(((OH - 1) * sh + 1) * Wp, dtype=np.bool_)
+    valid[(np.arange(OH)[:, None] * sh * Wp + np.arange(OW) * sw).reshape(-1)] = True
+    return valid
+
+
+def forward_depthwise(x, W, b, stride, padding, groups):
+    """The direct schedule's forward: one input channel per group (C == groups).
+
+    Same parameters and returns as conv2d_forward (unchecked: conv2d_forward
+    checks them); the cache is None. y's sums run in x's dtype: KH*KW terms
+    each, as a GEMM's for a K = KH*KW convolution.
+    """
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    (ph, pw) = padding
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    bias = np.zeros(F, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
+    T = _thread_slots()
+    xp_ws = _scratch("dw_xp", T * (Hp * Wp + KW), x.dtype).reshape(T, Hp * Wp + KW)
+    acc_ws = _scratch("dw_acc", T * OH * Wp, x.dtype).reshape(T, OH * Wp)
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    depthwise_forward_into(x, W, bias, *stride, *padding, OH, OW, xp_ws, acc_ws, y)
+    return y, None
+
+
+def backward_depthwise(dy, x, W, cache, stride, padding, has_bias, need_dx, groups):
+    """The direct schedule's backward (C == groups).
+
+    Same parameters and returns as conv2d_backward (unchecked); ``cache`` is
+    ignored. Each sample's part of dW (a plane's sum) and dx (M*KH*KW terms)
+    are summed in the input dtype, as the per-sample GEMMs do; db and the
+    sums of the parts over the batch in float64, in sample order.
+    """
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    (sh, sw), (ph, pw) = stride, padding
+    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    dtype = dy.dtype
+    T = _thread_slots()
+    xp_ws = _scratch("dw_xp", T * (Hp * Wp + KW), dtype).reshape(T, Hp * Wp + KW)
+    Ld = (KH - 1) * Wp + KW - 1 + (Hp + KH) * Wp + KW  # the margin, then dy, then zeros
+    dyd_ws = _scratch("dw_dyd", T * Ld, dtype).reshape(T, Ld)
+    dxp_ws = _scratch("dw_dxp", T * (Hp * Wp + KW), dtype).reshape(T, Hp * Wp + KW)
+    dW_parts = _scratch("dw_dW", N * F * KH * KW, dtype).reshape(N, F, KH * KW)
+    db_parts = np.empty((N, F), dtype=np.float64)
+    dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dtype)
+    valid = output_positions(OH, OW, sh, sw, Wp)
+    depthwise_backward_into(dy, x, W, sh, sw, ph, pw, need_dx, valid, xp_ws, dyd_ws, dxp_ws,
+                            dW_parts, db_parts, dx)
+    dW = np.empty((F, KH * KW), dtype=np.float64)
+    _sum_parts(dW_parts, dW)
+    db = db_parts.sum(axis=0).astype(dtype) if has_bias else None
+    return (dx if need_dx else None), dW.astype(dtype).reshape(W.shape), db
+
+
+@njit_kernel(parallel=True)
+def _forward_groups(x, Wg, b, kh, kw, sh, sw, ph, pw, OH, OW, cols_ws, y):
+    # Per (sample n, group g), in one thread: the columns of the group's Cg
+    # channels (Kg, P), then y[n, g*Fg:(g + 1)*Fg] = Wm_g cols + b by a
+    # single-threaded BLAS GEMM (np.dot), straight into NCHW.
+    # Parallel axis: (sample, group); iteration (n, g) writes only the Fg
+    # rows of its group in y[n], and row numba.get_thread_id() of cols_ws.
+    N, C, H, W = x.shape
+    G, Fg, Kg = Wg.shape
+    Cg = C // G
+    P = OH * OW
+    yf = y.reshape((N, G * Fg * P))
+    for t in numba.prange(N * G):
+        n = t // G
+        g = t - n * G
+        cols = cols_ws[numba.get_thread_id(), :Kg * P].reshape((Kg, P))
+        for c in range(Cg):
+            _im2col_channel(x[n, g * Cg + c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+                            OH, OW, cols, 0, 0)
+        out = yf[n, g * Fg * P:(g + 1) * Fg * P].reshape((Fg, P))
+        np.dot(Wg[g], cols, out)
+        for f in range(Fg):
+            bf = b[g * Fg + f]
+            row = out[f]
+            for m in range(P):
+                row[m] += bf
+
+
+@njit_kernel(parallel=True)
+def _backward_groups(dy, x, WgT, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, cols_ws, dcols_ws,
+                     parts, dbias, dx):
+    # Per (sample n, group g), in one thread: the group's columns rebuilt
+    # from x; its part of dW, parts[n, g] = dy_g[n] cols^T (Fg, Kg), by a
+    # single-threaded BLAS GEMM (summed over n afterwards in sample order by
+    # _sum_parts); the per-(n, f) sums of dy for db, in float64; with
+    # need_dx, dcols = Wm_g^T dy_g[n] and col2im into the group's channels of dx[n].
+    # Parallel axis: (sample, group); iteration (n, g) writes only parts[n, g],
+    # dbias[n] and dx[n] of its group's channels, and row numba.get_thread_id()
+    # of the scratch.
+    N, C, H, W = x.shape
+    G, Kg, Fg = WgT.shape
+    Cg = C // G
+    P = OH * OW
+    dyf = dy.reshape((N, G * Fg * P))
+    for t in numba.prange(N * G):
+        n = t // G
+        g = t - n * G
+        tid = numba.get_thread_id()
+        cols = cols_ws[tid, :Kg * P].reshape((Kg, P))
+        for c in range(Cg):
+            _im2col_channel(x[n, g * Cg + c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+                            OH, OW, cols, 0, 0)
+        dyg = dyf[n, g * Fg * P:(g + 1) * Fg * P].reshape((Fg, P))
+        np.dot(dyg, cols.T, parts[n, g])
+        for f in range(Fg):
+            row = dyg[f]
+            s = 0.0
+            for m in range(P):
+                s += row[m]
+            dbias[n, g * Fg + f] = s
+        if need_dx:
+            dcols = dcols_ws[tid, :Kg * P].reshape((Kg, P))
+            np.dot(WgT[g], dyg, dcols)
+            for c in range(Cg):
+                _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, 0,
+                                dx[n, g * Cg + c].reshape(H * W))
+
+
+def forward_groups(x, W, b, stride, padding, groups):
+    """The per-group schedule's forward: im2col and one GEMM per (sample, group).
+
+    Same parameters and returns as conv2d_forward (unchecked); the cache is None.
+    """
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    N, C, H, Wd = x.shape
+    F, Cg, KH, KW = W.shape
+    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    Kg, P = Cg * KH * KW, OH * OW
+    Wg = W.reshape(groups, F // groups, Kg)
+    bias = np.zeros(F, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
+    T = _thread_slots()
+    cols_ws = _scratch("groups_cols", T * Kg * P, x.dtype).reshape(T, Kg * P)
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    with single_threaded_kernel_blas():
+        _forward_groups(x, Wg, bias, KH, KW, *stride, *padding, OH, OW, cols_ws, y)
+    return y, None
+
+
+def backward_groups(dy, x, W, cache, stride, padding, has_bias, need_dx, groups):
+    """The per-group schedule's backward.
+
+    Same parameters and returns as conv2d_backward (unchecked); ``cache`` is
+    ignored: the columns are rebuilt from x.
+    """
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W)
+    N, F, OH, OW = dy.shape
+    _, Cg, KH, KW = W.shape
+    Kg, P, Fg = Cg * KH * KW, OH * OW, F // groups
+    dtype = dy.dtype
+    WgT = np.ascontiguousarray(W.reshape(groups, Fg, Kg).transpose(0, 2, 1))
+    T = _thread_slots()
+    cols_ws = _scratch("groups_cols", T * Kg * P, dtype).reshape(T, Kg * P)
+    dcols_ws = _scratch("groups_dcols", T * Kg * P, dtype).reshape(T, Kg * P)
+    parts = _scratch("groups_part", N * F * Kg, dtype).reshape(N, groups, Fg, Kg)
+    dbias = np.empty((N, F), dtype=np.float64)
+    dx = np.empty(x.shape if need_dx else (0, x.shape[1], 1, 1), dtype=dtype)
+    with single_threaded_kernel_blas():
+        _backward_groups(dy, x, WgT, KH, KW, *stride, *padding, OH, OW, need_dx, cols_ws,
+                         dcols_ws, parts, dbias, dx)
+    dW = np.empty((F, Kg), dtype=np.float64)
+    _sum_parts(parts.reshape(N, F, Kg), dW)
+    db = dbias.sum(axis=0).astype(dtype) if has_bias else None
+    return (dx if need_dx else None), dW.astype(dtype).reshape(W.shape), db
+
+
 SCHEDULES = {"samples": (forward_samples, backward_samples),
              "chunks": (forward_chunks, backward_chunks)}
 """Both schedules by name, (forward, backward): the production entries that
 kernels/conv.py times and tests/ops/test_conv_cpu.py runs on every shape."""
 
 
-def schedule(K):
-    """The schedule conv2d_forward and conv2d_backward run for C*KH*KW = K taps."""
-    return "samples" if K <= SMALL_K else "chunks"
+GROUPED_SCHEDULES = {"depthwise": (forward_depthwise, backward_depthwise),
+                     "groups": (forward_groups, backward_groups)}
+"""The schedules of a grouped convolution by name, (forward, backward), taking
+``groups`` as their last argument: "depthwise" (one input channel per group,
+any number of filters per group) and "groups" (any groups; groups = 1 too)."""
+
+
+def schedule(K, groups=1, Cg=None):
+    """The schedule conv2d_forward and conv2d_backward run.
+
+    Parameters
+    ----------
+    K : int
+        C/groups*KH*KW, the taps of one output pixel.
+    groups : int
+        G (default 1).
+    Cg : int or None
+        C/groups, the input channels per group; read only when groups > 1.
+
+    Returns
+    -------
+    name : str
+        A key of SCHEDULES when groups == 1 ("samples" for K <= SMALL_K,
+        else "chunks"), else of GROUPED_SCHEDULES ("depthwise" for Cg == 1,
+        else "groups").
+    """
+    if groups == 1:
+        return "samples" if K <= SMALL_K else "chunks"
+    return "depthwise" if Cg == 1 else "groups"
 
 
 @implements(conv.conv2d_forward)
-def conv2d_forward(x, W, b, stride, padding):
-    """Runs SCHEDULES[schedule(C*KH*KW)]. The cache is the columns with a ones
-    row, (N, C*KH*KW + 1, OH*OW) (no ones row without a bias), when
-    C*KH*KW <= SMALL_K; otherwise None (the backward rebuilds the columns
-    from x)."""
-    _, C, KH, KW = W.shape
-    return SCHEDULES[schedule(C * KH * KW)][0](x, W, b, stride, padding)
+def conv2d_forward(x, W, b, stride, padding, groups=1):
+    """Runs SCHEDULES[schedule(C*KH*KW)] when groups == 1: the cache is the
+    columns with a ones row, (N, C*KH*KW + 1, OH*OW) (no ones row without a
+    bias), when C*KH*KW <= SMALL_K; otherwise None (the backward rebuilds the
+    columns from x). With groups > 1, GROUPED_SCHEDULES[...]: the direct
+    "depthwise" kernels when C == groups, else "groups"; the cache is None."""
+    _, Cg, KH, KW = W.shape
+    name = schedule(Cg * KH * KW, groups, Cg)
+    if groups == 1:
+        return SCHEDULES[name][0](x, W, b, stride, padding)
+    return GROUPED_SCHEDULES[name][0](x, W, b, stride, padding, groups)
 
 
 @implements(conv.conv2d_backward)
-def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
-    """Runs SCHEDULES[schedule(C*KH*KW)]; ``cache`` is what this backend's
+def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx, groups=1):
+    """Runs the schedule conv2d_forward ran; ``cache`` is what this backend's
     conv2d_forward returned, or None."""
-    _, C, KH, KW = W.shape
-    return SCHEDULES[schedule(C * KH * KW)][1](dy, x, W, cache, stride, padding, has_bias,
-                                                 need_dx)
+    _, Cg, KH, KW = W.shape
+    name = schedule(Cg * KH * KW, groups, Cg)
+    if groups == 1:
+        return SCHEDULES[name][1](dy, x, W, cache, stride, padding, has_bias, need_dx)
+    return GROUPED_SCHEDULES[name][1](dy, x, W, cache, stride, padding, has_bias, need_dx,
+                                      groups)

@@ -16,10 +16,16 @@ pixel, gathering from the taps that read it, so no atomics), the
 block reduction (tinynet/backends/cuda_reduce.py, channel_sums). The
 columns are the cache.
 
-C = 1 (the first layer on a grey image) runs direct kernels instead, since
-K = KH*KW is too short for a GEMM: the forward is one thread per output;
-dW is one block per tap (f, p, q) reducing over (n, i, j) in float64; dx one
-thread per input pixel, gathering. The cache is then None.
+With G > 1 groups the columns are the same (group g's taps are the rows
+g*Kg .. (g+1)*Kg - 1, Kg = C/G*KH*KW), and each product is ONE batched
+GEMM over the groups: Wm as (G, F/G, Kg) times the columns as (G, Kg, N*P).
+
+One input channel per group, C == G (C = 1, the first layer on a grey image,
+and the depthwise convolution), runs direct kernels instead, since K = KH*KW
+is too short for a GEMM; filter f reads channel f // (F/C). The forward is
+one thread per output; dW is one block per tap (f, p, q) reducing over
+(n, i, j) in float64; dx one thread per input pixel, gathering from the F/C
+filters of its channel. The cache is then None.
 """
 from numba import cuda, float64
 
@@ -114,20 +120,23 @@ def _columns_from_nchw(dy, N, F, P, dyT):
 
 @dev.kernel("void({f}[::1], {f}[::1], {f}[::1], boolean, int64, " + _GEOM + ", {f}[::1])")
 def _conv1_forward(x, Wt, b, has_bias, F, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, y):
-    # C == 1. Parallel axis: the flat output (n, f, i, j); each thread writes its own y.
+    # One input channel per group: filter f reads channel f // (F // C). A tap
+    # in the padding multiplies a zero, as in the im2col form, so that an inf
+    # or NaN weight gives what it gives there.
+    # Parallel axis: the flat output (n, f, i, j); each thread writes its own y.
     for e in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         j = e % OW
         i = (e // OW) % OH
         f = (e // (OH * OW)) % F
         n = e // (F * OH * OW)
+        plane = (n * C + f // (F // C)) * H
         acc = float64(0.0)
         for p in range(KH):
             h = i * sh + p - ph
-            if 0 <= h < H:
-                for q in range(KW):
-                    w = j * sw + q - pw
-                    if 0 <= w < W:
-                        acc += float64(Wt[(f * KH + p) * KW + q]) * x[(n * H + h) * W + w]
+            for q in range(KW):
+                w = j * sw + q - pw
+                v = float64(x[(plane + h) * W + w]) if 0 <= h < H and 0 <= w < W else 0.0
+                acc += float64(Wt[(f * KH + p) * KW + q]) * v
         if has_bias:
             acc += b[f]
         y[e] = acc
@@ -137,12 +146,14 @@ def _conv1_forward(x, Wt, b, has_bias, F, N, C, H, W, KH, KW, sh, sw, ph, pw, OH
 def _conv1_dW(x, dy, F, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dW):
     sh_sum = cuda.shared.array(REDUCE_SHARED, float64)
     P = OH * OW
-    # C == 1. Parallel axis: the taps (f, p, q), one block each (grid-stride);
+    # One input channel per group: filter f reads channel f // (F // C).
+    # Parallel axis: the taps (f, p, q), one block each (grid-stride);
     # the block's threads split (n, i, j) and only thread 0 writes dW[f, p, q].
     for t in range(cuda.blockIdx.x, F * KH * KW, cuda.gridDim.x):
         f = t // (KH * KW)
         p = (t // KW) % KH
         q = t % KW
+        c = f // (F // C)
         acc = float64(0.0)
         for m in range(cuda.threadIdx.x, N * P, cuda.blockDim.x):
             n = m // P
@@ -151,7 +162,7 @@ def _conv1_dW(x, dy, F, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dW):
             h = i * sh + p - ph
             w = (o - i * OW) * sw + q - pw
             if 0 <= h < H and 0 <= w < W:
-                acc += float64(dy[(n * F + f) * P + o]) * x[(n * H + h) * W + w]
+                acc += float64(dy[(n * F + f) * P + o]) * x[((n * C + c) * H + h) * W + w]
         acc = block_sum(acc, sh_sum)
         if cuda.threadIdx.x == 0:
             dW[t] = acc
@@ -160,12 +171,18 @@ def _conv1_dW(x, dy, F, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dW):
 @dev.kernel("void({f}[::1], {f}[::1], int64, " + _GEOM + ", {f}[::1])")
 def _conv1_dx(dy, Wt, F, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx):
     P = OH * OW
-    # C == 1. Parallel axis: the flat dx pixel (n, h, w); each thread gathers
-    # from the outputs whose windows hold it and writes only its own dx.
+    M = F // C
+    # One input channel per group: channel c feeds filters c*M .. (c + 1)*M - 1,
+    # whose dy planes start at dy0 and whose taps at w0, M*P and M*KH*KW apart.
+    # Parallel axis: the flat dx pixel (n, c, h, w); each thread gathers from
+    # the outputs whose windows hold it and writes only its own dx.
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
         w = e % W
         h = (e // W) % H
-        n = e // (H * W)
+        nc = e // (H * W)
+        c = nc % C
+        dy0 = (nc // C * F + c * M) * P
+        w0 = c * M * KH * KW
         acc = float64(0.0)
         for p in range(KH):
             a = h + ph - p
@@ -175,9 +192,10 @@ def _conv1_dx(dy, Wt, F, N, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx):
                 b = w + pw - q
                 if b < 0 or b % sw != 0 or b // sw >= OW:
                     continue
-                o = (a // sh) * OW + b // sw
-                for f in range(F):
-                    acc += float64(dy[(n * F + f) * P + o]) * Wt[(f * KH + p) * KW + q]
+                o = dy0 + (a // sh) * OW + b // sw
+                t = w0 + p * KW + q
+                for m in range(M):
+                    acc += float64(dy[o + m * P]) * Wt[t + m * KH * KW]
         dx[e] = acc
 
 
@@ -226,33 +244,46 @@ def _bias_arg(b, x):
     return (b, True) if b is not None else (x.reshape(-1)[:1], False)
 
 
+def _per_group(a, groups):
+    """a (R, S) as (G, R/G, S), each group's block of rows, for one batched GEMM
+    over the groups; a itself when G = 1 (one plain GEMM)."""
+    R, S = a.shape
+    return a if groups == 1 else a.reshape(groups, R // groups, S)
+
+
+def _transpose(a):
+    """Each matrix of a (..., R, S) transposed: (..., S, R), a view."""
+    return a.swapaxes(-1, -2)
+
+
 @implements(conv.conv2d_forward)
-def conv2d_forward(x, W, b, stride, padding):
+def conv2d_forward(x, W, b, stride, padding, groups=1):
     dev.require_device("conv2d_forward", x=x, W=W, b=b)
-    F, C, KH, KW = W.shape
+    F, Cg, KH, KW = W.shape
     g = _geometry(x.shape, KH, KW, stride, padding)
-    N, OH, OW = g[0], g[-2], g[-1]
+    N, C, OH, OW = g[0], g[1], g[-2], g[-1]
     y = dev.empty((N, F, OH, OW), x.dtype)
     bias, has_bias = _bias_arg(b, x)
-    if C == 1:
+    if Cg == 1:
         _conv1_forward[dev.grid_1d(y.size)](x.reshape(-1), W.reshape(-1), bias, has_bias, F, *g,
                                             y.reshape(-1))
         return y, None
     cols = _columns(x, KH, KW, stride, padding)
-    Yt = dev.matmul(W.reshape(F, C * KH * KW), cols)
+    # Per group (F/G, Kg) @ (Kg, N*P) -> (F/G, N*P): together Yt (F, N*P).
+    Yt = dev.matmul(_per_group(W.reshape(F, Cg * KH * KW), groups), _per_group(cols, groups))
     _nchw_from_columns[dev.grid_1d(y.size)](Yt.reshape(-1), bias, has_bias, N, F, OH * OW,
                                             y.reshape(-1))
     return y, cols
 
 
 @implements(conv.conv2d_backward)
-def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
+def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx, groups=1):
     dev.require_device("conv2d_backward", dy=dy, x=x, W=W)
-    F, C, KH, KW = W.shape
+    F, Cg, KH, KW = W.shape
     g = _geometry(x.shape, KH, KW, stride, padding)
     N, P = g[0], g[-2] * g[-1]
     db = channel_sums(dy, N, F, P) if has_bias else None
-    if C == 1:
+    if Cg == 1:
         dW = dev.empty(W.shape, dy.dtype)
         _conv1_dW[dev.grid_sets(dW.size)](x.reshape(-1), dy.reshape(-1), F, *g, dW.reshape(-1))
         dx = None
@@ -263,9 +294,12 @@ def conv2d_backward(dy, x, W, cache, stride, padding, has_bias, need_dx):
     cols = _columns(x, KH, KW, stride, padding) if cache is None else cache
     dyT = dev.empty((F, N * P), dy.dtype)
     _columns_from_nchw[dev.grid_1d(dyT.size)](dy.reshape(-1), N, F, P, dyT.reshape(-1))
-    dW = dev.matmul(dyT, cols.T).reshape(W.shape)
+    dyT_g = _per_group(dyT, groups)
+    # Per group: dWm_g = dyT_g cols_g^T (F/G, Kg) and dcols_g = Wm_g^T dyT_g (Kg, N*P).
+    dW = dev.matmul(dyT_g, _transpose(_per_group(cols, groups))).reshape(W.shape)
     dx = None
     if need_dx:
-        dcols = dev.matmul(W.reshape(F, C * KH * KW).T, dyT)
+        Wm_g = _per_group(W.reshape(F, Cg * KH * KW), groups)
+        dcols = dev.matmul(_transpose(Wm_g), dyT_g).reshape(cols.shape)
         dx = _image(dcols, x.shape, KH, KW, stride, padding)
     return dx, dW, db
