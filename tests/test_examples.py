@@ -32,3 +32,19 @@ def test_mnist_mlp_example(tmp_path):
     out = run_example("mnist_mlp.py", ["--epochs", "1", "--limit", "2048"], tmp_path)
     acc = float(re.search(r"test accuracy: ([0-9.]+)%", out).group(1))
     assert acc > 80.0, out
+
+
+def test_seeds_example_tabulates_and_continues(tmp_path):
+    args = ["--seeds", "0", "1", "--out", "runs", "--figure", "f.png", "--", "--model", "mlp",
+            "--limit", "256", "--val-split", "128", "--test-limit", "128", "--epochs", "1"]
+    out = run_example("seeds.py", args, tmp_path)
+    errors = [float(e) for e in re.findall(r"^\s+\d\s+[0-9.]+%\s+([0-9.]+)%", out, flags=re.M)]
+    assert len(errors) == 2
+    mean = re.search(r"test error ([0-9.]+)% \+- ([0-9.]+)%", out)
+    assert abs(float(mean.group(1)) - sum(errors) / 2) < 0.01
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    again = run_example("seeds.py", args, tmp_path)  # finished runs are only reported
+
+    def table(text):
+        return text[text.index("seed  "):]
+    assert table(again) == table(out)

@@ -263,6 +263,7 @@ def cmd_train(args):
         result = {"val_acc": final["val_acc"], "val_loss": final["val_loss"],
                   "test_acc": test_acc, "test_loss": test_loss, "test_images": len(test[1]),
                   "epochs": len(history), "wall_s": round(wall, 1),
+                  "train_s": round(sum(r["seconds"] for r in history.records), 1),
                   "backend": backends.backend_name(), "out": out}
         write_json(run.file("result.json"), result)
     print(json.dumps(result))
