@@ -348,3 +348,81 @@ def small_blocks():
     from tinynet.backends import cuda_device as device
     with device.launch_sizes(block=8, block_reduce=4 if device.SIMULATOR else 64, max_blocks=3):
         yield device
+
+
+def torch_twin(torch, model, sample_shape):
+    """A torch module computing what the tinynet ``model`` computes, with its weights.
+
+    Built layer by layer from the layers' configs (``get_config``); a sample of
+    ``sample_shape`` (one input, e.g. (1, 28, 28)) goes through the model on
+    the ref backend to give each layer its input rank (BatchNorm 1d or 2d).
+    Module attributes follow tinynet's keys (Residual: ``block``,
+    ``shortcut``), so the twin loads ``model.state_dict()`` strictly.
+    """
+    import tinynet as tn
+    nn = torch.nn
+
+    class Residual(nn.Module):
+        def __init__(self, block, shortcut):
+            super().__init__()
+            self.block = block
+            if shortcut is not None:
+                self.shortcut = shortcut
+
+        def forward(self, x):
+            return self.block(x) + (self.shortcut(x) if hasattr(self, "shortcut") else x)
+
+    class GlobalAvgPool(nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    def convert(layer, x):
+        name, c = type(layer).__name__, layer.get_config()
+        if name == "Sequential":
+            modules = []
+            for sub in layer.layers:
+                module, x = convert(sub, x)
+                modules.append(module)
+            return nn.Sequential(*modules), x
+        if name == "Residual":
+            block, y = convert(layer.block, x)
+            shortcut = None if layer.shortcut is None else convert(layer.shortcut, x)[0]
+            return Residual(block, shortcut), y
+        y = layer.forward(x)
+        simple = {"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "GELU": nn.GELU,
+                  "Flatten": nn.Flatten, "GlobalAvgPool2D": GlobalAvgPool}
+        if name in simple:
+            return simple[name](), y
+        make = {
+            "Conv2D": lambda: nn.Conv2d(c["in_channels"], c["out_channels"], c["kernel_size"],
+                                        c["stride"], c["padding"], bias=c["bias"],
+                                        groups=c.get("groups", 1)),
+            "Dense": lambda: nn.Linear(c["in_features"], c["out_features"], bias=c["bias"]),
+            "BatchNorm": lambda: (nn.BatchNorm2d if x.ndim == 4 else nn.BatchNorm1d)(
+                c["num_features"], eps=c["eps"], momentum=c["momentum"], affine=c["affine"],
+                track_running_stats=c["track_running_stats"]),
+            "GroupNorm": lambda: nn.GroupNorm(c["num_groups"], c["num_channels"], eps=c["eps"],
+                                              affine=c["affine"]),
+            "LayerNorm": lambda: nn.LayerNorm(c["normalized_shape"], eps=c["eps"],
+                                              elementwise_affine=c["elementwise_affine"],
+                                              bias=c["bias"]),
+            "InstanceNorm": lambda: nn.InstanceNorm2d(
+                c["num_features"], eps=c["eps"], momentum=c["momentum"], affine=c["affine"],
+                track_running_stats=c["track_running_stats"]),
+            "LeakyReLU": lambda: nn.LeakyReLU(c["negative_slope"]),
+            "MaxPool2D": lambda: nn.MaxPool2d(c["kernel_size"], c["stride"]),
+            "AvgPool2D": lambda: nn.AvgPool2d(c["kernel_size"], c["stride"]),
+            "Dropout": lambda: nn.Dropout(c["p"]),
+        }
+        if name not in make:
+            raise NotImplementedError(f"torch_twin: no torch module for {name}")
+        return make[name](), y
+
+    was_training = model.training
+    model.eval()  # the shape walk must not move the running statistics
+    with tn.use_backend("ref"):
+        twin, _ = convert(model, np.zeros((2,) + tuple(sample_shape), dtype=model.dtype))
+    model.train(was_training)
+    state = {k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()}
+    twin.load_state_dict(state, strict=True)
+    return twin

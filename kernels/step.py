@@ -1,12 +1,14 @@
-"""The whole training step of the reference CNN, tinynet against torch.
+"""The whole training step of a zoo model, tinynet against torch.
 
-The reference CNN (tinynet.zoo.build_cnn) at batch 64, float32:
+By default the reference CNN (tinynet.zoo.build_cnn) at batch 64, float32:
 conv32-norm-relu-pool, conv64-norm-relu-pool, dense128-relu, dropout, dense10,
-for each of the four normalizations. One step is the same explicit loop in
+for each of the four normalizations; ``--model resnet20`` (any zoo model)
+times that model instead, against its torch twin built layer by layer from
+its config (kernels.common.torch_twin), with tinynet's initial weights. One step is the same explicit loop in
 both frameworks: forward, softmax cross-entropy, zero_grad, backward, Adam
 step. The image batch needs no gradient in either.
 
-    python -m kernels.step [--repeat 20] [--rounds 3] [--json PATH]
+    python -m kernels.step [--model cnn] [--repeat 20] [--rounds 3] [--json PATH]
 
 prints, for each normalization and for none, the median ms per step, the
 tinynet/torch ratio and the implied time per MNIST epoch (938 steps of 64),
@@ -51,7 +53,7 @@ import time
 import numpy as np
 
 from kernels.common import GpuRow, child_env, event_time, lab_main, median_time, torch_cuda, \
-    torch_time
+    torch_time, torch_twin
 
 NORMS = ("batch", "layer", "instance", "group", "none")
 GPU_NORMS = ("batch", "layer", "instance", "group")
@@ -60,13 +62,13 @@ BATCH = 64
 STEPS_PER_EPOCH = 938
 
 
-def tinynet_step(norm, x, y, device="cpu"):
+def tinynet_step(norm, x, y, device="cpu", model_name="cnn"):
     """A closure running one tinynet training step on (x, y) on ``device``
     (it returns the loss), and the model."""
     import tinynet as tn
-    from tinynet.zoo import build_cnn
+    from tinynet.zoo import build
     tn.init.seed(0)
-    model = build_cnn(norm).to(device)
+    model = build(model_name, norm).to(device)
     loss_fn = tn.SoftmaxCrossEntropy()
     opt = tn.optim.Adam(model.parameters(), lr=1e-3)
     if device == "cuda":
@@ -81,9 +83,24 @@ def tinynet_step(norm, x, y, device="cpu"):
     return step, model
 
 
-def torch_step(torch, norm, x, y, device="cpu"):
+def torch_step(torch, norm, x, y, device="cpu", model_name="cnn"):
     """The same step in torch on ``device`` ("cpu" or "cuda")."""
     nn = torch.nn
+    if model_name != "cnn":
+        import tinynet as tn
+        from tinynet.zoo import MODELS, build
+        tn.init.seed(0)
+        model = torch_twin(torch, build(model_name, norm), MODELS[model_name][1]).to(device)
+        loss_fn = nn.CrossEntropyLoss()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+        def twin_step():
+            loss = loss_fn(model(tx), ty)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return twin_step
 
     def norm_layers(c, hw):
         return {"batch": lambda: [nn.BatchNorm2d(c)],
@@ -109,9 +126,10 @@ def torch_step(torch, norm, x, y, device="cpu"):
     return step
 
 
-def inputs(batch=BATCH, seed=0):
+def inputs(batch=BATCH, seed=0, model_name="cnn"):
+    from tinynet.zoo import MODELS
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    x = rng.standard_normal((batch,) + MODELS[model_name][1]).astype(np.float32)
     y = rng.integers(0, 10, batch).astype(np.int64)
     return x, y
 
@@ -129,7 +147,7 @@ def _rss_mb():
     return values["VmRSS:"], values["VmHWM:"]
 
 
-def child(framework, norm, repeat, torch_first=False):
+def child(framework, norm, repeat, torch_first=False, model_name="cnn"):
     """Run in a new process: print one JSON line of seconds per step and memory.
 
     ``framework`` is "tinynet", "torch" or "both" (torch imported first, then
@@ -138,7 +156,7 @@ def child(framework, norm, repeat, torch_first=False):
     """
     if torch_first or framework != "tinynet":
         import torch  # noqa: F401
-    x, y = inputs()
+    x, y = inputs(model_name=model_name)
     base_mb, _ = _rss_mb()
     out = {}
     names = ("torch", "tinynet") if framework == "both" else (framework,)
@@ -146,9 +164,9 @@ def child(framework, norm, repeat, torch_first=False):
     for name in names:
         if name == "torch":
             from kernels.common import try_torch
-            steps[name] = torch_step(try_torch(), norm, x, y)
+            steps[name] = torch_step(try_torch(), norm, x, y, model_name=model_name)
         else:
-            steps[name] = tinynet_step(norm, x, y)[0]
+            steps[name] = tinynet_step(norm, x, y, model_name=model_name)[0]
     for name in names:
         out[name] = median_time(steps[name], warmup=3, repeat=repeat)
     _, peak_mb = _rss_mb()
@@ -157,9 +175,10 @@ def child(framework, norm, repeat, torch_first=False):
     print(json.dumps(out))
 
 
-def run_child(framework, norm, repeat, torch_first=False):
+def run_child(framework, norm, repeat, torch_first=False, model_name="cnn"):
     cmd = [sys.executable, "-m", "kernels.step", "--child", framework, "--norm", norm,
-           "--repeat", str(repeat)] + (["--torch-first"] if torch_first else [])
+           "--repeat", str(repeat), "--model", model_name] + (
+               ["--torch-first"] if torch_first else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env=child_env()).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -173,7 +192,7 @@ def have_torch():
         return False
 
 
-def bench(repeat=20, rounds=3):
+def bench(repeat=20, rounds=3, model_name="cnn", norms=NORMS):
     """One row per norm: median ms per step in each setting, ratios and peak RSS.
 
     The child processes run in the order separate tinynet, separate torch,
@@ -182,14 +201,15 @@ def bench(repeat=20, rounds=3):
     """
     torch = have_torch()
     rows = []
-    for norm in NORMS:
+    for norm in norms:
         runs = {"tinynet": [], "torch": [], "torch_first": [], "both": []}
         for _ in range(rounds):
-            runs["tinynet"].append(run_child("tinynet", norm, repeat))
+            runs["tinynet"].append(run_child("tinynet", norm, repeat, model_name=model_name))
             if torch:
-                runs["torch"].append(run_child("torch", norm, repeat))
-                runs["torch_first"].append(run_child("tinynet", norm, repeat, torch_first=True))
-                runs["both"].append(run_child("both", norm, repeat))
+                runs["torch"].append(run_child("torch", norm, repeat, model_name=model_name))
+                runs["torch_first"].append(run_child("tinynet", norm, repeat, torch_first=True,
+                                                     model_name=model_name))
+                runs["both"].append(run_child("both", norm, repeat, model_name=model_name))
 
         def median(setting, key):
             values = [r[key] for r in runs[setting]]
@@ -214,10 +234,11 @@ def bench(repeat=20, rounds=3):
     return rows
 
 
-def print_table(rows, rounds):
+def print_table(rows, rounds, model_name="cnn"):
     """Print the rows of ``bench`` as two tables: time and memory."""
     torch = "torch_ms" in rows[0]
-    print(f"reference CNN training step, batch {BATCH}, float32, backend cpu, "
+    what = "reference CNN" if model_name == "cnn" else model_name
+    print(f"{what} training step, batch {BATCH}, float32, backend cpu, "
           f"median of {rounds} rounds")
     head = f"{'norm':<10}{'tinynet ms':>11}"
     if torch:
@@ -328,8 +349,10 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", choices=("tinynet", "torch", "both"),
                         help="time one framework's step (or both) in this process and print JSON")
-    parser.add_argument("--norm", choices=NORMS, default="batch",
-                        help="with --child: the normalization")
+    parser.add_argument("--norm", choices=NORMS, default=None,
+                        help="the normalization (default: every one; with --child: batch)")
+    parser.add_argument("--model", default="cnn",
+                        help="the zoo model (tinynet models lists them)")
     parser.add_argument("--torch-first", action="store_true",
                         help="with --child tinynet: import torch before tinynet")
     args = parser.parse_args(argv)
@@ -337,9 +360,11 @@ def main(argv=None):
         rest = [f for f, on in (("--check", args.check), ("--bench", args.bench)) if on]
         return lab_main("step", gpu_check, gpu_bench, rest, device="cuda")
     if args.child:
-        return child(args.child, args.norm, args.repeat, args.torch_first)
-    rows = bench(args.repeat, args.rounds)
-    print_table(rows, args.rounds)
+        return child(args.child, args.norm or "batch", args.repeat, args.torch_first,
+                     args.model)
+    rows = bench(args.repeat, args.rounds, args.model,
+                 NORMS if args.norm is None else (args.norm,))
+    print_table(rows, args.rounds, args.model)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -95,3 +95,29 @@ def test_compare_times_both_checkouts_and_gives_the_ratio(capsys):
     assert "Adam 2^20" in table and "Dense(3136, 128) batch 64" in table
     assert all(a > 0 and b > 0 for a, b in table.values())
     assert "B / A" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, norm", [("cnn", "layer"), ("lenet5", "none"),
+                                        ("resnet8", "batch"), ("resnet8", "group")])
+def test_torch_twin_computes_what_the_zoo_model_computes(name, norm):
+    """The step bench's torch side is the same model with the same weights."""
+    torch = pytest.importorskip("torch", reason="the torch twin needs torch")
+    import tinynet as tn
+    from kernels.common import torch_twin
+    from tinynet.zoo import MODELS, build
+    tn.init.seed(0)
+    model = build(name, norm).to(np.float64)
+    twin = torch_twin(torch, model, MODELS[name][1]).double()
+    x = np.random.default_rng(0).standard_normal((3,) + MODELS[name][1])
+    with tn.use_backend("ref"):
+        for mode in (False, True):  # eval, then train (batch statistics)
+            model.train(mode), twin.train(mode)
+            if mode:  # no dropout masks to match
+                for m in twin.modules():
+                    if isinstance(m, torch.nn.Dropout):
+                        m.p = 0.0
+                for layer in model.layers:
+                    if isinstance(layer, tn.Dropout):
+                        layer.eval()
+            np.testing.assert_allclose(model.forward(x), twin(torch.from_numpy(x)).detach().numpy(),
+                                       rtol=1e-9, atol=1e-9)
