@@ -261,7 +261,7 @@ def conv2d_forward(x, W, b, stride, padding, groups=1):
     dev.require_device("conv2d_forward", x=x, W=W, b=b)
     F, Cg, KH, KW = W.shape
     g = _geometry(x.shape, KH, KW, stride, padding)
-    N, C, OH, OW = g[0], g[1], g[-2], g[-1]
+    N, OH, OW = g[0], g[-2], g[-1]
     y = dev.empty((N, F, OH, OW), x.dtype)
     bias, has_bias = _bias_arg(b, x)
     if Cg == 1:
