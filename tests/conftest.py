@@ -59,12 +59,40 @@ INTEGRATION = {"test_lab", "test_study_experiments", "test_study_runner", "test_
 CUDA = {"test_cuda_device", "test_cuda_model", "test_cuda_layers", "test_device"}
 
 
+# Under numba's CUDA simulator every GPU thread is a Python thread, so a case costs
+# seconds. There the float32 twin of a float64 case is skipped: the kernels' source is
+# the same for both dtypes, and the float64 case checks it more tightly. A GPU runs both.
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+SIM_SKIP = pytest.mark.skip(reason="under the CUDA simulator the float32 twin of this float64 "
+                                   "case is skipped (one kernel source; a GPU runs both)")
+
+
+def _is_float32(value):
+    return value is np.float32 or value == "float32" or (
+        isinstance(value, np.dtype) and value == np.float32)
+
+
+def _float32_cuda_case(item):
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    on_cuda = params.get("backend") == "cuda" or item.module.__name__ in CUDA
+    return on_cuda and any(_is_float32(v) for v in params.values())
+
+
+def _float64_twin(item):
+    """The node id of the case that differs from ``item`` only in float64 for float32."""
+    return item.nodeid.replace("float32", "float64")
+
+
 def pytest_collection_modifyitems(config, items):
+    ids = {item.nodeid for item in items}
     for item in items:
         if item.module.__name__ in INTEGRATION:
             item.add_marker(pytest.mark.integration)
         if item.module.__name__ in CUDA:
             item.add_marker(pytest.mark.cuda)
+        if SIMULATOR and _float32_cuda_case(item) and _float64_twin(item) in ids \
+                and _float64_twin(item) != item.nodeid:
+            item.add_marker(SIM_SKIP)
 
 
 @pytest.fixture(params=PARAMS)
