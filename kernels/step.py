@@ -83,24 +83,15 @@ def tinynet_step(norm, x, y, device="cpu", model_name="cnn"):
     return step, model
 
 
-def torch_step(torch, norm, x, y, device="cpu", model_name="cnn"):
-    """The same step in torch on ``device`` ("cpu" or "cuda")."""
+def torch_model(torch, norm, model_name="cnn"):
+    """The torch side's model: the reference CNN written in torch, or any other zoo
+    model's twin built from its config (kernels.common.torch_twin)."""
     nn = torch.nn
     if model_name != "cnn":
         import tinynet as tn
         from tinynet.zoo import MODELS, build
         tn.init.seed(0)
-        model = torch_twin(torch, build(model_name, norm), MODELS[model_name][1]).to(device)
-        loss_fn = nn.CrossEntropyLoss()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-
-        def twin_step():
-            loss = loss_fn(model(tx), ty)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return twin_step
+        return torch_twin(torch, build(model_name, norm), MODELS[model_name][1])
 
     def norm_layers(c, hw):
         return {"batch": lambda: [nn.BatchNorm2d(c)],
@@ -109,12 +100,17 @@ def torch_step(torch, norm, x, y, device="cpu", model_name="cnn"):
                 "group": lambda: [nn.GroupNorm(8, c)],
                 "none": lambda: []}[norm]()
     torch.manual_seed(0)
-    model = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), *norm_layers(32, 28), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), *norm_layers(64, 14), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(128, 10)).to(device)
-    loss_fn = nn.CrossEntropyLoss()
+        nn.Linear(128, 10))
+
+
+def torch_step(torch, norm, x, y, device="cpu", model_name="cnn"):
+    """The same step in torch on ``device`` ("cpu" or "cuda")."""
+    model = torch_model(torch, norm, model_name).to(device)
+    loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
