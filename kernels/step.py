@@ -9,6 +9,7 @@ both frameworks: forward, softmax cross-entropy, zero_grad, backward, Adam
 step. The image batch needs no gradient in either.
 
     python -m kernels.step [--model cnn] [--repeat 20] [--rounds 3] [--json PATH]
+    python -m kernels.step --profile [--model resnet20] [--norm batch] [--repeat 10]
 
 prints, for each normalization and for none, the median ms per step, the
 tinynet/torch ratio and the implied time per MNIST epoch (938 steps of 64),
@@ -30,6 +31,10 @@ slowed torch's step by 15-20% here, and torch's OpenMP runtime, loaded first,
 makes tinynet fall back to numba's workqueue layer (tinynet/threads.py). The
 processes alternate for ``--rounds`` rounds; each round reports the median of
 ``--repeat`` steps, and the table shows the median over rounds.
+
+``--profile`` runs tinynet's step alone under cProfile and prints the
+functions with the most own time per step and their share of it: the
+kernels (numba calls) and the containers' own numpy work.
 
 On the cuda backend (``--device cuda``), the same step for each
 normalization, float32, the batch already on the device. Timed by CUDA events (median), at batch 512
@@ -178,6 +183,44 @@ def run_child(framework, norm, repeat, torch_first=False, model_name="cnn"):
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env=child_env()).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def profile(norm="batch", repeat=10, model_name="cnn", top=12):
+    """Where tinynet's step spends its time: ``repeat`` steps under cProfile after
+    three warm-up steps. Returns (ms per step, rows), each row (function, ms per
+    step of its own time, share of the step), the ``top`` functions by own time.
+
+    A kernel's own time is its numba call; "container.py:forward" is the
+    Residual's own work, the numpy add of block and shortcut.
+    """
+    import cProfile
+    import pstats
+    x, y = inputs(model_name=model_name)
+    step = tinynet_step(norm, x, y, model_name=model_name)[0]
+    for _ in range(3):
+        step()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for _ in range(repeat):
+        step()
+    prof.disable()
+    total = (time.perf_counter() - t0) / repeat
+    stats = pstats.Stats(prof).stats
+    rows = []
+    for (path, line, name), (_, _, tottime, _, _) in stats.items():
+        where = "/".join(path.split("/")[-2:])
+        rows.append((f"{where}:{name}", 1e3 * tottime / repeat, tottime / repeat / total))
+    rows.sort(key=lambda r: -r[1])
+    return 1e3 * total, rows[:top]
+
+
+def print_profile(ms, rows, model_name, norm):
+    print(f"kernels.step --profile: tinynet {model_name} ({norm}) at batch {BATCH}, "
+          f"{ms:.1f} ms per step (under cProfile)")
+    print(f"{'function (own time)':<48} {'ms/step':>8} {'share':>7}")
+    for name, t, share in rows:
+        print(f"{name:<48} {t:8.2f} {100 * share:6.1f}%")
 
 
 def have_torch():
@@ -351,7 +394,15 @@ def main(argv=None):
                         help="the zoo model (tinynet models lists them)")
     parser.add_argument("--torch-first", action="store_true",
                         help="with --child tinynet: import torch before tinynet")
+    parser.add_argument("--profile", action="store_true",
+                        help="tinynet only: where one step spends its time (cProfile, "
+                             "--repeat steps), the functions with the most own time")
     args = parser.parse_args(argv)
+    if args.profile:
+        import tinynet
+        tinynet.process.apply()
+        norm = args.norm or "batch"
+        return print_profile(*profile(norm, args.repeat, args.model), args.model, norm)
     if args.device == "cuda":
         rest = [f for f, on in (("--check", args.check), ("--bench", args.bench)) if on]
         return lab_main("step", gpu_check, gpu_bench, rest, device="cuda")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinynet.data import DataLoader, HorizontalFlip, RandomCrop
+from tinynet.data import Compose, DataLoader, HorizontalFlip, RandomCrop, RandomShift
 
 
 def test_random_crop_is_a_window_of_the_padded_image(rng):
@@ -61,7 +61,27 @@ def test_augmentations_in_a_loader_are_reproducible(rng):
     runs = []
     for _ in range(2):
         loader = DataLoader(x, y, batch_size=4, shuffle=True, seed=5,
-                            augment=lambda xb, r: HorizontalFlip()(RandomCrop(6, 2)(xb, r), r))
+                            augment=Compose(RandomCrop(6, 2), HorizontalFlip()))
         runs.append([xb for xb, _ in loader])
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_compose_applies_in_order_with_one_generator(rng):
+    x = rng.standard_normal((50, 1, 6, 6))
+    shift, flip = RandomShift(2), HorizontalFlip(0.5)
+    expected = flip(shift(x, np.random.default_rng(3)), _continued(3, shift, x))
+    out = Compose(shift, flip)(x, np.random.default_rng(3))
+    np.testing.assert_array_equal(out, expected)
+    assert repr(Compose(shift, flip)) == f"Compose({shift!r}, {flip!r})"
+    with pytest.raises(ValueError, match="Compose: give at least one"):
+        Compose()
+    with pytest.raises(TypeError, match="Compose: augmentation 1 must be callable, got int"):
+        Compose(shift, 3)
+
+
+def _continued(seed, first, x):
+    """A generator seeded with ``seed`` after ``first`` drew from it for ``x``."""
+    g = np.random.default_rng(seed)
+    first(x, g)
+    return g

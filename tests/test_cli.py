@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -126,7 +127,8 @@ def test_train_writes_a_complete_run(tmp_path, capsys):
     import tinynet as tn
     out = tmp_path / "run"
     assert main(["train", "--data-dir", SHARED_DATA, "--out", str(out), *TINY,
-                 "--weight-decay", "0.001", "--label-smoothing", "0.1", "--shift", "1"]) == 0
+                 "--weight-decay", "0.001", "--label-smoothing", "0.1", "--shift", "1",
+                 "--flip"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["epochs"] == 1 and result["test_acc"] > 0.3 and result["val_acc"] > 0.3
     assert result["test_images"] == 300
@@ -134,8 +136,8 @@ def test_train_writes_a_complete_run(tmp_path, capsys):
                                        "history.json", "result.json"]
     config = json.loads((out / "config.json").read_text())
     assert (config["model"], config["norm"], config["dataset"]) == ("mlp", "batch", "mnist")
-    assert (config["weight_decay"], config["label_smoothing"], config["shift"]) == \
-        (0.001, 0.1, 1)
+    assert (config["weight_decay"], config["label_smoothing"], config["shift"], config["flip"]) \
+        == (0.001, 0.1, 1, True)
     assert (config["val_split"], config["limit"], config["test_limit"]) == (300, 500, 300)
     assert config["normalization"] == list(tn.data.NORMALIZATION["mnist"])
     assert config["architecture"]["class"] == "Sequential"
@@ -179,3 +181,19 @@ def test_a_command_backend_does_not_outlive_the_command(tmp_path):
     before = tn.backend_name()
     assert main(["eval", str(tmp_path / "nope"), "--backend", "ref"]) == 1
     assert tn.backend_name() == before
+
+
+def test_train_augmentation_follows_the_settings():
+    from tinynet.cli import _augment
+    base = {"shift": 0, "flip": False}
+    assert _augment(base, flatten=False) is None
+    assert repr(_augment(dict(base, shift=2, flip=True), flatten=False)) == \
+        "Compose(RandomShift(2), HorizontalFlip(p=0.5))"
+    flat = _augment(dict(base, flip=True), flatten=True)
+    x = np.arange(2 * 784, dtype=np.float32).reshape(2, 784)
+    out = flat(x, np.random.default_rng(0))
+    images = x.reshape(2, 28, 28)
+    assert out.shape == (2, 784)
+    for n in range(2):  # each row is its image or the image mirrored
+        row = out[n].reshape(28, 28)
+        assert np.array_equal(row, images[n]) or np.array_equal(row, images[n][:, ::-1])

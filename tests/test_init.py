@@ -1,4 +1,5 @@
-"""tn.init: fans, He and Xavier statistics, torch's bounds, seeding, defaults."""
+"""tn.init: fans, He, Xavier and torch's default statistics, torch's bounds, seeding,
+the layers' default (torch's) and named inits."""
 import math
 
 import numpy as np
@@ -54,10 +55,81 @@ def test_seed_makes_models_reproducible():
     assert not np.array_equal(c.weight.data, a[0].weight.data)
 
 
-def test_layers_default_to_he_uniform_and_zero_bias():
-    layer = tn.Dense(400, 300)
-    bound = math.sqrt(6.0 / 400)
-    assert np.abs(layer.weight.data).max() <= bound
-    assert np.abs(layer.weight.data).max() > 0.95 * bound
-    assert not layer.bias.data.any()
+@pytest.mark.parametrize("make, fan_in", [(lambda **k: tn.Dense(400, 300, **k), 400),
+                                           (lambda **k: tn.Conv2D(16, 300, 3, **k), 144),
+                                           (lambda **k: tn.Conv2D(16, 300, 3, groups=4, **k), 36)])
+def test_layers_default_to_torchs_init(make, fan_in):
+    """W and b from U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's reset_parameters."""
+    layer = make()
+    assert layer.init == "torch" and layer.get_config()["init"] == "torch"
+    bound = 1.0 / math.sqrt(fan_in)
+    w, b = layer.weight.data, layer.bias.data
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    assert w.std() == pytest.approx(bound / math.sqrt(3.0), rel=0.03)
+    assert np.abs(b).max() <= bound and np.abs(b).max() > 0.8 * bound and b.dtype == np.float32
+    assert abs(b.mean()) < 0.2 * bound
+    assert make(bias=False).bias is None
+
+
+@pytest.mark.parametrize("name", ["he_uniform", "he_normal", "xavier_uniform", "xavier_normal"])
+def test_layers_take_a_named_init_with_zero_bias(name):
+    for layer in (tn.Dense(400, 300, init=name), tn.Conv2D(16, 64, 3, init=name)):
+        shape = layer.weight.data.shape
+        fan_in, fan_out = tn.init.fans(shape)
+        std = (math.sqrt(2.0 / fan_in) if name.startswith("he")
+               else math.sqrt(2.0 / (fan_in + fan_out)))
+        assert layer.weight.data.std() == pytest.approx(std, rel=0.05), (name, shape)
+        assert not layer.bias.data.any()
+        assert type(layer).from_config(layer.get_config()).init == name
+
+
+def test_torch_init_is_the_same_draw_as_named_function():
+    tn.init.seed(3)
+    layer = tn.Dense(20, 30)
+    tn.init.seed(3)
+    w = tn.init.torch_uniform((30, 20))
+    b = tn.init.get_rng().uniform(-1 / math.sqrt(20), 1 / math.sqrt(20), size=30)
+    np.testing.assert_array_equal(layer.weight.data, w)
+    np.testing.assert_array_equal(layer.bias.data, b.astype(np.float32))
+
+
+def test_bad_init_names_the_layer_and_the_choices():
+    with pytest.raises(ValueError, match="Dense: init must be one of 'torch', 'he_uniform', "
+                                         "'he_normal', 'xavier_uniform', 'xavier_normal', "
+                                         "got 'kaiming'"):
+        tn.Dense(3, 4, init="kaiming")
+    with pytest.raises(ValueError, match="Conv2D: init must be one of .*got None"):
+        tn.Conv2D(3, 4, 3, init=None)
+
+
+def test_torch_bound_matches_torch():
+    torch = pytest.importorskip("torch")
+    for t in (torch.nn.Linear(400, 300), torch.nn.Conv2d(16, 300, 3)):
+        t.requires_grad_(False)
+        fan_in = t.weight[0].numel()
+        w = tn.init.torch_uniform(tuple(t.weight.shape), rng=np.random.default_rng(0))
+        assert float(np.abs(w).max()) == pytest.approx(float(t.weight.abs().max()), rel=0.01)
+        assert float(t.bias.abs().max()) <= 1 / math.sqrt(fan_in)
+
+
+def test_zoo_and_study_keep_he_uniform():
+    from tinynet import zoo
+    from tinynet.study.common import build_model
+    for model in (zoo.build("cnn", "none"), zoo.build("resnet8", "none"),
+                  build_model({"arch": "cnn", "norm": "none", "depth": 2, "width": 8,
+                               "init_scale": 1.0, "seed": 0, "dropconnect": 0.0,
+                               "bn_momentum": 0.1, "act": "relu", "dropout": 0.0,
+                               "dropout_kind": "inverted"})):
+        layers = [m for m in _walk(model) if isinstance(m, (tn.Dense, tn.Conv2D))]
+        assert layers and all(m.init == "he_uniform" for m in layers)
+        assert all(not m.bias.data.any() for m in layers if m.bias is not None)
+
+
+def _walk(layer):
+    yield layer
+    for _, child in getattr(layer, "children", lambda: [])():
+        yield from _walk(child)
+
+
+def test_ones_and_zeros():
     assert tn.init.zeros((3,)).sum() == 0 and tn.init.ones((3,)).sum() == 3

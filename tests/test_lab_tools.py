@@ -121,3 +121,17 @@ def test_torch_twin_computes_what_the_zoo_model_computes(name, norm):
                         layer.eval()
             np.testing.assert_allclose(model.forward(x), twin(torch.from_numpy(x)).detach().numpy(),
                                        rtol=1e-9, atol=1e-9)
+
+
+def test_step_profile_names_the_kernels_of_the_step(capsys):
+    ms, rows = step.profile("batch", repeat=2, model_name="resnet8", top=5)
+    assert ms > 0 and len(rows) == 5
+    times = [t for _, t, _ in rows]
+    assert times == sorted(times, reverse=True)
+    assert all(0 <= share <= 1 for _, _, share in rows)
+    assert sum(share for _, _, share in rows) <= 1.0
+    # the convolutions dominate a ResNet's step: its backward kernel is at the top
+    assert rows[0][0].startswith("conv/cpu.py:"), rows
+    step.print_profile(ms, rows, "resnet8", "batch")
+    out = capsys.readouterr().out
+    assert "tinynet resnet8 (batch) at batch 64" in out and rows[0][0] in out

@@ -7,6 +7,7 @@ command is checked to leave the run directory byte for byte as it was.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,33 @@ def test_resume_refuses_a_changed_setting_and_changes_nothing(finished, flag, va
     line = one_error_line(done.stderr)
     assert f"cannot resume {finished}: {flag} {value} differs from the run's {saved}" in line
     assert digest(finished) == before
+
+
+def test_resume_refuses_a_changed_switch(finished):
+    before = digest(finished)
+    done = tinynet(*BASE, "--out", str(finished), "--resume", "--flip")
+    assert done.returncode == EXIT_REFUSED, done.stderr
+    assert (f"cannot resume {finished}: --flip is given but the run was trained without it"
+            in one_error_line(done.stderr))
+    assert digest(finished) == before
+
+
+def test_a_run_written_before_a_later_setting_resumes(finished, tmp_path):
+    """config.json and the checkpoint of a run from before --flip existed lack it."""
+    from tinynet.serialization import read_tensors, write_tensors
+    old = tmp_path / "old"
+    shutil.copytree(finished, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["flip"]
+    (old / "config.json").write_text(json.dumps(config))
+    tensors, metadata = read_tensors(old / "checkpoint.safetensors")
+    saved = json.loads(metadata["config"])
+    assert saved.pop("flip") is False
+    write_tensors(old / "checkpoint.safetensors", tensors, dict(metadata, config=json.dumps(saved)))
+    done = tinynet(*BASE, "--out", str(old), "--resume")
+    assert done.returncode == EXIT_OK, done.stderr
+    done = tinynet(*BASE, "--out", str(old), "--resume", "--flip")
+    assert "--flip is given but the run was trained without it" in one_error_line(done.stderr)
 
 
 def test_resume_refuses_more_epochs_under_a_cosine_schedule(finished):

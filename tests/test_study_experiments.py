@@ -38,7 +38,7 @@ def test_parser_knows_every_experiment_and_all():
                   "--scheduler", "tcp://127.0.0.1:8786"])
     assert args.name == "all" and args.quick and args.workers == 2 and args.out == "x"
     assert args.scheduler == "tcp://127.0.0.1:8786" and args.func is cli.main
-    assert set(EXPERIMENTS) == {"lr", "ics", "smoothness", "batch-size", "bn-inference",
+    assert set(EXPERIMENTS) == {"lr", "ics", "smoothness", "batch-size", "batch-size-resnet", "bn-inference",
                                 "regularization", "weightnorm"}
     with pytest.raises(SystemExit):
         parse(["study", "nope"])

@@ -338,19 +338,19 @@ def test_configure_threading_avoids_a_spinning_openmp_loaded_first(monkeypatch):
     assert numba.config.THREADING_LAYER_PRIORITY == ["tbb", "workqueue", "omp"]
 
 
-def _tbb_usable():
-    """Whether numba can load its tbb layer here (it loads libtbb first, as below)."""
-    from numba.np.ufunc import parallel
+def _tbb_installed():
+    """Whether pip installed the tbb package (its libtbb.so.12) into this environment."""
+    import importlib.metadata
     try:
-        parallel._check_tbb_version_compatible()
-        import numba.np.ufunc.tbbpool  # noqa: F401
-    except ImportError:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
         return False
     return True
 
 
 def test_torch_imported_first_avoids_omp():
-    """torch first: tbb when the tbb package is installed, workqueue otherwise."""
+    """torch first: tbb when the tbb package is installed (its library in the
+    environment's lib/, which the loader does not search), workqueue otherwise."""
     pytest.importorskip("torch")
     code = ("import torch, numpy as np, numba, tinynet\n"
             "from tinynet.backends import cpu\n"
@@ -362,4 +362,43 @@ def test_torch_imported_first_avoids_omp():
     env["PYTHONPATH"] = REPO
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout
-    assert out.split()[-1] == ("tbb" if _tbb_usable() else "workqueue")
+    assert out.split()[-1] == ("tbb" if _tbb_installed() else "workqueue")
+
+
+@pytest.mark.skipif(not _tbb_installed(), reason="the tbb package is not installed here")
+def test_preload_tbb_makes_numbas_tbb_layer_loadable():
+    """In a new process: numba's tbbpool extension fails to import until the
+    library that pip installed in <prefix>/lib is loaded."""
+    code = ("import sys, numba\n"
+            "try:\n"
+            "    import numba.np.ufunc.tbbpool\n"
+            "    print('found-by-loader')\n"
+            "    sys.exit(0)\n"
+            "except ImportError:\n"
+            "    pass\n"
+            "from tinynet import threads\n"
+            "path = threads.preload_tbb()\n"
+            "import numba.np.ufunc.tbbpool\n"
+            "print(path)")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO),
+                         capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert out == "found-by-loader" or out.endswith("/lib/libtbb.so.12"), out
+
+
+def test_preload_tbb_without_a_library_loads_nothing(monkeypatch, tmp_path):
+    import ctypes
+    loaded = []
+
+    def cdll(name, mode=0):
+        loaded.append(name)
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "exec_prefix", str(tmp_path))
+    monkeypatch.setattr(sys, "base_prefix", str(tmp_path))
+    assert threads.preload_tbb() is None
+    assert loaded == ["libtbb.so.12"]  # only the loader's own search; no file to load
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libtbb.so.12").write_bytes(b"not a library")
+    assert threads.preload_tbb() is None  # a broken library: numba falls back as before
+    assert loaded[-1] == str(tmp_path / "lib" / "libtbb.so.12")

@@ -6,6 +6,7 @@
     tinynet info [--json]
     tinynet gradcheck [--layer NAME]
     tinynet warmup [--model all] [--norm all]   (fill the kernel cache after installing)
+    tinynet speedrun [--seeds 0 1 ...] [--json]  (the public MNIST speedrun recipe, timed)
     tinynet study NAME ...
     tinynet --version
 
@@ -35,8 +36,8 @@ from . import backends, data, init, losses, optim, zoo
 from .checkpoint import find_checkpoint, load_model, read_checkpoint
 from .layers import Conv2D, Dense, LeakyReLU, ReLU, Sigmoid, Tanh
 from .layers.base import layer_to_config
-from .run import (RUN_FILES, RunDir, RunRefused, check_settings, read_config, resume_differences,
-                  write_json)
+from .run import (LATER_SETTINGS, RUN_FILES, RunDir, RunRefused, check_settings, read_config,
+                  resume_differences, write_json)
 from .serialization import CheckpointError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -95,7 +96,7 @@ def _settings(args):
             "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "optimizer": args.optimizer, "weight_decay": weight_decay,
             "schedule": args.schedule, "label_smoothing": args.label_smoothing,
-            "shift": args.shift, "limit": args.limit, "val_split": args.val_split,
+            "shift": args.shift, "flip": args.flip, "limit": args.limit, "val_split": args.val_split,
             "split_seed": SPLIT_SEED, "test_limit": args.test_limit,
             "normalization": [float(v) for v in data.NORMALIZATION[args.dataset]]}
 
@@ -118,6 +119,17 @@ def _make_scheduler(settings, optimizer, steps_per_epoch):
     if settings["schedule"] == "step":
         return optim.StepLR(optimizer, step_size=steps_per_epoch, gamma=0.5)
     return None
+
+
+def _augment(settings, flatten):
+    """The training augmentation of ``settings`` (None without one); ``flatten``: the
+    inputs are (N, 784) rows of 28 x 28 images."""
+    augments = ([data.RandomShift(settings["shift"])] if settings["shift"] else []) + \
+        ([data.HorizontalFlip(0.5)] if settings["flip"] else [])
+    if not augments:
+        return None
+    augment = data.Compose(*augments)
+    return _OnImages(augment, (28, 28)) if flatten else augment
 
 
 class _OnImages:
@@ -185,6 +197,7 @@ def _check_run_dir(run, settings, args):
         saved = read_config(config_path)
         check_settings(saved, config_path)
         stored = read_checkpoint(checkpoint)["config"] if checkpoint else {}
+        stored = {**LATER_SETTINGS, **stored} if stored else stored
         changed = [k for k in settings if stored.get(k) != saved.get(k)]
         if changed and stored:
             raise ValueError(f"{config_path} disagrees with {checkpoint} on "
@@ -219,9 +232,7 @@ def cmd_train(args):
     init.seed(settings["seed"])
     model = zoo.build(settings["model"], settings["norm"], settings["num_classes"])
     model.to(backends.get_backend().DEVICE)  # fit uploads the data once
-    augment = data.RandomShift(settings["shift"]) if settings["shift"] else None
-    if augment is not None and flatten:
-        augment = _OnImages(augment, (28, 28))
+    augment = _augment(settings, flatten)
     loader = data.DataLoader(*train, batch_size=settings["batch_size"], shuffle=True,
                              seed=settings["seed"], augment=augment)
     optimizer = _make_optimizer(settings, model.parameters())
@@ -480,6 +491,36 @@ def cmd_gradcheck(args):
     return EXIT_OK if check_layers(args.layer, tol=args.tol) else EXIT_ERROR
 
 
+def cmd_speedrun(args):
+    """Train the public MNIST speedrun recipe (tinynet/speedrun.py) once per seed."""
+    from .progress import progress_bar
+    from .speedrun import load_data, train_speedrun
+    if args.backend != "auto":
+        backends.set_backend(args.backend)
+    train, test = load_data(args.data_dir)  # preloaded: loading is not timed
+    results = []
+    for seed in args.seeds:
+        with progress_bar(None, f"speedrun seed {seed}", enabled=not args.json,
+                          unit="step") as bar:
+            def advance(step, total):
+                bar.total = total
+                bar.update(1)
+            result = train_speedrun(seed, train, test, progress=advance)
+        results.append(result)
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            print(f"seed {seed}: test accuracy {100 * result['test_acc']:.2f}%, trained in "
+                  f"{result['train_s']:.2f} s ({result['steps']} steps, {result['backend']})",
+                  flush=True)
+    if len(results) > 1 and not args.json:
+        times = sorted(r["train_s"] for r in results)
+        print(f"{len(results)} seeds: mean test accuracy "
+              f"{100 * np.mean([r['test_acc'] for r in results]):.2f}%, median train time "
+              f"{np.median(times):.2f} s")
+    return EXIT_OK
+
+
 def cmd_warmup(args):
     """Compile the kernels of ``tinynet train``'s models into the cache (tinynet.warmup)."""
     from .warmup import warmup_models
@@ -529,6 +570,9 @@ def make_parser():
                    help="label smoothing of the cross-entropy")
     t.add_argument("--shift", type=_int_in(0, 13), default=0,
                    help="augment: shift images by up to this many pixels")
+    t.add_argument("--flip", action="store_true",
+                   help="augment: mirror each image left to right with probability 0.5 "
+                        "(for fashion-mnist; digits are not mirror symmetric)")
     t.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                    help="seeds the weights, dropout and the data order")
     t.add_argument("--limit", type=_int_in(0), default=0,
@@ -604,6 +648,21 @@ def make_parser():
     w.add_argument("--workers", type=_int_in(1, 256), default=None,
                    help="processes compiling at once (None: one per CPU)")
     w.set_defaults(func=cmd_warmup)
+
+    r = sub.add_parser("speedrun", help="train the public MNIST speedrun recipe and time it",
+                       formatter_class=_Formatter,
+                       description="The recipe of tinynet/speedrun.py: a two-conv net, Adam "
+                                   "(0.01, betas 0.7 and 0.9), a one-cycle schedule over one "
+                                   "epoch at batch 256, the data preloaded (not timed). Prints "
+                                   "each seed's test accuracy and training time.")
+    r.add_argument("--seeds", type=_int_in(0, 2**32 - 1), nargs="+", default=[0],
+                   help="train once per seed")
+    r.add_argument("--data-dir", default=None, help=data_help)
+    r.add_argument("--backend", choices=("auto", "ref", "cpu", "cuda"), default="auto",
+                   help=backend_help)
+    r.add_argument("--json", action="store_true",
+                   help="print each seed's result as one JSON line, and no progress bar")
+    r.set_defaults(func=cmd_speedrun)
 
     from .study.cli import add_parser as add_study_parser
     add_study_parser(sub)

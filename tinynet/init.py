@@ -9,16 +9,24 @@ fan_out = out * prod(kernel).
 - Xavier / Glorot (https://proceedings.mlr.press/v9/glorot10a.html), for
   tanh / sigmoid networks: std = gain * sqrt(2 / (fan_in + fan_out)).
 
+- torch's default for nn.Linear and nn.Conv2d (``torch_uniform``): weights
+  kaiming_uniform_ with a = sqrt(5), which is U(-b, b) with b = 1 / sqrt(fan_in)
+  (gain sqrt(2 / (1 + 5)) times sqrt(3 / fan_in)), and biases U(-b, b) with
+  the same b, drawn after the weight.
+
 All draws come from one module-level generator; ``seed(n)`` resets it, so a
-model built after ``tn.init.seed(n)`` is the same every time. The layers'
-default is ``he_uniform``, which suits ReLU networks.
+model built after ``tn.init.seed(n)`` is the same every time. Dense and
+Conv2D take ``init=`` one of ``INITS``: "torch" (the default, so that a
+recipe tuned in torch carries over), "he_uniform", "he_normal",
+"xavier_uniform" or "xavier_normal"; with a named He or Xavier init the
+bias starts at zero.
 """
 import math
 
 import numpy as np
 
 __all__ = ["seed", "get_rng", "fans", "he_uniform", "he_normal", "xavier_uniform",
-           "xavier_normal", "zeros", "ones"]
+           "xavier_normal", "torch_uniform", "zeros", "ones", "INITS", "weight_and_bias"]
 
 _rng = np.random.default_rng()
 
@@ -72,6 +80,37 @@ def xavier_normal(shape, gain=1.0, dtype=np.float32, rng=None):
     """Xavier normal: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     return _draw(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), False, dtype, rng)
+
+
+def torch_uniform(shape, dtype=np.float32, rng=None):
+    """torch's default weight: U(-b, b), b = 1 / sqrt(fan_in). Shape (out, in, *kernel)."""
+    return _draw(shape, 1.0 / math.sqrt(3.0 * fans(shape)[0]), True, dtype, rng)
+
+
+# init name -> the weight initializer of Dense and Conv2D
+INITS = {"torch": torch_uniform, "he_uniform": he_uniform, "he_normal": he_normal,
+         "xavier_uniform": xavier_uniform, "xavier_normal": xavier_normal}
+
+
+def weight_and_bias(layer, name, shape, bias):
+    """The initial weight of ``shape`` (out, in, *kernel) and bias (out,) of a layer.
+
+    ``name`` is one of INITS; "torch" draws the bias from U(-b, b), b = 1 /
+    sqrt(fan_in), after the weight (as torch.nn.Linear and Conv2d's
+    reset_parameters); the others start the bias at zero. ``bias`` False
+    gives None for the bias. ``layer`` names the layer in the error for an
+    unknown name.
+    """
+    if not isinstance(name, str) or name not in INITS:
+        raise ValueError(f"{layer}: init must be one of {', '.join(map(repr, INITS))}, "
+                         f"got {name!r}")
+    weight = INITS[name](shape)
+    if not bias:
+        return weight, None
+    if name == "torch":
+        bound = 1.0 / math.sqrt(fans(shape)[0])
+        return weight, _rng.uniform(-bound, bound, size=shape[0]).astype(np.float32)
+    return weight, zeros((shape[0],))
 
 
 def zeros(shape, dtype=np.float32):

@@ -33,7 +33,7 @@ import sys
 
 from .serialization import atomic_write, remove_stale_temps
 
-__all__ = ["RUN_FILES", "EVAL_PATTERNS", "RunDir", "RunRefused", "SETTINGS", "check_settings",
+__all__ = ["RUN_FILES", "EVAL_PATTERNS", "RunDir", "RunRefused", "SETTINGS", "LATER_SETTINGS", "check_settings",
            "resume_differences", "read_config", "write_json"]
 
 # the files `tinynet train` writes into its run directory, each atomically
@@ -76,6 +76,7 @@ SETTINGS = {
     "schedule": (lambda v: v in ("cosine", "step", "none"), "one of cosine, step, none"),
     "label_smoothing": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
     "shift": (lambda v: _is_int(v) and 0 <= v <= 13, "an int in [0, 13] (under half an image)"),
+    "flip": (lambda v: isinstance(v, bool), "true or false"),
     "limit": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: every training image)"),
     "val_split": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: no validation set)"),
     "split_seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
@@ -83,15 +84,23 @@ SETTINGS = {
     "normalization": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_real, v))
                       and v[1] > 0, "[mean, std] with std > 0"),
 }
+# settings added after runs were first written -> the value a run without them used
+LATER_SETTINGS = {"flip": False}
 # settings whose change a resume may accept (see resume_differences)
 EXTENSIBLE = ("epochs",)
 
 
 def check_settings(settings, where):
-    """Raise ValueError naming ``where`` and the first setting that is missing or wrong."""
+    """Raise ValueError naming ``where`` and the first setting that is missing or wrong.
+
+    A setting of LATER_SETTINGS that ``settings`` lacks (a run written before
+    it existed) is added to the dict with the value such a run used.
+    """
     if not isinstance(settings, dict):
         raise ValueError(f"{where}: must be a JSON object of settings, got "
                          f"{type(settings).__name__}")
+    for key, value in LATER_SETTINGS.items():
+        settings.setdefault(key, value)
     for key, (ok, what) in SETTINGS.items():
         if key not in settings:
             raise ValueError(f"{where}: setting {key!r} is missing")
@@ -117,8 +126,12 @@ def resume_differences(saved, now):
         if key == "epochs":
             why = (" (fewer epochs than the run has)" if b < a else
                    " (the cosine schedule spans the run's epochs; a longer run is a new run)")
-        diffs.append(f"--{key.replace('_', '-')} {_arg(b)} differs from the run's "
-                     f"{_arg(a)}{why}")
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(b, bool):  # a switch: given or not
+            diffs.append(f"{flag} {'is given' if b else 'is not given'} but the run was "
+                         f"trained {'with' if a else 'without'} it")
+            continue
+        diffs.append(f"{flag} {_arg(b)} differs from the run's {_arg(a)}{why}")
     return diffs
 
 

@@ -11,7 +11,9 @@ The models, for 1x28x28 images and 10 classes:
 - ``mlp``: a two-hidden-layer perceptron on the flattened image;
 - ``lenet5``: LeNet-5 (LeCun et al. 1998, http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf);
 - ``resnet8``, ``resnet20``: the CIFAR ResNets of He et al. 2016
-  (https://arxiv.org/abs/1512.03385, section 4.2), depth 6n+2, on 28x28.
+  (https://arxiv.org/abs/1512.03385, section 4.2), depth 6n+2, on 28x28;
+- ``speedrun``: the two-conv net of the public MNIST speedrun recipe
+  (``tinynet speedrun``), with torch's default initialization.
 
 The normalizations (NORMS) of lenet5 and the ResNets, placed after a conv
 (or a hidden dense layer of lenet5) and before its nonlinearity; the layer
@@ -37,9 +39,12 @@ from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, Glob
 from .model import Sequential
 
 __all__ = ["MODELS", "NORMS", "build", "build_cnn", "build_mlp", "build_lenet5", "build_resnet",
-           "build_resnet8", "build_resnet20", "group_norm_groups"]
+           "build_resnet8", "build_resnet20", "build_speedrun", "group_norm_groups"]
 
 NORMS = ("batch", "layer", "instance", "group", "none")
+# The zoo's models name their initialization, so that their documented results do
+# not move with the layers' default (torch's): He uniform, with zero biases.
+HE = "he_uniform"
 
 
 def _norm_2d(kind, channels, spatial):
@@ -72,9 +77,12 @@ def build_cnn(norm="batch", num_classes=10, dropout=0.5):
     conv32-norm-relu-pool, conv64-norm-relu-pool, dense128-relu, dropout, dense10.
     Shapes: (N, 1, 28, 28) -> (N, 32, 14, 14) -> (N, 64, 7, 7) -> (N, 128) -> (N, 10).
     """
-    layers = [Conv2D(1, 32, 3, padding=1), _norm_2d(norm, 32, (28, 28)), ReLU(), MaxPool2D(2),
-              Conv2D(32, 64, 3, padding=1), _norm_2d(norm, 64, (14, 14)), ReLU(), MaxPool2D(2),
-              Flatten(), Dense(64 * 7 * 7, 128), ReLU(), Dropout(dropout), Dense(128, num_classes)]
+    layers = [Conv2D(1, 32, 3, padding=1, init=HE), _norm_2d(norm, 32, (28, 28)), ReLU(),
+              MaxPool2D(2),
+              Conv2D(32, 64, 3, padding=1, init=HE), _norm_2d(norm, 64, (14, 14)), ReLU(),
+              MaxPool2D(2),
+              Flatten(), Dense(64 * 7 * 7, 128, init=HE), ReLU(), Dropout(dropout),
+              Dense(128, num_classes, init=HE)]
     model = Sequential(*[layer for layer in layers if layer is not None])
     model.requires_input_grad = False  # the images need no gradient
     return model
@@ -85,10 +93,35 @@ def build_mlp(norm="batch", num_classes=10, hidden=256, dropout=0.2):
     layers = []
     width = 28 * 28
     for _ in range(2):
-        layers += [Dense(width, hidden), _norm_1d(norm, hidden), ReLU(), Dropout(dropout)]
+        layers += [Dense(width, hidden, init=HE), _norm_1d(norm, hidden), ReLU(), Dropout(dropout)]
         width = hidden
-    layers.append(Dense(width, num_classes))
+    layers.append(Dense(width, num_classes, init=HE))
     model = Sequential(*[layer for layer in layers if layer is not None])
+    model.requires_input_grad = False
+    return model
+
+
+def build_speedrun(norm="none", num_classes=10):
+    """The model of the public "99% on MNIST in under a second" recipe
+    (``tinynet speedrun``; tinynet/speedrun.py):
+
+        x      (N, 1, 28, 28)
+        conv   5x5, 24, no padding, maxpool 2, relu   -> (N, 24, 12, 12)
+        conv   3x3, 32, no padding, maxpool 2, relu   -> (N, 32, 5, 5)
+        dense  800 -> 256, relu                       -> (N, 256)
+        dense  256 -> num_classes                     -> (N, 10)
+
+    with torch's default initialization (the layers' default, ``init="torch"``),
+    as the recipe was tuned with it. A norm other than "none" goes after each
+    conv (before its pool), as in the ResNets (the module docstring's table),
+    and that conv has no bias.
+    """
+    _check_norm("speedrun", norm)
+    bias = norm == "none"  # a norm's beta takes the place of the conv's bias
+    layers = [Conv2D(1, 24, 5, bias=bias), _norm_maps(norm, 24), MaxPool2D(2), ReLU(),
+              Conv2D(24, 32, 3, bias=bias), _norm_maps(norm, 32), MaxPool2D(2), ReLU(),
+              Flatten(), Dense(32 * 5 * 5, 256), ReLU(), Dense(256, num_classes)]
+    model = _chain(*layers)
     model.requires_input_grad = False
     return model
 
@@ -196,17 +229,19 @@ def build_lenet5(norm="batch", num_classes=10):
 
     def conv(cin, cout, padding=0):
         norm_layer = _norm_maps(norm, cout)
-        return [Conv2D(cin, cout, 5, padding=padding, bias=norm_layer is None), norm_layer,
-                Tanh(), AvgPool2D(2)]
+        return [Conv2D(cin, cout, 5, padding=padding, bias=norm_layer is None, init=HE),
+                norm_layer, Tanh(), AvgPool2D(2)]
 
     def dense(fin, fout):
         norm_layer = _norm_features(norm, fout)
-        return [Dense(fin, fout, bias=norm_layer is None), norm_layer, Tanh()]
+        return [Dense(fin, fout, bias=norm_layer is None, init=HE), norm_layer, Tanh()]
 
     layers = [*conv(1, 6, padding=2), *conv(6, 16), Flatten(), *dense(16 * 5 * 5, 120),
-              *dense(120, 84), Dense(84, num_classes)]
+              *dense(120, 84), Dense(84, num_classes, init=HE)]
     model = _chain(*layers)
-    for layer in model.layers:  # Xavier for tanh, in place of the layers' He default
+    # Xavier for tanh, drawn over the He weights (which drew first and are kept in
+    # the order of draws, so the documented seeds give the documented models).
+    for layer in model.layers:
         if isinstance(layer, (Conv2D, Dense)):
             layer.weight.data[...] = init.xavier_uniform(layer.weight.shape)
     model.requires_input_grad = False
@@ -222,12 +257,13 @@ def _basic_block(cin, cout, stride, norm):
     and a norm (He et al.'s projection, option B).
     """
     bias = norm == "none"
-    block = _chain(Conv2D(cin, cout, 3, stride=stride, padding=1, bias=bias),
+    block = _chain(Conv2D(cin, cout, 3, stride=stride, padding=1, bias=bias, init=HE),
                    _norm_maps(norm, cout), ReLU(),
-                   Conv2D(cout, cout, 3, padding=1, bias=bias), _norm_maps(norm, cout))
+                   Conv2D(cout, cout, 3, padding=1, bias=bias, init=HE), _norm_maps(norm, cout))
     shortcut = None
     if stride != 1 or cin != cout:
-        shortcut = _chain(Conv2D(cin, cout, 1, stride=stride, bias=bias), _norm_maps(norm, cout))
+        shortcut = _chain(Conv2D(cin, cout, 1, stride=stride, bias=bias, init=HE),
+                          _norm_maps(norm, cout))
     return [Residual(block, shortcut), ReLU()]
 
 
@@ -250,7 +286,7 @@ def build_resnet(depth, norm="batch", num_classes=10):
     strides (its first conv, stride 2), and its shortcut is a 1x1 conv with
     stride 2 and a norm (the projection, option B); the others add x itself.
     Convs followed by a norm have no bias; with ``norm="none"`` every conv
-    has one. Weights are He uniform (the layers' default), norms gamma 1 and
+    has one. Weights are He uniform (``init="he_uniform"``), norms gamma 1 and
     beta 0. The norms are the module docstring's table.
 
     Parameters
@@ -272,14 +308,15 @@ def build_resnet(depth, norm="batch", num_classes=10):
                          f"got {depth!r}")
     _check_norm(f"resnet{depth}", norm)
     n = (depth - 2) // 6
-    layers = [Conv2D(1, 16, 3, padding=1, bias=norm == "none"), _norm_maps(norm, 16), ReLU()]
+    layers = [Conv2D(1, 16, 3, padding=1, bias=norm == "none", init=HE), _norm_maps(norm, 16),
+              ReLU()]
     cin = 16
     for stage, cout in enumerate((16, 32, 64)):
         for i in range(n):
             stride = 2 if stage > 0 and i == 0 else 1
             layers += _basic_block(cin, cout, stride, norm)
             cin = cout
-    layers += [GlobalAvgPool2D(), Dense(64, num_classes)]
+    layers += [GlobalAvgPool2D(), Dense(64, num_classes, init=HE)]
     model = _chain(*layers)
     model.requires_input_grad = False
     return model
@@ -299,7 +336,7 @@ def build_resnet20(norm="batch", num_classes=10):
 # name -> (builder(norm=..., num_classes=...), input shape of one sample)
 MODELS = {"cnn": (build_cnn, (1, 28, 28)), "mlp": (build_mlp, (28 * 28,)),
           "lenet5": (build_lenet5, (1, 28, 28)), "resnet8": (build_resnet8, (1, 28, 28)),
-          "resnet20": (build_resnet20, (1, 28, 28))}
+          "resnet20": (build_resnet20, (1, 28, 28)), "speedrun": (build_speedrun, (1, 28, 28))}
 
 
 def build(name, norm="batch", num_classes=10):

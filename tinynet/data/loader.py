@@ -30,7 +30,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["DataLoader", "RandomShift", "Cutout", "RandomCrop", "HorizontalFlip",
+__all__ = ["DataLoader", "RandomShift", "Cutout", "RandomCrop", "HorizontalFlip", "Compose",
            "prepare_images", "NORMALIZATION"]
 
 # dataset -> (mean, std) of its training pixels on the [0, 1] scale (see above;
@@ -287,6 +287,40 @@ class HorizontalFlip:
 
     def __repr__(self):
         return f"HorizontalFlip(p={self.p})"
+
+
+class Compose:
+    """Apply augmentations one after the other, each with the same ``rng``.
+
+    Parameters
+    ----------
+    *augments : callable
+        Each ``augment(x, rng) -> x``; applied in the order given.
+
+    Notes
+    -----
+    ``Compose(RandomShift(2), HorizontalFlip())(x, rng)`` is
+    ``HorizontalFlip()(RandomShift(2)(x, rng), rng)``: the draws of the
+    second come after the first's from the one generator, so a seeded
+    DataLoader gives the same batches in every run.
+    """
+
+    def __init__(self, *augments):
+        if not augments:
+            raise ValueError("Compose: give at least one augmentation")
+        for i, a in enumerate(augments):
+            if not callable(a):
+                raise TypeError(f"Compose: augmentation {i} must be callable, got "
+                                f"{type(a).__name__}")
+        self.augments = augments
+
+    def __call__(self, x, rng):
+        for a in self.augments:
+            x = a(x, rng)
+        return x
+
+    def __repr__(self):
+        return f"Compose({', '.join(map(repr, self.augments))})"
 
 
 def prepare_images(images, mean=None, std=None, flatten=False, dataset=None):

@@ -11,7 +11,7 @@ active backend's conv2d_forward / conv2d_backward.
 """
 import numbers
 
-from .. import init
+from .. import init as initializers
 from ..ops.conv import check_groups
 from ..parameter import Parameter
 from .base import Layer
@@ -53,14 +53,18 @@ class Conv2D(Layer):
         group g convolves input channels [g*C/G, (g+1)*C/G) into output
         channels [g*F/G, (g+1)*F/G). groups = in_channels = out_channels is
         the depthwise convolution.
+    init : str
+        The initialization, one of ``tn.init.INITS``: "torch" (torch.nn.Conv2d's:
+        W and b from U(-1/sqrt(fan_in), 1/sqrt(fan_in))), "he_uniform",
+        "he_normal", "xavier_uniform" or "xavier_normal" (b zeros); fan_in =
+        in_channels // groups * KH * KW.
 
     Attributes
     ----------
     weight : Parameter
-        W, shape (out_channels, in_channels // groups, KH, KW), He uniform
-        initialization (fan_in = in_channels // groups * KH * KW).
+        W, shape (out_channels, in_channels // groups, KH, KW).
     bias : Parameter or None
-        b, shape (out_channels,), zeros; None when ``bias=False``.
+        b, shape (out_channels,); None when ``bias=False``.
 
     Shapes
     ------
@@ -70,7 +74,7 @@ class Conv2D(Layer):
     param_names = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 groups=1):
+                 groups=1, init="torch"):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "Conv2D", "in_channels")
         self.out_channels = _positive_int(out_channels, "Conv2D", "out_channels")
@@ -80,8 +84,10 @@ class Conv2D(Layer):
         check_groups("Conv2D", groups, self.in_channels, self.out_channels)
         self.groups = int(groups)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(init.he_uniform(shape), name="weight")
-        self.bias = Parameter(init.zeros((self.out_channels,)), name="bias") if bias else None
+        weight, b = initializers.weight_and_bias("Conv2D", init, shape, bias)
+        self.init = init
+        self.weight = Parameter(weight, name="weight")
+        self.bias = Parameter(b, name="bias") if bias else None
 
     def forward(self, x):
         """Convolve x (N, in_channels, H, W); returns (N, out_channels, OH, OW)."""

@@ -7,7 +7,7 @@ dense_forward / dense_backward.
 """
 import numbers
 
-from .. import init
+from .. import init as initializers
 from ..parameter import Parameter
 from .base import Layer
 
@@ -34,13 +34,17 @@ class Dense(Layer):
         Size of each output row, O.
     bias : bool
         Learn an additive bias b (default True).
+    init : str
+        The initialization, one of ``tn.init.INITS``: "torch" (torch.nn.Linear's:
+        W and b from U(-1/sqrt(I), 1/sqrt(I))), "he_uniform", "he_normal",
+        "xavier_uniform" or "xavier_normal" (b zeros).
 
     Attributes
     ----------
     weight : Parameter
-        W, shape (out_features, in_features), He uniform initialization.
+        W, shape (out_features, in_features).
     bias : Parameter or None
-        b, shape (out_features,), zeros; None when ``bias=False``.
+        b, shape (out_features,); None when ``bias=False``.
 
     Shapes
     ------
@@ -49,13 +53,15 @@ class Dense(Layer):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_features, out_features, bias=True):
+    def __init__(self, in_features, out_features, bias=True, init="torch"):
         super().__init__()
         self.in_features = _positive_int(in_features, "Dense", "in_features")
         self.out_features = _positive_int(out_features, "Dense", "out_features")
         shape = (self.out_features, self.in_features)
-        self.weight = Parameter(init.he_uniform(shape), name="weight")
-        self.bias = Parameter(init.zeros((self.out_features,)), name="bias") if bias else None
+        weight, b = initializers.weight_and_bias("Dense", init, shape, bias)
+        self.init = init
+        self.weight = Parameter(weight, name="weight")
+        self.bias = Parameter(b, name="bias") if bias else None
 
     def forward(self, x):
         """y = x W^T + b. x: (N, in_features); returns (N, out_features)."""

@@ -9,12 +9,14 @@ A config for ``train_run`` is a dict with
     data        "mnist", "fashion" or "synthetic" (a fixed random problem for tests)
     n_train     training samples used (the first n of a fixed permutation)
     n_test      test samples used
-    arch        "mlp" or "cnn"
+    arch        "mlp", "cnn" or "resnetD" (the zoo's ResNet of depth D = 6n+2, e.g.
+                "resnet8"; norm "bn", "gn", "ln", "in" or "none", as the zoo builds
+                them; depth, width, init_scale and the dropouts do not apply)
     norm        "none", "bn", "bn_nostats", "bn_cma", "noisy_bn", "gn", "ln", "in",
                 "wn" or "wn_mbn" (WeightNorm with mean-only BatchNorm)
     act         "relu" or "sigmoid"
     depth, width   MLP: hidden layers and their width; CNN: conv blocks and channels
-    init_scale  factor on the default (He uniform) initial weights
+    init_scale  factor on the initial weights (He uniform, INIT)
     optimizer   "sgd" or "adamw"; lr, momentum, weight_decay, batch_size
     steps       training steps (mini-batches)
     dropout, dropconnect   drop probabilities (0 = none), MLP hidden layers
@@ -32,9 +34,12 @@ import time
 import numpy as np
 
 import tinynet as tn
+from .. import zoo
 from .measure import linear_layers, restore, snapshot
 
 _DATA = {}
+# The study's initialization, named (not the layers' default): He uniform, zero biases.
+INIT = "he_uniform"
 
 DEFAULTS = {"data": "mnist", "n_train": 10000, "n_test": 2000, "arch": "mlp", "norm": "none",
             "act": "relu", "depth": 2, "width": 64, "init_scale": 1.0, "optimizer": "sgd",
@@ -147,7 +152,8 @@ def build_model(c):
         layers.append(tn.Flatten())
         fan_in = 784
         for i in range(c["depth"]):
-            dense = tn.Dense(fan_in, c["width"], bias=norm not in ("bn", "bn_cma", "bn_nostats"))
+            dense = tn.Dense(fan_in, c["width"], bias=norm not in ("bn", "bn_cma", "bn_nostats"),
+                             init=INIT)
             if c["dropconnect"] > 0:
                 layers.append(tn.DropConnect(dense, c["dropconnect"], seed=seed + i))
             else:
@@ -158,16 +164,26 @@ def build_model(c):
                 kind = {"inverted": tn.Dropout, "classic": ClassicDropout}[c["dropout_kind"]]
                 layers.append(kind(c["dropout"], seed=seed + 200 + i))
             fan_in = c["width"]
-        layers.append(_linear(tn.Dense(fan_in, 10), norm))
+        layers.append(_linear(tn.Dense(fan_in, 10, init=INIT), norm))
+    elif c["arch"].startswith("resnet") and c["arch"][6:].isdigit():
+        zoo_norm = {"bn": "batch", "gn": "group", "ln": "layer", "in": "instance",
+                    "none": "none"}
+        if norm not in zoo_norm:
+            raise ValueError(f"study: a {c['arch']} takes a norm in {', '.join(zoo_norm)}, "
+                             f"got {norm!r}")
+        if c["bn_momentum"] != DEFAULTS["bn_momentum"]:
+            raise ValueError(f"study: a {c['arch']} keeps BatchNorm's momentum "
+                             f"{DEFAULTS['bn_momentum']}, got bn_momentum={c['bn_momentum']}")
+        return zoo.build_resnet(int(c["arch"][6:]), zoo_norm[norm])
     elif c["arch"] == "cnn":
         channels, size = 1, 28
         for i in range(c["depth"]):
-            conv = tn.Conv2D(channels, c["width"], 3, padding=1)
+            conv = tn.Conv2D(channels, c["width"], 3, padding=1, init=INIT)
             layers.append(_linear(conv, norm))
             layers += _norm_after(norm, c["width"], size, seed + 100 + i, c["bn_momentum"])
             layers += [_act(c["act"]), tn.MaxPool2D(2)]
             channels, size = c["width"], size // 2
-        layers += [tn.Flatten(), _linear(tn.Dense(channels * size * size, 10), norm)]
+        layers += [tn.Flatten(), _linear(tn.Dense(channels * size * size, 10, init=INIT), norm)]
     else:
         raise ValueError(f"study: unknown arch {c['arch']!r}")
     model = tn.Sequential(*layers)

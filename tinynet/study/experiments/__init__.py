@@ -1,4 +1,4 @@
-"""The seven experiments of the normalization study, and how one is run.
+"""The eight experiments of the normalization study, and how one is run.
 
 Each experiment module defines
 
@@ -21,12 +21,13 @@ import time
 
 from ...serialization import atomic_write
 from .. import runner
-from . import lr, ics, smoothness, batch_size, bn_inference, regularization, weightnorm
+from . import (lr, ics, smoothness, batch_size, batch_size_resnet, bn_inference, regularization,
+               weightnorm)
 
 __all__ = ["EXPERIMENTS", "run_experiment"]
 
-EXPERIMENTS = {m.NAME: m for m in (lr, ics, smoothness, batch_size, bn_inference,
-                                   regularization, weightnorm)}
+EXPERIMENTS = {m.NAME: m for m in (lr, ics, smoothness, batch_size, batch_size_resnet,
+                                   bn_inference, regularization, weightnorm)}
 
 
 def run_experiment(name, out_dir, quick=False, workers=1, scheduler=None, progress=True):
@@ -39,7 +40,7 @@ def run_experiment(name, out_dir, quick=False, workers=1, scheduler=None, progre
     out_dir : str or path
         The study's output directory; this experiment writes under OUT/NAME/.
     quick : bool
-        The small grid (minutes for all seven).
+        The small grid (minutes for all eight).
     workers : int
         Local worker processes (ignored with ``scheduler``).
     scheduler : str, optional

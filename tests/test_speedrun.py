@@ -1,0 +1,113 @@
+"""The speedrun recipe (tinynet/speedrun.py, ``tinynet speedrun``) and its bench
+against torch (kernels/speedrun.py): the model against its torch twin, a short
+run on a slice of MNIST, the command line, and the bench's table."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import tinynet as tn
+from conftest import REPO, assert_close
+from kernels import speedrun as bench
+from tinynet import speedrun, zoo
+
+SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
+
+
+def _slice(n_train=1024, n_test=200):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_train + n_test, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, n_train + n_test).astype(np.int64)
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def test_the_recipe_is_the_public_one():
+    r = speedrun.RECIPE
+    assert (r["batch_size"], r["epochs"], r["lr"], tuple(r["betas"])) == (256, 1, 0.01, (0.7, 0.9))
+    assert (r["pct_start"], r["div_factor"], r["final_div_factor"]) == (0.3, 25.0, 1e4)
+    model = zoo.build("speedrun", "none")
+    assert [type(m).__name__ for m in model.layers] == [
+        "Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dense",
+        "ReLU", "Dense"]
+    assert all(m.init == "torch" for m in model.layers if isinstance(m, (tn.Conv2D, tn.Dense)))
+    assert sum(p.size for p in model.parameters()) == 215_194
+
+
+def test_the_model_matches_the_benchs_torch_model():
+    torch = pytest.importorskip("torch", reason="the torch side of the bench needs torch")
+    model = zoo.build("speedrun", "none").to(np.float64)
+    twin = bench.torch_model(torch).double()
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28))
+    dy = np.random.default_rng(2).standard_normal((3, 10))
+    y = model.forward(x)
+    model.zero_grad()
+    model.backward(dy)
+    yt = twin(torch.from_numpy(x))
+    yt.backward(torch.from_numpy(dy))
+    assert_close(y, yt.detach().numpy(), rtol=1e-10, atol=1e-10, what="y")
+    for (key, p), (tkey, tp) in zip(model.named_parameters(), twin.named_parameters()):
+        assert key == tkey
+        assert_close(p.grad, tp.grad.numpy(), rtol=1e-10, atol=1e-10, what=key)
+
+
+def test_a_run_is_a_function_of_its_seed():
+    train, test = _slice()
+    a = speedrun.train_speedrun(3, train, test)
+    b = speedrun.train_speedrun(3, train, test)
+    c = speedrun.train_speedrun(4, train, test)
+    assert a["steps"] == math.ceil(1024 / 256) == 4
+    assert 0 <= a["test_acc"] <= 1 and 0 < a["first_step_s"] <= a["train_s"]
+    assert (a["final_loss"], a["test_acc"]) == (b["final_loss"], b["test_acc"])
+    assert a["final_loss"] != c["final_loss"]
+
+
+def test_the_one_cycle_runs_exactly_one_epoch(monkeypatch):
+    """The schedule spans the epoch's steps, the short last batch included: one
+    step more would raise in OneCycleLR."""
+    seen = []
+    train, test = _slice(n_train=1000)
+    speedrun.train_speedrun(0, train, test, progress=lambda step, total: seen.append((step, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_command_line_prints_each_seed(monkeypatch, capsys):
+    from tinynet.cli import main
+    monkeypatch.setattr(speedrun, "load_data", lambda data_dir=None: _slice())
+    assert main(["speedrun", "--seeds", "0", "1", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["seed"] for r in lines] == [0, 1] and all(r["steps"] == 4 for r in lines)
+    assert main(["speedrun", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seed 0: test accuracy ") and "(4 steps, cpu)" in out
+
+
+def test_bench_table_and_summary(monkeypatch, capsys):
+    fake = {"tinynet": [2.0, 3.0, 4.0], "torch": [4.0, 5.0, 8.0]}
+    monkeypatch.setattr(bench, "run_tinynet", lambda seed, d=None: {
+        "seed": seed, "train_s": fake["tinynet"][seed], "test_acc": 0.99})
+    monkeypatch.setattr(bench, "run_torch", lambda seed, d=None: {
+        "seed": seed, "train_s": fake["torch"][seed], "test_acc": 0.985 + 0.005 * seed})
+    rows = bench.bench(3)
+    s = bench.summary(rows)
+    assert s["tinynet"]["median_train_s"] == 3.0 and s["torch"]["median_train_s"] == 5.0
+    assert s["ratio"] == pytest.approx(0.6)
+    assert s["torch"]["mean_test_acc"] == pytest.approx(0.99)
+    assert s["torch"]["min_test_acc"] == pytest.approx(0.985)
+    bench.print_summary(s)
+    out = capsys.readouterr().out
+    assert "seed   1  tinynet    3.00 s  99.00%   torch    5.00 s  99.00%   ratio 0.60" in out
+    assert "ratio of the medians (tinynet / torch): 0.60" in out
+    alone = bench.summary(bench.bench(2, torch=False, say=lambda line: None))
+    assert "torch" not in alone and "ratio" not in alone
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mnist")),
+                    reason="the real MNIST is not in ../shared/data/mnist")
+def test_load_data_is_the_normalized_mnist():
+    (x, y), (xt, yt) = speedrun.load_data(SHARED_DATA)
+    assert x.shape == (60000, 1, 28, 28) and xt.shape == (10000, 1, 28, 28)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert abs(float(x.mean())) < 1e-3 and float(x.std()) == pytest.approx(1.0, abs=1e-3)
