@@ -19,34 +19,55 @@ The GPU report, ``python -m kernels.report --device cuda``, is the one
 prepared command for a machine with a GPU; it writes
 docs/performance-gpu.md:
 
-python -m kernels.report --device cuda              # on a GPU: about 5 minutes on one H200
-    python -m kernels.report --device cuda --ptx-only   # no GPU: only the PTX/SASS table
-    python -m kernels.report --device cuda --no-write   # print, leave the doc alone
+    python -m kernels.report --device cuda              # on a GPU: every GPU section below
+    python -m kernels.report --device cuda --ptx-only   # no GPU needed: only the PTX/SASS table
+    python -m kernels.report --device cuda --no-write   # print each section, leave the doc alone
+    python -m kernels.report --device cuda --section-timeout 600   # each section's time limit, s
+    python -m kernels.report --device cuda --out FILE   # write FILE instead (made if missing)
 
-In order, each with its command beside its result in the doc:
+Each section runs in a process of its own (``python -m kernels.report
+--device cuda --section NAME``), which is killed, with every process it
+started, when it runs past ``--section-timeout`` seconds (default 300). The
+doc is rewritten (a temp file, then a rename) as soon as each section
+finishes, with every section finished so far, so a run cut short keeps
+them; a section that fails or runs out of time is written too, with its exit
+status and the end of its output, and the report goes on with the next one.
+On a GPU, in order, each with its command beside its result in the doc:
 
-1. ``python -m pytest -q -m cuda`` on the GPU (every cuda op
-   against the reference with real kernels and warp shuffles);
-2. the PTX/SASS table of every kernel (``python -m kernels.ptx``);
-3. the benches of kernels/gpu_launch.py, gpu_norm.py, gpu_gemm.py and
-   ``kernels.step --device cuda`` (each after its --check), against the issue's targets: each
-   normalization forward+backward on (256, 64, 56, 56) at >= 70% of the
-   device copy bandwidth; the CNN step at batch 512 no slower than torch and
-   at batch 64 within 1.5x; one MNIST epoch at batch 64 under 5 s.
+1. ``device``: the GPU, its compute capability, the date and the versions;
+2. ``tests``: ``python -m pytest -q -rfE -m cuda`` on the GPU (every cuda op
+   against the reference with real kernels and warp shuffles): its whole
+   summary, a line for each failure and error, and the counts line;
+3. ``bandwidth``: the device copy bandwidth (a CuPy copy of 1 GiB), which the
+   tables below are measured against;
+4. ``gpu_launch``, ``gpu_norm``, ``gpu_gemm``, ``step``: the benches of
+   kernels/gpu_launch.py, gpu_norm.py, gpu_gemm.py and ``kernels.step
+   --device cuda`` (each after its --check, with small blocks), against the
+   issue's targets: each normalization forward+backward on (256, 64, 56, 56)
+   at >= 70% of the device copy bandwidth; the CNN step at batch 512 no
+   slower than torch and at batch 64 within 1.5x; one MNIST epoch at batch 64
+   under 5 s.
 
-The generated text replaces what lies between the ``gpu-report`` and
-``ptx`` markers of docs/performance-gpu.md.
+These replace what lies between the ``gpu-report`` markers of the doc. The
+PTX/SASS table of every kernel (``ptx``: ``python -m kernels.ptx``, which
+replaces what lies between the ``ptx`` markers) is a check for a machine
+without a GPU: it runs with ``--ptx-only``, and without a GPU, where the
+command then exits 1 saying why no GPU section ran; on a GPU it is skipped.
 """
 import argparse
 import contextlib
 import importlib
 import importlib.metadata
 import io
+import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from typing import NamedTuple
 
 import numba
 import tinynet.process
@@ -171,92 +192,353 @@ def replace_between(text, key, body):
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def _run_tests():
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    return proc.returncode, lines[-1] if lines else proc.stderr.strip()[-500:]
+# Seconds a GPU report section may run before it is killed (--section-timeout).
+SECTION_TIMEOUT = 300
+# Lines (and at most characters) of a failed section's output that the doc keeps.
+OUTPUT_TAIL_LINES = 40
+OUTPUT_TAIL_CHARS = 6000
+# The GPU labs: section name -> the command its tables are the result of.
+GPU_LAB_COMMANDS = {"gpu_launch": "kernels.gpu_launch", "gpu_norm": "kernels.gpu_norm",
+                    "gpu_gemm": "kernels.gpu_gemm", "step": "kernels.step --device cuda"}
+TEST_COMMAND = ["-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-m", "cuda"]
+# A new doc (--out to a file that does not exist yet): the markers the report fills.
+NEW_GPU_DOC = ("# GPU performance\n\n## GPU results\n\n<!-- gpu-report:start -->\n"
+               "<!-- gpu-report:end -->\n\n## Kernel resources\n\n<!-- ptx:start -->\n"
+               "<!-- ptx:end -->\n")
+
+
+class Section(NamedTuple):
+    """One part of the GPU report, run in a process of its own.
+
+    ``argv`` is its command line (``--section-out PATH`` is appended: the
+    process writes its result there as JSON: {"body": markdown, "ok": bool,
+    "data": dict}); ``title`` is the command whose result it is, the heading
+    of its text in the doc; ``marker`` is the MARKERS key of the doc region
+    it goes to."""
+    name: str
+    title: str
+    marker: str
+    argv: list
+
+
+def device_name(gpu):
+    """The name of a numba.cuda device as str: numba-cuda 0.30 gives a str,
+    older versions bytes."""
+    name = gpu.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _version(package):
+    """The installed version of ``package``, or "not installed"."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _report_data():
+    """What the sections before this one reported (``Section`` "data"), e.g. the
+    device copy bandwidth; {} in a section run on its own."""
+    return json.loads(os.environ.get("TINYNET_REPORT_DATA") or "{}")
+
+
+def pytest_summary(output):
+    """The summary at the end of a ``pytest -q -rfE`` run's ``output``: the lines of
+    its short test summary (one for each failure and error) and the counts line;
+    without a short summary (nothing failed), the last line."""
+    lines = output.rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if "short test summary info" in lines[i]:
+            return "\n".join(line for line in lines[i + 1:] if line.strip())
+    return lines[-1] if lines else "(no output)"
 
 
 def ptx_section():
+    """The PTX/SASS table of every kernel (no GPU needed): (body, ok, data)."""
     ptxas = ptx.find_ptxas()
     rows = ptx.kernel_resources(ptxas)
     bad = ptx.problems(rows)
     verdict = "no spills, shared memory within a block" if not bad else \
         "PROBLEMS: " + "; ".join(bad)
     lines = [f"`python -m kernels.ptx` (ptxas {ptx.ptxas_version(ptxas)}, numba-cuda "
-             f"{importlib.metadata.version('numba-cuda')}): {len(rows)} kernel builds, "
-             f"{verdict}.",
+             f"{_version('numba-cuda')}): {len(rows)} kernel builds, {verdict}.",
              "", "```", ptx.format_table(rows), "```"]
-    return "\n".join(lines), not bad
+    return "\n".join(lines), not bad, {}
 
 
-def _gpu_labs():
-    """(command, check, bench) of every GPU lab, in the report's order."""
-    labs = []
-    for name in GPU_LABS:
-        module = importlib.import_module(f"kernels.{name}")
-        labs.append((f"kernels.{name}", module.check, module.bench))
-    from kernels import step
-    labs.append(("kernels.step --device cuda", step.gpu_check, step.gpu_bench))
-    return labs
-
-
-def gpu_section():
+def device_section():
+    """The GPU, its compute capability, the date and the versions: (body, ok, data)."""
+    import cupy
     from numba import cuda
     gpu = cuda.get_current_device()
-    out = [f"Run of `python -m kernels.report --device cuda` on {gpu.name.decode()} "
-           f"(cc {'.'.join(map(str, gpu.compute_capability))}), "
-           f"{time.strftime('%Y-%m-%d')}, Python {platform.python_version()}.", ""]
-    t0 = time.perf_counter()
-    rc, summary = _run_tests()
-    out += [f"- `python -m pytest -q -m cuda` on the GPU: {summary} "
-            f"(exit {rc}).", ""]
+    body = (f"Run of `python -m kernels.report --device cuda` on {device_name(gpu)} "
+            f"(cc {'.'.join(map(str, gpu.compute_capability))}), {time.strftime('%Y-%m-%d')}, "
+            f"Python {platform.python_version()}, numba-cuda {_version('numba-cuda')}, "
+            f"CuPy {cupy.__version__}.")
+    return body, True, {}
+
+
+def tests_section():
+    """``pytest -q -rfE -m cuda``: its exit status and whole summary: (body, ok, data).
+
+    pytest's output is copied to this process's stdout as it comes, so a run
+    killed at the time limit still shows how far it got."""
+    proc = subprocess.Popen([sys.executable] + TEST_COMMAND, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        lines.append(line)
+    rc = proc.wait()
+    body = "\n".join([f"Exit {rc}; the summary:", "", "```", pytest_summary("".join(lines)),
+                      "```"])
+    return body, rc == 0, {}
+
+
+def bandwidth_section():
+    """The device copy bandwidth: (body, ok, {"bandwidth": bytes/s})."""
     bandwidth = device_copy_bandwidth()
-    out.append(f"Device copy bandwidth (CuPy copy of 1 GiB, read + write): "
-               f"{bandwidth / 1e9:.0f} GB/s.")
-    for command, check, bench in _gpu_labs():
-        with small_blocks():
-            check()
-        rows = bench()
-        out += ["", f"`python -m {command} --bench`:", "",
-                format_gpu_rows(rows, bandwidth, title=command)]
-    out += ["", f"The whole report took {time.perf_counter() - t0:.0f} s."]
-    return "\n".join(out), rc == 0
+    body = (f"Device copy bandwidth (CuPy copy of 1 GiB, read + write): "
+            f"{bandwidth / 1e9:.0f} GB/s.")
+    return body, True, {"bandwidth": bandwidth}
+
+
+def lab_section(name):
+    """One GPU lab, ``name`` a key of GPU_LAB_COMMANDS: its --check with small blocks
+    (an exception fails the section), then its bench as a table: (body, ok, data)."""
+    if name == "step":
+        from kernels import step
+        check, bench = step.gpu_check, step.gpu_bench
+    else:
+        module = importlib.import_module(f"kernels.{name}")
+        check, bench = module.check, module.bench
+    bandwidth = _report_data().get("bandwidth") or device_copy_bandwidth()
+    with small_blocks():
+        check()
+    rows = bench()
+    return format_gpu_rows(rows, bandwidth, title=GPU_LAB_COMMANDS[name]), True, {}
+
+
+SECTION_FUNCTIONS = {"ptx": ptx_section, "device": device_section, "tests": tests_section,
+                     "bandwidth": bandwidth_section}
+SECTION_FUNCTIONS.update({name: (lambda name=name: lab_section(name))
+                          for name in GPU_LAB_COMMANDS})
+
+
+def gpu_sections(gpu):
+    """The sections of the GPU report: on a GPU (``gpu``) the device, the tests, the
+    bandwidth and the labs; without one only the PTX/SASS table (a CPU-only check)."""
+    def child(name):
+        return [sys.executable, "-m", "kernels.report", "--device", "cuda", "--section", name]
+    if not gpu:
+        return [Section("ptx", "`python -m kernels.ptx`", "ptx", child("ptx"))]
+    sections = [Section("device", "The machine", "gpu-report", child("device")),
+                Section("tests", f"`python {' '.join(TEST_COMMAND)}`", "gpu-report",
+                        child("tests")),
+                Section("bandwidth", "Device copy bandwidth", "gpu-report", child("bandwidth"))]
+    for name, command in GPU_LAB_COMMANDS.items():
+        sections.append(Section(name, f"`python -m {command} --bench` (after its --check)",
+                                "gpu-report", child(name)))
+    return sections
+
+
+def _tail(output):
+    """The end of a section's output: its last OUTPUT_TAIL_LINES lines, at most
+    OUTPUT_TAIL_CHARS characters."""
+    lines = output.rstrip().splitlines()[-OUTPUT_TAIL_LINES:]
+    return "\n".join(lines)[-OUTPUT_TAIL_CHARS:] or "(no output)"
+
+
+def run_section(section, timeout, data=None):
+    """Run ``section`` in a new process (and process group), killed with everything
+    it started after ``timeout`` seconds.
+
+    ``data`` (what earlier sections reported) reaches it as $TINYNET_REPORT_DATA.
+    Returns (text, ok, data): its markdown with its heading, whether it
+    succeeded, and what it reported; a failed or timed-out section gives
+    ok=False and its exit status and the end of its output as its text.
+    """
+    with tempfile.TemporaryDirectory(prefix="tinynet-report-") as tmp:
+        result_path = os.path.join(tmp, "result.json")
+        output_path = os.path.join(tmp, "output.txt")
+        env = dict(os.environ, TINYNET_REPORT_DATA=json.dumps(data or {}))
+        start = time.monotonic()
+        timed_out = False
+        with open(output_path, "w") as output_file:
+            proc = subprocess.Popen(list(section.argv) + ["--section-out", result_path],
+                                    cwd=ROOT, env=env, stdout=output_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                # The whole process group: a section's own children (pytest) too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        seconds = time.monotonic() - start
+        with open(output_path, errors="replace") as f:
+            output = f.read()
+        result = None
+        if not timed_out and proc.returncode == 0:
+            with contextlib.suppress(OSError, ValueError):
+                with open(result_path) as f:
+                    result = json.load(f)
+    heading = f"### {section.title}"
+    if timed_out:
+        body = (f"TIMED OUT: killed after {timeout:g} s (--section-timeout); the end of its "
+                f"output:\n\n```\n{_tail(output)}\n```")
+        return f"{heading} (timed out)\n\n{body}", False, {}
+    if result is None:
+        why = (f"exit {proc.returncode}" if proc.returncode else
+               "exit 0 but no result written")
+        body = f"FAILED ({why}); the end of its output:\n\n```\n{_tail(output)}\n```"
+        return f"{heading} (failed, {seconds:.0f} s)\n\n{body}", False, {}
+    return (f"{heading} ({seconds:.0f} s)\n\n{result['body']}", bool(result.get("ok")),
+            result.get("data") or {})
+
+
+def prepare_doc(path, markers):
+    """Check that the doc at ``path`` has the start and end of each of ``markers``
+    (MARKERS keys), or create it with them (NEW_GPU_DOC) when it does not exist.
+
+    Raises ValueError naming the file and the missing marker, before any section runs.
+    """
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(NEW_GPU_DOC)
+    with open(path) as f:
+        text = f.read()
+    for key in markers:
+        for marker in MARKERS[key]:
+            if marker not in text:
+                raise ValueError(f"prepare_doc: the doc {path} (--out) has no {marker} "
+                                 f"line; expected the {key} markers of "
+                                 f"docs/performance-gpu.md")
+
+
+def write_doc(path, texts):
+    """Rewrite the doc at ``path`` atomically (a temp file, then a rename), with
+    ``texts[key]`` (a MARKERS key -> markdown) between each marker pair of ``texts``."""
+    with open(path) as f:
+        text = f.read()
+    for key, body in texts.items():
+        text = replace_between(text, key, body)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def run_sections(sections, doc=None, timeout=SECTION_TIMEOUT, echo=print):
+    """Run ``sections`` in order, each in a process of its own (``run_section``),
+    and after each one ``echo`` its text and rewrite ``doc`` (a path; None writes
+    nothing) with every section finished so far, each marker region holding its
+    sections' texts and, while some are still to run, a line that names them.
+    Returns True when every section succeeded."""
+    texts, data, ok = {}, {}, True
+    for i, section in enumerate(sections):
+        text, section_ok, section_data = run_section(section, timeout, data)
+        data.update(section_data)
+        ok &= section_ok
+        texts.setdefault(section.marker, []).append(text)
+        echo(text + "\n")
+        if doc is None:
+            continue
+        regions = {key: "\n\n".join(parts) for key, parts in texts.items()}
+        pending = [s.name for s in sections[i + 1:]]
+        if pending:
+            regions[section.marker] += (f"\n\n(Not run yet when this was written: "
+                                        f"{', '.join(pending)}.)")
+        write_doc(doc, regions)
+    return ok
+
+
+def gpu_missing():
+    """None when the cuda backend runs on a GPU here, else why not (the CUDA
+    simulator is no GPU for a report)."""
+    from tinynet.backends import cuda_device
+    if cuda_device.SIMULATOR:
+        return "NUMBA_ENABLE_CUDASIM=1 is set: the CUDA simulator is not a GPU"
+    try:
+        cuda_device.check_available()
+    except RuntimeError as e:
+        return str(e)
+    return None
 
 
 def gpu_main(args):
-    """docs/performance-gpu.md: the PTX table, and on a GPU the cuda tests and GPU labs."""
-    sections, ok = {}, True
-    sections["ptx"], ptx_ok = ptx_section()
-    ok &= ptx_ok
-    if not args.ptx_only:
-        from tinynet.backends import cuda
-        cuda.check_available()
-        sections["gpu-report"], gpu_ok = gpu_section()
-        ok &= gpu_ok
-    for body in sections.values():
-        print(body + "\n")
-    if not args.no_write:
-        with open(GPU_DOC) as f:
-            text = f.read()
-        for key, body in sections.items():
-            text = replace_between(text, key, body)
-        with open(GPU_DOC, "w") as f:
-            f.write(text)
-        print(f"wrote {GPU_DOC}")
+    """docs/performance-gpu.md (or --out): on a GPU the cuda tests and the GPU labs,
+    without one (or with --ptx-only) the PTX table. Returns the exit status."""
+    missing = None if args.ptx_only else gpu_missing()
+    sections = gpu_sections(gpu=not args.ptx_only and missing is None)
+    doc = None if args.no_write else args.out
+    if doc is not None:
+        try:
+            prepare_doc(doc, {s.marker for s in sections})
+        except (OSError, ValueError) as e:
+            print(f"kernels.report: {e}", file=sys.stderr)
+            return 2
+    ok = run_sections(sections, doc, args.section_timeout)
+    if doc is not None:
+        print(f"wrote {doc}")
+    if missing is not None:
+        print(f"kernels.report: no GPU section ran, only the PTX/SASS table: {missing}",
+              file=sys.stderr)
+        return 1
     return 0 if ok else 1
 
 
-def main(argv=None):
+def section_main(name, out=None):
+    """Run the section ``name`` in this process (a child of ``run_section``): write its
+    result as JSON to ``out``, or print its body without ``out``. Returns 0."""
+    body, ok, data = SECTION_FUNCTIONS[name]()
+    if out is None:
+        print(body)
+    else:
+        with open(out, "w") as f:
+            json.dump({"body": body, "ok": bool(ok), "data": data}, f)
+    return 0
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.report")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: the GPU report (docs/performance-gpu.md)")
     parser.add_argument("--ptx-only", action="store_true",
                         help="with --device cuda: only the PTX/SASS table (no GPU needed)")
+    parser.add_argument("--section-timeout", type=float, default=SECTION_TIMEOUT,
+                        metavar="SECONDS",
+                        help="with --device cuda: kill a section (and its children) after "
+                             "this many seconds, record it as timed out, and go on")
+    parser.add_argument("--out", default=GPU_DOC, metavar="FILE",
+                        help="with --device cuda: the markdown file to rewrite after each "
+                             "section (made, with its markers, when it does not exist)")
+    parser.add_argument("--section", choices=sorted(SECTION_FUNCTIONS),
+                        help="with --device cuda: run this one section in this process "
+                             "(how the report runs each section)")
+    parser.add_argument("--section-out", metavar="FILE",
+                        help="with --section: write its result there as JSON")
     args = parser.parse_args(argv)
+    if args.section_timeout <= 0:
+        parser.error(f"--section-timeout must be a positive number of seconds, got "
+                     f"{args.section_timeout:g}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     tinynet.process.apply()  # the settings a training script's first cpu op makes
+    if args.section is not None:
+        return section_main(args.section, args.section_out)
     if args.device == "cuda":
         return gpu_main(args)
     load_start = os.getloadavg()[0]

@@ -51,7 +51,7 @@ else:
 # (-m "not integration").
 INTEGRATION = {"test_lab", "test_study_experiments", "test_study_runner", "test_fault",
                "test_mnist_e2e", "test_fashion_mnist", "test_examples", "test_eval",
-               "test_thread_counts", "test_run_dir"}
+               "test_thread_counts", "test_run_dir", "test_report"}
 
 
 # Modules that test the cuda backend and nothing else; with the ``cuda`` parameter of

@@ -89,21 +89,100 @@ def test_out_of_device_memory_says_what_to_change(monkeypatch):
         device.empty((1024, 1024), np.float32)
 
 
-@pytest.mark.skipif(SIMULATOR, reason="the GPU path's numba-cuda config (not the simulator's)")
-def test_gpu_path_turns_off_the_per_argument_stream_sync(monkeypatch):
-    """One stream orders every launch, so numba-cuda's host wait on the stream a CuPy
-    array names, per argument and launch, is switched off when CuPy is first used."""
+class _Taken(Exception):
+    """Raised by the fake array below to say which protocol a launch asked it for."""
+
+
+class _CupyLikeArray:
+    """A device array with CuPy's two export protocols; each raises _Taken naming itself."""
+    dtype = np.dtype(np.float32)
+    shape = (4,)
+
+    def __dlpack__(self, **kwargs):
+        raise _Taken("__dlpack__")
+
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA, device 0
+
+    @property
+    def __cuda_array_interface__(self):
+        raise _Taken("__cuda_array_interface__")
+
+
+def test_a_cupy_array_enters_a_launch_through_dlpack():
+    """numba-cuda's launch path (_Kernel._prepare_args -> InOut.to_device ->
+    _to_strided_memory_view) asks an argument for ``__dlpack__`` before
+    ``__cuda_array_interface__``, so CUDA_ARRAY_INTERFACE_SYNC, read only on the
+    latter path, is not tinynet's to switch (tinynet/backends/cuda_device.py)."""
+    devicearray = pytest.importorskip("numba.cuda.cudadrv.devicearray",
+                                      reason="numba-cuda is not installed")
+    if not hasattr(devicearray, "_to_strided_memory_view"):
+        pytest.skip("not numba-cuda >= 0.30's launch path (numba's own numba.cuda, or the "
+                    "simulator)")
+    with pytest.raises(_Taken, match="__dlpack__"):
+        devicearray._to_strided_memory_view(_CupyLikeArray(), stream=0)
+
+
+def test_cupy_import_leaves_numba_cuda_config_alone(monkeypatch):
+    """Importing CuPy changes no numba-cuda setting (CUDA_ARRAY_INTERFACE_SYNC stays)."""
     import sys
     import types
-    config = pytest.importorskip("numba.cuda.core.config", reason="numba-cuda is not installed "
-                                 "(pip install \"numba-cuda[cu13]\"); numba's own numba.cuda has no core.config")
     from tinynet.backends import cuda_device as device
+    config = device._numba_cuda_config()
     monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
     monkeypatch.setattr(device, "_cupy", None)
     monkeypatch.delenv("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", raising=False)
-    monkeypatch.setattr(config, "CUDA_ARRAY_INTERFACE_SYNC", True)
+    monkeypatch.setattr(config, "CUDA_ARRAY_INTERFACE_SYNC", True, raising=False)
     device._import_cupy()
-    assert config.CUDA_ARRAY_INTERFACE_SYNC is False
+    assert config.CUDA_ARRAY_INTERFACE_SYNC is True
+
+
+def _define_fill(monkeypatch):
+    """A one-line kernel defined by tinynet's ``kernel`` decorator (KERNELS restored after)."""
+    from numba import cuda as ncuda
+    from tinynet.backends import cuda_device as device
+    monkeypatch.setattr(device, "KERNELS", [])
+
+    @device.kernel("void(float32[::1])")
+    def _fill(a):
+        for i in range(ncuda.grid(1), a.size, ncuda.gridsize(1)):
+            a[i] = 1
+    return _fill
+
+
+def _occupancy_warnings(launch):
+    """The low-occupancy warnings that configuring ``launch()`` gives (nothing runs)."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        launch()
+    return [w for w in caught if "under-utilization" in str(w.message)]
+
+
+def test_tinynet_kernels_do_not_warn_about_low_occupancy(monkeypatch):
+    """numba-cuda warns at every launch of fewer than 128 blocks; a kernel defined by
+    tinynet switches that warning off (the config is restored after the test)."""
+    from tinynet.backends import cuda_device as device
+    config = device._numba_cuda_config()
+    monkeypatch.delenv("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", raising=False)
+    monkeypatch.setattr(config, "CUDA_LOW_OCCUPANCY_WARNINGS", 1)
+    fill = _define_fill(monkeypatch)
+    assert config.CUDA_LOW_OCCUPANCY_WARNINGS == 0
+    assert not _occupancy_warnings(lambda: fill[1, 32])
+
+
+def test_the_environment_decides_the_low_occupancy_warning(monkeypatch):
+    """With NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS set, tinynet leaves numba-cuda's setting
+    as the environment made it, and a small grid warns again (not in the simulator,
+    whose launches never warn)."""
+    from tinynet.backends import cuda_device as device
+    config = device._numba_cuda_config()
+    monkeypatch.setenv("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "1")
+    monkeypatch.setattr(config, "CUDA_LOW_OCCUPANCY_WARNINGS", 1)
+    fill = _define_fill(monkeypatch)
+    assert config.CUDA_LOW_OCCUPANCY_WARNINGS == 1
+    if not SIMULATOR:
+        assert _occupancy_warnings(lambda: fill[1, 32])
 
 
 def test_kernels_compile_uncached_where_no_cache_directory_is_writable(monkeypatch):

@@ -1,7 +1,7 @@
 """Device arrays, allocation and GEMM for the cuda backend.
 
-On a GPU a device array is a CuPy array: numba.cuda kernels take it through
-``__cuda_array_interface__`` without a copy, and GEMMs go to cuBLAS through
+On a GPU a device array is a CuPy array: numba.cuda kernels take it without
+a copy (through DLPack, below), and GEMMs go to cuBLAS through
 CuPy's matmul. Under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set
 before numba is imported) the same code runs on ``SimDeviceArray``, a numpy
 array tagged as living on the simulated device, with numpy's GEMMs; the tag
@@ -14,11 +14,24 @@ any grid covers the work. Tests patch all three small, since the simulator
 runs each thread as a Python thread.
 
 Every kernel and every CuPy operation runs on the legacy default stream, in
-launch order. numba-cuda by default synchronizes the stream that a CuPy
-array's ``__cuda_array_interface__`` names, for every array argument of every
-launch (a host wait per argument); with one stream that wait orders nothing,
-so it is switched off (numba-cuda's CUDA_ARRAY_INTERFACE_SYNC) unless
-``NUMBA_CUDA_ARRAY_INTERFACE_SYNC`` is set in the environment.
+launch order. A CuPy array enters a numba-cuda (>= 0.30) kernel launch
+through ``numba.cuda.cudadrv.devicearray._to_strided_memory_view`` (called by
+``numba.cuda.args.InOut.to_device`` from ``_Kernel._prepare_args``), which
+takes an object's ``__dlpack__`` before its ``__cuda_array_interface__``:
+``StridedMemoryView.from_dlpack`` with the launch's stream, for which CuPy's
+``__dlpack__`` at most makes that stream wait on the device for CuPy's
+current stream (no host wait; nothing when they are the same stream). So
+numba-cuda's CUDA_ARRAY_INTERFACE_SYNC, a host wait per argument on the
+``__cuda_array_interface__`` path only, is never read on a launch, and tinynet
+leaves it as it is.
+
+numba-cuda warns (NumbaPerformanceWarning "Grid size ... will likely result
+in GPU under-utilization") at every launch of fewer than 128 blocks. Small
+launches are part of a training step here (the merge of a few sets, a layer
+at batch 64), so defining a kernel with ``kernel`` switches that one warning
+off (numba-cuda's config CUDA_LOW_OCCUPANCY_WARNINGS = 0), unless
+``NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS`` is set in the environment, which then
+decides. The switch is numba-cuda's, so it covers every launch in the process.
 
 ``kernel(*signatures)`` is the decorator of every cuda kernel: a lazily
 compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
@@ -35,7 +48,8 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "to_device", "to_host", "empty", "zeros", "empty_like", "matmul",
            "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
-           "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes"]
+           "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes",
+           "quiet_low_occupancy_warnings"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -64,11 +78,27 @@ def _import_cupy():
     global _cupy
     if _cupy is None:
         import cupy
-        if "NUMBA_CUDA_ARRAY_INTERFACE_SYNC" not in os.environ:
-            from numba.cuda.core import config
-            config.CUDA_ARRAY_INTERFACE_SYNC = False
         _cupy = cupy
     return _cupy
+
+
+def _numba_cuda_config():
+    """The config module that numba.cuda's launches read: numba-cuda's
+    ``numba.cuda.core.config``, or numba's own for the numba.cuda built into numba."""
+    try:
+        from numba.cuda.core import config
+    except ImportError:
+        from numba.core import config
+    return config
+
+
+def quiet_low_occupancy_warnings():
+    """Switch off numba-cuda's low-occupancy NumbaPerformanceWarning (a grid of
+    fewer than 128 blocks) unless ``NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS`` is set
+    in the environment; every other warning stays as it is."""
+    if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" in os.environ:
+        return
+    _numba_cuda_config().CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 
 def check_available():
@@ -242,7 +272,8 @@ KERNELS = []
 
 def kernel(*signatures):
     """Decorator of a cuda kernel: ``numba.cuda.jit``, compiled on first launch
-    for the argument types it meets, and listed in ``KERNELS``.
+    for the argument types it meets, and listed in ``KERNELS``. Its launches
+    do not warn about low occupancy (``quiet_low_occupancy_warnings``).
 
     Compiled kernels are cached on disk (``cache=True``: the ``__pycache__``
     beside the source, else numba's user cache directory), so a new process
@@ -257,6 +288,7 @@ def kernel(*signatures):
         ``"void({f}[::1], {f}[::1], int64)"``.
     """
     from numba import cuda
+    quiet_low_occupancy_warnings()
 
     def decorate(fn):
         try:

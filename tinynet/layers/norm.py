@@ -450,13 +450,20 @@ def recompute_batchnorm_stats(model, x, batch_size=256):
     BatchNorms are done in forward order, one pass over ``x`` each; the
     statistics of the batches are merged with Chan's formula in float64.
 
+    Each batch of ``x`` goes to the active backend's device (``asarray``:
+    a copy to the GPU for a model on the cuda backend), and the statistics
+    are computed and merged there; the running statistics stay where the
+    model keeps them.
+
     Parameters
     ----------
     model : Sequential
-        A chain of layers (nested Sequentials are followed). BatchNorms
-        without running statistics are skipped.
-    x : np.ndarray
-        The data set, (N, ...) with the model's input shape.
+        A chain of layers (nested Sequentials are followed) on the active
+        backend's device. BatchNorms without running statistics are skipped.
+    x : array
+        The data set, (N, ...) with the model's input shape: a host array
+        (sliced into batches of ``batch_size`` samples, each uploaded) or an
+        array on the model's device.
     batch_size : int
         Samples per forward pass. The result does not depend on it, unless
         a layer before a BatchNorm uses batch statistics in eval mode (a
@@ -468,6 +475,7 @@ def recompute_batchnorm_stats(model, x, batch_size=256):
         The model, in eval mode, with the new statistics. num_batches_tracked
         is left as it was.
     """
+    from ..backends import check_device
     batch_size = _check_positive_int("recompute_batchnorm_stats", "batch_size", batch_size)
     if len(x) < 2:
         raise ValueError(f"recompute_batchnorm_stats: x must hold at least 2 samples, "
@@ -477,16 +485,21 @@ def recompute_batchnorm_stats(model, x, batch_size=256):
     for k, bn in enumerate(leaves):
         if not isinstance(bn, BatchNorm) or not bn.track_running_stats:
             continue
+        ops = bn.ops
+        check_device("recompute_batchnorm_stats", "a BatchNorm's running statistics",
+                     bn.running_mean, ops, parameter=True)
         count, mean, m2 = 0, 0.0, 0.0
         for start in range(0, len(x), batch_size):
-            h = x[start:start + batch_size]
+            # One batch, C-contiguous on the backend's device (uploaded from the host).
+            h = ops.asarray(x[start:start + batch_size])
             for layer in leaves[:k]:
                 h = layer.forward(h)
                 layer._cache = None
-            hv = np.ascontiguousarray(h).reshape(h.shape[0], h.shape[1], -1)
+            # (N, C, L): the BatchNorm's sets are the channels.
+            hv = ops.asarray(h).reshape(h.shape[0], h.shape[1], -1)
             n_b = hv.shape[0] * hv.shape[2]
-            mean_b, var_b, _ = bn.ops.norm_stats(hv, 1, True, bn.eps)
-            # Chan's merge of (count, mean, M2) with the batch's.
+            mean_b, var_b, _ = ops.norm_stats(hv, 1, True, bn.eps)
+            # Chan's merge of (count, mean, M2) with the batch's, float64 (C,) on the device.
             delta = mean_b - mean
             total = count + n_b
             mean = mean + delta * (n_b / total)

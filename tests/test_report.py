@@ -1,0 +1,208 @@
+"""The GPU report's plumbing (kernels/report.py ``--device cuda``), without a GPU.
+
+Its sections are processes; here they are small Python scripts standing in
+for them: one that reports, one that reads what the doc and the earlier
+sections already hold, one that fails, one that runs past its time limit
+(and leaves a child of its own running). The GPU itself is faked where the
+report asks for it.
+"""
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+import types
+
+import pytest
+
+from kernels import report
+
+DOC = """# GPU performance
+
+<!-- gpu-report:start -->
+old results
+<!-- gpu-report:end -->
+
+between
+
+<!-- ptx:start -->
+old table
+<!-- ptx:end -->
+tail
+"""
+
+
+def fake_section(name, code, marker="gpu-report"):
+    """A Section running ``code`` (Python; ``OUT`` is the --section-out path it gets)."""
+    script = "import json, os, sys\nOUT = sys.argv[-1]\n" + textwrap.dedent(code)
+    return report.Section(name, f"fake {name}", marker, [sys.executable, "-c", script])
+
+
+def write_result(body, ok=True, data=None):
+    """The code of a section that writes its result (``body`` is Python text)."""
+    return (f"json.dump({{'body': {body}, 'ok': {ok}, 'data': {data or {}}}}, "
+            f"open(OUT, 'w'))\n")
+
+
+def test_device_name_accepts_str_and_bytes():
+    """numba-cuda 0.30 gives the name as a str, older versions as bytes."""
+    for name in ("NVIDIA H200", b"NVIDIA H200"):
+        assert report.device_name(types.SimpleNamespace(name=name)) == "NVIDIA H200"
+
+
+def test_device_section_names_the_gpu(monkeypatch):
+    from numba import cuda
+    gpu = types.SimpleNamespace(name="NVIDIA H200", compute_capability=(9, 0))
+    monkeypatch.setattr(cuda, "get_current_device", lambda: gpu, raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(__version__="13.6.0"))
+    body, ok, data = report.device_section()
+    assert "on NVIDIA H200 (cc 9.0)" in body and "CuPy 13.6.0" in body and ok and data == {}
+
+
+def test_pytest_summary_keeps_every_failure_and_the_counts():
+    output = textwrap.dedent("""\
+        ..F.E.                                                     [100%]
+        ==================================== ERRORS ====================================
+        ____________________ ERROR at setup of test_b ____________________
+        E   RuntimeError: no device
+        =================================== FAILURES ===================================
+        ____________________ test_a ____________________
+        E   assert 1 == 2
+        =========================== short test summary info ============================
+        FAILED tests/test_x.py::test_a - assert 1 == 2
+        ERROR tests/test_x.py::test_b - RuntimeError: no device
+        1 failed, 4 passed, 1 error in 0.52s
+        """)
+    assert report.pytest_summary(output) == (
+        "FAILED tests/test_x.py::test_a - assert 1 == 2\n"
+        "ERROR tests/test_x.py::test_b - RuntimeError: no device\n"
+        "1 failed, 4 passed, 1 error in 0.52s")
+    assert report.pytest_summary("....\n4 passed in 0.1s\n") == "4 passed in 0.1s"
+
+
+def _alive(pid):
+    """True while process ``pid`` exists (and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_sections_run_apart_and_each_is_written_as_it_ends(tmp_path):
+    """Every section runs in its own process and lands in the doc as soon as it ends,
+    with what earlier ones reported; a failure and a timeout are written with their
+    output and the run goes on; the timed-out section's own child is killed too."""
+    doc = tmp_path / "gpu.md"
+    doc.write_text(DOC)
+    child_pid = tmp_path / "child.pid"
+    sections = [
+        fake_section("first", write_result("'first body'", data={"bandwidth": 4e12})),
+        fake_section("second", f"""
+            text = open({str(doc)!r}).read()
+            seen = 'first body' in text and 'Not run yet when this was written: second' in text
+            bandwidth = json.loads(os.environ['TINYNET_REPORT_DATA'])['bandwidth']
+            """ + write_result("f'saw the first: {seen}, bandwidth {bandwidth:g}'")),
+        fake_section("failing", """
+            print('partial work')
+            raise ValueError('boom')
+            """),
+        fake_section("slow", f"""
+            import subprocess, time
+            child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+            open({str(child_pid)!r}, 'w').write(str(child.pid))
+            print('started', flush=True)
+            time.sleep(60)
+            """),
+        fake_section("table", write_result("'the table'"), marker="ptx"),
+    ]
+    echoed = []
+    ok = report.run_sections(sections, str(doc), timeout=3, echo=echoed.append)
+    assert not ok and len(echoed) == 5
+    text = doc.read_text()
+    head, rest = text.split("<!-- gpu-report:start -->\n")
+    results, rest = rest.split("<!-- gpu-report:end -->")
+    assert head == "# GPU performance\n\n" and "old results" not in results
+    assert "### fake first (" in results and "first body" in results
+    assert "saw the first: True, bandwidth 4e+12" in results
+    assert "### fake failing (failed" in results and "FAILED (exit 1)" in results
+    assert "partial work" in results and "ValueError: boom" in results
+    assert "### fake slow (timed out)" in results and "killed after 3 s" in results
+    assert "started" in results
+    assert results.index("first body") < results.index("boom") < results.index("started")
+    assert "Not run yet" not in text
+    assert rest.startswith("\n\nbetween\n\n<!-- ptx:start -->\n### fake table (")
+    assert rest.endswith(" s)\n\nthe table\n<!-- ptx:end -->\ntail\n")
+    pid = int(child_pid.read_text())
+    for _ in range(50):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the timed-out section's child survived it")
+
+
+def test_a_section_that_writes_no_result_fails(tmp_path):
+    text, ok, data = report.run_section(fake_section("quiet", "print('nothing')"), timeout=30)
+    assert not ok and data == {} and "exit 0 but no result written" in text
+
+
+def _fake_gpu_run(monkeypatch, tmp_path, argv, missing):
+    """gpu_main's sections and exit status for ``argv``, with ``gpu_missing``
+    faked (None: a GPU) and the sections not run."""
+    ran = []
+
+    def run_sections(sections, doc, timeout):
+        ran.append(([s.name for s in sections], doc, timeout))
+        return True
+    monkeypatch.setattr(report, "gpu_missing", lambda: missing)
+    monkeypatch.setattr(report, "run_sections", run_sections)
+    status = report.gpu_main(report.parse_args(["--device", "cuda",
+                                                "--out", str(tmp_path / "gpu.md")] + argv))
+    return ran[0], status
+
+
+def test_the_ptx_table_runs_only_without_a_gpu(monkeypatch, tmp_path):
+    (names, doc, timeout), status = _fake_gpu_run(monkeypatch, tmp_path, [], None)
+    assert names == ["device", "tests", "bandwidth", "gpu_launch", "gpu_norm", "gpu_gemm",
+                     "step"]
+    assert status == 0 and timeout == report.SECTION_TIMEOUT == 300
+    (names, _, _), status = _fake_gpu_run(monkeypatch, tmp_path, [], "no GPU found")
+    assert names == ["ptx"] and status == 1
+    (names, doc, timeout), status = _fake_gpu_run(
+        monkeypatch, tmp_path, ["--ptx-only", "--no-write", "--section-timeout", "60"], None)
+    assert names == ["ptx"] and doc is None and timeout == 60 and status == 0
+
+
+def test_a_new_doc_is_made_with_the_markers_and_a_wrong_one_refused(tmp_path, capsys):
+    new = tmp_path / "new.md"
+    report.prepare_doc(str(new), {"gpu-report", "ptx"})
+    report.write_doc(str(new), {"gpu-report": "results"})
+    assert "<!-- gpu-report:start -->\nresults\n<!-- gpu-report:end -->" in new.read_text()
+    other = tmp_path / "other.md"
+    other.write_text("# notes\n")
+    with pytest.raises(ValueError, match="prepare_doc: the doc .*other.md \\(--out\\) has no "
+                                         "<!-- ptx:start --> line"):
+        report.prepare_doc(str(other), {"ptx"})
+    status = report.gpu_main(report.parse_args(["--device", "cuda", "--ptx-only",
+                                                "--out", str(other)]))
+    assert status == 2 and "has no <!-- ptx:start --> line" in capsys.readouterr().err
+    assert other.read_text() == "# notes\n"
+
+
+def test_section_timeout_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        report.parse_args(["--device", "cuda", "--section-timeout", "0"])
+    assert "--section-timeout must be a positive number of seconds" in capsys.readouterr().err
+
+
+def test_a_section_run_alone_writes_its_result(monkeypatch, tmp_path):
+    monkeypatch.setitem(report.SECTION_FUNCTIONS, "device",
+                        lambda: ("body", False, {"bandwidth": 1.0}))
+    out = tmp_path / "result.json"
+    assert report.main(["--device", "cuda", "--section", "device",
+                        "--section-out", str(out)]) == 0
+    assert json.loads(out.read_text()) == {"body": "body", "ok": False,
+                                           "data": {"bandwidth": 1.0}}
