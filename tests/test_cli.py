@@ -197,3 +197,47 @@ def test_train_augmentation_follows_the_settings():
     for n in range(2):  # each row is its image or the image mirrored
         row = out[n].reshape(28, 28)
         assert np.array_equal(row, images[n]) or np.array_equal(row, images[n][:, ::-1])
+
+
+def test_train_compiles_missing_kernels_first_and_says_so(tmp_path, capsys, monkeypatch):
+    """On the cpu backend train runs tinynet.warmup before the first step: the run's
+    kernels, this model's optimizer and loss included; a cold cache is announced."""
+    from tinynet import warmup
+    calls = []
+
+    def fake_warmup(model, x, loss_fn, optimizer, eval_batch_size, announce):
+        calls.append((x.shape, type(loss_fn).__name__, eval_batch_size,
+                      type(optimizer([tn_param()])).__name__))
+        announce(3, 10, 2)
+        return {"compiled": 3}
+    monkeypatch.setattr(warmup, "warmup", fake_warmup)
+    args = ["train", "--data-dir", SHARED_DATA, "--out", str(tmp_path / "a"), *TINY,
+            "--optimizer", "sgd", "--batch-size", "50"]
+    args.remove("--quiet")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert calls == [((50, 784), "SoftmaxCrossEntropy", warmup.EVAL_BATCH_SIZE, "SGD")]
+    assert ("compiling kernels (first run only): 3 of 10 kernel groups in 2 processes; "
+            "`tinynet warmup` does it ahead of time") in err
+    assert "kernels compiled in " in err
+    # --quiet: the same work, nothing said
+    assert main(args[:-4] + ["--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_train_without_a_writable_cache_compiles_as_it_goes(tmp_path, capsys, monkeypatch):
+    from tinynet import warmup
+
+    def no_cache(*args, **kwargs):
+        raise RuntimeError("warmup: no directory is writable for the kernel cache")
+    monkeypatch.setattr(warmup, "warmup", no_cache)
+    args = ["train", "--data-dir", SHARED_DATA, "--out", str(tmp_path / "a"), *TINY]
+    args.remove("--quiet")
+    assert main(args) == 0
+    assert ("kernels compile during the first step (warmup: no directory is writable for "
+            "the kernel cache)") in capsys.readouterr().err
+
+
+def tn_param():
+    from tinynet.parameter import Parameter
+    return Parameter(np.zeros(3, np.float32))

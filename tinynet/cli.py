@@ -22,6 +22,7 @@ differs from its run (nothing was written); 70 a bug in tinynet (with a
 traceback); 130 interrupted (Ctrl-C); 141 the output pipe was closed.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -214,6 +215,30 @@ def _check_run_dir(run, settings, args):
     return "new"
 
 
+def _warm_kernels(args, settings, model, loss_fn, x_train):
+    """Before the first step on the cpu backend: load the run's kernels from numba's
+    cache, and compile the missing ones in parallel processes (tinynet.warmup),
+    saying so first. A warm cache costs about one step and prints nothing."""
+    if backends.backend_name() != "cpu":
+        return
+    from .warmup import EVAL_BATCH_SIZE, warmup
+
+    def announce(missed, groups, workers):
+        _say(args, f"compiling kernels (first run only): {missed} of {groups} kernel groups "
+                   f"in {workers} process{'es' if workers > 1 else ''}; `tinynet warmup` "
+                   f"does it ahead of time")
+    x = x_train[:settings["batch_size"]]
+    t0 = time.perf_counter()
+    try:
+        report = warmup(model, x, loss_fn, functools.partial(_make_optimizer, settings),
+                        eval_batch_size=EVAL_BATCH_SIZE, announce=announce)
+    except RuntimeError as e:  # no writable cache: the first steps compile as they go
+        _say(args, f"kernels compile during the first step ({e})")
+        return
+    if report["compiled"]:
+        _say(args, f"kernels compiled in {time.perf_counter() - t0:.1f} s")
+
+
 def _say(args, *message):
     if not args.quiet:
         print(*message, file=sys.stderr)
@@ -258,6 +283,7 @@ def cmd_train(args):
                          title=f"{args.dataset} {args.model} norm={args.norm}")
             written.append(len(history))
 
+        _warm_kernels(args, settings, model, loss_fn, train[0])
         from .train import evaluate, fit
         t0 = time.perf_counter()
         checkpoint = (find_checkpoint(run.path) if mode == "resume" else None) or \

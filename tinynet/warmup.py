@@ -252,7 +252,8 @@ def _stop(children):
             child.wait()
 
 
-def warmup(model, x, loss_fn=None, optimizer=None, workers=None, eval_batch_size=None):
+def warmup(model, x, loss_fn=None, optimizer=None, workers=None, eval_batch_size=None,
+           announce=None):
     """Compile every cpu kernel that training ``model`` on ``x`` uses.
 
     Parameters
@@ -276,6 +277,10 @@ def warmup(model, x, loss_fn=None, optimizer=None, workers=None, eval_batch_size
         of CPUs this process may use.
     eval_batch_size : int, optional
         Batch of the eval-mode forward of each layer; default: x's batch.
+    announce : callable, optional
+        ``announce(missed, groups, workers)`` before anything compiles, when
+        ``missed`` of the ``groups`` kernel groups are not in the cache and
+        will compile in ``workers`` processes (not called on a warm cache).
 
     Returns
     -------
@@ -311,6 +316,8 @@ def warmup(model, x, loss_fn=None, optimizer=None, workers=None, eval_batch_size
     before = held_signatures()
     missed = [group for group in groups if not _from_cache(group)]
     bins = _deal(missed, workers)
+    if missed and announce is not None:
+        announce(len(missed), len(groups), len(bins))
     with contextlib.ExitStack() as stack:
         children = []
         stack.callback(_stop, children)  # on an error, no worker keeps running
