@@ -19,7 +19,7 @@ values per channel even at batch 2.
 """
 import numpy as np
 
-from ..common import accuracy, load_data, public, train_run, with_defaults
+from .batch_size import run  # noqa: F401 (this experiment's run: the same measurements)
 from .plotting import mark_diverged, save, subplots, titled
 
 NAME = "batch-size-resnet"
@@ -40,17 +40,6 @@ def grid(quick):
                  momentum=0.9, weight_decay=1e-4, steps=samples // b, seed=seed,
                  log_every=max(1, samples // b // 50), **size)
             for seed in seeds for norm in NORMS for b in batches]
-
-
-def run(config):
-    out = train_run(config)
-    result = public(out)
-    if config["norm"] == "bn":
-        c = with_defaults(config)
-        _, _, xte, yte = load_data(c["data"], c["n_train"], c["n_test"])
-        result["test_acc_train_mode"], _ = accuracy(out["_model"], xte, yte,
-                                                   batch_size=c["batch_size"], train_mode=True)
-    return result
 
 
 def summarize(records):
