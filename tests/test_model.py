@@ -1,5 +1,6 @@
 """Sequential: forward/backward chaining, parameters, state_dict, save/load, summary."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -141,12 +142,39 @@ def test_to_float64(rng):
 
 def test_summary_lists_shapes_and_counts(capsys):
     model = small_cnn()
-    text = model.summary(input_shape=(1, 2, 6, 6))
+    text = model.summary_text(input_shape=(1, 2, 6, 6))
     assert "(1, 4, 6, 6)" in text and "(1, 5)" in text
     total = sum(p.size for p in model.parameters())
     assert f"total parameters: {total:,}" in text
-    assert text in capsys.readouterr().out
+    assert capsys.readouterr().out == "", "summary_text only returns the table"
+    assert model.summary(input_shape=(1, 2, 6, 6)) is None
+    assert capsys.readouterr().out == text + "\n"
     assert all(layer.training for layer in model), "summary restores the training mode"
+    assert model.training, "... of the model itself too"
+    model.eval()
+    model.summary_text(input_shape=(1, 2, 6, 6))
+    assert not model.training and not any(layer.training for layer in model)
+
+
+def test_summary_is_shown_once_in_a_notebook(capsys):
+    # A notebook (IPython's displayhook, like the REPL's sys.displayhook) shows
+    # a cell's value unless it is None: the table must be the printed text only.
+    model = small_cnn()
+    result = model.summary()
+    printed = capsys.readouterr().out
+    assert result is None
+    sys.__displayhook__(result)
+    assert capsys.readouterr().out == "", "the call's value adds nothing to the output"
+    assert printed == model.summary_text() + "\n"
+    assert printed.count("total parameters:") == 1
+
+
+def test_summary_writes_to_a_file(tmp_path, capsys):
+    path = tmp_path / "summary.txt"
+    with open(path, "w") as f:
+        assert small_cnn().summary(input_shape=(1, 2, 6, 6), file=f) is None
+    assert capsys.readouterr().out == ""
+    assert path.read_text() == small_cnn().summary_text(input_shape=(1, 2, 6, 6)) + "\n"
 
 
 def test_sequential_rejects_non_layers():

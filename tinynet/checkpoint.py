@@ -23,15 +23,24 @@ changed (the first E epochs of a longer run are then the same computation;
 a schedule whose length depends on the epochs differs in its own settings
 and is refused).
 """
+from __future__ import annotations
+
 import json
 import os
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
+from .data.device import DeviceLoader
 from .history import History
 from .layers.base import Layer, layer_from_config, layer_to_config
 from .serialization import CheckpointError, read_tensors, write_tensors
+
+if TYPE_CHECKING:
+    from .data.loader import DataLoader
 
 __all__ = ["CHECKPOINT_FORMAT", "MODEL_FORMAT", "CHECKPOINT_NAMES", "save_checkpoint",
            "read_checkpoint", "load_checkpoint", "apply_checkpoint", "describe_run", "check_resume",
@@ -47,7 +56,22 @@ class ResumeMismatch(ValueError):
     """A checkpoint was written by a run with other settings than the one resuming it."""
 
 
-def _named_layers(layer, prefix=""):
+class Stateful(Protocol):
+    """What a checkpoint saves and restores: a model, an optimizer or a schedule."""
+
+    def state_dict(self) -> dict[str, NDArray[Any]]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class Scheduler(Stateful, Protocol):
+    """A learning-rate schedule as ``fit`` drives it (tinynet.optim's StepLR,
+    CosineWarmup and OneCycleLR): ``step()`` after every batch."""
+
+    def step(self) -> None: ...
+
+
+def _named_layers(layer: Layer, prefix: str = "") -> list[tuple[str, Layer]]:
     """(key, layer) of every layer inside ``layer``, depth first, keys as in state_dict."""
     out = []
     for key, child in layer.children():
@@ -56,16 +80,16 @@ def _named_layers(layer, prefix=""):
     return out
 
 
-def _layer_steps(model):
+def _layer_steps(model: Layer) -> dict[str, int]:
     """The mask counters of the layers that have one (Dropout, DropConnect, ...), by key."""
     return {key: layer.step for key, layer in _named_layers(model) if hasattr(layer, "step")}
 
 
-def _settings(obj):
+def _settings(obj: object) -> dict[str, Any] | None:
     """The public scalar settings of an optimizer, schedule, loss or augmentation."""
     if obj is None:
         return None
-    out = {"class": type(obj).__name__}
+    out: dict[str, Any] = {"class": type(obj).__name__}
     for key, value in sorted(vars(obj).items()):
         if key.startswith("_"):
             continue
@@ -78,7 +102,8 @@ def _settings(obj):
     return out
 
 
-def describe_run(model, optimizer, scheduler, loss_fn, loader, epochs):
+def describe_run(model: Layer, optimizer: object, scheduler: object, loss_fn: object,
+                 loader: DataLoader | DeviceLoader, epochs: int) -> dict[str, Any]:
     """What ``fit`` computes, as JSON data: the basis of ``check_resume``.
 
     Taken before anything is trained or restored, so the optimizer and
@@ -90,7 +115,8 @@ def describe_run(model, optimizer, scheduler, loss_fn, loader, epochs):
         architecture = layer_to_config(model)
     except NotImplementedError:
         architecture = {"class": type(model).__name__}
-    data = getattr(loader, "loader", loader)  # a DeviceLoader wraps a DataLoader
+    # a DeviceLoader wraps a DataLoader
+    data = loader.loader if isinstance(loader, DeviceLoader) else loader
     augment = getattr(data, "augment", None)
     return {"architecture": architecture, "optimizer": _settings(optimizer),
             "scheduler": _settings(scheduler), "loss": _settings(loss_fn),
@@ -101,22 +127,23 @@ def describe_run(model, optimizer, scheduler, loss_fn, loader, epochs):
             "epochs": int(epochs)}
 
 
-def _stable_repr(obj):
+def _stable_repr(obj: object) -> str:
     """repr without the memory addresses of functions and objects (they change per process)."""
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
 
 
-def _differences(saved, now, prefix=""):
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """Dotted keys where two JSON values differ, with both values."""
     if isinstance(saved, dict) and isinstance(now, dict):
-        out = []
+        out: list[tuple[str, Any, Any]] = []
         for key in sorted(set(saved) | set(now), key=str):
             out += _differences(saved.get(key), now.get(key), f"{prefix}{key}.")
         return out
     return [] if saved == now else [(prefix.rstrip("."), saved, now)]
 
 
-def check_resume(path, saved, now):
+def check_resume(path: str | os.PathLike[str], saved: Mapping[str, Any],
+                 now: Mapping[str, Any]) -> None:
     """Raise ResumeMismatch unless the run ``now`` may continue checkpoint ``saved``.
 
     Both are ``describe_run`` data. Only ``epochs`` may differ, and only grow.
@@ -133,13 +160,15 @@ def check_resume(path, saved, now):
                              f"the checkpoint ({lines})")
 
 
-def _short(value, width=60):
+def _short(value: Any, width: int = 60) -> str:
     text = json.dumps(value)
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def save_checkpoint(path, model, optimizer, epoch, history, scheduler=None, loader_epoch=0,
-                    config=None, run=None):
+def save_checkpoint(path: str | os.PathLike[str], model: Layer, optimizer: Stateful, epoch: int,
+                    history: History, scheduler: Stateful | None = None, loader_epoch: int = 0,
+                    config: Mapping[str, Any] | None = None,
+                    run: Mapping[str, Any] | None = None) -> None:
     """Write model, optimizer, scheduler, history and counters to one file, atomically.
 
     Parameters
@@ -164,7 +193,7 @@ def save_checkpoint(path, model, optimizer, epoch, history, scheduler=None, load
     write_tensors(path, tensors, metadata)
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint file into its sections, checking its metadata.
 
     Returns
@@ -202,7 +231,8 @@ def read_checkpoint(path):
     if epoch < 0 or loader_epoch < 0 or len(history) != epoch:
         raise CheckpointError(f"checkpoint {path!r}: epoch {epoch}, loader_epoch "
                               f"{loader_epoch} and {len(history)} history records disagree")
-    sections = {name: {} for name in ("model", "optim", "sched", "step")}
+    sections: dict[str, dict[str, NDArray[Any]]] = {
+        name: {} for name in ("model", "optim", "sched", "step")}
     for key, value in tensors.items():
         name, _, rest = key.partition("/")
         if name not in sections or not rest:
@@ -212,7 +242,8 @@ def read_checkpoint(path):
                 config=config, run=run)
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None):
+def load_checkpoint(path: str | os.PathLike[str], model: Layer, optimizer: Stateful | None = None,
+                    scheduler: Stateful | None = None) -> tuple[int, History, int]:
     """Restore a checkpoint written by ``save_checkpoint`` (.safetensors or .npz).
 
     Everything is checked before anything is changed; errors name the file.
@@ -229,7 +260,9 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     return ckpt["epoch"], ckpt["history"], ckpt["loader_epoch"]
 
 
-def apply_checkpoint(path, ckpt, model, optimizer=None, scheduler=None):
+def apply_checkpoint(path: str, ckpt: Mapping[str, Any], model: Layer,
+                     optimizer: Stateful | None = None,
+                     scheduler: Stateful | None = None) -> None:
     """Load the sections of ``read_checkpoint(path)`` into the objects, all or nothing."""
     steps = ckpt["step"]
     layers = dict(_named_layers(model))
@@ -241,8 +274,9 @@ def apply_checkpoint(path, ckpt, model, optimizer=None, scheduler=None):
         if step.ndim != 0 or step.dtype.kind not in "iu" or step < 0:
             raise CheckpointError(f"checkpoint {path!r}: step/{key} must be a 0-d integer "
                                   f">= 0, got dtype {step.dtype} shape {step.shape}")
-    parts = [(model, ckpt["model"]), (optimizer, ckpt["optim"]), (scheduler, ckpt["sched"])]
-    parts = [(obj, state) for obj, state in parts if obj is not None]
+    given: list[tuple[Stateful | None, dict[str, NDArray[Any]]]] = [
+        (model, ckpt["model"]), (optimizer, ckpt["optim"]), (scheduler, ckpt["sched"])]
+    parts = [(obj, state) for obj, state in given if obj is not None]
     before = [obj.state_dict() for obj, _ in parts]
     try:
         for obj, state in parts:
@@ -252,10 +286,12 @@ def apply_checkpoint(path, ckpt, model, optimizer=None, scheduler=None):
             obj.load_state_dict(old)
         raise type(e)(f"{path}: {e.args[0]}") from e
     for key, step in steps.items():
-        layers[key].step = int(step)
+        layer = layers[key]
+        if hasattr(layer, "step"):  # always: the keys were checked against _layer_steps(model)
+            layer.step = int(step)
 
 
-def find_checkpoint(run_dir):
+def find_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
     """The checkpoint file of a run directory (the newest format present), or None."""
     for name in CHECKPOINT_NAMES:
         path = os.path.join(run_dir, name)
@@ -264,8 +300,9 @@ def find_checkpoint(run_dir):
     return None
 
 
-def _architecture(path, metadata):
+def _architecture(path: str, metadata: Mapping[str, str]) -> Any:
     """The architecture JSON in a model file's or checkpoint's metadata, or None."""
+    text: str | None
     if "architecture" in metadata:
         text = metadata["architecture"]
     else:
@@ -282,7 +319,7 @@ def _architecture(path, metadata):
         raise CheckpointError(f"{path}: the architecture is not valid JSON ({e})") from e
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike[str]) -> Layer:
     """Rebuild a model and its weights from a file, without the code that built it.
 
     Parameters
@@ -346,6 +383,7 @@ def load_model(path):
         steps = {k[len("step/"):]: int(v) for k, v in tensors.items() if k.startswith("step/")}
         layers = dict(_named_layers(model))
         for key, step in steps.items():
-            if key in layers and hasattr(layers[key], "step"):
-                layers[key].step = step
+            layer = layers.get(key)
+            if layer is not None and hasattr(layer, "step"):
+                layer.step = step
     return model

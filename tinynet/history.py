@@ -1,5 +1,10 @@
 """History: the per-epoch records of a training run, as JSON."""
+from __future__ import annotations
+
 import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .serialization import atomic_write
 
@@ -19,29 +24,29 @@ class History:
         learning rate that batch's update used).
     """
 
-    def __init__(self, records=None):
-        self.records = list(records or [])
+    def __init__(self, records: Iterable[dict[str, Any]] | None = None) -> None:
+        self.records: list[dict[str, Any]] = list(records or [])
 
-    def append(self, record):
+    def append(self, record: Mapping[str, Any]) -> None:
         self.records.append(dict(record))
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[Any]:
         """``history["val_acc"]`` is the list of that value over epochs."""
         return [r[key] for r in self.records]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.records)
 
-    def to_json(self):
+    def to_json(self) -> str:
         return json.dumps(self.records, indent=2)
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text: str) -> History:
         return cls(json.loads(text))
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the records as JSON, atomically."""
         atomic_write(path, lambda f: f.write(self.to_json().encode()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"History({len(self)} epochs)"

@@ -21,9 +21,14 @@ recipe tuned in torch carries over), "he_uniform", "he_normal",
 "xavier_uniform" or "xavier_normal"; with a named He or Xavier init the
 bias starts at zero.
 """
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 __all__ = ["seed", "get_rng", "fans", "he_uniform", "he_normal", "xavier_uniform",
            "xavier_normal", "torch_uniform", "zeros", "ones", "INITS", "weight_and_bias"]
@@ -31,18 +36,18 @@ __all__ = ["seed", "get_rng", "fans", "he_uniform", "he_normal", "xavier_uniform
 _rng = np.random.default_rng()
 
 
-def seed(n):
+def seed(n: int | None) -> None:
     """Reset the generator behind every initializer (and Dropout's default seed)."""
     global _rng
     _rng = np.random.default_rng(n)
 
 
-def get_rng():
+def get_rng() -> np.random.Generator:
     """The module-level ``np.random.Generator`` the initializers draw from."""
     return _rng
 
 
-def fans(shape):
+def fans(shape: Sequence[int]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight shaped (out, in, *kernel), as torch computes them."""
     if len(shape) < 2:
         raise ValueError(f"init.fans: a weight needs at least 2 dims, got shape {tuple(shape)}")
@@ -50,7 +55,8 @@ def fans(shape):
     return shape[1] * receptive, shape[0] * receptive
 
 
-def _draw(shape, std, uniform, dtype, rng):
+def _draw(shape: Sequence[int], std: float, uniform: bool, dtype: DTypeLike,
+          rng: np.random.Generator | None) -> NDArray[Any]:
     rng = _rng if rng is None else rng
     if uniform:
         bound = math.sqrt(3.0) * std
@@ -60,39 +66,46 @@ def _draw(shape, std, uniform, dtype, rng):
     return w.astype(dtype)
 
 
-def he_uniform(shape, gain=math.sqrt(2.0), dtype=np.float32, rng=None):
+def he_uniform(shape: Sequence[int], gain: float = math.sqrt(2.0), dtype: DTypeLike = np.float32,
+               rng: np.random.Generator | None = None) -> NDArray[Any]:
     """He uniform: U(-b, b), b = gain * sqrt(3 / fan_in). Shape (out, in, *kernel)."""
     return _draw(shape, gain / math.sqrt(fans(shape)[0]), True, dtype, rng)
 
 
-def he_normal(shape, gain=math.sqrt(2.0), dtype=np.float32, rng=None):
+def he_normal(shape: Sequence[int], gain: float = math.sqrt(2.0), dtype: DTypeLike = np.float32,
+              rng: np.random.Generator | None = None) -> NDArray[Any]:
     """He normal: N(0, std^2), std = gain / sqrt(fan_in). Shape (out, in, *kernel)."""
     return _draw(shape, gain / math.sqrt(fans(shape)[0]), False, dtype, rng)
 
 
-def xavier_uniform(shape, gain=1.0, dtype=np.float32, rng=None):
+def xavier_uniform(shape: Sequence[int], gain: float = 1.0, dtype: DTypeLike = np.float32,
+                   rng: np.random.Generator | None = None) -> NDArray[Any]:
     """Xavier uniform: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     return _draw(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), True, dtype, rng)
 
 
-def xavier_normal(shape, gain=1.0, dtype=np.float32, rng=None):
+def xavier_normal(shape: Sequence[int], gain: float = 1.0, dtype: DTypeLike = np.float32,
+                  rng: np.random.Generator | None = None) -> NDArray[Any]:
     """Xavier normal: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     return _draw(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), False, dtype, rng)
 
 
-def torch_uniform(shape, dtype=np.float32, rng=None):
+def torch_uniform(shape: Sequence[int], dtype: DTypeLike = np.float32,
+                  rng: np.random.Generator | None = None) -> NDArray[Any]:
     """torch's default weight: U(-b, b), b = 1 / sqrt(fan_in). Shape (out, in, *kernel)."""
     return _draw(shape, 1.0 / math.sqrt(3.0 * fans(shape)[0]), True, dtype, rng)
 
 
 # init name -> the weight initializer of Dense and Conv2D
-INITS = {"torch": torch_uniform, "he_uniform": he_uniform, "he_normal": he_normal,
-         "xavier_uniform": xavier_uniform, "xavier_normal": xavier_normal}
+INITS: dict[str, Callable[..., NDArray[Any]]] = {
+    "torch": torch_uniform, "he_uniform": he_uniform, "he_normal": he_normal,
+    "xavier_uniform": xavier_uniform, "xavier_normal": xavier_normal}
 
 
-def weight_and_bias(layer, name, shape, bias):
+def weight_and_bias(layer: str, name: str, shape: tuple[int, ...],
+                    bias: bool) -> tuple[NDArray[Any], NDArray[Any] | None]:
     """The initial weight of ``shape`` (out, in, *kernel) and bias (out,) of a layer.
 
     ``name`` is one of INITS; "torch" draws the bias from U(-b, b), b = 1 /
@@ -113,11 +126,11 @@ def weight_and_bias(layer, name, shape, bias):
     return weight, zeros((shape[0],))
 
 
-def zeros(shape, dtype=np.float32):
+def zeros(shape: int | Sequence[int], dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """An array of zeros (biases, beta)."""
     return np.zeros(shape, dtype=dtype)
 
 
-def ones(shape, dtype=np.float32):
+def ones(shape: int | Sequence[int], dtype: DTypeLike = np.float32) -> NDArray[Any]:
     """An array of ones (gamma)."""
     return np.ones(shape, dtype=dtype)

@@ -26,14 +26,28 @@ MSELoss, for pred and target of the same shape with M elements in all
 ``accuracy(logits, labels)`` is the fraction of rows whose argmax is the label;
 ``count_correct`` is their number, left on the device.
 """
+from __future__ import annotations
+
+from typing import Any, Protocol
+
 import numpy as np
 
 from .backends import check_device, device_of, get_backend
+from .parameter import Array
 
 __all__ = ["SoftmaxCrossEntropy", "MSELoss", "accuracy", "count_correct"]
 
 
-def _check_float_array(name, arg, value, what, backend):
+class Loss(Protocol):
+    """What ``fit`` and ``evaluate`` call on a loss: SoftmaxCrossEntropy, MSELoss
+    or a class of your own with these two methods."""
+
+    def forward(self, pred: Array, target: Any, /) -> float | Array: ...
+
+    def backward(self) -> Array: ...
+
+
+def _check_float_array(name: str, arg: str, value: Array, what: str, backend: Any) -> None:
     """Raise unless ``value`` is a float array on the backend's device; ``what`` is its shape."""
     if not (isinstance(value, np.ndarray) or device_of(value) != "cpu"):
         raise TypeError(f"{name}: {arg} must be an array of shape {what}, "
@@ -43,7 +57,8 @@ def _check_float_array(name, arg, value, what, backend):
         raise TypeError(f"{name}: {arg} must be float32 or float64, got {value.dtype}")
 
 
-def _check_logits_labels(name, logits, labels, backend):
+def _check_logits_labels(name: str, logits: Array, labels: Array,
+                         backend: Any) -> Array:
     """Check (N, K) float logits and (N,) integer labels; return labels as int64.
 
     Host labels may be any array-like; on a device backend they must be device
@@ -64,7 +79,7 @@ def _check_logits_labels(name, logits, labels, backend):
     return labels if labels.dtype == np.int64 else labels.astype(np.int64)
 
 
-def _value(loss, backend):
+def _value(loss: Any, backend: Any) -> Any:
     """The loss as a Python float on a host backend; a 0-d device array on a device one."""
     return float(loss) if backend.DEVICE == "cpu" else loss
 
@@ -72,22 +87,31 @@ def _value(loss, backend):
 class _Loss:
     """Shared calling convention: ``f(pred, target)`` is ``f.forward(pred, target)``."""
 
-    def __init__(self):
-        self._cache = None
+    def __init__(self) -> None:
+        # What backward needs, set by forward (each loss its own tuple); None before.
+        self._cache: Any = None
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: Array, target: Any) -> float | Array:
         return self.forward(pred, target)
 
-    def _cached(self):
+    def forward(self, pred: Array, target: Any) -> float | Array:
+        """The loss of ``pred`` against ``target`` (subclasses)."""
+        raise NotImplementedError
+
+    def backward(self) -> Array:
+        """dL/dpred, pred's shape (subclasses)."""
+        raise NotImplementedError
+
+    def _cached(self) -> Any:
         """The forward cache, or RuntimeError when no forward ran."""
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         return self._cache
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
@@ -109,7 +133,7 @@ class SoftmaxCrossEntropy(_Loss):
     >>> dlogits = f.backward()             # (N, K), divided by N
     """
 
-    def __init__(self, label_smoothing=0.0):
+    def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
         label_smoothing = float(label_smoothing)
         if not 0.0 <= label_smoothing < 1.0:
@@ -117,7 +141,7 @@ class SoftmaxCrossEntropy(_Loss):
                              f"got {label_smoothing}")
         self.label_smoothing = label_smoothing
 
-    def forward(self, logits, labels):
+    def forward(self, logits: Array, labels: Array) -> float | Array:
         """Mean cross-entropy of ``logits`` (N, K) against integer ``labels`` (N,).
 
         Parameters
@@ -152,12 +176,12 @@ class SoftmaxCrossEntropy(_Loss):
         self._cache = (probs, labels)
         return _value(loss, backend)
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/dlogits, (N, K), logits' dtype, already divided by N."""
         probs, labels = self._cached()
         return get_backend().softmax_xent_backward(probs, labels, self.label_smoothing)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
 
 
@@ -171,7 +195,7 @@ class MSELoss(_Loss):
     >>> dpred = f.backward()             # 2 * (pred - target) / pred.size
     """
 
-    def forward(self, pred, target):
+    def forward(self, pred: Array, target: Array) -> float | Array:
         """Mean of (pred - target)^2 over every element.
 
         Parameters
@@ -201,13 +225,13 @@ class MSELoss(_Loss):
         self._cache = diff
         return _value((diff.astype(np.float64) ** 2).mean(), backend)
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/dpred = 2 * (pred - target) / M, pred's shape and dtype."""
         diff = self._cached()
         return diff * (2.0 / diff.size)
 
 
-def count_correct(logits, labels):
+def count_correct(logits: Array, labels: Array) -> Any:
     """Number of rows whose highest logit is at the label, on the logits' device.
 
     Parameters
@@ -226,7 +250,7 @@ def count_correct(logits, labels):
     return (logits.argmax(axis=1) == labels).sum()
 
 
-def accuracy(logits, labels):
+def accuracy(logits: Array, labels: Array) -> float:
     """Fraction of rows whose highest logit is at the label, a float in [0, 1].
 
     ``count_correct(logits, labels) / N``, read back to the host; the

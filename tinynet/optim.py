@@ -38,25 +38,30 @@ Per-parameter state is keyed by the parameter's position: "0.momentum_buffer",
 "0.exp_avg", "0.exp_avg_sq"; "step" counts the optimizer's steps and "lr" is
 the current learning rate.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .backends import array_module_of, check_device, get_backend, move, to_host
-from .parameter import Parameter
+from .parameter import Array, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineWarmup", "OneCycleLR"]
 
 
-def _real(owner, arg, value):
+def _real(owner: str, arg: str, value: object) -> float:
     """``value`` as a float; TypeError when it is not a real number."""
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{owner}: {arg} must be a real number, got {type(value).__name__}")
     return float(value)
 
 
-def _nonnegative(owner, arg, value):
+def _nonnegative(owner: str, arg: str, value: object) -> float:
     """``value`` as a float, checked to be >= 0 (NaN fails)."""
     value = _real(owner, arg, value)
     if not value >= 0:
@@ -64,7 +69,8 @@ def _nonnegative(owner, arg, value):
     return value
 
 
-def _check_state(owner, expected, state):
+def _check_state(owner: str, expected: Mapping[str, NDArray[Any]],
+                 state: Mapping[str, Any]) -> None:
     """Check ``state`` against the dict ``expected`` (same keys, same shapes).
 
     Raises KeyError for the first missing key, ValueError for the first key
@@ -82,7 +88,7 @@ def _check_state(owner, expected, state):
             raise KeyError(f"{owner}.load_state_dict: unexpected key {key!r}")
 
 
-def _count(owner, key, value):
+def _count(owner: str, key: str, value: object) -> int:
     """A 0-d integer array holding a count >= 0, as an int."""
     value = np.asarray(value)
     if value.dtype.kind not in "iu" or value < 0:
@@ -115,7 +121,8 @@ class Optimizer:
         ``state[i][name]`` is parameter i's state array ``name``.
     """
 
-    def __init__(self, params, lr, state_names=()):
+    def __init__(self, params: Iterable[Parameter], lr: float,
+                 state_names: tuple[str, ...] = ()) -> None:
         name = type(self).__name__
         if isinstance(params, Parameter):
             raise TypeError(f"{name}: params must be an iterable of tinynet.Parameter, "
@@ -132,15 +139,15 @@ class Optimizer:
         self.params = params
         self.lr = _nonnegative(name, "lr", lr)
         self.step_count = 0
-        self.state = [{s: array_module_of(p.data).zeros_like(p.data) for s in state_names}
-                      for p in params]
+        self.state: list[dict[str, Array]] = [
+            {s: array_module_of(p.data).zeros_like(p.data) for s in state_names} for p in params]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's ``grad`` to zeros, in place."""
         for p in self.params:
             p.zero_grad()
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter in place from its ``grad``."""
         name = type(self).__name__
         backend = get_backend()
@@ -159,11 +166,11 @@ class Optimizer:
         for p, state in zip(self.params, self.state):
             self._update(backend, p, state)
 
-    def _update(self, backend, p, state):
+    def _update(self, backend: Any, p: Parameter, state: dict[str, Array]) -> None:
         """Apply this optimizer's rule to one parameter (subclasses)."""
         raise NotImplementedError
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, NDArray[Any]]:
         """The optimizer's state as a flat dict of str -> np.ndarray (host copies).
 
         Keys: "step" (int64, 0-d), "lr" (float64, 0-d) and "<i>.<name>" for
@@ -177,7 +184,7 @@ class Optimizer:
                 sd[f"{i}.{s}"] = np.array(to_host(array))
         return sd
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Load a dict made by ``state_dict()`` (e.g. read back from an .npz).
 
         Every key and shape is checked first; the error names the first wrong
@@ -195,10 +202,10 @@ class Optimizer:
         self.step_count = step_count
         self.lr = lr
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"lr={self.lr}"
 
 
@@ -221,7 +228,8 @@ class SGD(Optimizer):
         Nesterov momentum; needs momentum > 0.
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
         momentum = _nonnegative("SGD", "momentum", momentum)
         weight_decay = _nonnegative("SGD", "weight_decay", weight_decay)
         if nesterov and momentum == 0:
@@ -231,11 +239,11 @@ class SGD(Optimizer):
         self.weight_decay = weight_decay
         self.nesterov = bool(nesterov)
 
-    def _update(self, backend, p, state):
+    def _update(self, backend: Any, p: Parameter, state: dict[str, Array]) -> None:
         backend.sgd_step(p.data, p.grad, state.get("momentum_buffer"), self.lr,
                          self.momentum, self.weight_decay, self.nesterov)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"lr={self.lr}, momentum={self.momentum}, "
                 f"weight_decay={self.weight_decay}, nesterov={self.nesterov}")
 
@@ -261,7 +269,9 @@ class Adam(Optimizer):
 
     decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         name = type(self).__name__
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
@@ -276,13 +286,13 @@ class Adam(Optimizer):
         self.eps = eps
         self.weight_decay = weight_decay
 
-    def _update(self, backend, p, state):
+    def _update(self, backend: Any, p: Parameter, state: dict[str, Array]) -> None:
         beta1, beta2 = self.betas
         backend.adam_step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"],
                           self.step_count, self.lr, beta1, beta2, self.eps,
                           self.weight_decay, self.decoupled)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"lr={self.lr}, betas={self.betas}, eps={self.eps}, "
                 f"weight_decay={self.weight_decay}")
 
@@ -297,7 +307,9 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
@@ -309,7 +321,7 @@ class _Schedule:
     every step it sets ``optimizer.lr = last_lr = get_lr()``.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: optimizer must be a tinynet "
                             f"Optimizer, got {type(optimizer).__name__}")
@@ -318,26 +330,26 @@ class _Schedule:
         self.last_step = 0
         self._apply()
 
-    def get_lr(self):
+    def get_lr(self) -> float:
         """The learning rate after ``last_step`` steps (subclasses)."""
         raise NotImplementedError
 
-    def _apply(self):
+    def _apply(self) -> None:
         self.last_lr = self.get_lr()
         self.optimizer.lr = self.last_lr
 
-    def step(self):
+    def step(self) -> None:
         """Advance one step and set the optimizer's lr. Call it after
         ``optimizer.step()``, as in torch."""
         self.last_step += 1
         self._apply()
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, NDArray[Any]]:
         """Flat dict: "last_step" (int64, 0-d) and "base_lr" (float64, 0-d)."""
         return {"last_step": np.array(self.last_step, dtype=np.int64),
                 "base_lr": np.array(self.base_lr, dtype=np.float64)}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()`` and set the optimizer's lr to match.
 
         The error names the first missing, unexpected or mis-shaped key.
@@ -372,16 +384,16 @@ class StepLR(_Schedule):
         Decay factor, >= 0.
     """
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral):
             raise TypeError(f"StepLR: step_size must be an int, got {type(step_size).__name__}")
         if step_size < 1:
             raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
-        self.step_size = int(step_size)
-        self.gamma = _nonnegative("StepLR", "gamma", gamma)
+        self.step_size: int = int(step_size)
+        self.gamma: float = _nonnegative("StepLR", "gamma", gamma)
         super().__init__(optimizer)
 
-    def get_lr(self):
+    def get_lr(self) -> float:
         return self.base_lr * self.gamma ** (self.last_step // self.step_size)
 
 
@@ -412,7 +424,8 @@ class CosineWarmup(_Schedule):
         Final lr, 0 <= min_lr <= base_lr.
     """
 
-    def __init__(self, optimizer, warmup_steps, total_steps, min_lr=0.0):
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int,
+                 min_lr: float = 0.0) -> None:
         for arg, value in (("warmup_steps", warmup_steps), ("total_steps", total_steps)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"CosineWarmup: {arg} must be an int, got {type(value).__name__}")
@@ -430,7 +443,7 @@ class CosineWarmup(_Schedule):
         self.min_lr = min_lr
         super().__init__(optimizer)
 
-    def get_lr(self):
+    def get_lr(self) -> float:
         n, W, T = self.last_step, self.warmup_steps, self.total_steps
         if n < W:
             return self.base_lr * (n + 1) / W
@@ -474,8 +487,9 @@ class OneCycleLR(_Schedule):
         The last lr is lr0 / final_div_factor, > 0.
     """
 
-    def __init__(self, optimizer, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos",
-                 div_factor=25.0, final_div_factor=1e4):
+    def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int,
+                 pct_start: float = 0.3, anneal_strategy: str = "cos", div_factor: float = 25.0,
+                 final_div_factor: float = 1e4) -> None:
         name = "OneCycleLR"
         if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral):
             raise TypeError(f"{name}: total_steps must be an int, got {type(total_steps).__name__}")
@@ -497,27 +511,27 @@ class OneCycleLR(_Schedule):
             raise ValueError(f"{name}: pct_start * total_steps - 1 = {rise_end} must lie in "
                              f"(0, total_steps - 1 = {total_steps - 1}): both phases need "
                              f"a step; raise total_steps or change pct_start")
-        self.max_lr = max_lr
-        self.total_steps = int(total_steps)
-        self.pct_start = pct_start
-        self.anneal_strategy = anneal_strategy
-        self.initial_lr = max_lr / div_factor
-        self.min_lr = self.initial_lr / final_div_factor
-        self._rise_end = rise_end
+        self.max_lr: float = max_lr
+        self.total_steps: int = int(total_steps)
+        self.pct_start: float = pct_start
+        self.anneal_strategy: str = anneal_strategy
+        self.initial_lr: float = max_lr / div_factor
+        self.min_lr: float = self.initial_lr / final_div_factor
+        self._rise_end: float = rise_end
         super().__init__(optimizer)
 
-    def _anneal(self, start, end, t):
+    def _anneal(self, start: float, end: float, t: float) -> float:
         if self.anneal_strategy == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * t) + 1)
         return (end - start) * t + start
 
-    def get_lr(self):
+    def get_lr(self) -> float:
         n, e1, e2 = self.last_step, self._rise_end, self.total_steps - 1
         if n <= e1:
             return self._anneal(self.initial_lr, self.max_lr, n / e1)
         return self._anneal(self.max_lr, self.min_lr, (n - e1) / (e2 - e1))
 
-    def step(self):
+    def step(self) -> None:
         """Advance one step; ValueError once the cycle's ``total_steps`` are used up."""
         if self.last_step + 1 > self.total_steps:
             raise ValueError(f"OneCycleLR: tried to step {self.last_step + 1} times; the "

@@ -3,10 +3,30 @@
 A Parameter holds ``data`` (the value) and ``grad`` (same shape and dtype,
 zeros at creation). Layers' backward passes ADD into ``grad``; an optimizer
 reads ``grad`` and updates ``data`` in place; ``zero_grad`` clears ``grad``.
+
+``Array`` is the type hint of the arrays tinynet computes on: a numpy array
+on the "ref" and "cpu" backends, a CuPy array on "cuda". To a type checker
+it is ``NDArray[Any] | cupy.ndarray``; cupy is imported for the checker
+only (it is absent on most machines, and CuPy ships no type information, so
+mypy reads that half as ``Any``). At run time ``Array`` is numpy's
+``NDArray[Any]`` and nothing imports cupy for it.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
+
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from .backends import device_of, move
+
+if TYPE_CHECKING:
+    import cupy
+    from typing_extensions import Self
+
+    Array: TypeAlias = Union[NDArray[Any], cupy.ndarray]
+else:
+    Array = NDArray[Any]
 
 
 class Parameter:
@@ -29,48 +49,48 @@ class Parameter:
         and device.
     """
 
-    def __init__(self, data, name=None):
+    def __init__(self, data: Any, name: str | None = None) -> None:
         data = np.array(data, copy=True)
         if data.dtype.kind != "f":
             data = data.astype(np.float32)
-        self.data = np.ascontiguousarray(data)
-        self.grad = np.zeros_like(self.data)
+        self.data: Array = np.ascontiguousarray(data)
+        self.grad: Array = np.zeros_like(self.data)
         self.name = name
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self.data.dtype
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self.data.size
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set ``grad`` to zeros, in place."""
         self.grad[...] = 0
 
     @property
-    def device(self):
+    def device(self) -> str:
         """Where ``data`` and ``grad`` live: "cpu" or "cuda"."""
         return device_of(self.data)
 
-    def astype_(self, dtype):
+    def astype_(self, dtype: DTypeLike) -> Self:
         """Cast ``data`` and ``grad`` to ``dtype`` in place of the old arrays, on their device."""
         self.data = self.data.astype(dtype, order="C")
         self.grad = self.grad.astype(dtype, order="C")
         return self
 
-    def to_(self, device):
+    def to_(self, device: str) -> Self:
         """Move ``data`` and ``grad`` to ``device`` ("cpu" or "cuda") in place of the old arrays."""
         self.data = move(self.data, device)
         self.grad = move(self.grad, device)
         return self
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = f"{self.name}, " if self.name else ""
         device = self.device
         where = "" if device == "cpu" else f", device={device}"

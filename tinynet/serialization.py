@@ -43,6 +43,8 @@ finite (a NaN or inf in a checkpoint is an error, never silently loaded).
 Any failure, an OSError while reading included, raises ``CheckpointError``
 naming the file.
 """
+from __future__ import annotations
+
 import glob
 import hashlib
 import json
@@ -52,8 +54,11 @@ import stat
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping
+from typing import IO, Any, BinaryIO
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["CheckpointError", "write_tensors", "read_tensors", "atomic_write",
            "remove_stale_temps", "new_file_mode", "FORMATS", "MAX_TENSOR_BYTES",
@@ -87,7 +92,7 @@ class CheckpointError(ValueError):
     """A tensor file is unreadable, malformed, or holds a value tinynet rejects."""
 
 
-def _format(path, sniff=False):
+def _format(path: str, sniff: bool = False) -> str:
     """The file's format (one of FORMATS) from its extension.
 
     Any other name is .npz, the format of earlier versions; with ``sniff``
@@ -103,14 +108,14 @@ def _format(path, sniff=False):
     return ".npz"
 
 
-def _temp_pattern(path):
+def _temp_pattern(path: str) -> str:
     """The glob of ``atomic_write(path)``'s temp files; the path's own glob characters
     ([, ], *, ?) are escaped, so a directory named "g[1]" matches itself."""
     directory, name = os.path.split(os.path.abspath(path))
     return os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.tmp")
 
 
-def _umask():
+def _umask() -> int:
     """The process's umask, read from /proc/self/status where Linux has it.
 
     Elsewhere it is read by setting it and setting it back, which another
@@ -128,7 +133,7 @@ def _umask():
     return old
 
 
-def new_file_mode():
+def new_file_mode() -> int:
     """The mode ``open(path, "w")`` gives a new file: 0o666 less the umask's bits.
 
     Returns
@@ -139,7 +144,7 @@ def new_file_mode():
     return 0o666 & ~_umask()
 
 
-def atomic_write(path, write):
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(f)`` on a temp file beside ``path``, fsync it, rename it over ``path``.
 
     The file gets ``new_file_mode()`` (mkstemp creates it 0o600).
@@ -171,7 +176,7 @@ def atomic_write(path, write):
         raise
 
 
-def remove_stale_temps(path):
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[str]:
     """Delete the temp files a killed ``atomic_write(path, ...)`` left behind.
 
     Returns
@@ -189,7 +194,8 @@ def remove_stale_temps(path):
     return removed
 
 
-def write_tensors(path, tensors, metadata=None):
+def write_tensors(path: str | os.PathLike[str], tensors: Mapping[str, ArrayLike],
+                  metadata: Mapping[str, str] | None = None) -> None:
     """Write ``tensors`` and string ``metadata`` to ``path`` atomically.
 
     Parameters
@@ -203,7 +209,7 @@ def write_tensors(path, tensors, metadata=None):
     path = os.fspath(path)
     fmt = _format(path)
     metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
-    arrays = {}
+    arrays: dict[str, NDArray[Any]] = {}
     for key, value in tensors.items():
         value = np.asarray(value, order="C")  # ascontiguousarray would make 0-d arrays 1-d
         if value.dtype.kind not in _TENSOR_KINDS:
@@ -217,10 +223,12 @@ def write_tensors(path, tensors, metadata=None):
         atomic_write(path, lambda f: f.write(payload))
     else:
         arrays.update({_NPZ_META + k: np.array(v) for k, v in metadata.items()})
-        atomic_write(path, lambda f: np.savez(f, **arrays))
+        # numpy's stub checks **kwds against savez's allow_pickle: bool as well;
+        # every key here is a tensor name, never "allow_pickle".
+        atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
-def _digest(tensors, metadata):
+def _digest(tensors: Mapping[str, NDArray[Any]], metadata: Mapping[str, str]) -> str:
     """sha256 over every tensor's key, dtype, shape and bytes, and the other metadata."""
     h = hashlib.sha256()
     for key in sorted(tensors):
@@ -231,7 +239,7 @@ def _digest(tensors, metadata):
     return h.hexdigest()
 
 
-def _check_safetensors_header(path, f, file_size):
+def _check_safetensors_header(path: str, f: IO[bytes], file_size: int) -> None:
     """Check the header's length, dtypes, shapes and data_offsets against the file size.
 
     ``f`` is the file open at byte 0. Nothing the header claims is allocated
@@ -281,7 +289,7 @@ def _check_safetensors_header(path, f, file_size):
                                   f"MAX_TENSOR_BYTES = {MAX_TENSOR_BYTES}")
 
 
-def _read_safetensors(path):
+def _read_safetensors(path: str) -> tuple[dict[str, NDArray[Any]], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
     with open(path, "rb") as f:
         _check_safetensors_header(path, f, os.fstat(f.fileno()).st_size)
@@ -298,12 +306,13 @@ def _read_safetensors(path):
     return tensors, metadata
 
 
-def _npz_key(info):
+def _npz_key(info: zipfile.ZipInfo) -> str:
     """The entry name of a zip member: its file name less ".npy", as np.load names it."""
     return info.filename.removesuffix(".npy")
 
 
-def _check_npz_member(path, zf, info, file_size):
+def _check_npz_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo,
+                      file_size: int) -> None:
     """Check one member's sizes against its .npy header, reading only the header.
 
     The member's compressed bytes must lie inside the file, its uncompressed
@@ -347,7 +356,7 @@ def _check_npz_member(path, zf, info, file_size):
                               f"MAX_TENSOR_BYTES = {MAX_TENSOR_BYTES}")
 
 
-def _read_npz(path):
+def _read_npz(path: str) -> tuple[dict[str, NDArray[Any]], dict[str, str]]:
     with open(path, "rb") as f:
         head = f.read(len(_NPY_MAGIC))
         file_size = os.fstat(f.fileno()).st_size
@@ -368,7 +377,7 @@ def _read_npz(path):
             # every header and size is checked before any array is read
             for info in members:
                 _check_npz_member(path, zf, info, file_size)
-            entries = {}
+            entries: dict[str, NDArray[Any]] = {}
             for key, info in zip(keys, members):
                 with zf.open(info) as m:
                     entries[key] = np.lib.format.read_array(m, allow_pickle=False)
@@ -379,7 +388,8 @@ def _read_npz(path):
             raise
         raise CheckpointError(f"checkpoint {path!r}: not a valid .npz archive "
                               f"({type(e).__name__}: {e})") from e
-    tensors, metadata = {}, {}
+    tensors: dict[str, NDArray[Any]] = {}
+    metadata: dict[str, str] = {}
     for key, value in entries.items():
         if value.dtype.kind == "U" and value.ndim == 0:
             # metadata; earlier checkpoints stored it without the "meta/" prefix
@@ -392,7 +402,7 @@ def _read_npz(path):
     return tensors, metadata
 
 
-def read_tensors(path):
+def read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[Any]], dict[str, str]]:
     """Read a file written by ``write_tensors`` (or torch's safetensors, or np.savez).
 
     Every size the file claims is checked against the file's size and

@@ -23,11 +23,16 @@ the four one-pixel shifts (``tta_views``):
 
     p(k | x) = (1 / V) sum_v softmax(model(view_v(x)))_k
 """
+from __future__ import annotations
+
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .backends import array_module_of, get_backend, to_host
 from .checkpoint import (apply_checkpoint, check_resume, describe_run, read_checkpoint,
@@ -35,19 +40,30 @@ from .checkpoint import (apply_checkpoint, check_resume, describe_run, read_chec
 from .data.device import DeviceLoader
 from .data.loader import DataLoader
 from .history import History
-from .losses import count_correct
+from .layers.base import Layer
+from .losses import Loss, count_correct
+from .parameter import Array
 from .progress import progress_bar
 from .serialization import remove_stale_temps
 
+if TYPE_CHECKING:
+    from .checkpoint import Scheduler
+    from .optim import Optimizer
+
 __all__ = ["fit", "evaluate", "predict", "tta_views", "History"]
 
+# A test-time view: a batch in, the transformed batch (same shape and dtype) out.
+View: TypeAlias = Callable[[NDArray[Any]], NDArray[Any]]
+# What fit and evaluate take as data: a loader, or the arrays (x, y).
+Data: TypeAlias = Union[DataLoader, DeviceLoader, tuple[ArrayLike, ArrayLike]]
 
-def _progress_bar(total, desc, enabled):
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     """A bar over ``total`` samples (images/s and ETA); see tinynet.progress."""
     return progress_bar(total, desc, enabled, unit="img", unit_scale=True)
 
 
-def _floats(values):
+def _floats(values: Sequence[float | Array]) -> list[float]:
     """Python floats of host floats or 0-d device arrays, read back in one copy."""
     if not values:
         return []
@@ -55,12 +71,13 @@ def _floats(values):
     return [float(v) for v in to_host(xp.stack([xp.asarray(v) for v in values]))]
 
 
-def _num_samples(loader):
+def _num_samples(loader: DataLoader | DeviceLoader) -> int:
     """Samples per epoch of a DataLoader or DeviceLoader (its x may stay on the host)."""
     return len((loader.loader if isinstance(loader, DeviceLoader) else loader).x)
 
 
-def _as_loader(data, batch_size, shuffle, seed):
+def _as_loader(data: Data, batch_size: int, shuffle: bool,
+               seed: int | None) -> DataLoader | DeviceLoader:
     """A DataLoader of ``data``; on a device backend a DeviceLoader (data uploaded once)."""
     if isinstance(data, DeviceLoader):
         return data
@@ -76,10 +93,10 @@ class _EvalMode:
     """Context manager: put a model in eval mode, then restore every layer's mode
     (the layers inside containers too)."""
 
-    def __init__(self, model):
+    def __init__(self, model: Layer) -> None:
         self.model = model
 
-    def _layers(self):
+    def _layers(self) -> list[Layer]:
         stack, out = [self.model], []
         while stack:
             layer = stack.pop()
@@ -87,17 +104,17 @@ class _EvalMode:
             stack.extend(child for _, child in layer.children())
         return out
 
-    def __enter__(self):
+    def __enter__(self) -> Layer:
         self.modes = [(layer, layer.training) for layer in self._layers()]
         self.model.eval()
         return self.model
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for layer, mode in self.modes:
             layer.training = mode
 
 
-def _softmax(logits):
+def _softmax(logits: ArrayLike) -> NDArray[np.float64]:
     """Row-wise softmax of (N, K) logits, computed in float64."""
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
@@ -105,7 +122,7 @@ def _softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _check_views(name, tta):
+def _check_views(name: str, tta: Iterable[View] | None) -> list[View] | None:
     if tta is None:
         return None
     views = list(tta)
@@ -115,7 +132,8 @@ def _check_views(name, tta):
     return views
 
 
-def predict(model, x, batch_size=256, tta=None):
+def predict(model: Layer, x: Array, batch_size: int = 256,
+            tta: Sequence[View] | None = None) -> NDArray[np.float64]:
     """Class probabilities of ``model`` on ``x``, in eval mode.
 
     The model's mode (and each layer's) is restored afterwards.
@@ -142,7 +160,7 @@ def predict(model, x, batch_size=256, tta=None):
         raise ValueError(f"predict: x must be a non-empty batch (N, ...), got shape {x.shape}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"predict: batch_size must be an int >= 1, got {batch_size!r}")
-    views = _check_views("predict", tta) or [None]
+    views: Sequence[View | None] = _check_views("predict", tta) or [None]
     backend = get_backend()
     chunks = []
     with _EvalMode(model):
@@ -154,7 +172,8 @@ def predict(model, x, batch_size=256, tta=None):
     return np.concatenate(chunks)
 
 
-def tta_views(image_shape=(28, 28), shift=1, hflip=False):
+def tta_views(image_shape: tuple[int, int] = (28, 28), shift: int = 1,
+              hflip: bool = False) -> list[View]:
     """Deterministic test-time views: the identity, one-pixel shifts, optional flips.
 
     Parameters
@@ -176,11 +195,11 @@ def tta_views(image_shape=(28, 28), shift=1, hflip=False):
     """
     H, W = image_shape
 
-    def as_images(x):
+    def as_images(x: NDArray[Any]) -> NDArray[Any]:
         return x.reshape(len(x), -1, H, W)
 
-    def shifted(dy, dx):
-        def view(x):
+    def shifted(dy: int, dx: int) -> View:
+        def view(x: NDArray[Any]) -> NDArray[Any]:
             img = as_images(x)
             out = np.zeros_like(img)
             # out[r, c] = img[r - dy, c - dx], zero where that falls outside
@@ -190,13 +209,13 @@ def tta_views(image_shape=(28, 28), shift=1, hflip=False):
         view.__name__ = f"shift({dy},{dx})"
         return view
 
-    def identity(x):
+    def identity(x: NDArray[Any]) -> NDArray[Any]:
         return x
 
-    def flip(x):
+    def flip(x: NDArray[Any]) -> NDArray[Any]:
         return np.ascontiguousarray(as_images(x)[..., ::-1]).reshape(x.shape)
 
-    views = [identity]
+    views: list[View] = [identity]
     if shift:
         views += [shifted(dy, dx) for dy, dx in
                   ((-shift, 0), (shift, 0), (0, -shift), (0, shift))]
@@ -205,7 +224,8 @@ def tta_views(image_shape=(28, 28), shift=1, hflip=False):
     return views
 
 
-def evaluate(model, loss_fn, data, batch_size=256, tta=None):
+def evaluate(model: Layer, loss_fn: Loss, data: Data, batch_size: int = 256,
+             tta: Sequence[View] | None = None) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on ``data``, in eval mode.
 
     Parameters
@@ -226,7 +246,10 @@ def evaluate(model, loss_fn, data, batch_size=256, tta=None):
     """
     loader = _as_loader(data, batch_size, False, None)
     views = _check_views("evaluate", tta)
-    total_loss = total_correct = count = 0.0
+    # Running sums: floats on the host, 0-d arrays on a device backend.
+    total_loss: float | Array = 0.0
+    total_correct: float | Array = 0.0
+    count = 0.0
     with _EvalMode(model):
         for xb, yb in loader:
             n = len(yb)
@@ -245,9 +268,12 @@ def evaluate(model, loss_fn, data, batch_size=256, tta=None):
     return float(total_loss) / count, float(total_correct) / count
 
 
-def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_size=64,
-        scheduler=None, checkpoint=None, resume=False, progress=True, seed=0,
-        on_epoch_end=None, config=None):
+def fit(model: Layer, loss_fn: Loss, optimizer: Optimizer, train_data: Data, epochs: int = 1,
+        val_data: Data | None = None, batch_size: int = 64, scheduler: Scheduler | None = None,
+        checkpoint: str | os.PathLike[str] | None = None, resume: bool = False,
+        progress: bool = True, seed: int = 0,
+        on_epoch_end: Callable[[History], object] | None = None,
+        config: Mapping[str, Any] | None = None) -> History:
     """Train ``model`` and return its History.
 
     Parameters
@@ -300,8 +326,12 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
     for epoch in range(start, epochs):
         model.train()
         t0 = time.perf_counter()
-        total_loss = total_correct = seen = 0.0
-        step_loss, step_lr = [], []
+        # Running sums: floats on the host, 0-d arrays on a device backend.
+        total_loss: float | Array = 0.0
+        total_correct: float | Array = 0.0
+        seen = 0.0
+        step_loss: list[float | Array] = []
+        step_lr: list[float] = []
         with _progress_bar(_num_samples(loader), f"epoch {epoch + 1}/{epochs}", progress) as bar:
             for step, (xb, yb) in enumerate(loader, 1):
                 step_lr.append(float(optimizer.lr))
@@ -322,7 +352,7 @@ def fit(model, loss_fn, optimizer, train_data, epochs=1, val_data=None, batch_si
                     bar.set_postfix(loss=f"{float(total_loss) / seen:.4f}",
                                     acc=f"{float(total_correct) / seen:.4f}", refresh=False)
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "train_loss": float(total_loss) / seen,
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(total_loss) / seen,
                   "train_acc": float(total_correct) / seen, "val_loss": None, "val_acc": None,
                   "seconds": seconds, "samples_per_s": seen / seconds, "lr": optimizer.lr,
                   "step_loss": _floats(step_loss), "step_lr": step_lr}

@@ -24,6 +24,8 @@ not decompressed whole.
 MNIST:          http://yann.lecun.com/exdb/mnist/
 Fashion-MNIST:  https://github.com/zalandoresearch/fashion-mnist (arXiv:1708.07747)
 """
+from __future__ import annotations
+
 import gzip
 import hashlib
 import http.client
@@ -32,8 +34,10 @@ import sys
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..serialization import new_file_mode
 from .idx import MAX_IDX_BYTES, read_idx
@@ -90,7 +94,7 @@ class DatasetError(ValueError):
     """A dataset file has the wrong contents (hash, shape, count or labels)."""
 
 
-def data_root(root=None):
+def data_root(root: str | os.PathLike[str] | None = None) -> str:
     """The data root: ``root``, else ``$TINYNET_DATA_DIR``, else ``~/.cache/tinynet``.
 
     Parameters
@@ -107,7 +111,7 @@ def data_root(root=None):
     return os.path.abspath(os.path.expanduser(os.fspath(root)))
 
 
-def dataset_dir(subdir, root=None):
+def dataset_dir(subdir: str, root: str | os.PathLike[str] | None = None) -> str:
     """The folder that holds (or a download fills) one dataset's IDX files.
 
     It is ``<root>/<subdir>``, or the root itself when the root is named
@@ -142,7 +146,7 @@ def dataset_dir(subdir, root=None):
     return inside
 
 
-def find_file(name, dirs):
+def find_file(name: str, dirs: Iterable[str]) -> str | None:
     """Path of ``name`` or ``name.gz`` in the first directory that has one, else None."""
     for d in dirs:
         for candidate in (name, name + ".gz"):
@@ -152,7 +156,7 @@ def find_file(name, dirs):
     return None
 
 
-def _gunzip_sha256(path):
+def _gunzip_sha256(path: str) -> str:
     """sha256 hex digest of the decompressed contents of a gzip file.
 
     A payload larger than any IDX file may be (MAX_IDX_BYTES plus the
@@ -169,14 +173,16 @@ def _gunzip_sha256(path):
     return h.hexdigest()
 
 
-def _download(name, target_dir, mirrors, sha256):
+def _download(name: str, target_dir: str, mirrors: Sequence[str],
+              sha256: str) -> tuple[str | None, list[str]]:
     """Fetch ``name.gz`` into ``target_dir`` from the first mirror that serves it intact.
 
     Returns ``(path, failures)``: the final path, or None when no mirror could
     be read, and one line per failed mirror. Raises DatasetError when a mirror
     served a payload with the wrong hash and no other served the right one.
     """
-    failures, bad_hash = [], []
+    failures: list[str] = []
+    bad_hash: list[str] = []
     final = os.path.join(target_dir, name + ".gz")
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name + ".gz"
@@ -214,7 +220,8 @@ def _download(name, target_dir, mirrors, sha256):
     return None, failures
 
 
-def _check(images, labels, images_path, labels_path, count):
+def _check(images: NDArray[np.uint8], labels: NDArray[np.uint8], images_path: str,
+           labels_path: str, count: int) -> None:
     """Check dtypes, shapes, counts and label range of one split."""
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DatasetError(f"{images_path}: images have dtype {images.dtype} and shape "
@@ -229,7 +236,9 @@ def _check(images, labels, images_path, labels_path, count):
         raise DatasetError(f"{labels_path}: label {int(labels.max())} is out of range 0..9")
 
 
-def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_dirs):
+def _load(dataset: str, subdir: str, split: str, root: str | os.PathLike[str] | None,
+          download: bool, mirrors: Sequence[str], sha256_table: Mapping[str, str],
+          extra_dirs: Sequence[str]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """Shared body of load_mnist and load_fashion_mnist."""
     if split not in SPLITS:
         raise ValueError(f"load_{dataset}: split must be 'train' or 'test', got {split!r}")
@@ -239,7 +248,7 @@ def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_d
     search = [target_dir, *extra_dirs]
 
     paths = {name: find_file(name, search) for name in names}
-    failures = []
+    failures: list[str] = []
     missing = [name for name in names if paths[name] is None]
     if missing and download:
         try:
@@ -275,12 +284,15 @@ def _load(dataset, subdir, split, root, download, mirrors, sha256_table, extra_d
             f"TINYNET_DATA_DIR to a directory that holds {subdir}/.{package}{misplaced}")
 
     images_path, labels_path = paths[names[0]], paths[names[1]]
+    assert images_path is not None and labels_path is not None  # none is missing
     images, labels = read_idx(images_path), read_idx(labels_path)
     _check(images, labels, images_path, labels_path, count)
     return images, labels.astype(np.int64)
 
 
-def load_mnist(split="train", root=None, download=True, mirrors=None):
+def load_mnist(split: str = "train", root: str | os.PathLike[str] | None = None,
+               download: bool = True, mirrors: Sequence[str] | None = None
+               ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """Load an MNIST split, downloading it into the data root when it is missing.
 
     Parameters
@@ -323,7 +335,9 @@ def load_mnist(split="train", root=None, download=True, mirrors=None):
                  MNIST_MIRRORS if mirrors is None else mirrors, MNIST_SHA256, ())
 
 
-def load_fashion_mnist(split="train", root=None, download=True, mirrors=None):
+def load_fashion_mnist(split: str = "train", root: str | os.PathLike[str] | None = None,
+                       download: bool = True, mirrors: Sequence[str] | None = None
+                       ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
     """Load a Fashion-MNIST split, downloading it into the data root when it is missing.
 
     The files are looked for in ``<root>/fashion-mnist/``, then in

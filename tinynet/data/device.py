@@ -9,9 +9,16 @@ then a gather on the device, ``x[idx]`` (a slice when not shuffled), so a
 step uploads only its B indices. A loader with an augmentation runs it on
 the host and uploads each augmented batch instead.
 """
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from ..backends import get_backend
+from ..parameter import Array
 from .loader import DataLoader
 
 __all__ = ["DeviceLoader"]
@@ -34,7 +41,7 @@ class DeviceLoader:
         The loader's epoch counter (each pass adds one), as ``DataLoader.epoch``.
     """
 
-    def __init__(self, loader, backend=None):
+    def __init__(self, loader: DataLoader, backend: Any = None) -> None:
         if not isinstance(loader, DataLoader):
             raise TypeError(f"DeviceLoader: loader must be a DataLoader, "
                             f"got {type(loader).__name__}")
@@ -44,39 +51,43 @@ class DeviceLoader:
         self._index = DataLoader(np.arange(n), np.arange(n), batch_size=loader.batch_size,
                                  shuffle=loader.shuffle, seed=loader.seed,
                                  drop_last=loader.drop_last)
-        self.x = self.y = None
+        self.x: Array | None = None
+        self.y: Array | None = None
         if loader.augment is None:
             self.x = self.backend.asarray(loader.x)
             self.y = self._labels(loader.y)
 
-    def _labels(self, y):
+    def _labels(self, y: NDArray[Any]) -> Array:
         return self.backend.asarray(y, np.int64 if y.dtype.kind in "iu" else None)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._index)
 
     @property
-    def epoch(self):
+    def epoch(self) -> int:
         return self.loader.epoch
 
     @epoch.setter
-    def epoch(self, value):
+    def epoch(self, value: int) -> None:
         self.loader.epoch = value
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Array, Array]]:
         """Start an epoch: a generator of (xb, yb) device batches."""
-        if self.x is None:
+        if self.x is None or self.y is None:  # both or neither
             # Augmentations run on the host: upload each augmented batch.
             return ((self.backend.asarray(xb), self._labels(yb)) for xb, yb in self.loader)
         # The index loader draws this epoch's order, as the loader would.
         self._index.epoch = self.loader.epoch
         self.loader.epoch += 1
-        return self._batches(iter(self._index))
+        return self._batches(self.x, self.y, iter(self._index))
 
-    def _batches(self, index_batches):
+    def _batches(self, x: Array, y: Array,
+                 index_batches: Iterable[tuple[NDArray[Any], NDArray[Any]]]
+                 ) -> Iterator[tuple[Array, Array]]:
+        """The batches x[idx], y[idx] of the index loader's batches idx."""
         for idx, _ in index_batches:
             if self.loader.shuffle:
                 take = self.backend.asarray(idx)
             else:
                 take = slice(int(idx[0]), int(idx[-1]) + 1)
-            yield self.x[take], self.y[take]
+            yield x[take], y[take]

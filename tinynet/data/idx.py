@@ -20,12 +20,17 @@ ends there. A gzip bomb (a small .gz that expands to gigabytes) is therefore
 never decompressed whole.
 Format: http://yann.lecun.com/exdb/mnist/ (bottom of the page).
 """
+from __future__ import annotations
+
 import gzip
+import io
 import math
 import os
 import zlib
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["IDXError", "read_idx", "write_idx", "MAX_IDX_BYTES"]
 
@@ -35,7 +40,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_IDX_BYTES = 2**30
 
 # IDX type code -> big-endian numpy dtype
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -49,7 +54,7 @@ class IDXError(ValueError):
     """An IDX file is malformed: bad magic, bad dims, wrong length or bad gzip."""
 
 
-def _read_header(path, f):
+def _read_header(path: str, f: io.BufferedIOBase) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """(dims, dtype) from the magic number and dims at the start of the stream ``f``."""
     magic = f.read(4)
     if len(magic) < 4:
@@ -71,7 +76,7 @@ def _read_header(path, f):
     return dims, IDX_DTYPES[code]
 
 
-def _read_stream(path, f):
+def _read_stream(path: str, f: io.BufferedIOBase) -> NDArray[Any]:
     """The array in the IDX stream ``f``: header, then exactly the payload it implies."""
     dims, dtype = _read_header(path, f)
     expected = math.prod(dims) * dtype.itemsize
@@ -89,7 +94,7 @@ def _read_stream(path, f):
     return x.astype(dtype.newbyteorder("="))
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike[str]) -> NDArray[Any]:
     """Read an IDX file, raw or gzip-compressed, into a numpy array.
 
     Parameters
@@ -131,7 +136,7 @@ def read_idx(path):
         raise IDXError(f"IDX file {path!r}: {what} ({type(e).__name__}: {e})") from e
 
 
-def write_idx(path, array):
+def write_idx(path: str | os.PathLike[str], array: ArrayLike) -> None:
     """Write an array as an IDX file, gzip-compressed when path ends in ``.gz``.
 
     The gzip stream uses level 6 (gzip's default) and a zero timestamp, so the

@@ -26,9 +26,14 @@ population std (ddof=0) of all pixels of its 60000 training images scaled to
 [0, 1], rounded to 4 decimals. MNIST's are the (0.1307, 0.3081) of PyTorch's
 MNIST example; Fashion-MNIST's are (0.2860, 0.3530).
 """
+from __future__ import annotations
+
 import numbers
+from collections.abc import Callable, Iterator
+from typing import Any, TypeAlias, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["DataLoader", "RandomShift", "Cutout", "RandomCrop", "HorizontalFlip", "Compose",
            "prepare_images", "NORMALIZATION"]
@@ -40,8 +45,11 @@ NORMALIZATION = {
     "fashion-mnist": (0.2860, 0.3530),
 }
 
+# An augmentation: augment(x_batch, rng) -> a new x_batch.
+Augment: TypeAlias = Callable[[NDArray[Any], np.random.Generator], NDArray[Any]]
 
-def _check_images(name, x):
+
+def _check_images(name: str, x: ArrayLike) -> NDArray[Any]:
     """Check that x is (N, H, W) or (N, C, H, W) and return it as an array."""
     x = np.asarray(x)
     if x.ndim not in (3, 4):
@@ -49,7 +57,7 @@ def _check_images(name, x):
     return x
 
 
-def _check_int(name, arg, value, low):
+def _check_int(name: str, arg: str, value: object, low: int) -> int:
     """Check that value is an int >= low (bools rejected)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise TypeError(f"{name}: {arg} must be an int, got {type(value).__name__}")
@@ -92,7 +100,9 @@ class DataLoader:
     of x and y.
     """
 
-    def __init__(self, x, y, batch_size=64, shuffle=False, seed=None, drop_last=False, augment=None):
+    def __init__(self, x: ArrayLike, y: ArrayLike, batch_size: int = 64, shuffle: bool = False,
+                 seed: int | None = None, drop_last: bool = False,
+                 augment: Augment | None = None) -> None:
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim < 1 or y.ndim < 1:
             raise ValueError(f"DataLoader: x and y need a sample axis, got shapes {x.shape} and {y.shape}")
@@ -109,22 +119,24 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.augment = augment
-        self.seed = int(np.random.SeedSequence().entropy) if seed is None else seed
+        # A SeedSequence made without entropy draws it from the OS: an int.
+        self.seed = int(cast(int, np.random.SeedSequence().entropy)) if seed is None else seed
         self.epoch = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Number of batches per epoch."""
         n = len(self.x)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[NDArray[Any], NDArray[Any]]]:
         """Start an epoch: draw its order now and return a generator of batches."""
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         order = rng.permutation(len(self.x)) if self.shuffle else None
         return self._batches(order, rng)
 
-    def _batches(self, order, rng):
+    def _batches(self, order: NDArray[np.int64] | None,
+                 rng: np.random.Generator) -> Iterator[tuple[NDArray[Any], NDArray[Any]]]:
         """Yield the batches of one epoch."""
         for b in range(len(self)):
             start, stop = b * self.batch_size, (b + 1) * self.batch_size
@@ -154,10 +166,10 @@ class RandomShift:
     All channels of an image move together.
     """
 
-    def __init__(self, max_shift):
+    def __init__(self, max_shift: int) -> None:
         self.max_shift = _check_int("RandomShift", "max_shift", max_shift, 0)
 
-    def __call__(self, x, rng):
+    def __call__(self, x: ArrayLike, rng: np.random.Generator) -> NDArray[Any]:
         x = _check_images("RandomShift", x)
         k = self.max_shift
         H, W = x.shape[-2:]
@@ -171,7 +183,7 @@ class RandomShift:
             out[n] = xpad[n, ..., k - dy:k - dy + H, k - dx:k - dx + W]
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RandomShift({self.max_shift})"
 
 
@@ -193,10 +205,10 @@ class Cutout:
     in the paper.
     """
 
-    def __init__(self, size):
+    def __init__(self, size: int) -> None:
         self.size = _check_int("Cutout", "size", size, 1)
 
-    def __call__(self, x, rng):
+    def __call__(self, x: ArrayLike, rng: np.random.Generator) -> NDArray[Any]:
         x = _check_images("Cutout", x)
         H, W = x.shape[-2:]
         cy = rng.integers(0, H, size=len(x))
@@ -208,7 +220,7 @@ class Cutout:
             out[n, ..., max(r0, 0):min(r1, H), max(c0, 0):min(c1, W)] = 0
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Cutout({self.size})"
 
 
@@ -231,14 +243,14 @@ class RandomCrop:
     ``RandomCrop(28, 4)`` on 28 x 28 images is a shift by up to 4 pixels.
     """
 
-    def __init__(self, size, padding=0):
-        pair = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+    def __init__(self, size: int | tuple[int, int], padding: int = 0) -> None:
+        pair = (size, size) if isinstance(size, (int, numbers.Integral)) else tuple(size)
         if len(pair) != 2:
             raise ValueError(f"RandomCrop: size must be an int or a pair of ints, got {size!r}")
         self.size = tuple(_check_int("RandomCrop", "size", v, 1) for v in pair)
         self.padding = _check_int("RandomCrop", "padding", padding, 0)
 
-    def __call__(self, x, rng):
+    def __call__(self, x: ArrayLike, rng: np.random.Generator) -> NDArray[Any]:
         x = _check_images("RandomCrop", x)
         p, (oh, ow) = self.padding, self.size
         H, W = x.shape[-2] + 2 * p, x.shape[-1] + 2 * p
@@ -254,7 +266,7 @@ class RandomCrop:
             out[n] = xpad[n, ..., oy[n]:oy[n] + oh, ox[n]:ox[n] + ow]
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"RandomCrop({self.size}, padding={self.padding})"
 
 
@@ -273,19 +285,19 @@ class HorizontalFlip:
     ``out[n, ..., r, c] = x[n, ..., r, W - 1 - c]``.
     """
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5) -> None:
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise ValueError(f"HorizontalFlip: p must be a number in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p: float = float(p)
 
-    def __call__(self, x, rng):
+    def __call__(self, x: ArrayLike, rng: np.random.Generator) -> NDArray[Any]:
         x = _check_images("HorizontalFlip", x)
         flip = rng.random(len(x)) < self.p
         out = x.copy()
         out[flip] = x[flip][..., ::-1]
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"HorizontalFlip(p={self.p})"
 
 
@@ -305,7 +317,7 @@ class Compose:
     DataLoader gives the same batches in every run.
     """
 
-    def __init__(self, *augments):
+    def __init__(self, *augments: Augment) -> None:
         if not augments:
             raise ValueError("Compose: give at least one augmentation")
         for i, a in enumerate(augments):
@@ -314,16 +326,17 @@ class Compose:
                                 f"{type(a).__name__}")
         self.augments = augments
 
-    def __call__(self, x, rng):
+    def __call__(self, x: NDArray[Any], rng: np.random.Generator) -> NDArray[Any]:
         for a in self.augments:
             x = a(x, rng)
         return x
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Compose({', '.join(map(repr, self.augments))})"
 
 
-def prepare_images(images, mean=None, std=None, flatten=False, dataset=None):
+def prepare_images(images: ArrayLike, mean: float | None = None, std: float | None = None,
+                   flatten: bool = False, dataset: str | None = None) -> NDArray[np.float32]:
     """Turn uint8 images into normalized float32 network inputs.
 
     x = (images / 255 - mean) / std

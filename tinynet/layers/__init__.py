@@ -1,6 +1,6 @@
 """tinynet layers: thin classes that hold parameters, buffers and the
 backward cache, and call the active backend's ops."""
-from .base import Layer     # noqa: F401
+from .base import Layer as Layer  # noqa: F401
 from .dense import *        # noqa: F401,F403
 from .conv import *         # noqa: F401,F403
 from .pool import *         # noqa: F401,F403

@@ -10,6 +10,9 @@ cheapest.
 They take any input of rank >= 1 (Softmax needs ``dim`` to be one of its
 axes), float32 or float64, and return the input's dtype, as torch.nn does.
 """
+from __future__ import annotations
+
+from ..parameter import Array
 from .base import Layer
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax"]
@@ -25,12 +28,12 @@ class ReLU(Layer):
     Shapes: x (*) -> y (*), the same shape.
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
         self._cache = x
         return self.ops.relu_forward(x)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
         if not self.requires_input_grad:
             return None
@@ -48,22 +51,22 @@ class LeakyReLU(Layer):
     Shapes: x (*) -> y (*), the same shape.
     """
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
         self._cache = x
         return self.ops.leaky_relu_forward(x, self.negative_slope)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
         if not self.requires_input_grad:
             return None
         return self.ops.leaky_relu_backward(self._cache, dy, self.negative_slope)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
 
 
@@ -73,13 +76,13 @@ class Sigmoid(Layer):
     Shapes: x (*) -> y (*), the same shape.
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
         y = self.ops.sigmoid_forward(x)
         self._cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
         if not self.requires_input_grad:
             return None
@@ -92,13 +95,13 @@ class Tanh(Layer):
     Shapes: x (*) -> y (*), the same shape.
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
         y = self.ops.tanh_forward(x)
         self._cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
         if not self.requires_input_grad:
             return None
@@ -111,12 +114,12 @@ class GELU(Layer):
     Shapes: x (*) -> y (*), the same shape.
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
         self._cache = x
         return self.ops.gelu_forward(x)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         dy = self._check_dy(dy, getattr(self._cache, "shape", ()))
         if not self.requires_input_grad:
             return None
@@ -135,11 +138,11 @@ class Softmax(Layer):
     Shapes: x (*) with ``dim`` in [-x.ndim, x.ndim) -> y (*), the same shape.
     """
 
-    def __init__(self, dim=1):
+    def __init__(self, dim: int = 1) -> None:
         super().__init__()
         self.dim = int(dim)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = self._check_input(x, _ANY_RANK, _ANY_SHAPE)
         if not -x.ndim <= self.dim < x.ndim:
             raise ValueError(f"Softmax: dim={self.dim} is out of range for an input of "
@@ -149,12 +152,12 @@ class Softmax(Layer):
         self._cache = (y, axis)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         y, axis = self._cache if self._cache is not None else (None, None)
         dy = self._check_dy(dy, getattr(y, "shape", ()))
         if not self.requires_input_grad:
             return None
         return self.ops.softmax_backward(y, dy, axis)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"dim={self.dim}"

@@ -19,26 +19,36 @@ The contract (docs/architecture.md):
   layers as ``{"class": ..., "config": ...}``); ``layer_from_config`` rebuilds
   the layer from them, so a saved model loads without the code that built it.
 """
+from __future__ import annotations
+
 import inspect
 import json
 import numbers
 import os
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from ..backends import check_device, device_of, get_backend, move, to_host
-from ..parameter import Parameter
+from ..parameter import Array, Parameter
 from ..serialization import read_tensors, write_tensors
 from ..state import check_and_load
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 DEVICES = ("cpu", "cuda")
 
 # class name -> Layer subclass: every layer class of tinynet (registered as it is
 # defined) and the user classes passed to ``register_layer``.
-LAYER_CLASSES = {}
+LAYER_CLASSES: dict[str, type[Layer]] = {}
+
+_LayerClass = TypeVar("_LayerClass", bound="type[Layer]")
 
 
-def register_layer(cls):
+def register_layer(cls: _LayerClass) -> _LayerClass:
     """Make a user Layer subclass loadable by ``layer_from_config`` (a class decorator).
 
     Its ``get_config()`` must return the constructor's keyword arguments
@@ -50,7 +60,7 @@ def register_layer(cls):
     return cls
 
 
-def _config_value(layer, name, value):
+def _config_value(layer: Layer, name: str, value: object) -> Any:
     """A constructor argument as JSON data: nested layers as their config, tuples as lists."""
     if isinstance(value, Layer):
         return layer_to_config(value)
@@ -72,19 +82,19 @@ def _config_value(layer, name, value):
                     f"{type(value).__name__}, which is not JSON data; define get_config")
 
 
-def layer_to_config(layer):
+def layer_to_config(layer: Layer) -> dict[str, Any]:
     """``{"class": name, "config": layer.get_config()}``: the layer as JSON data.
 
     A Sequential (or any layer) whose ``requires_input_grad`` is False records
     it as ``"requires_input_grad": false``.
     """
-    out = {"class": type(layer).__name__, "config": layer.get_config()}
+    out: dict[str, Any] = {"class": type(layer).__name__, "config": layer.get_config()}
     if not layer.requires_input_grad:
         out["requires_input_grad"] = False
     return out
 
 
-def _from_value(value):
+def _from_value(value: Any) -> Any:
     """A config value with nested layer configs rebuilt (and lists of them)."""
     if isinstance(value, dict) and "class" in value:
         return layer_from_config(value)
@@ -93,7 +103,7 @@ def _from_value(value):
     return value
 
 
-def layer_from_config(config):
+def layer_from_config(config: Mapping[str, Any]) -> Layer:
     """Rebuild a layer (and the layers inside it) from ``layer_to_config``'s data.
 
     Raises ValueError naming the class or argument that does not fit: an
@@ -125,41 +135,43 @@ class Layer:
     state_dict order) and implement ``forward`` and ``backward``.
     """
 
-    param_names = ()
-    buffer_names = ()
+    param_names: tuple[str, ...] = ()
+    buffer_names: tuple[str, ...] = ()
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__module__.startswith("tinynet.") and not cls.__name__.startswith("_"):
             LAYER_CLASSES[cls.__name__] = cls
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training = True
         self.requires_input_grad = True
-        self._cache = None
-        self._dtype = None
+        # The backward cache: whatever tuple the layer's forward keeps for its
+        # backward (arrays, shapes, dtypes), None before a forward.
+        self._cache: Any = None
+        self._dtype: np.dtype[Any] | None = None
 
     # -- calling --------------------------------------------------------
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         return self.forward(x)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         raise NotImplementedError
 
     @property
-    def ops(self):
+    def ops(self) -> Any:
         """The active backend's op namespace (see ``tinynet.backends``)."""
         return get_backend()
 
     # -- parameters and buffers -------------------------------------------
-    def children(self):
+    def children(self) -> list[tuple[str, Layer]]:
         """List of ``(key, layer)`` of the layers this one holds (containers); [] here."""
         return []
 
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> list[tuple[str, Parameter]]:
         """List of ``(name, Parameter)`` in state_dict order (weight before bias)."""
         out = []
         for name in self.param_names:
@@ -168,11 +180,12 @@ class Layer:
                 out.append((prefix + name, p))
         return out
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """List of the layer's Parameters, weight before bias."""
         return [p for _, p in self.named_parameters()]
 
-    def named_buffers(self, prefix=""):
+    def named_buffers(self, prefix: str = "") -> list[tuple[str, Array]]:
+        """List of ``(name, array)`` of the buffers (running statistics), in state_dict order."""
         out = []
         for name in self.buffer_names:
             b = getattr(self, name)
@@ -180,21 +193,21 @@ class Layer:
                 out.append((prefix + name, b))
         return out
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Clear the gradient of every parameter."""
         for p in self.parameters():
             p.zero_grad()
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         """Set training mode (``mode=True``) or eval mode. Returns self."""
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Self:
         """Set eval mode. Returns self."""
         return self.train(False)
 
-    def to(self, target):
+    def to(self, target: str | DTypeLike) -> Self:
         """Move the layer to a device, or cast it to a dtype, in place. Returns self.
 
         Parameters
@@ -229,19 +242,19 @@ class Layer:
         return self
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any] | None:
         """The dtype of the layer's parameters, or None for a layer without any."""
         ps = self.parameters()
         return ps[0].data.dtype if ps else None
 
     @property
-    def device(self):
+    def device(self) -> str | None:
         """Where the layer's parameters live ("cpu" or "cuda"), or None without any."""
         ps = self.parameters()
         return ps[0].device if ps else None
 
     # -- state_dict ---------------------------------------------------------
-    def state_dict(self, prefix=""):
+    def state_dict(self, prefix: str = "") -> dict[str, NDArray[Any]]:
         """Dict of name -> numpy copy, wherever the layer lives: parameters, then
         buffers (PyTorch's keys)."""
         sd = {}
@@ -251,7 +264,8 @@ class Layer:
             sd[name] = np.array(to_host(b))
         return sd
 
-    def load_state_dict(self, state, prefix="", strict=True):
+    def load_state_dict(self, state: Mapping[str, Any], prefix: str = "",
+                        strict: bool = True) -> None:
         """Copy arrays from ``state`` into parameters and buffers.
 
         Every expected key must be present with the right shape; with
@@ -260,7 +274,7 @@ class Layer:
         """
         check_and_load([(self, prefix)], state, strict)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state_dict and the architecture to ``path`` atomically.
 
         Parameters
@@ -275,7 +289,7 @@ class Layer:
         write_tensors(path, self.state_dict(),
                       {"format": "tinynet-model", "architecture": json.dumps(layer_to_config(self))})
 
-    def load(self, path):
+    def load(self, path: str | os.PathLike[str]) -> Self:
         """Read a state_dict from a ``.safetensors`` or ``.npz`` file into this layer. Returns self.
 
         The file is never unpickled. Raises ``CheckpointError`` (a ValueError)
@@ -293,7 +307,7 @@ class Layer:
         return self
 
     # -- architecture ---------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The constructor's arguments as a dict of JSON data.
 
         The default reads each argument of ``__init__`` from the attribute of
@@ -310,16 +324,16 @@ class Layer:
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
         """The layer ``cls(**config)``; nested layer configs are rebuilt first."""
         return cls(**{k: _from_value(v) for k, v in config.items()})
 
     # -- checks ---------------------------------------------------------------
     @property
-    def name(self):
+    def name(self) -> str:
         return type(self).__name__
 
-    def _check_devices(self, what, a):
+    def _check_devices(self, what: str, a: Array) -> Any:
         """Raise DeviceMismatchError unless the parameters and ``a`` are on the backend's device.
 
         Returns the backend."""
@@ -329,7 +343,7 @@ class Layer:
         check_device(self.name, what, a, backend)
         return backend
 
-    def _check_input(self, x, ndims, what):
+    def _check_input(self, x: Array, ndims: Collection[int], what: str) -> Array:
         """Raise a clear error unless ``x`` is a float array of rank in ``ndims``.
 
         ``what`` describes the expected shape, e.g. "(N, C, H, W)". ``x`` and
@@ -353,9 +367,12 @@ class Layer:
         self._dtype = x.dtype
         return backend.asarray(x)
 
-    def _check_dy(self, dy, shape):
-        """Raise unless forward ran and ``dy`` has the output's ``shape``, on the device."""
-        if self._cache is None:
+    def _check_dy(self, dy: Array, shape: Sequence[int] | None) -> Array:
+        """Raise unless forward ran and ``dy`` has the output's ``shape``, on the device.
+
+        ``shape`` is None only when no forward ran (the callers read it from the cache).
+        """
+        if self._cache is None or shape is None:
             raise RuntimeError(f"{self.name}.backward called before forward")
         if getattr(dy, "shape", None) != tuple(shape):
             got = getattr(dy, "shape", type(dy).__name__)
@@ -367,8 +384,8 @@ class Layer:
                             f"{self._dtype}, got {dy.dtype}")
         return backend.asarray(dy)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{self.name}({self.extra_repr()})"

@@ -21,7 +21,18 @@ what it needs to split dy. Keys follow a torch module with the attributes
 ``nn.ModuleList``): "block.0.weight", "shortcut.0.weight",
 "branches.1.0.weight", so state dicts load both ways with the torch twin.
 """
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from numpy.typing import DTypeLike
+
+from ..parameter import Array, Parameter
 from .base import Layer, layer_from_config, layer_to_config
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Container", "Residual", "Concat"]
 
@@ -30,53 +41,53 @@ class Container(Layer):
     """A layer made of named sub-layers (``children()``): their parameters and
     buffers under "<key>.", their train/eval mode and their device and dtype."""
 
-    def children(self):
+    def children(self) -> list[tuple[str, Layer]]:
         """List of ``(key, layer)`` in state_dict order."""
         raise NotImplementedError
 
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> list[tuple[str, Parameter]]:
         out = []
         for key, layer in self.children():
             out.extend(layer.named_parameters(f"{prefix}{key}."))
         return out
 
-    def named_buffers(self, prefix=""):
+    def named_buffers(self, prefix: str = "") -> list[tuple[str, Array]]:
         out = []
         for key, layer in self.children():
             out.extend(layer.named_buffers(f"{prefix}{key}."))
         return out
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         self.training = bool(mode)
         for _, layer in self.children():
             layer.train(mode)
         return self
 
-    def to(self, target):
+    def to(self, target: str | DTypeLike) -> Self:
         """Move every sub-layer to a device ("cuda", "cpu") or cast it to a dtype. Returns self."""
         for _, layer in self.children():
             layer.to(target)
         return self
 
     @property
-    def requires_input_grad(self):
+    def requires_input_grad(self) -> bool:
         return self._requires_input_grad
 
     @requires_input_grad.setter
-    def requires_input_grad(self, value):
+    def requires_input_grad(self, value: bool) -> None:
         # Every sub-layer sees x, and computes dx only when the container needs it.
         self._requires_input_grad = bool(value)
         for _, layer in self.children():
             layer.requires_input_grad = bool(value)
 
-    def _check_dy_shape(self, dy, shape):
-        if self._cache is None:
+    def _check_dy_shape(self, dy: Array, shape: Sequence[int] | None) -> None:
+        if self._cache is None or shape is None:  # shape is None only before a forward
             raise RuntimeError(f"{self.name}.backward called before forward")
         if getattr(dy, "shape", None) != tuple(shape):
             raise ValueError(f"{self.name}.backward: dy must have the output's shape "
                              f"{tuple(shape)}, got {getattr(dy, 'shape', type(dy).__name__)}")
 
-    def _add(self, total, g, dy):
+    def _add(self, total: Array, g: Array, dy: Array) -> Array:
         """total + g, in place when ``total`` is a sub-layer's own fresh array (it
         shares no memory with dy: a layer may pass dy, or a view of it, through)."""
         xp = self.ops.array_module()
@@ -102,7 +113,7 @@ class Residual(Container):
     x: any shape the block takes; y: the block's output shape.
     """
 
-    def __init__(self, block, shortcut=None):
+    def __init__(self, block: Layer, shortcut: Layer | None = None) -> None:
         for arg, layer in (("block", block), ("shortcut", shortcut)):
             if layer is not None and not isinstance(layer, Layer):
                 raise TypeError(f"Residual: {arg} must be a tinynet layer, "
@@ -113,11 +124,11 @@ class Residual(Container):
         self.shortcut = shortcut
         super().__init__()
 
-    def children(self):
+    def children(self) -> list[tuple[str, Layer]]:
         return [("block", self.block)] + ([("shortcut", self.shortcut)]
                                           if self.shortcut is not None else [])
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """y = block(x) + shortcut(x). x: the block's input; y: its output's shape."""
         self._cache = None
         y = self.block.forward(x)
@@ -134,7 +145,7 @@ class Residual(Container):
         # A fresh array: the block's last layer may keep its output for its backward.
         return y + s
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """dx = block.backward(dy) + shortcut.backward(dy) (dy itself for the identity);
         None when ``requires_input_grad`` is False."""
         self._check_dy_shape(dy, self._cache)
@@ -144,7 +155,7 @@ class Residual(Container):
             return None
         return self._add(dx, ds, dy)  # the fan-out sum
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.block!r}" + (f", shortcut={self.shortcut!r}" if self.shortcut else "")
 
 
@@ -165,7 +176,7 @@ class Concat(Container):
     ``y.shape[axis] = sum of the branches' sizes along axis``.
     """
 
-    def __init__(self, *branches, axis=1):
+    def __init__(self, *branches: Layer, axis: int = 1) -> None:
         if not branches:
             raise ValueError("Concat: needs at least one branch")
         for k, layer in enumerate(branches):
@@ -179,19 +190,19 @@ class Concat(Container):
         self.axis = axis
         super().__init__()
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """``{"branches": [layer_to_config(b), ...], "axis": axis}``."""
         return {"branches": [layer_to_config(b) for b in self.branches], "axis": self.axis}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
         config = dict(config)
         return cls(*[layer_from_config(c) for c in config.pop("branches", [])], **config)
 
-    def children(self):
+    def children(self) -> list[tuple[str, Layer]]:
         return [(f"branches.{k}", layer) for k, layer in enumerate(self.branches)]
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Every branch on x, joined along ``axis``."""
         self._cache = None
         ys = [branch.forward(x) for branch in self.branches]
@@ -212,11 +223,12 @@ class Concat(Container):
         self._cache = (axis, [t.shape[axis] for t in ys], y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Each branch's backward on its slice of dy; dx is the sum of their dx."""
         self._check_dy_shape(dy, self._cache[2] if self._cache else ())
         axis, sizes, _ = self._cache
-        dx, start = None, 0
+        dx: Array | None = None
+        start = 0
         for branch, size in zip(self.branches, sizes):
             index = (slice(None),) * axis + (slice(start, start + size),)
             start += size
@@ -226,5 +238,5 @@ class Concat(Container):
             dx = g if dx is None else self._add(dx, g, dy)  # the fan-out sum
         return dx if self.requires_input_grad else None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ", ".join(repr(b) for b in self.branches) + f", axis={self.axis}"

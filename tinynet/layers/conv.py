@@ -9,18 +9,20 @@ contract (tinynet/ops/conv/__init__.py); docs/backprop.md derives them.
 The layer holds the parameters and the backward cache; the arithmetic is the
 active backend's conv2d_forward / conv2d_backward.
 """
+from __future__ import annotations
+
 import numbers
 
 from .. import init as initializers
 from ..ops.conv import check_groups
-from ..parameter import Parameter
+from ..parameter import Array, Parameter
 from .base import Layer
 from .dense import _positive_int
 
 __all__ = ["Conv2D"]
 
 
-def _pair(value, layer, arg, minimum=1):
+def _pair(value: object, layer: str, arg: str, minimum: int = 1) -> tuple[int, int]:
     """An int or a pair of ints as a tuple (a, b); ValueError below ``minimum``."""
     pair = (value, value) if isinstance(value, numbers.Integral) else value
     if (not isinstance(pair, (tuple, list)) or len(pair) != 2
@@ -73,8 +75,9 @@ class Conv2D(Layer):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 groups=1, init="torch"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 bias: bool = True, groups: int = 1, init: str = "torch") -> None:
         super().__init__()
         self.in_channels = _positive_int(in_channels, "Conv2D", "in_channels")
         self.out_channels = _positive_int(out_channels, "Conv2D", "out_channels")
@@ -89,7 +92,7 @@ class Conv2D(Layer):
         self.weight = Parameter(weight, name="weight")
         self.bias = Parameter(b, name="bias") if bias else None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Convolve x (N, in_channels, H, W); returns (N, out_channels, OH, OW)."""
         expected = f"(N, in_channels, H, W) = (N, {self.in_channels}, H, W)"
         x = self._check_input(x, (4,), expected)
@@ -107,7 +110,7 @@ class Conv2D(Layer):
         self._cache = (x, cache, y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Add dW (and db) into the gradients; return dx (N, in_channels, H, W), or None.
 
         dx is None when ``requires_input_grad`` is False.
@@ -121,11 +124,11 @@ class Conv2D(Layer):
                                               self.padding, self.bias is not None,
                                               self.requires_input_grad, self.groups)
         self.weight.grad += dW
-        if db is not None:
+        if db is not None and self.bias is not None:
             self.bias.grad += db
         return dx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
         if self.padding != (0, 0):

@@ -5,16 +5,18 @@ The math (forward and backward) is stated once, in the ops' contract,
 tinynet/ops/dense/__init__.py; the arithmetic is the active backend's
 dense_forward / dense_backward.
 """
+from __future__ import annotations
+
 import numbers
 
 from .. import init as initializers
-from ..parameter import Parameter
+from ..parameter import Array, Parameter
 from .base import Layer
 
 __all__ = ["Dense"]
 
 
-def _positive_int(value, layer, arg):
+def _positive_int(value: object, layer: str, arg: str) -> int:
     """``value`` as an int; TypeError unless an integer, ValueError unless >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{layer}: {arg} must be a positive int, got {value!r}")
@@ -53,7 +55,8 @@ class Dense(Layer):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_features, out_features, bias=True, init="torch"):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 init: str = "torch") -> None:
         super().__init__()
         self.in_features = _positive_int(in_features, "Dense", "in_features")
         self.out_features = _positive_int(out_features, "Dense", "out_features")
@@ -63,7 +66,7 @@ class Dense(Layer):
         self.weight = Parameter(weight, name="weight")
         self.bias = Parameter(b, name="bias") if bias else None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """y = x W^T + b. x: (N, in_features); returns (N, out_features)."""
         expected = f"(N, in_features) = (N, {self.in_features})"
         x = self._check_input(x, (2,), expected)
@@ -74,7 +77,7 @@ class Dense(Layer):
         self._cache = (x, y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Add dW (and db) into the gradients; return dx (N, in_features), or None.
 
         dx is None when ``requires_input_grad`` is False.
@@ -87,10 +90,10 @@ class Dense(Layer):
         dx, dW, db = self.ops.dense_backward(x, self.weight.data, dy,
                                              self.bias is not None, self.requires_input_grad)
         self.weight.grad += dW
-        if db is not None:
+        if db is not None and self.bias is not None:
             self.bias.grad += db
         return dx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")

@@ -13,9 +13,14 @@ step, flat weight index), so each training step gets a fresh mask and the
 same (seed, step) always gives the same mask, on every backend. One mask is
 shared by the whole batch, as in the paper's efficient form.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from ..init import get_rng
+from ..parameter import Array
 from .base import Layer
 from .dense import Dense
 from .weightnorm import _Wrapped
@@ -23,7 +28,7 @@ from .weightnorm import _Wrapped
 __all__ = ["DropConnect"]
 
 
-def mask_seed(layer, seed):
+def mask_seed(layer: str, seed: int | None) -> int:
     """A counter-based mask's seed: ``seed`` checked to be in [0, 2^64), or a fresh one.
 
     The fresh seed is drawn from ``tinynet.init.get_rng()``, so
@@ -66,7 +71,7 @@ class DropConnect(Layer):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, dense, p, seed=None):
+    def __init__(self, dense: Dense, p: float, seed: int | None = None) -> None:
         super().__init__()
         if not isinstance(dense, Dense):
             raise TypeError(f"DropConnect: dense must be a tn.Dense, got {type(dense).__name__}")
@@ -81,7 +86,7 @@ class DropConnect(Layer):
         self.seed = seed
         self.step = 0
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """y = x Wm^T + b in training (a fresh mask each call), x W^T + b in eval."""
         x = self._op.check(self, x)
         b = None if self.bias is None else self.bias.data
@@ -94,7 +99,7 @@ class DropConnect(Layer):
         self._cache = (x, W, keep, y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Add dW (masked and scaled) and db into the gradients; return dx, or None."""
         dy = self._check_dy(dy, self._cache[3] if self._cache else None)
         x, W, keep, _ = self._cache
@@ -103,13 +108,13 @@ class DropConnect(Layer):
         if keep is not None:
             dW = self.ops.dropout_backward(dW, keep, self.p)
         self.weight.grad += dW
-        if db is not None:
+        if db is not None and self.bias is not None:
             self.bias.grad += db
         return dx
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """``{"dense": the wrapped Dense's config, "p": p, "seed": seed}``."""
         return {"dense": self._op.layer_config, "p": self.p, "seed": self.seed}
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self._op.layer_repr}, p={self.p}"

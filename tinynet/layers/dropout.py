@@ -10,9 +10,12 @@ stateful generator. The layer's ``step`` counts its training forward passes,
 so each batch gets a new mask, and the same (seed, step) always gives the
 same mask, on any backend and any thread count.
 """
+from __future__ import annotations
+
 import numpy as np
 
 from ..init import get_rng
+from ..parameter import Array
 from .base import Layer
 
 __all__ = ["Dropout"]
@@ -37,7 +40,7 @@ class Dropout(Layer):
     Shapes: x (*) -> y (*), the same shape.
     """
 
-    def __init__(self, p=0.5, seed=None):
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
         p = float(p)
         if not 0.0 <= p < 1.0:
@@ -52,7 +55,7 @@ class Dropout(Layer):
         self.seed = int(seed)
         self.step = 0
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = self._check_input(x, range(1, 65), "(*) with at least one dim")
         if not self.training:
             self._cache = (x.shape, None)
@@ -62,7 +65,7 @@ class Dropout(Layer):
         self._cache = (x.shape, keep)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         shape, keep = self._cache if self._cache is not None else ((), None)
         dy = self._check_dy(dy, shape)
         if not self.requires_input_grad:
@@ -71,5 +74,5 @@ class Dropout(Layer):
             return dy.copy()
         return self.ops.dropout_backward(dy, keep, self.p)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"

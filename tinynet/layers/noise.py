@@ -22,18 +22,22 @@ A "channel" is a feature of an (N, C) input or a channel of (N, C, H, W). In
 eval mode the layer is the identity. The arithmetic is the backend's
 norm_forward / norm_backward with mean 0, rstd = s and beta = m.
 """
+from __future__ import annotations
+
 import numbers
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..ops.dropout import splitmix64
+from ..parameter import Array
 from .base import Layer
 from .dropconnect import mask_seed
 
 __all__ = ["RandomAffineNoise"]
 
 
-def _uniforms(seed, step, count):
+def _uniforms(seed: int, step: int, count: int) -> NDArray[np.float64]:
     """``count`` uniform float64 numbers in [0, 1) for (seed, step), counter-based, on the host."""
     key = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(step)))
     with np.errstate(over="ignore"):
@@ -66,7 +70,8 @@ class RandomAffineNoise(Layer):
     (N, C) or (N, C, H, W) -> the same shape.
     """
 
-    def __init__(self, num_features, shift=0.5, scale=2.0, seed=None):
+    def __init__(self, num_features: int, shift: float = 0.5, scale: float = 2.0,
+                 seed: int | None = None) -> None:
         super().__init__()
         if (isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral)
                 or num_features < 1):
@@ -76,13 +81,13 @@ class RandomAffineNoise(Layer):
             raise ValueError(f"RandomAffineNoise: shift must be >= 0, got {shift!r}")
         if not float(scale) >= 1:
             raise ValueError(f"RandomAffineNoise: scale must be >= 1, got {scale!r}")
-        self.num_features = int(num_features)
-        self.shift = float(shift)
-        self.scale = float(scale)
-        self.seed = mask_seed("RandomAffineNoise", seed)
-        self.step = 0
+        self.num_features: int = int(num_features)
+        self.shift: float = float(shift)
+        self.scale: float = float(scale)
+        self.seed: int = mask_seed("RandomAffineNoise", seed)
+        self.step: int = 0
 
-    def noise(self, step):
+    def noise(self, step: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(s, m) of training step ``step``: float64 arrays (C,)."""
         C = self.num_features
         u = _uniforms(self.seed, step, 2 * C)
@@ -90,7 +95,7 @@ class RandomAffineNoise(Layer):
         s = 1.0 + (self.scale - 1.0) * u[C:]
         return s, m
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """y = s_c * x + m_c in training (new s, m each call); y = x in eval."""
         x = self._check_input(x, (2, 4), "(N, C) or (N, C, H, W)")
         if x.shape[1] != self.num_features:
@@ -110,10 +115,10 @@ class RandomAffineNoise(Layer):
         self._cache = (x.shape, xv, s)
         return y.reshape(x.shape)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """dx = s_c * dy in training, dy in eval; None when no dx is needed."""
-        shape, xv, s = self._cache if self._cache is not None else ((), None, None)
-        dy = self._check_dy(dy, shape)
+        dy = self._check_dy(dy, self._cache[0] if self._cache else None)
+        shape, xv, s = self._cache
         if not self.requires_input_grad:
             return None
         if s is None:
@@ -122,5 +127,5 @@ class RandomAffineNoise(Layer):
                                           1, True, fixed_stats=True)
         return dx.reshape(shape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.num_features}, shift={self.shift}, scale={self.scale}"

@@ -14,25 +14,29 @@ Each layer reshapes its input to an (N, C, L) view, picks the layout
 forward except BatchNorm's in eval mode, which calls ``norm_forward`` with
 the running statistics; then ``norm_backward``.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .. import init
-from ..parameter import Parameter
+from ..parameter import Array, Parameter
 from .base import Layer
 
 __all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "recompute_batchnorm_stats"]
 
 
-def _check_positive_int(layer, name, value):
+def _check_positive_int(layer: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{layer}: {name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def _check_eps(layer, eps):
+def _check_eps(layer: str, eps: float) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
         raise ValueError(f"{layer}: eps must be a positive number, got {eps!r}")
     return float(eps)
@@ -48,31 +52,39 @@ class _Norm(Layer):
 
     param_names = ("weight", "bias")
     per_channel = False
+    eps: float
+    weight: Parameter | None
+    bias: Parameter | None
 
-    def _affine_params(self, shape, affine=True, bias=True):
+    def _view(self, x: Array) -> tuple[Array, int]:
+        """(x as an (N, C, L) view, groups), after checking x (subclasses)."""
+        raise NotImplementedError
+
+    def _affine_params(self, shape: tuple[int, ...], affine: bool = True,
+                       bias: bool = True) -> None:
         """Create weight (gamma, ones) and bias (beta, zeros) of ``shape``, or None."""
         self.weight = Parameter(init.ones(shape), "weight") if affine else None
         self.bias = Parameter(init.zeros(shape), "bias") if affine and bias else None
 
-    def _gamma_beta(self):
+    def _gamma_beta(self) -> tuple[Array | None, Array | None]:
         """gamma and beta flattened to (C,); None for the ones the layer does not have."""
         gamma = None if self.weight is None else self.weight.data.reshape(-1)
         beta = None if self.bias is None else self.bias.data.reshape(-1)
         return gamma, beta
 
-    def _running_stats(self):
+    def _running_stats(self) -> tuple[Array, Array] | None:
         """(mean, rstd) to normalize with instead of the input's own statistics, or None."""
         return None
 
-    def _record_batch_stats(self, x, mean, var):
+    def _record_batch_stats(self, x: Array, mean: Array, var: Array) -> None:
         """Called with the statistics of the (N, C, L) view after each forward that used them."""
 
-    def _check_channels(self, x, expected, what):
+    def _check_channels(self, x: Array, expected: int, what: str) -> None:
         if x.shape[1] != expected:
             raise ValueError(f"{self.name}: input must have shape {what} with C={expected}, "
                              f"got shape {x.shape}")
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         xv, groups = self._view(x)
         gamma, beta = self._gamma_beta()
         running = self._running_stats()
@@ -88,7 +100,7 @@ class _Norm(Layer):
         self._cache = (x.shape, xv, mean, rstd, groups, running is not None)
         return y.reshape(x.shape)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         x_shape = self._cache[0] if self._cache is not None else ()
         dy = self._check_dy(dy, x_shape)
         _, xv, mean, rstd, groups, fixed_stats = self._cache
@@ -105,7 +117,7 @@ class _Norm(Layer):
         return dx.reshape(x_shape)
 
 
-def _check_momentum(layer, momentum):
+def _check_momentum(layer: str, momentum: float | None) -> float | None:
     """``momentum`` as a float in [0, 1], or None (torch's cumulative average)."""
     if momentum is None:
         return None
@@ -119,7 +131,14 @@ def _check_momentum(layer, momentum):
 class _RunningStats:
     """The running-statistics buffers shared by BatchNorm and InstanceNorm."""
 
-    def _init_running(self, track_running_stats):
+    num_features: int
+    track_running_stats: bool
+    # Arrays with track_running_stats ("tracking"), None without.
+    running_mean: Array | None
+    running_var: Array | None
+    num_batches_tracked: NDArray[np.int64] | None
+
+    def _init_running(self, track_running_stats: bool) -> None:
         self.track_running_stats = bool(track_running_stats)
         if self.track_running_stats:
             self.running_mean = init.zeros((self.num_features,))
@@ -128,8 +147,9 @@ class _RunningStats:
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
-    def _blend(self, factor, mean, var_unbiased):
+    def _blend(self, factor: float, mean: Array, var_unbiased: Array) -> None:
         """running = (1 - factor) * running + factor * batch, in place."""
+        assert self.running_mean is not None and self.running_var is not None  # tracking
         self.running_mean[...] = (1.0 - factor) * self.running_mean + factor * mean
         self.running_var[...] = (1.0 - factor) * self.running_var + factor * var_unbiased
 
@@ -182,8 +202,8 @@ class BatchNorm(_RunningStats, _Norm):
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     per_channel = True
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True) -> None:
         super().__init__()
         self.num_features = _check_positive_int(self.name, "num_features", num_features)
         self.eps = _check_eps(self.name, eps)
@@ -192,7 +212,7 @@ class BatchNorm(_RunningStats, _Norm):
         self._affine_params((self.num_features,), self.affine)
         self._init_running(track_running_stats)
 
-    def _view(self, x):
+    def _view(self, x: Array) -> tuple[Array, int]:
         what = "(N, C) or (N, C, H, W)"
         x = self._check_input(x, (2, 4), what)
         self._check_channels(x, self.num_features, what)
@@ -204,24 +224,26 @@ class BatchNorm(_RunningStats, _Norm):
                              f"per channel")
         return xv, 1
 
-    def _running_stats(self):
+    def _running_stats(self) -> tuple[Array, Array] | None:
         if self.training or not self.track_running_stats:
             return None
+        assert self.running_mean is not None and self.running_var is not None  # tracking
         # Eval: the running statistics are constants.
         xp = self.ops.array_module()
         mean = self.running_mean.astype(np.float64)
         rstd = 1.0 / xp.sqrt(self.running_var.astype(np.float64) + self.eps)
         return mean, rstd
 
-    def _record_batch_stats(self, x, mean, var):
+    def _record_batch_stats(self, x: Array, mean: Array, var: Array) -> None:
         if not (self.training and self.track_running_stats):
             return
+        assert self.num_batches_tracked is not None  # tracking
         n = x.shape[0] * x.shape[2]
         self.num_batches_tracked += 1
         m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         self._blend(m, mean, var * (n / (n - 1)))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
         if not self.affine:
             s += ", affine=False"
@@ -259,7 +281,8 @@ class LayerNorm(_Norm):
     Input (*, *normalized_shape); output the same shape.
     """
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True) -> None:
         super().__init__()
         if isinstance(normalized_shape, (int, np.integer)):
             normalized_shape = (normalized_shape,)
@@ -273,7 +296,7 @@ class LayerNorm(_Norm):
         self.elementwise_affine = bool(elementwise_affine)
         self._affine_params(self.normalized_shape, self.elementwise_affine, bool(bias))
 
-    def _view(self, x):
+    def _view(self, x: Array) -> tuple[Array, int]:
         k = len(self.normalized_shape)
         what = "(*, " + ", ".join(str(d) for d in self.normalized_shape) + ")"
         x = self._check_input(x, range(k, 33), what)
@@ -284,7 +307,7 @@ class LayerNorm(_Norm):
         # Every sample is one set: the (N', M, 1) view with one group.
         return x.reshape(-1, M, 1), 1
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.normalized_shape}, eps={self.eps}"
         if not self.elementwise_affine:
             s += ", elementwise_affine=False"
@@ -336,8 +359,8 @@ class InstanceNorm(_RunningStats, _Norm):
 
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
 
-    def __init__(self, num_features, eps=1e-5, affine=True, track_running_stats=False,
-                 momentum=0.1):
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True,
+                 track_running_stats: bool = False, momentum: float | None = 0.1) -> None:
         super().__init__()
         self.num_features = _check_positive_int(self.name, "num_features", num_features)
         self.eps = _check_eps(self.name, eps)
@@ -346,7 +369,7 @@ class InstanceNorm(_RunningStats, _Norm):
         self._affine_params((self.num_features,), self.affine)
         self._init_running(track_running_stats)
 
-    def _view(self, x):
+    def _view(self, x: Array) -> tuple[Array, int]:
         what = "(N, C, H, W)"
         x = self._check_input(x, (4,), what)
         self._check_channels(x, self.num_features, what)
@@ -358,22 +381,23 @@ class InstanceNorm(_RunningStats, _Norm):
         self._batch = N
         return x.reshape(N, C, H * W), C
 
-    def _running_stats(self):
+    def _running_stats(self) -> tuple[Array, Array] | None:
         if self.training or not self.track_running_stats:
             return None
+        assert self.running_mean is not None and self.running_var is not None  # tracking
         # Eval: every (n, c) plane uses channel c's running statistics.
         mean = np.tile(self.running_mean.astype(np.float64), self._batch)
         rstd = np.tile(1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps), self._batch)
         return mean, rstd
 
-    def _record_batch_stats(self, x, mean, var):
+    def _record_batch_stats(self, x: Array, mean: Array, var: Array) -> None:
         if not (self.training and self.track_running_stats) or self.momentum is None:
             return
         N, C, L = x.shape
         self._blend(self.momentum, mean.reshape(N, C).mean(axis=0),
                     (var * (L / (L - 1))).reshape(N, C).mean(axis=0))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.num_features}, eps={self.eps}, affine={self.affine}"
         if self.track_running_stats:
             s += f", track_running_stats=True, momentum={self.momentum}"
@@ -408,7 +432,8 @@ class GroupNorm(_Norm):
     Input (N, C, *spatial), e.g. (N, C, H, W); output the same shape.
     """
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True) -> None:
         super().__init__()
         self.num_groups = _check_positive_int(self.name, "num_groups", num_groups)
         self.num_channels = _check_positive_int(self.name, "num_channels", num_channels)
@@ -419,19 +444,22 @@ class GroupNorm(_Norm):
         self.affine = bool(affine)
         self._affine_params((self.num_channels,), self.affine)
 
-    def _view(self, x):
+    def _view(self, x: Array) -> tuple[Array, int]:
         what = "(N, C, *spatial)"
         x = self._check_input(x, range(2, 33), what)
         self._check_channels(x, self.num_channels, what)
         N, C = x.shape[:2]
         return x.reshape(N, C, math.prod(x.shape[2:])), self.num_groups
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
         return s if self.affine else s + ", affine=False"
 
 
-def _leaves(layer):
+_L = TypeVar("_L", bound=Layer)
+
+
+def _leaves(layer: Layer) -> list[Layer]:
     """The non-container layers of ``layer``, in forward order."""
     subs = getattr(layer, "layers", None)
     if subs is None:
@@ -439,7 +467,7 @@ def _leaves(layer):
     return [leaf for sub in subs for leaf in _leaves(sub)]
 
 
-def recompute_batchnorm_stats(model, x, batch_size=256):
+def recompute_batchnorm_stats(model: _L, x: Array, batch_size: int = 256) -> _L:
     """Set every BatchNorm's running statistics to the exact ones over a data set.
 
     The textbook inference network (Ioffe and Szegedy 2015, Algorithm 2,
@@ -485,6 +513,7 @@ def recompute_batchnorm_stats(model, x, batch_size=256):
     for k, bn in enumerate(leaves):
         if not isinstance(bn, BatchNorm) or not bn.track_running_stats:
             continue
+        assert bn.running_mean is not None and bn.running_var is not None  # tracking
         ops = bn.ops
         check_device("recompute_batchnorm_stats", "a BatchNorm's running statistics",
                      bn.running_mean, ops, parameter=True)

@@ -8,6 +8,11 @@ as (N, C). The math (forward, backward, the argmax rule of max pooling) is
 stated once, in the ops' contract, tinynet/ops/pool/__init__.py; the
 arithmetic is the active backend's maxpool2d_* / avgpool2d_* ops.
 """
+from __future__ import annotations
+
+from typing import Any
+
+from ..parameter import Array
 from .base import Layer
 from .conv import _pair
 
@@ -17,12 +22,13 @@ __all__ = ["MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
 class _Pool2D(Layer):
     """Shared setup and checks of MaxPool2D and AvgPool2D."""
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(self, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] | None = None) -> None:
         super().__init__()
         self.kernel_size = _pair(kernel_size, self.name, "kernel_size")
         self.stride = self.kernel_size if stride is None else _pair(stride, self.name, "stride")
 
-    def _check_pool_input(self, x):
+    def _check_pool_input(self, x: Array) -> Array:
         x = self._check_input(x, (4,), "(N, C, H, W)")
         (kh, kw), (H, W) = self.kernel_size, x.shape[2:]
         if H < kh or W < kw:
@@ -30,7 +36,7 @@ class _Pool2D(Layer):
                              f"the kernel ({kh}, {kw})")
         return x
 
-    def _check_pool_dy(self, dy):
+    def _check_pool_dy(self, dy: Array) -> tuple[Array, tuple[int, ...], Any]:
         """dy checked against the forward's output shape and dtype; returns (dy, x_shape, extra)."""
         dy = self._check_dy(dy, self._cache[1] if self._cache else None)
         x_shape, _, dtype, extra = self._cache
@@ -39,7 +45,7 @@ class _Pool2D(Layer):
                             f"input's ({dtype})")
         return dy, x_shape, extra
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
@@ -59,14 +65,14 @@ class MaxPool2D(_Pool2D):
     x (N, C, H, W) -> y (N, C, OH, OW)
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Max-pool x (N, C, H, W); returns (N, C, OH, OW)."""
         x = self._check_pool_input(x)
         y, argmax = self.ops.maxpool2d_forward(x, self.kernel_size, self.stride)
         self._cache = (x.shape, y.shape, x.dtype, argmax)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Route dy (N, C, OH, OW) to the argmaxes; return dx (N, C, H, W), or None."""
         dy, x_shape, argmax = self._check_pool_dy(dy)
         if not self.requires_input_grad:
@@ -89,14 +95,14 @@ class AvgPool2D(_Pool2D):
     x (N, C, H, W) -> y (N, C, OH, OW)
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Average-pool x (N, C, H, W); returns (N, C, OH, OW)."""
         x = self._check_pool_input(x)
         y = self.ops.avgpool2d_forward(x, self.kernel_size, self.stride)
         self._cache = (x.shape, y.shape, x.dtype, None)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Spread dy (N, C, OH, OW) over the windows; return dx (N, C, H, W), or None."""
         dy, x_shape, _ = self._check_pool_dy(dy)
         if not self.requires_input_grad:
@@ -114,7 +120,7 @@ class GlobalAvgPool2D(Layer):
     x (N, C, H, W) -> y (N, C)
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """y[n, c] = mean of x[n, c] over (H, W). x: (N, C, H, W); returns (N, C)."""
         x = self._check_input(x, (4,), "(N, C, H, W)")
         N, C, H, W = x.shape
@@ -125,7 +131,7 @@ class GlobalAvgPool2D(Layer):
         self._cache = (x.shape, x.dtype)
         return y.reshape(N, C)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """dx[n, c, h, w] = dy[n, c] / (H*W). dy: (N, C); returns (N, C, H, W), or None."""
         dy = self._check_dy(dy, self._cache[0][:2] if self._cache else None)
         x_shape, dtype = self._cache

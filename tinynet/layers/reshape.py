@@ -3,8 +3,11 @@
 forward:   y = x reshaped to (N, prod(x.shape[1:]))
 backward:  dx = dy reshaped back to x's shape
 """
+from __future__ import annotations
+
 import math
 
+from ..parameter import Array
 from .base import Layer
 
 __all__ = ["Flatten"]
@@ -18,7 +21,7 @@ class Flatten(Layer):
     x (N, *) -> y (N, prod(*))
     """
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Reshape x (N, *) to (N, prod(*)). The output is a view of x."""
         # Any rank from 2 up; NumPy arrays have at most 64 axes.
         x = self._check_input(x, range(2, 65), "(N, *) with at least 2 dims")
@@ -26,7 +29,7 @@ class Flatten(Layer):
         self._cache = (x.shape, y.shape, x.dtype)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Reshape dy (N, prod(*)) back to the input's shape; returns a fresh array, or None."""
         dy = self._check_dy(dy, self._cache[1] if self._cache else None)
         x_shape, _, dtype = self._cache

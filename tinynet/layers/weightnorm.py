@@ -25,13 +25,20 @@ with the means over (N, H, W) per channel; running_mean follows BatchNorm's
 momentum rule. It runs on the backend's norm_stats and norm_forward with
 rstd = 1.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .. import init
-from ..parameter import Parameter
+from ..parameter import Array, Parameter
 from .base import Layer, layer_to_config
 from .conv import Conv2D
 from .dense import Dense
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["WeightNorm", "MeanOnlyBatchNorm"]
 
@@ -47,7 +54,7 @@ class _Wrapped:
     from) and checks inputs as that layer does.
     """
 
-    def __init__(self, wrapper, layer):
+    def __init__(self, wrapper: str, layer: Layer) -> None:
         if isinstance(layer, Dense):
             self.kind = "dense"
             self.in_dim, self.out_dim = layer.in_features, layer.out_features
@@ -64,7 +71,7 @@ class _Wrapped:
         self.layer_repr = repr(layer)
         self.layer_config = layer_to_config(layer)  # rebuilds a layer of the same shape
 
-    def check(self, layer, x):
+    def check(self, layer: Layer, x: Array) -> Array:
         if self.kind == "dense":
             what = f"(N, in_features) = (N, {self.in_dim})"
             x = layer._check_input(x, (2,), what)
@@ -79,13 +86,14 @@ class _Wrapped:
             raise ValueError(f"{self.wrapper}: input must have shape {what}, got shape {x.shape}")
         return x
 
-    def forward(self, ops, x, W, b):
+    def forward(self, ops: Any, x: Array, W: Array, b: Array | None) -> tuple[Array, Any]:
         """(y, cache) of the wrapped layer with weight W and bias b (or None)."""
         if self.kind == "dense":
             return ops.dense_forward(x, W, b), None
         return ops.conv2d_forward(x, W, b, self.stride, self.padding, self.groups)
 
-    def backward(self, ops, dy, x, W, cache, has_bias, need_dx):
+    def backward(self, ops: Any, dy: Array, x: Array, W: Array, cache: Any, has_bias: bool,
+                 need_dx: bool) -> tuple[Array | None, Array, Array | None]:
         """(dx | None, dW, db | None) of the wrapped layer."""
         if self.kind == "dense":
             return ops.dense_backward(x, W, dy, has_bias, need_dx)
@@ -123,7 +131,7 @@ class WeightNorm(Layer):
     param_names = ("bias", _G_KEY, _V_KEY)
     _aliases = {_G_KEY: "weight_g", _V_KEY: "weight_v"}
 
-    def __init__(self, layer):
+    def __init__(self, layer: Dense | Conv2D) -> None:
         super().__init__()
         self._op = _Wrapped("WeightNorm", layer)
         v = layer.weight.data
@@ -133,18 +141,18 @@ class WeightNorm(Layer):
                                   name="weight_g")
         self.bias = layer.bias
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails: torch's state_dict names of g and v.
         aliases = type(self)._aliases
         if name in aliases:
             return getattr(self, aliases[name])
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
-    def compute_weight(self):
+    def compute_weight(self) -> Array:
         """The effective weight w = g * v / ||v||, the wrapped weight's shape."""
         return self.ops.weightnorm_forward(self.weight_v.data, self.weight_g.data)[0]
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """The wrapped layer's forward with w = g * v / ||v||."""
         x = self._op.check(self, x)
         w, vnorm = self.ops.weightnorm_forward(self.weight_v.data, self.weight_g.data)
@@ -153,7 +161,7 @@ class WeightNorm(Layer):
         self._cache = (x, w, vnorm, cache, y.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """Add dg, dv (and db) into the gradients; return dx, or None.
 
         dx is None when ``requires_input_grad`` is False.
@@ -165,11 +173,11 @@ class WeightNorm(Layer):
         dv, dg = self.ops.weightnorm_backward(self.weight_v.data, self.weight_g.data, vnorm, dw)
         self.weight_v.grad += dv
         self.weight_g.grad += dg
-        if db is not None:
+        if db is not None and self.bias is not None:
             self.bias.grad += db
         return dx
 
-    def init_from_data(self, x, init_scale=1.0):
+    def init_from_data(self, x: Array, init_scale: float = 1.0) -> Self:
         """Data-dependent initialization (Salimans and Kingma 2016, section 3).
 
         With t = v . x / ||v|| the pre-activation of each output unit before
@@ -209,11 +217,11 @@ class WeightNorm(Layer):
         self._cache = None
         return self
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """``{"layer": the config of the Dense or Conv2D it wraps}`` (a layer of that shape)."""
         return {"layer": self._op.layer_config}
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return self._op.layer_repr
 
 
@@ -242,7 +250,7 @@ class MeanOnlyBatchNorm(Layer):
     param_names = ("bias",)
     buffer_names = ("running_mean", "num_batches_tracked")
 
-    def __init__(self, num_features, momentum=0.1):
+    def __init__(self, num_features: int, momentum: float = 0.1) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"MeanOnlyBatchNorm: num_features must be a positive int, "
@@ -255,7 +263,7 @@ class MeanOnlyBatchNorm(Layer):
         self.running_mean = init.zeros((num_features,))
         self.num_batches_tracked = np.array(0, dtype=np.int64)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """y = x - mean + beta, the batch mean in training, the running mean in eval."""
         x = self._check_input(x, (2, 4), "(N, C) or (N, C, H, W)")
         if x.shape[1] != self.num_features:
@@ -274,10 +282,10 @@ class MeanOnlyBatchNorm(Layer):
         self._cache = (x.shape, self.training)
         return y.reshape(x.shape)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array | None:
         """dx = dy - mean(dy) per channel in training (dy in eval); dbeta = sum dy."""
-        shape, training = self._cache if self._cache is not None else ((), None)
-        dy = self._check_dy(dy, shape)
+        dy = self._check_dy(dy, self._cache[0] if self._cache else None)
+        shape, training = self._cache
         dyv = dy.reshape(shape[0], shape[1], -1)
         mean_dy = self.ops.norm_stats(dyv, 1, True, 1.0)[0]
         self.bias.grad += (mean_dy * (dyv.shape[0] * dyv.shape[2])).astype(dy.dtype)
@@ -288,5 +296,5 @@ class MeanOnlyBatchNorm(Layer):
         ones = self.ops.asarray(np.ones(self.num_features))
         return self.ops.norm_forward(dyv, mean_dy, ones, None, None, 1, True).reshape(shape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}"

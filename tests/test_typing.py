@@ -1,0 +1,83 @@
+"""Type hints: mypy passes on tinynet's typed modules, and a typed user script checks.
+
+The modules and mypy's settings are pyproject.toml's [tool.mypy]; `mypy` with
+no arguments, run in the repository root, checks them. The client test shows
+that the hints reach a user's code: a script that builds, trains and
+evaluates a model type-checks, and wrong calls in it are reported.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("mypy", reason="mypy is not installed (it is in the test extra: "
+                                   "pip install -e '.[test]')")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TYPED_CLIENT = '''
+import numpy as np
+from numpy.typing import NDArray
+
+import tinynet as tn
+
+
+def build() -> tn.Sequential:
+    return tn.Sequential(tn.Conv2D(1, 4, 3, padding=1), tn.BatchNorm(4), tn.ReLU(),
+                         tn.MaxPool2D(2), tn.Flatten(), tn.Dense(4 * 4 * 4, 10))
+
+
+def main() -> float:
+    rng = np.random.default_rng(0)
+    x: NDArray[np.float32] = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+    y: NDArray[np.int64] = rng.integers(0, 10, size=32)
+    model = build()
+    model.summary(input_shape=(1, 1, 8, 8))
+    table: str = model.summary_text(input_shape=(1, 1, 8, 8))
+    optimizer = tn.optim.Adam(model.parameters(), lr=1e-3)
+    loader = tn.data.DataLoader(x, y, batch_size=8, shuffle=True, seed=0)
+    history: tn.History = tn.fit(model, tn.SoftmaxCrossEntropy(), optimizer, loader,
+                                 epochs=1, progress=False)
+    probs: NDArray[np.float64] = tn.predict(model, x)
+    loss, acc = tn.evaluate(model, tn.SoftmaxCrossEntropy(), (x, y))
+    return float(probs.sum()) + loss + acc + len(history) + len(table)
+'''
+
+WRONG_CALLS = '''
+import tinynet as tn
+
+layer = tn.Dense("3", 4)
+optimizer = tn.optim.Adam(layer.parameters(), lr="0.001")
+'''
+
+
+def _mypy(*args):
+    """Run mypy in the repository root (its pyproject.toml configures it)."""
+    return subprocess.run([sys.executable, "-m", "mypy", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_typed_modules_pass_mypy():
+    result = _mypy()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Success" in result.stdout, \
+        f"mypy reports errors in tinynet's typed modules:\n{output}"
+
+
+def test_a_typed_client_checks_and_wrong_calls_are_reported(tmp_path):
+    client = tmp_path / "typed_client.py"
+    client.write_text(textwrap.dedent(TYPED_CLIENT))
+    wrong = tmp_path / "wrong_calls.py"
+    wrong.write_text(textwrap.dedent(WRONG_CALLS))
+    result = _mypy(str(client), str(wrong))
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if ": error:" in line]
+    assert not [line for line in errors if "typed_client.py" in line], \
+        f"mypy rejects a correct use of tinynet's API:\n{output}"
+    assert any('"Dense" has incompatible type "str"; expected "int"' in line
+               for line in errors), f"tn.Dense('3', 4) was not reported:\n{output}"
+    assert any('"lr" to "Adam" has incompatible type "str"; expected "float"' in line
+               for line in errors), f"a str lr was not reported:\n{output}"
+    assert len(errors) == 2 and result.returncode == 1, output
