@@ -425,9 +425,9 @@ def test_conv_parameters():
     assert layer.weight.dtype == np.float32
     assert layer.weight.name == "weight" and layer.bias.name == "bias"
     assert layer.parameters() == [layer.weight, layer.bias]
-    assert np.all(layer.bias.data == 0)
-    bound = math.sqrt(6.0 / (3 * 2 * 3))
-    assert np.abs(layer.weight.data).max() <= bound
+    bound = 1.0 / math.sqrt(3 * 2 * 3)  # torch's default init: U(-b, b), b = 1/sqrt(fan_in)
+    assert np.abs(layer.weight.data).max() <= bound and np.abs(layer.bias.data).max() <= bound
+    assert np.all(tn.Conv2D(3, 4, (2, 3), init="he_uniform").bias.data == 0)
     assert layer.kernel_size == (2, 3) and layer.stride == (1, 1) and layer.padding == (0, 0)
     layer = tn.Conv2D(3, 4, 3, stride=(2, 1), padding=[1, 0], bias=False)
     assert layer.stride == (2, 1) and layer.padding == (1, 0)

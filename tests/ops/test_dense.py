@@ -166,22 +166,24 @@ def test_dense_parameters():
     assert layer.weight.name == "weight" and layer.bias.name == "bias"
     assert layer.parameters() == [layer.weight, layer.bias]
     assert list(layer.state_dict()) == ["weight", "bias"]
-    assert np.all(layer.bias.data == 0)
+    assert np.abs(layer.bias.data).max() <= 1.0 / math.sqrt(5)  # torch's default init
+    assert np.all(tn.Dense(5, 4, init="he_uniform").bias.data == 0)
     assert np.all(layer.weight.grad == 0) and np.all(layer.bias.grad == 0)
     no_bias = tn.Dense(5, 4, bias=False)
     assert no_bias.bias is None and no_bias.parameters() == [no_bias.weight]
 
 
-def test_dense_weight_is_he_uniform():
+@pytest.mark.parametrize("init, bound", [("torch", 1.0 / math.sqrt(50)),
+                                         ("he_uniform", math.sqrt(6.0 / 50))])
+def test_dense_weight_init(init, bound):
     tn.init.seed(7)
-    layer = tn.Dense(50, 400)
-    bound = math.sqrt(6.0 / 50)
+    layer = tn.Dense(50, 400, init=init)
     w = layer.weight.data
     assert np.abs(w).max() <= bound
     assert np.abs(w).max() > 0.95 * bound
     assert abs(w.std() - bound / math.sqrt(3.0)) < 0.05 * bound
     tn.init.seed(7)
-    assert np.array_equal(tn.Dense(50, 400).weight.data, w)
+    assert np.array_equal(tn.Dense(50, 400, init=init).weight.data, w)
 
 
 def test_dense_extra_repr():
