@@ -37,11 +37,13 @@ slower on a loaded machine (``python -m kernels.system.instep``).
 
 When a GNU OpenMP runtime is already loaded (torch imported before tinynet),
 numba's omp layer would run on it with the wait policy it read at load
-time; the priority is then tbb, workqueue, omp. With the ``tbb`` package
-installed (``pip install tinynet[tbb]``) every op of the step stayed within
-1.15x of its torch-free time (``python -m kernels.system.instep``, settings "torch
-first, ..."); without it the workqueue layer's launch cost slows the small
-kernels (1.3 to 2.3x for the ReLU and Dropout on (64, 128)).
+time; the priority is then tbb, workqueue, omp. The ``tbb`` package is a
+dependency of tinynet on Linux and Windows x86-64 (its wheels' platforms;
+elsewhere ``pip install tinynet[tbb]`` asks for it); ``preload_tbb`` makes numba
+find its library in a virtual environment. With it every op of the step stayed
+within 1.04x of its torch-free time and the step ran at 0.92x (``python -m
+kernels.system.instep``, settings "torch first, ..."); on the workqueue layer
+the step took 1.14x and the small kernels up to 1.54x, by its launch cost.
 
 ``configure_threading()`` sets that default, each part only when the user has
 not set it; ``tinynet.process.apply()`` calls it when the cpu backend first
