@@ -1,6 +1,8 @@
 """The public MNIST speedrun recipe, tinynet against torch, each in its own process.
 
     python -m kernels.speedrun --seeds 10 [--json PATH] [--data-dir DIR]
+    python -m kernels.speedrun --device cuda --seeds 3   # on a GPU: tinynet's cuda
+                                                         # backend against torch CUDA
 
 The recipe is tinynet/speedrun.py's (``tinynet speedrun``): conv 1->24 5x5,
 maxpool 2, ReLU; conv 24->32 3x3, maxpool 2, ReLU; dense 800->256, ReLU,
@@ -47,15 +49,20 @@ def torch_model(torch):
         nn.Flatten(), nn.Linear(800, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def torch_speedrun(seed, data_dir=None):
-    """The recipe in torch: (train seconds, test accuracy, first step seconds)."""
+def torch_speedrun(seed, data_dir=None, device="cpu"):
+    """The recipe in torch on ``device`` ("cpu" or "cuda"; the data set is moved
+    there before the clock starts): {"train_s", "test_acc", "first_step_s", ...}."""
     import torch
     from torch import nn
     from tinynet.speedrun import RECIPE, load_data  # data only: no tinynet kernel runs here
     (x, y), (xt, yt) = load_data(data_dir)
-    x, y, xt, yt = map(torch.from_numpy, (x, y, xt, yt))
+    x, y, xt, yt = (torch.from_numpy(a).to(device) for a in (x, y, xt, yt))
+
+    def sync():  # the clock reads finished work only
+        if device == "cuda":
+            torch.cuda.synchronize()
     torch.manual_seed(seed)
-    model = torch_model(torch)
+    model = torch_model(torch).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=RECIPE["lr"], betas=RECIPE["betas"])
     batch = RECIPE["batch_size"]
     steps = math.ceil(len(x) / batch)
@@ -64,7 +71,8 @@ def torch_speedrun(seed, data_dir=None):
         div_factor=RECIPE["div_factor"], final_div_factor=RECIPE["final_div_factor"],
         cycle_momentum=False)
     loss_fn = nn.CrossEntropyLoss()
-    order = torch.randperm(len(x))
+    order = torch.randperm(len(x)).to(device)
+    sync()
     t0 = time.perf_counter()
     first = None
     for i in range(steps):
@@ -75,7 +83,9 @@ def torch_speedrun(seed, data_dir=None):
         opt.step()
         sched.step()
         if first is None:
+            sync()
             first = time.perf_counter() - t0
+    sync()
     train_s = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
@@ -85,28 +95,31 @@ def torch_speedrun(seed, data_dir=None):
             "test_acc": correct / len(xt)}
 
 
-def run_tinynet(seed, data_dir=None):
-    cmd = [sys.executable, "-m", "tinynet", "speedrun", "--seeds", str(seed), "--json"]
+def run_tinynet(seed, data_dir=None, device="cpu"):
+    cmd = [sys.executable, "-m", "tinynet", "speedrun", "--seeds", str(seed), "--json",
+           "--backend", device]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_torch(seed, data_dir=None):
-    cmd = [sys.executable, "-m", "kernels.speedrun", "--child", "torch", "--seed", str(seed)]
+def run_torch(seed, data_dir=None, device="cpu"):
+    cmd = [sys.executable, "-m", "kernels.speedrun", "--child", "torch", "--seed", str(seed),
+           "--device", device]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench(seeds, data_dir=None, torch=True, say=print):
-    """Rows {"seed", "tinynet": result, "torch": result or None} for seeds 0..seeds-1."""
+def bench(seeds, data_dir=None, torch=True, say=print, device="cpu"):
+    """Rows {"seed", "tinynet": result, "torch": result or None} for seeds 0..seeds-1,
+    each framework on ``device`` ("cpu": tinynet's cpu backend; "cuda")."""
     rows = []
     for seed in range(seeds):
-        row = {"seed": seed, "tinynet": run_tinynet(seed, data_dir),
-               "torch": run_torch(seed, data_dir) if torch else None}
+        row = {"seed": seed, "tinynet": run_tinynet(seed, data_dir, device),
+               "torch": run_torch(seed, data_dir, device) if torch else None}
         rows.append(row)
         say(_row_line(row))
     return rows
@@ -137,6 +150,25 @@ def summary(rows):
     return out
 
 
+def markdown(rows, s):
+    """The bench as a Markdown table (the GPU report's speedrun section)."""
+    lines = ["| seed | tinynet s | tinynet test acc | torch s | torch test acc | ratio |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        t, o = r["tinynet"], r["torch"]
+        other = (f"{o['train_s']:.2f} | {100 * o['test_acc']:.2f}% | "
+                 f"{t['train_s'] / o['train_s']:.2f}") if o else "| |"
+        lines.append(f"| {r['seed']} | {t['train_s']:.2f} | {100 * t['test_acc']:.2f}% | {other} |")
+    v = s["tinynet"]
+    last = f"| median / mean | {v['median_train_s']:.2f} | {100 * v['mean_test_acc']:.2f}% |"
+    if "torch" in s:
+        w = s["torch"]
+        last += f" {w['median_train_s']:.2f} | {100 * w['mean_test_acc']:.2f}% | {s['ratio']:.2f} |"
+    else:
+        last += " | | |"
+    return "\n".join(lines + [last])
+
+
 def print_summary(s):
     for name in ("tinynet", "torch"):
         if name in s:
@@ -158,18 +190,20 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1, one run each")
     parser.add_argument("--data-dir", default=None, help="the data root (MNIST)")
     parser.add_argument("--json", default=None, help="also write the rows and summary here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="tinynet's backend and torch's device (cuda: a GPU)")
     parser.add_argument("--child", choices=("torch",), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         from kernels.common import try_torch
         try_torch()  # torch's threads matched to numba's (the machine's cores)
-        print(json.dumps(torch_speedrun(args.seed, args.data_dir)))
+        print(json.dumps(torch_speedrun(args.seed, args.data_dir, args.device)))
         return
     torch = have_torch()
     if not torch:
         print("torch is not installed: timing tinynet alone")
-    rows = bench(args.seeds, args.data_dir, torch)
+    rows = bench(args.seeds, args.data_dir, torch, device=args.device)
     s = summary(rows)
     print_summary(s)
     if args.json:

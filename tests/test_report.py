@@ -167,7 +167,7 @@ def _fake_gpu_run(monkeypatch, tmp_path, argv, missing):
 def test_the_ptx_table_runs_only_without_a_gpu(monkeypatch, tmp_path):
     (names, doc, timeout), status = _fake_gpu_run(monkeypatch, tmp_path, [], None)
     assert names == ["device", "tests", "bandwidth", "gpu_launch", "gpu_norm", "gpu_gemm",
-                     "step"]
+                     "step", "speedrun"]
     assert status == 0 and timeout == report.SECTION_TIMEOUT == 300
     (names, _, _), status = _fake_gpu_run(monkeypatch, tmp_path, [], "no GPU found")
     assert names == ["ptx"] and status == 1

@@ -86,9 +86,9 @@ def test_command_line_prints_each_seed(monkeypatch, capsys):
 
 def test_bench_table_and_summary(monkeypatch, capsys):
     fake = {"tinynet": [2.0, 3.0, 4.0], "torch": [4.0, 5.0, 8.0]}
-    monkeypatch.setattr(bench, "run_tinynet", lambda seed, d=None: {
+    monkeypatch.setattr(bench, "run_tinynet", lambda seed, d=None, device="cpu": {
         "seed": seed, "train_s": fake["tinynet"][seed], "test_acc": 0.99})
-    monkeypatch.setattr(bench, "run_torch", lambda seed, d=None: {
+    monkeypatch.setattr(bench, "run_torch", lambda seed, d=None, device="cpu": {
         "seed": seed, "train_s": fake["torch"][seed], "test_acc": 0.985 + 0.005 * seed})
     rows = bench.bench(3)
     s = bench.summary(rows)
@@ -102,6 +102,60 @@ def test_bench_table_and_summary(monkeypatch, capsys):
     assert "ratio of the medians (tinynet / torch): 0.60" in out
     alone = bench.summary(bench.bench(2, torch=False, say=lambda line: None))
     assert "torch" not in alone and "ratio" not in alone
+    table = bench.markdown(rows, s).splitlines()
+    assert table[0].startswith("| seed | tinynet s |") and len(table) == 2 + 3 + 1
+    assert table[3] == "| 1 | 3.00 | 99.00% | 5.00 | 99.00% | 0.60 |"
+    assert table[-1] == "| median / mean | 3.00 | 99.00% | 5.00 | 99.00% | 0.60 |"
+    lone = bench.markdown(bench.bench(1, torch=False, say=lambda line: None), alone)
+    assert lone.splitlines()[2] == "| 0 | 2.00 | 99.00% | | | |"
+
+
+def test_the_bench_runs_both_frameworks_on_the_device(monkeypatch):
+    """--device cuda reaches tinynet's backend and torch's device, each a new process."""
+    commands = []
+
+    class Done:
+        stdout = json.dumps({"seed": 0, "train_s": 1.0, "test_acc": 0.99}) + "\n"
+
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: commands.append(cmd) or Done)
+    bench.bench(1, device="cuda", say=lambda line: None)
+    tinynet_cmd, torch_cmd = commands
+    assert tinynet_cmd[1:4] == ["-m", "tinynet", "speedrun"]
+    assert tinynet_cmd[tinynet_cmd.index("--backend") + 1] == "cuda"
+    assert torch_cmd[torch_cmd.index("--device") + 1] == "cuda"
+    commands.clear()
+    bench.bench(1, say=lambda line: None)
+    assert commands[0][commands[0].index("--backend") + 1] == "cpu"
+
+
+def test_the_clock_waits_for_the_gpu(monkeypatch):
+    """On the cuda backend the training time is read after a device synchronize
+    (kernels run asynchronously); on the host backends nothing is called."""
+    import numba.cuda
+    calls = []
+    monkeypatch.setattr(numba.cuda, "synchronize", lambda: calls.append(1))
+    speedrun._synchronize()
+    assert calls == []
+    monkeypatch.setattr(speedrun.backends, "backend_name", lambda: "cuda")
+    speedrun._synchronize()
+    assert calls == [1]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",
+                    reason="the recipe's 28x28 batches of 256 would take minutes in the CUDA "
+                           "simulator; this test runs on a GPU")
+def test_the_recipe_on_a_gpu_follows_the_cpu():
+    from cudasim import requires_cuda
+    if requires_cuda.args[0]:
+        pytest.skip(requires_cuda.kwargs["reason"])
+    train, test = _slice(n_train=512, n_test=100)
+    with tn.use_backend("cpu"):
+        cpu = speedrun.train_speedrun(1, train, test)
+    with tn.use_backend("cuda"):
+        gpu = speedrun.train_speedrun(1, train, test)
+    assert gpu["backend"] == "cuda" and gpu["steps"] == cpu["steps"] == 2
+    assert gpu["final_loss"] == pytest.approx(cpu["final_loss"], rel=1e-3)
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "mnist")),
