@@ -9,10 +9,14 @@ Runs every lab bench in this process (one machine state, one run), then
   training step, next to torch) between the ``report:start`` /
   ``report:end`` markers of docs/performance.md, and every lab's full
   variant table between ``lab:start`` / ``lab:end``;
+- runs the MNIST speedrun recipe over 10 seeds, tinynet against torch in new
+  processes (``kernels.speedrun``; ``--speedrun-seeds N``, 0 to leave it
+  out; MNIST from $TINYNET_DATA_DIR), and writes its table between
+  ``speedrun:start`` / ``speedrun:end``;
 - draws docs/performance.png: a bar chart of tinynet / torch per row
   (below 1 is faster than torch).
 
-    python -m kernels.report            # about 5 minutes on 2 cores
+    python -m kernels.report            # about 10 minutes on 2 cores
     python -m kernels.report --no-write # print only
 
 The GPU report, ``python -m kernels.report --device cuda``, is the one
@@ -88,7 +92,8 @@ GPU_LABS = ("gpu_launch", "gpu_norm", "gpu_gemm")
 MARKERS = {"report": ("<!-- report:start -->", "<!-- report:end -->"),
            "lab": ("<!-- lab:start -->", "<!-- lab:end -->"),
            "gpu-report": ("<!-- gpu-report:start -->", "<!-- gpu-report:end -->"),
-           "ptx": ("<!-- ptx:start -->", "<!-- ptx:end -->")}
+           "ptx": ("<!-- ptx:start -->", "<!-- ptx:end -->"),
+           "speedrun": ("<!-- speedrun:start -->", "<!-- speedrun:end -->")}
 
 
 def target_rows(lab_rows):
@@ -121,6 +126,21 @@ def collect():
     from kernels.step import bench as step_bench
     step = step_bench(repeat=20, rounds=STEP_ROUNDS)
     return bandwidth, rows, tables.getvalue(), step
+
+
+def speedrun_table(seeds):
+    """The MNIST speedrun recipe over ``seeds`` seeds, tinynet against torch, each in
+    new processes (kernels.speedrun; MNIST from $TINYNET_DATA_DIR): its Markdown
+    table with a header line naming the command, the date, the CPU and the load."""
+    from kernels import speedrun
+    load = os.getloadavg()[0]
+    rows = speedrun.bench(seeds, torch=speedrun.have_torch())
+    head = (f"Measured by `python -m kernels.report` (`python -m kernels.speedrun --seeds "
+            f"{seeds}`) on {time.strftime('%Y-%m-%d %H:%M')}, load average {load:.2f} at the "
+            f"start and {os.getloadavg()[0]:.2f} at the end, CPU {cpu_model()}, "
+            f"{numba.get_num_threads()} threads each; train time in seconds, the loop over the "
+            "epoch's 235 steps; test accuracy on the 10,000 test images; ratio = tinynet / torch.")
+    return head + "\n\n" + speedrun.markdown(rows, speedrun.summary(rows))
 
 
 def cpu_model():
@@ -540,6 +560,9 @@ def section_main(name, out=None):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kernels.report")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
+    parser.add_argument("--speedrun-seeds", type=int, default=10, metavar="N",
+                        help="the cpu report's MNIST speedrun table over seeds 0..N-1 "
+                             "(0: leave it out)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: the GPU report (docs/performance-gpu.md)")
     parser.add_argument("--ptx-only", action="store_true",
@@ -573,8 +596,11 @@ def main(argv=None):
     load_start = os.getloadavg()[0]
     bandwidth, rows, tables, step = collect()
     table = markdown(bandwidth, rows, step, (load_start, os.getloadavg()[0]))
+    speedrun = speedrun_table(args.speedrun_seeds) if args.speedrun_seeds else None
     print(tables)
     print(table)
+    if speedrun:
+        print(speedrun)
     if args.no_write:
         return
     doc = os.path.join(DOC, "performance.md")
@@ -582,6 +608,8 @@ def main(argv=None):
         text = f.read()
     text = replace_between(text, "report", table)
     text = replace_between(text, "lab", f"```\n{tables.strip()}\n```")
+    if speedrun:
+        text = replace_between(text, "speedrun", speedrun)
     with open(doc, "w") as f:
         f.write(text)
     chart(rows, step, os.path.join(DOC, "performance.png"))

@@ -206,3 +206,22 @@ def test_a_section_run_alone_writes_its_result(monkeypatch, tmp_path):
                         "--section-out", str(out)]) == 0
     assert json.loads(out.read_text()) == {"body": "body", "ok": False,
                                            "data": {"bandwidth": 1.0}}
+
+
+def test_the_cpu_report_writes_the_speedrun_table(monkeypatch):
+    """The speedrun table (kernels.speedrun's rows) with a header naming the command,
+    the CPU and the load, and the doc's speedrun region that it replaces."""
+    from kernels import speedrun
+    rows = [{"seed": s, "tinynet": {"train_s": 2.0 + s, "test_acc": 0.99},
+             "torch": {"train_s": 4.0, "test_acc": 0.98}} for s in range(2)]
+    monkeypatch.setattr(speedrun, "bench", lambda seeds, torch=True: rows[:seeds])
+    text = report.speedrun_table(2)
+    head, table = text.split("\n\n")
+    assert "`python -m kernels.speedrun --seeds 2`" in head and report.cpu_model() in head
+    assert table.splitlines()[-1] == "| median / mean | 2.50 | 99.00% | 4.00 | 98.00% | 0.62 |"
+    with open(os.path.join(report.DOC, "performance.md")) as f:
+        doc = f.read()
+    new = report.replace_between(doc, "speedrun", text)
+    assert text in new and new.count("<!-- speedrun:start -->") == 1
+    assert report.parse_args([]).speedrun_seeds == 10
+    assert report.parse_args(["--speedrun-seeds", "0"]).speedrun_seeds == 0
