@@ -26,6 +26,8 @@ import tinynet as tn
 
 def build() -> tn.Sequential:
     return tn.Sequential(tn.Conv2D(1, 4, 3, padding=1), tn.BatchNorm(4), tn.ReLU(),
+                         tn.Residual(tn.Sequential(tn.Conv2D(4, 4, 3, padding=1))),
+                         tn.Concat(tn.Conv2D(4, 2, 1), tn.Conv2D(4, 2, 1)),
                          tn.MaxPool2D(2), tn.Flatten(), tn.Dense(4 * 4 * 4, 10))
 
 
@@ -50,6 +52,54 @@ import tinynet as tn
 
 layer = tn.Dense("3", 4)
 optimizer = tn.optim.Adam(layer.parameters(), lr="0.001")
+'''
+
+# gradcheck, the Recorder, the backend and device functions and the zoo, as a
+# script uses them (mypy reads it; it never runs).
+TYPED_TOOLS_CLIENT = '''
+import io
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import tinynet as tn
+from tinynet.gradcheck import GradcheckRow, check_layers
+from tinynet.zoo import MODELS, build_lenet5, build_resnet
+
+
+def check() -> float:
+    rng = np.random.default_rng(0)
+    result: tn.GradcheckResult = tn.gradcheck(tn.Dense(3, 2), rng.standard_normal((4, 3)),
+                                              tol=1e-6, seed=1)
+    rows: list[GradcheckRow] = result.rows
+    worst: float = result.max_rel_err
+    ok: bool = result.passed and check_layers("dense", out=io.StringIO())
+    names: list[str] = tn.available_backends()
+    tn.set_backend("ref")
+    with tn.use_backend("cpu") as backend:
+        x = tn.to_device(rng.standard_normal((2, 1, 28, 28)), "cpu", dtype=np.float32)
+    host: NDArray[Any] = tn.to_host(x)
+    tn.set_num_threads(2)
+    numba_threads: int = tn.get_num_threads()["numba"]
+    model: tn.Sequential = build_lenet5(norm="group", num_classes=10)
+    builder, shape = MODELS["resnet8"]
+    resnet: tn.Sequential = builder("batch", num_classes=10)
+    deeper = build_resnet(20, norm="none")
+    with tn.Recorder(model, every=2, kinds=("y", "dy"), hist_range=(-3.0, 3.0)) as rec:
+        model.forward(host)
+    records: list[dict[str, Any]] = rec.select(layer="0", kind="y")
+    text: str = rec.to_json()
+    return (worst + len(rows) + ok + len(names) + numba_threads + len(records) + len(text)
+            + len(shape) + len(resnet) + len(deeper) + len(backend.NAME))
+'''
+
+WRONG_TOOLS_CALLS = '''
+import tinynet as tn
+from tinynet.zoo import build_resnet
+
+result = tn.gradcheck(tn.Dense(3, 2), [[1.0, 2.0, 3.0]], tol="1e-6")
+model = build_resnet("20")
 '''
 
 
@@ -80,4 +130,21 @@ def test_a_typed_client_checks_and_wrong_calls_are_reported(tmp_path):
                for line in errors), f"tn.Dense('3', 4) was not reported:\n{output}"
     assert any('"lr" to "Adam" has incompatible type "str"; expected "float"' in line
                for line in errors), f"a str lr was not reported:\n{output}"
+    assert len(errors) == 2 and result.returncode == 1, output
+
+
+def test_a_client_of_gradcheck_recorder_backends_and_zoo_checks(tmp_path):
+    client = tmp_path / "typed_tools_client.py"
+    client.write_text(textwrap.dedent(TYPED_TOOLS_CLIENT))
+    wrong = tmp_path / "wrong_tools_calls.py"
+    wrong.write_text(textwrap.dedent(WRONG_TOOLS_CALLS))
+    result = _mypy(str(client), str(wrong))
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if ": error:" in line]
+    assert not [line for line in errors if "typed_tools_client.py" in line], \
+        f"mypy rejects a correct use of gradcheck, Recorder, the backends or the zoo:\n{output}"
+    assert any('"tol" to "gradcheck" has incompatible type "str"; expected "float"' in line
+               for line in errors), f"a str tol was not reported:\n{output}"
+    assert any('"build_resnet" has incompatible type "str"; expected "int"' in line
+               for line in errors), f"build_resnet('20') was not reported:\n{output}"
     assert len(errors) == 2 and result.returncode == 1, output

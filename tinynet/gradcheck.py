@@ -18,18 +18,34 @@ An element passes when |a - b| <= tol * max(1, |a|, |b|).
 ``LAYER_CASES`` holds one tiny case for every public layer class, and
 ``check_layers`` (``tinynet gradcheck``) runs gradcheck over them.
 """
+from __future__ import annotations
+
 import contextlib
 import copy
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO, TypeAlias, TypedDict
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import init, layers
 from .layers.base import Layer
+from .layers.container import Concat, Residual
 from .model import Sequential
-from .parameter import Parameter
+from .parameter import Array, Parameter
 
-__all__ = ["gradcheck", "GradcheckResult", "LAYER_CASES", "check_layers"]
+__all__ = ["gradcheck", "GradcheckResult", "GradcheckRow", "LAYER_CASES", "check_layers"]
+
+
+class GradcheckRow(TypedDict):
+    """One checked tensor of a ``GradcheckResult`` (the keys of ``rows``)."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs_err: float
+    max_rel_err: float
+    passed: bool
 
 
 class GradcheckResult:
@@ -37,29 +53,30 @@ class GradcheckResult:
 
     Attributes
     ----------
-    rows : list of dict
-        Keys: ``name``, ``shape``, ``max_abs_err``, ``max_rel_err`` and ``passed``.
+    rows : list of GradcheckRow
+        Dicts with keys ``name``, ``shape``, ``max_abs_err``, ``max_rel_err``
+        and ``passed``.
     passed : bool
         True when every tensor passed.
     """
 
-    def __init__(self, layer_name, rows, tol):
+    def __init__(self, layer_name: str, rows: list[GradcheckRow], tol: float) -> None:
         self.layer_name = layer_name
         self.rows = rows
         self.tol = tol
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return all(r["passed"] for r in self.rows)
 
     @property
-    def max_rel_err(self):
+    def max_rel_err(self) -> float:
         return max((r["max_rel_err"] for r in self.rows), default=0.0)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self.passed
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"gradcheck {self.layer_name} (tol {self.tol:.0e}):",
                  f"  {'tensor':<16}{'shape':<18}{'max abs err':>13}{'max rel err':>13}  result"]
         for r in self.rows:
@@ -70,7 +87,7 @@ class GradcheckResult:
     __repr__ = __str__
 
 
-def _sublayers(layer):
+def _sublayers(layer: Layer) -> list[Layer]:
     """The layer and, for containers, every layer inside it."""
     out = [layer]
     for _, sub in layer.children():
@@ -78,7 +95,11 @@ def _sublayers(layer):
     return out
 
 
-def _snapshot(layer):
+# Each sub-layer and a copy of its plain attributes.
+_Snapshot: TypeAlias = list[tuple[Layer, dict[str, Any]]]
+
+
+def _snapshot(layer: Layer) -> _Snapshot:
     """Copy every attribute that is not a parameter or a sub-layer (buffers, dropout
     step, ...); the sub-layers are snapshot themselves."""
     return [(l, {k: copy.deepcopy(v) for k, v in vars(l).items()
@@ -86,13 +107,13 @@ def _snapshot(layer):
             for l in _sublayers(layer)]
 
 
-def _restore(snapshot):
+def _restore(snapshot: _Snapshot) -> None:
     for l, state in snapshot:
         for k, v in state.items():
             setattr(l, k, copy.deepcopy(v))
 
 
-def _compare(name, analytic, numeric, tol):
+def _compare(name: str, analytic: ArrayLike, numeric: ArrayLike, tol: float) -> GradcheckRow:
     a = np.asarray(analytic, dtype=np.float64)
     b = np.asarray(numeric, dtype=np.float64)
     err = np.abs(a - b)
@@ -103,7 +124,8 @@ def _compare(name, analytic, numeric, tol):
             "passed": bool(np.all(rel <= tol))}
 
 
-def gradcheck(layer, x, dy=None, h=1e-5, tol=1e-6, seed=0, check_input=True):
+def gradcheck(layer: Layer, x: ArrayLike, dy: ArrayLike | None = None, h: float = 1e-5,
+              tol: float = 1e-6, seed: int = 0, check_input: bool = True) -> GradcheckResult:
     """Compare a layer's analytic gradients with central differences.
 
     The layer (or Sequential) is cast to float64 in place. Its state that a
@@ -149,11 +171,11 @@ def gradcheck(layer, x, dy=None, h=1e-5, tol=1e-6, seed=0, check_input=True):
     analytic = [g for g in ([("x", dx)] if check_input else [])]
     analytic += [(name, p.grad.copy()) for name, p in named]
 
-    def loss():
+    def loss() -> float:
         _restore(state)
         return float(np.sum(layer.forward(x) * dy))
 
-    def numeric_grad(z):
+    def numeric_grad(z: Array) -> Array:
         g = np.zeros_like(z)
         flat, gflat = z.reshape(-1), g.reshape(-1)
         for i in range(flat.size):
@@ -168,9 +190,9 @@ def gradcheck(layer, x, dy=None, h=1e-5, tol=1e-6, seed=0, check_input=True):
 
     rows = []
     for name, a in analytic:
+        if a is None:  # only dx can be None: a parameter's grad is an array
+            raise RuntimeError(f"gradcheck: {type(layer).__name__}.backward returned no dx")
         if name == "x":
-            if a is None:
-                raise RuntimeError(f"gradcheck: {type(layer).__name__}.backward returned no dx")
             rows.append(_compare("x", a, numeric_grad(x), tol))
         else:
             p = dict(named)[name]
@@ -179,12 +201,12 @@ def gradcheck(layer, x, dy=None, h=1e-5, tol=1e-6, seed=0, check_input=True):
     return GradcheckResult(type(layer).__name__, rows, tol)
 
 
-def _distinct(rng, shape):
+def _distinct(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float64]:
     """Distinct values 0.1 apart, shuffled: each max-pool window has a single max."""
     return rng.permutation(int(np.prod(shape))).reshape(shape) / 10.0
 
 
-def _away_from_zero(rng, shape):
+def _away_from_zero(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float64]:
     """Standard normal values pushed 0.1 away from 0, the kink of ReLU and LeakyReLU."""
     x = rng.standard_normal(shape)
     return x + np.sign(x) * 0.1
@@ -196,7 +218,10 @@ def _away_from_zero(rng, shape):
 # evaluation sees the same mask (Dropout, DropConnect) or the same draws
 # (RandomAffineNoise). The containers hold small blocks with smooth activations,
 # so that no hidden value sits on a kink.
-LAYER_CASES = {
+LayerCase: TypeAlias = tuple[
+    Callable[[], Layer], tuple[int, ...],
+    Callable[[np.random.Generator, tuple[int, ...]], NDArray[np.float64]] | None]
+LAYER_CASES: dict[str, LayerCase] = {
     "Dense": (lambda: layers.Dense(7, 5), (3, 7), None),
     "Conv2D": (lambda: layers.Conv2D(3, 4, 3, stride=2, padding=1), (2, 3, 7, 7), None),
     "MaxPool2D": (lambda: layers.MaxPool2D(2), (2, 3, 6, 6), _distinct),
@@ -221,17 +246,17 @@ LAYER_CASES = {
                    None),
     "Sequential": (lambda: Sequential(layers.Dense(5, 4), layers.Tanh(), layers.Dense(4, 3)),
                    (3, 5), None),
-    "Residual": (lambda: layers.Residual(
+    "Residual": (lambda: Residual(
         Sequential(layers.Conv2D(3, 4, 3, stride=2, padding=1), layers.BatchNorm(4),
                    layers.Tanh()),
         Sequential(layers.Conv2D(3, 4, 1, stride=2))), (2, 3, 5, 5), None),
-    "Concat": (lambda: layers.Concat(Sequential(layers.Conv2D(3, 2, 1), layers.Tanh()),
-                                     layers.Conv2D(3, 3, 3, padding=1)), (2, 3, 5, 5), None),
+    "Concat": (lambda: Concat(Sequential(layers.Conv2D(3, 2, 1), layers.Tanh()),
+                              layers.Conv2D(3, 3, 3, padding=1)), (2, 3, 5, 5), None),
 }
 
 
 @contextlib.contextmanager
-def _init_seed(seed):
+def _init_seed(seed: int) -> Iterator[None]:
     """Inside, tinynet.init draws from ``seed``; after it, it continues where it was."""
     bits = init.get_rng().bit_generator
     saved = bits.state
@@ -242,7 +267,7 @@ def _init_seed(seed):
         bits.state = saved
 
 
-def check_layers(layer=None, tol=1e-6, out=None):
+def check_layers(layer: str | None = None, tol: float = 1e-6, out: TextIO | None = None) -> bool:
     """Run gradcheck on the case of every layer in ``LAYER_CASES`` (or of one).
 
     Each case is built and fed from seed 0 (its weights through tinynet.init,

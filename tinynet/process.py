@@ -32,18 +32,19 @@ threading layer and the wait policy) and ``tinynet.alloc`` (the allocator).
 ``APPLIED`` records what was set in this process.
 """
 import functools
+from typing import TypedDict
 
 from . import alloc, threads
 
-__all__ = ["apply", "APPLIED", "set_num_threads", "get_num_threads"]
+__all__ = ["apply", "APPLIED", "set_num_threads", "get_num_threads", "ThreadCounts"]
 
-APPLIED = {}
+APPLIED: dict[str, str | int] = {}
 """What ``apply()`` set in this process: environment variables (name -> value)
 and mallopt parameters (name -> bytes); empty until the cpu backend loads."""
 _done = False
 
 
-def apply():
+def apply() -> dict[str, str | int]:
     """Make the settings of the module docstring, once per process.
 
     Returns
@@ -59,15 +60,22 @@ def apply():
     return APPLIED
 
 
+class ThreadCounts(TypedDict):
+    """What ``get_num_threads`` returns: numba's count, and BLAS's (None without a BLAS)."""
+
+    numba: int
+    blas: int | None
+
+
 # tn.set_num_threads / tn.get_num_threads: tinynet.threads' functions after
 # apply(), since numba's pool starts there at the latest (their docstrings).
 @functools.wraps(threads.set_num_threads)
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     apply()
     threads.set_num_threads(n)
 
 
 @functools.wraps(threads.get_num_threads)
-def get_num_threads():
+def get_num_threads() -> ThreadCounts:
     apply()
     return threads.get_num_threads()

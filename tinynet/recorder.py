@@ -18,16 +18,30 @@ as a record: mean, std, min, max, the requested percentiles and a histogram
 A step is one training forward of the model (eval passes are not counted);
 steps 0, k, 2k, ... are recorded.
 """
+from __future__ import annotations
+
 import json
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from .layers.base import Layer
+from .parameter import Array
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Recorder"]
 
 _KINDS = ("x", "y", "dy", "dx")
 
+# A layer's forward (x -> y) or backward (dy -> dx, None when it skips dx).
+_Pass: TypeAlias = Callable[[Array], Array | None]
 
-def _named_leaves(layer, prefix=""):
+
+def _named_leaves(layer: Layer, prefix: str = "") -> list[tuple[str, Layer]]:
     subs = getattr(layer, "layers", None)
     if subs is None:
         return [(prefix.rstrip(".") or type(layer).__name__, layer)]
@@ -70,8 +84,10 @@ class Recorder:
     Use as a context manager, or call ``attach()`` and ``detach()``.
     """
 
-    def __init__(self, model, every=1, layers=None, kinds=("y", "dy"),
-                 percentiles=(1, 5, 25, 50, 75, 95, 99), bins=50, hist_range=None):
+    def __init__(self, model: Layer, every: int = 1, layers: Collection[str] | None = None,
+                 kinds: Sequence[str] = ("y", "dy"),
+                 percentiles: Sequence[float] = (1, 5, 25, 50, 75, 95, 99), bins: int = 50,
+                 hist_range: tuple[float, float] | None = None) -> None:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"Recorder: every must be a positive int, got {every!r}")
         bad = [k for k in kinds if k not in _KINDS]
@@ -95,12 +111,14 @@ class Recorder:
         self.percentiles = tuple(float(q) for q in percentiles)
         self.bins = int(bins)
         self.hist_range = hist_range
-        self.records = []
+        self.records: list[dict[str, Any]] = []
         self.step = 0
         self._recording = False
-        self._attached = []
+        self._step_recorded: int  # set by the model's training forward, read by _keep
+        # (owner, attribute, the owner's own value before attach or None)
+        self._attached: list[tuple[Layer, str, Any]] = []
 
-    def summarize(self, a):
+    def summarize(self, a: ArrayLike) -> dict[str, Any]:
         """The statistics of one array, as a record without step and layer."""
         a64 = np.asarray(a, dtype=np.float64).ravel()
         lo, hi = (float(a64.min()), float(a64.max())) if self.hist_range is None \
@@ -114,26 +132,26 @@ class Recorder:
                                         np.percentile(a64, self.percentiles).tolist())),
                 "hist": hist.tolist(), "edges": edges.tolist()}
 
-    def _keep(self, name, layer, kind, a):
+    def _keep(self, name: str, layer: Layer, kind: str, a: Array | None) -> None:
         if self._recording and kind in self.kinds and a is not None:
             rec = {"step": self._step_recorded, "layer": name, "type": type(layer).__name__,
                    "kind": kind}
             rec.update(self.summarize(a))
             self.records.append(rec)
 
-    def _hook(self, owner, attr, wrapper):
+    def _hook(self, owner: Layer, attr: str, wrapper: Callable[[_Pass], _Pass]) -> None:
         original = owner.__dict__.get(attr)
         bound = getattr(owner, attr)
         setattr(owner, attr, wrapper(bound))
         self._attached.append((owner, attr, original))
 
-    def attach(self):
+    def attach(self) -> Self:
         """Install the hooks. Returns self."""
         if self._attached:
             raise RuntimeError("Recorder.attach: already attached")
 
-        def model_forward(fwd):
-            def forward(x):
+        def model_forward(fwd: _Pass) -> _Pass:
+            def forward(x: Array) -> Array | None:
                 training = getattr(self.model, "training", True)
                 self._recording = training and self.step % self.every == 0
                 if training:
@@ -142,8 +160,8 @@ class Recorder:
                 return fwd(x)
             return forward
 
-        def model_backward(bwd):
-            def backward(dy):
+        def model_backward(bwd: _Pass) -> _Pass:
+            def backward(dy: Array) -> Array | None:
                 try:
                     return bwd(dy)
                 finally:
@@ -153,16 +171,16 @@ class Recorder:
         self._hook(self.model, "forward", model_forward)
         self._hook(self.model, "backward", model_backward)
         for name, layer in self.watched:
-            def layer_forward(fwd, name=name, layer=layer):
-                def forward(x):
+            def layer_forward(fwd: _Pass, name: str = name, layer: Layer = layer) -> _Pass:
+                def forward(x: Array) -> Array | None:
                     self._keep(name, layer, "x", x)
                     y = fwd(x)
                     self._keep(name, layer, "y", y)
                     return y
                 return forward
 
-            def layer_backward(bwd, name=name, layer=layer):
-                def backward(dy):
+            def layer_backward(bwd: _Pass, name: str = name, layer: Layer = layer) -> _Pass:
+                def backward(dy: Array) -> Array | None:
                     self._keep(name, layer, "dy", dy)
                     dx = bwd(dy)
                     self._keep(name, layer, "dx", dx)
@@ -172,7 +190,7 @@ class Recorder:
             self._hook(layer, "backward", layer_backward)
         return self
 
-    def detach(self):
+    def detach(self) -> None:
         """Remove the hooks; the layers are as before ``attach``."""
         for owner, attr, original in reversed(self._attached):
             if original is None:
@@ -182,17 +200,18 @@ class Recorder:
         self._attached = []
         self._recording = False
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.attach()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
-    def select(self, layer=None, kind=None):
+    def select(self, layer: str | None = None,
+               kind: str | None = None) -> list[dict[str, Any]]:
         """The records of one layer and/or kind, in step order."""
         return [r for r in self.records
                 if (layer is None or r["layer"] == layer) and (kind is None or r["kind"] == kind)]
 
-    def to_json(self):
+    def to_json(self) -> str:
         """The records as a JSON string."""
         return json.dumps({"every": self.every, "records": self.records})

@@ -33,13 +33,17 @@ torchvision). For a feature map of C channels:
   (Ulyanov et al. 2016), the same as GroupNorm(C, C);
 - ``none``: no normalization, and every conv and dense layer keeps its bias.
 """
+from typing import Protocol
+
 from . import init
 from .layers import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
-                     GroupNorm, InstanceNorm, LayerNorm, MaxPool2D, ReLU, Residual, Tanh)
+                     GroupNorm, InstanceNorm, LayerNorm, Layer, MaxPool2D, ReLU, Tanh)
+from .layers.container import Residual
 from .model import Sequential
 
-__all__ = ["MODELS", "NORMS", "build", "build_cnn", "build_mlp", "build_lenet5", "build_resnet",
-           "build_resnet8", "build_resnet20", "build_speedrun", "group_norm_groups"]
+__all__ = ["MODELS", "NORMS", "Builder", "build", "build_cnn", "build_mlp", "build_lenet5",
+           "build_resnet", "build_resnet8", "build_resnet20", "build_speedrun",
+           "group_norm_groups"]
 
 NORMS = ("batch", "layer", "instance", "group", "none")
 # The zoo's models name their initialization, so that their documented results do
@@ -47,7 +51,7 @@ NORMS = ("batch", "layer", "instance", "group", "none")
 HE = "he_uniform"
 
 
-def _norm_2d(kind, channels, spatial):
+def _norm_2d(kind: str, channels: int, spatial: tuple[int, ...]) -> Layer | None:
     """A normalization for (N, channels, H, W) feature maps, or None."""
     if kind == "batch":
         return BatchNorm(channels)
@@ -60,7 +64,7 @@ def _norm_2d(kind, channels, spatial):
     return None
 
 
-def _norm_1d(kind, features):
+def _norm_1d(kind: str, features: int) -> Layer | None:
     """A normalization for (N, features) activations, or None."""
     if kind == "batch":
         return BatchNorm(features)
@@ -71,26 +75,26 @@ def _norm_1d(kind, features):
     return None  # instance norm has no meaning for a feature vector
 
 
-def build_cnn(norm="batch", num_classes=10, dropout=0.5):
+def build_cnn(norm: str = "batch", num_classes: int = 10, dropout: float = 0.5) -> Sequential:
     """The reference CNN for 1x28x28 images.
 
     conv32-norm-relu-pool, conv64-norm-relu-pool, dense128-relu, dropout, dense10.
     Shapes: (N, 1, 28, 28) -> (N, 32, 14, 14) -> (N, 64, 7, 7) -> (N, 128) -> (N, 10).
     """
-    layers = [Conv2D(1, 32, 3, padding=1, init=HE), _norm_2d(norm, 32, (28, 28)), ReLU(),
-              MaxPool2D(2),
-              Conv2D(32, 64, 3, padding=1, init=HE), _norm_2d(norm, 64, (14, 14)), ReLU(),
-              MaxPool2D(2),
-              Flatten(), Dense(64 * 7 * 7, 128, init=HE), ReLU(), Dropout(dropout),
-              Dense(128, num_classes, init=HE)]
+    layers: list[Layer | None] = [
+        Conv2D(1, 32, 3, padding=1, init=HE), _norm_2d(norm, 32, (28, 28)), ReLU(), MaxPool2D(2),
+        Conv2D(32, 64, 3, padding=1, init=HE), _norm_2d(norm, 64, (14, 14)), ReLU(), MaxPool2D(2),
+        Flatten(), Dense(64 * 7 * 7, 128, init=HE), ReLU(), Dropout(dropout),
+        Dense(128, num_classes, init=HE)]
     model = Sequential(*[layer for layer in layers if layer is not None])
     model.requires_input_grad = False  # the images need no gradient
     return model
 
 
-def build_mlp(norm="batch", num_classes=10, hidden=256, dropout=0.2):
+def build_mlp(norm: str = "batch", num_classes: int = 10, hidden: int = 256,
+              dropout: float = 0.2) -> Sequential:
     """An MLP for flattened images: (N, 784) -> 256 -> 256 -> (N, 10)."""
-    layers = []
+    layers: list[Layer | None] = []
     width = 28 * 28
     for _ in range(2):
         layers += [Dense(width, hidden, init=HE), _norm_1d(norm, hidden), ReLU(), Dropout(dropout)]
@@ -101,7 +105,7 @@ def build_mlp(norm="batch", num_classes=10, hidden=256, dropout=0.2):
     return model
 
 
-def build_speedrun(norm="none", num_classes=10):
+def build_speedrun(norm: str = "none", num_classes: int = 10) -> Sequential:
     """The model of the public "99% on MNIST in under a second" recipe
     (``tinynet speedrun``; tinynet/speedrun.py):
 
@@ -126,7 +130,7 @@ def build_speedrun(norm="none", num_classes=10):
     return model
 
 
-def group_norm_groups(channels):
+def group_norm_groups(channels: int) -> int:
     """The number of groups of the zoo's GroupNorm over ``channels`` channels.
 
     Wu & He's 32 groups where a layer is wide enough, and otherwise as many
@@ -139,17 +143,17 @@ def group_norm_groups(channels):
     return next(g for g in range(most, 0, -1) if channels % g == 0)
 
 
-def _check_norm(model, norm):
+def _check_norm(model: str, norm: str) -> None:
     if norm not in NORMS:
         raise ValueError(f"zoo: {model} takes a norm in {', '.join(NORMS)}, got {norm!r}")
 
 
-def _chain(*layers):
+def _chain(*layers: Layer | None) -> Sequential:
     """A Sequential of the layers that are not None (a norm of "none" is None)."""
     return Sequential(*[layer for layer in layers if layer is not None])
 
 
-def _norm_maps(kind, channels):
+def _norm_maps(kind: str, channels: int) -> Layer | None:
     """The normalization of (N, channels, H, W) feature maps named ``kind``, or None
     (the table in the module docstring)."""
     if kind == "batch":
@@ -163,7 +167,7 @@ def _norm_maps(kind, channels):
     return None
 
 
-def _norm_features(kind, features):
+def _norm_features(kind: str, features: int) -> Layer | None:
     """The normalization of (N, features) activations named ``kind``, or None:
     BatchNorm (torch's BatchNorm1d), LayerNorm, or GroupNorm over groups of
     features; None for "none" and for "instance", whose sets would hold one
@@ -177,7 +181,7 @@ def _norm_features(kind, features):
     return None
 
 
-def build_lenet5(norm="batch", num_classes=10):
+def build_lenet5(norm: str = "batch", num_classes: int = 10) -> Sequential:
     """LeNet-5 (LeCun et al. 1998) for 1x28x28 images, in its modern rendering.
 
     The paper's 32x32 input is the 28x28 image padded by 2: the first conv
@@ -227,12 +231,12 @@ def build_lenet5(norm="batch", num_classes=10):
     """
     _check_norm("lenet5", norm)
 
-    def conv(cin, cout, padding=0):
+    def conv(cin: int, cout: int, padding: int = 0) -> list[Layer | None]:
         norm_layer = _norm_maps(norm, cout)
         return [Conv2D(cin, cout, 5, padding=padding, bias=norm_layer is None, init=HE),
                 norm_layer, Tanh(), AvgPool2D(2)]
 
-    def dense(fin, fout):
+    def dense(fin: int, fout: int) -> list[Layer | None]:
         norm_layer = _norm_features(norm, fout)
         return [Dense(fin, fout, bias=norm_layer is None, init=HE), norm_layer, Tanh()]
 
@@ -248,7 +252,7 @@ def build_lenet5(norm="batch", num_classes=10):
     return model
 
 
-def _basic_block(cin, cout, stride, norm):
+def _basic_block(cin: int, cout: int, stride: int, norm: str) -> list[Layer]:
     """A basic block and the ReLU after it: [Residual(block, shortcut), ReLU()].
 
     block = conv3x3(stride)-norm-relu-conv3x3-norm maps (N, cin, H, W) to
@@ -267,7 +271,7 @@ def _basic_block(cin, cout, stride, norm):
     return [Residual(block, shortcut), ReLU()]
 
 
-def build_resnet(depth, norm="batch", num_classes=10):
+def build_resnet(depth: int, norm: str = "batch", num_classes: int = 10) -> Sequential:
     """The CIFAR ResNet of depth 6n+2 (He et al. 2016, section 4.2) for 1x28x28 images.
 
     A stem conv, three stages of n basic blocks (two 3x3 convs each, so 6n
@@ -322,24 +326,31 @@ def build_resnet(depth, norm="batch", num_classes=10):
     return model
 
 
-def build_resnet8(norm="batch", num_classes=10):
+def build_resnet8(norm: str = "batch", num_classes: int = 10) -> Sequential:
     """ResNet-8: ``build_resnet(8, ...)``, one block per stage."""
     return build_resnet(8, norm, num_classes)
 
 
-def build_resnet20(norm="batch", num_classes=10):
+def build_resnet20(norm: str = "batch", num_classes: int = 10) -> Sequential:
     """ResNet-20: ``build_resnet(20, ...)``, three blocks per stage (272,186
     parameters with batch norm)."""
     return build_resnet(20, norm, num_classes)
 
 
+class Builder(Protocol):
+    """A zoo builder: ``builder(norm, num_classes=...)`` returns a new model."""
+
+    def __call__(self, norm: str = ..., num_classes: int = ...) -> Sequential: ...
+
+
 # name -> (builder(norm=..., num_classes=...), input shape of one sample)
-MODELS = {"cnn": (build_cnn, (1, 28, 28)), "mlp": (build_mlp, (28 * 28,)),
-          "lenet5": (build_lenet5, (1, 28, 28)), "resnet8": (build_resnet8, (1, 28, 28)),
-          "resnet20": (build_resnet20, (1, 28, 28)), "speedrun": (build_speedrun, (1, 28, 28))}
+MODELS: dict[str, tuple[Builder, tuple[int, ...]]] = {
+    "cnn": (build_cnn, (1, 28, 28)), "mlp": (build_mlp, (28 * 28,)),
+    "lenet5": (build_lenet5, (1, 28, 28)), "resnet8": (build_resnet8, (1, 28, 28)),
+    "resnet20": (build_resnet20, (1, 28, 28)), "speedrun": (build_speedrun, (1, 28, 28))}
 
 
-def build(name, norm="batch", num_classes=10):
+def build(name: str, norm: str = "batch", num_classes: int = 10) -> Sequential:
     """The zoo model ``name`` (one of MODELS) with normalization ``norm`` (one of NORMS)."""
     if name not in MODELS:
         raise ValueError(f"zoo: unknown model {name!r}; choose one of {', '.join(MODELS)}")

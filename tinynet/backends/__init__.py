@@ -22,11 +22,24 @@ losses and optimizers check that their inputs and parameters live on the
 active backend's device and raise ``DeviceMismatchError`` naming the layer
 and both devices otherwise; nothing is copied between devices implicitly.
 Arrays move only by ``to_device`` / ``to_host`` / ``model.to(device)``.
+
+For a type checker a backend is a ``ModuleType``: its ops are read as ``Any``,
+as the op modules have no hints yet.
 """
+from __future__ import annotations
+
 import importlib
 import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+if TYPE_CHECKING:
+    # tinynet.parameter imports this module at run time; the checker alone reads Array.
+    from ..parameter import Array
 
 _MODULES = {
     "ref": "tinynet.backends.ref",
@@ -36,11 +49,11 @@ _MODULES = {
 # Fastest first; "cuda" is only ever used when asked for by name.
 _DEFAULT_ORDER = ("cpu", "ref")
 
-_loaded = {}
-_current = None
+_loaded: dict[str, ModuleType] = {}
+_current: ModuleType | None = None
 
 
-def _load(name):
+def _load(name: str) -> ModuleType:
     if name not in _MODULES:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(_MODULES)}")
     if name not in _loaded:
@@ -58,7 +71,7 @@ def _load(name):
     return _loaded[name]
 
 
-def available_backends():
+def available_backends() -> list[str]:
     """Names of the backends that load on this machine, fastest first."""
     names = []
     for name in ("cuda",) + _DEFAULT_ORDER:
@@ -70,7 +83,7 @@ def available_backends():
     return names
 
 
-def default_backend_name():
+def default_backend_name() -> str:
     """The name of the fastest CPU backend that loads here."""
     for name in _DEFAULT_ORDER:
         try:
@@ -81,7 +94,7 @@ def default_backend_name():
     raise RuntimeError("no tinynet backend could be loaded")
 
 
-def set_backend(name):
+def set_backend(name: str) -> ModuleType:
     """Make ``name`` ("ref", "cpu" or "cuda") the backend every layer uses.
 
     Raises ValueError for an unknown name and RuntimeError when the backend
@@ -92,7 +105,7 @@ def set_backend(name):
     return _current
 
 
-def get_backend():
+def get_backend() -> ModuleType:
     """The active backend module (the default one on first use)."""
     global _current
     if _current is None:
@@ -100,19 +113,19 @@ def get_backend():
     return _current
 
 
-def backend_name():
+def backend_name() -> str:
     """The name of the active backend."""
     return get_backend().NAME
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: str) -> Iterator[ModuleType]:
     """Context manager: run a block with backend ``name``, then restore."""
     global _current
     previous = _current
-    set_backend(name)
+    backend = set_backend(name)
     try:
-        yield _current
+        yield backend
     finally:
         _current = previous
 
@@ -121,7 +134,7 @@ class DeviceMismatchError(RuntimeError, TypeError):
     """An array (or a layer's parameters) is not on the device that would use it."""
 
 
-def device_of(a):
+def device_of(a: object) -> str:
     """The device an array lives on: "cuda" for a cuda device array, else "cpu"."""
     for module in _loaded.values():
         if module.DEVICE != "cpu" and module.is_native(a):
@@ -129,7 +142,7 @@ def device_of(a):
     return "cpu"
 
 
-def device_backend(device):
+def device_backend(device: str) -> ModuleType:
     """The backend module whose arrays live on ``device`` ("cpu" or "cuda").
 
     "cpu" is the active backend when it runs on the host, else the default
@@ -144,7 +157,8 @@ def device_backend(device):
     raise ValueError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
 
 
-def to_device(x, device="cuda", dtype=None):
+def to_device(x: ArrayLike | Array, device: str = "cuda",
+              dtype: DTypeLike | None = None) -> Array:
     """Copy a host array to ``device`` (default "cuda"); a device array stays as it is.
 
     Parameters
@@ -167,7 +181,7 @@ def to_device(x, device="cuda", dtype=None):
     return device_backend(device).asarray(x, dtype)
 
 
-def to_host(a):
+def to_host(a: ArrayLike | Array) -> NDArray[Any]:
     """A numpy array of ``a``: a fresh copy of a device array, a host array as it is."""
     for module in _loaded.values():
         if module.DEVICE != "cpu" and module.is_native(a):
@@ -175,19 +189,20 @@ def to_host(a):
     return np.asarray(a)
 
 
-def move(a, device):
+def move(a: Array, device: str) -> Array:
     """``a`` on ``device``: itself when it is there already, else a copy."""
     if device_of(a) == device:
         return a
     return to_host(a) if device == "cpu" else device_backend(device).asarray(a)
 
 
-def array_module_of(a):
+def array_module_of(a: object) -> ModuleType:
     """The array module (numpy, or CuPy on a GPU) that computes on ``a``'s device."""
     return device_backend(device_of(a)).array_module()
 
 
-def check_device(owner, what, a, backend=None, parameter=False):
+def check_device(owner: str, what: str, a: object, backend: ModuleType | None = None,
+                 parameter: bool = False) -> None:
     """Raise DeviceMismatchError unless ``a`` lives on the backend's device.
 
     ``owner`` names the layer, loss or optimizer and ``what`` the array

@@ -11,4 +11,4 @@ from .reshape import *      # noqa: F401,F403
 from .weightnorm import *   # noqa: F401,F403
 from .dropconnect import *  # noqa: F401,F403
 from .noise import *        # noqa: F401,F403
-from .container import Residual, Concat  # noqa: F401
+from .container import Residual as Residual, Concat as Concat  # noqa: F401
