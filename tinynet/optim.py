@@ -6,7 +6,7 @@ parameter's ``data`` in place from its ``grad``, through the backend's
 rules are torch.optim's (SGD with dampening = 0; Adam, Kingma and Ba,
 https://arxiv.org/abs/1412.6980; AdamW, Loshchilov and Hutter,
 https://arxiv.org/abs/1711.05101), so a run carries over step for step; the
-equations are stated once, in the ops' contract, tinynet/ops/optim/__init__.py.
+equations are stated once, in the ops' contract, ``tinynet/ops/optim/__init__.py``.
 The step t = 1, 2, ... of Adam's bias corrections is ``step_count`` after the
 step.
 

@@ -54,6 +54,8 @@ def _named_leaves(layer: Layer, prefix: str = "") -> list[tuple[str, Layer]]:
 class Recorder:
     """Record statistics of the arrays that flow through a model's layers.
 
+    Use as a context manager, or call ``attach()`` and ``detach()``.
+
     Parameters
     ----------
     model : Sequential or Layer
@@ -80,8 +82,6 @@ class Recorder:
         "std", "min", "max", "percentiles" (a dict), "hist" and "edges".
     step : int
         Training forwards seen so far.
-
-    Use as a context manager, or call ``attach()`` and ``detach()``.
     """
 
     def __init__(self, model: Layer, every: int = 1, layers: Collection[str] | None = None,

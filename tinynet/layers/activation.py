@@ -43,12 +43,12 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """Leaky ReLU, as torch.nn.LeakyReLU.
 
+    Shapes: x (*) -> y (*), the same shape.
+
     Parameters
     ----------
     negative_slope : float
         The slope for x <= 0.
-
-    Shapes: x (*) -> y (*), the same shape.
     """
 
     def __init__(self, negative_slope: float = 0.01) -> None:
@@ -129,13 +129,13 @@ class GELU(Layer):
 class Softmax(Layer):
     """Softmax along ``dim``, as torch.nn.Softmax.
 
+    Shapes: x (*) with ``dim`` in [-x.ndim, x.ndim) -> y (*), the same shape.
+
     Parameters
     ----------
     dim : int
         The axis that sums to 1. The default 1 is torch's implicit choice for
         (N, K) logits and (N, C, H, W) maps; negative values count from the end.
-
-    Shapes: x (*) with ``dim`` in [-x.ndim, x.ndim) -> y (*), the same shape.
     """
 
     def __init__(self, dim: int = 1) -> None:

@@ -159,7 +159,7 @@ class BatchNorm(_RunningStats, _Norm):
 
     Training normalizes each channel by the batch mean and BIASED batch
     variance of its N*H*W values (the contract's per-channel sets,
-    tinynet/ops/norm/__init__.py); then
+    ``tinynet/ops/norm/__init__.py``); then
 
         running_mean = (1 - momentum) * running_mean + momentum * mean_B
         running_var  = (1 - momentum) * running_var  + momentum * var_B * n / (n - 1)
@@ -171,6 +171,8 @@ class BatchNorm(_RunningStats, _Norm):
     so the output of one sample does not depend on the others; with
     ``track_running_stats=False`` there are none, and eval normalizes with
     the batch statistics as training does.
+
+    Input (N, C) or (N, C, H, W); output the same shape.
 
     Parameters
     ----------
@@ -195,8 +197,6 @@ class BatchNorm(_RunningStats, _Norm):
         (C,), zeros and ones at creation, the parameters' dtype.
     num_batches_tracked : np.ndarray or None
         0-d int64, the number of training batches seen.
-
-    Input (N, C) or (N, C, H, W); output the same shape.
     """
 
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
@@ -257,8 +257,10 @@ class LayerNorm(_Norm):
 
     Each sample is one set, normalized by the mean and biased variance over
     its trailing ``normalized_shape`` dims (the contract's sets with one group
-    on an (N', M, 1) view, tinynet/ops/norm/__init__.py), with an elementwise
+    on an (N', M, 1) view, ``tinynet/ops/norm/__init__.py``), with an elementwise
     weight and bias of that shape. Same in train and eval.
+
+    Input (*, *normalized_shape); output the same shape.
 
     Parameters
     ----------
@@ -277,8 +279,6 @@ class LayerNorm(_Norm):
     ----------
     weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape ``normalized_shape``.
-
-    Input (*, *normalized_shape); output the same shape.
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
@@ -322,7 +322,7 @@ class InstanceNorm(_RunningStats, _Norm):
 
     Each (n, c) plane is one set, normalized by its mean and biased variance
     (the contract's sets with one group per channel,
-    tinynet/ops/norm/__init__.py). Without running statistics (the default)
+    ``tinynet/ops/norm/__init__.py``). Without running statistics (the default)
     it is the same in train and eval. With ``track_running_stats=True``, as
     torch, each training forward also updates
 
@@ -333,6 +333,8 @@ class InstanceNorm(_RunningStats, _Norm):
     and eval normalizes every plane with the running statistics of its
     channel. As torch, ``momentum=None`` then means no update at all, and
     num_batches_tracked stays 0.
+
+    Input (N, C, H, W) with H*W > 1; output the same shape.
 
     Parameters
     ----------
@@ -353,8 +355,6 @@ class InstanceNorm(_RunningStats, _Norm):
         gamma (ones) and beta (zeros), shape (C,).
     running_mean, running_var, num_batches_tracked : np.ndarray or None
         As BatchNorm's, with ``track_running_stats=True``; else None.
-
-    Input (N, C, H, W) with H*W > 1; output the same shape.
     """
 
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
@@ -410,8 +410,10 @@ class GroupNorm(_Norm):
 
     The C channels are split into ``num_groups`` groups of consecutive
     channels; each (n, group) is one set, normalized by its mean and biased
-    variance (the contract's grouped sets, tinynet/ops/norm/__init__.py),
+    variance (the contract's grouped sets, ``tinynet/ops/norm/__init__.py``),
     with a per-channel weight and bias. Same in train and eval.
+
+    Input (N, C, *spatial), e.g. (N, C, H, W); output the same shape.
 
     Parameters
     ----------
@@ -428,8 +430,6 @@ class GroupNorm(_Norm):
     ----------
     weight, bias : Parameter or None
         gamma (ones) and beta (zeros), shape (C,).
-
-    Input (N, C, *spatial), e.g. (N, C, H, W); output the same shape.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,

@@ -228,6 +228,8 @@ class WeightNorm(Layer):
 class MeanOnlyBatchNorm(Layer):
     """Mean-only batch normalization (Salimans and Kingma 2016, section 2.2).
 
+    Input (N, C) or (N, C, H, W); output the same shape.
+
     Parameters
     ----------
     num_features : int
@@ -243,8 +245,6 @@ class MeanOnlyBatchNorm(Layer):
         (C,), zeros at creation.
     num_batches_tracked : np.ndarray
         0-d int64.
-
-    Input (N, C) or (N, C, H, W); output the same shape.
     """
 
     param_names = ("bias",)
