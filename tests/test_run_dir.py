@@ -179,6 +179,37 @@ def test_resume_without_a_checkpoint(tmp_path):
     assert done.returncode == EXIT_OK, done.stderr
 
 
+def _weights(run):
+    from tinynet.checkpoint import load_checkpoint
+    from tinynet.zoo import build
+    config = json.loads((run / "config.json").read_text())
+    model = build(config["model"], config["norm"])
+    load_checkpoint(run / "checkpoint.safetensors", model)
+    return model.state_dict()
+
+
+def test_a_run_killed_in_its_first_checkpoint_write_resumes_from_the_start(finished, tmp_path):
+    """Killed while writing its first checkpoint, a run holds its config.json and
+    that write's temp file: --resume starts it again, removes the temp file, and
+    ends where an uninterrupted run does."""
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copy(finished / "config.json", killed / "config.json")
+    (killed / ".checkpoint.safetensors.x1y2z3.tmp").write_bytes(b"the first bytes")
+    (killed / ".history.json.a1b2c3.tmp").write_bytes(b"[")
+    done = tinynet(*BASE, "--out", str(killed), "--resume")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert not [n for n in os.listdir(killed) if n.endswith(".tmp")]
+    for key, value in _weights(finished).items():
+        np.testing.assert_array_equal(_weights(killed)[key], value, err_msg=key)
+    # a stray file beside the temp file is still refused
+    (killed / "checkpoint.safetensors").unlink()
+    (killed / ".checkpoint.safetensors.q.tmp").write_bytes(b"x")
+    (killed / "notes.txt").write_text("x")
+    done = tinynet(*BASE, "--out", str(killed), "--resume")
+    assert done.returncode == EXIT_REFUSED
+
+
 def test_extending_a_constant_schedule_equals_the_longer_run(tmp_path):
     """--epochs may grow on --resume when the schedule does not depend on it."""
     args = [a for a in BASE if a not in ("--epochs", "1")] + ["--schedule", "none"]

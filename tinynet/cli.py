@@ -187,8 +187,10 @@ def _check_run_dir(run, settings, args):
     if args.resume:
         config_path = run.file("config.json")
         if checkpoint is None:
-            # a run stopped before its first checkpoint holds only its config.json
-            if contents and contents != ["config.json"]:
+            # a run stopped before its first checkpoint holds only its config.json, and
+            # the temp file of a checkpoint write it was killed in (removed below)
+            left = [n for n in contents if n not in run.temp_files()]
+            if left and left != ["config.json"]:
                 raise RunRefused(f"--resume: {run.path} has no checkpoint to continue (it holds "
                                  f"{', '.join(contents[:5])}); start a new run with --overwrite")
             if not contents:
@@ -267,6 +269,8 @@ def cmd_train(args):
 
     with run:
         mode = _check_run_dir(run, settings, args)  # again, now that no one else can write
+        if args.resume:
+            run.remove_temps()  # what writes killed in an earlier process left
         if args.overwrite:
             for path in run.clear():
                 _say(args, f"removed {path}")

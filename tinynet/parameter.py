@@ -9,24 +9,19 @@ on the "ref" and "cpu" backends, a CuPy array on "cuda". To a type checker
 it is ``NDArray[Any] | cupy.ndarray``; cupy is imported for the checker
 only (it is absent on most machines, and CuPy ships no type information, so
 mypy reads that half as ``Any``). At run time ``Array`` is numpy's
-``NDArray[Any]`` and nothing imports cupy for it.
+``NDArray[Any]`` and nothing imports cupy for it (tinynet.backends defines it).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import DTypeLike, NDArray
+from numpy.typing import DTypeLike
 
-from .backends import device_of, move
+from .backends import Array as Array, device_of, move
 
 if TYPE_CHECKING:
-    import cupy
     from typing_extensions import Self
-
-    Array: TypeAlias = Union[NDArray[Any], cupy.ndarray]
-else:
-    Array = NDArray[Any]
 
 
 class Parameter:

@@ -25,13 +25,14 @@ Its guarantees (docs/architecture.md, "The run directory"):
   extended from 5 to 10 epochs equals a run started with 10.
 """
 import fcntl
+import fnmatch
 import json
 import math
 import os
 import shlex
 import sys
 
-from .serialization import atomic_write, remove_stale_temps
+from .serialization import _temp_pattern, atomic_write, remove_stale_temps
 
 __all__ = ["RUN_FILES", "EVAL_PATTERNS", "RunDir", "RunRefused", "SETTINGS", "LATER_SETTINGS", "check_settings",
            "resume_differences", "read_config", "write_json"]
@@ -235,6 +236,19 @@ class RunDir:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+    def temp_files(self):
+        """The names of the temp files that killed writes of the run's files left
+        behind (``.<name>.<random>.tmp``, serialization.atomic_write)."""
+        patterns = [os.path.basename(_temp_pattern(self.file(name))) for name in RUN_FILES]
+        return [n for n in self.contents() if any(fnmatch.fnmatch(n, p) for p in patterns)]
+
+    def remove_temps(self):
+        """Delete those temp files (the caller holds the lock); returns their paths."""
+        removed = []
+        for name in RUN_FILES:
+            removed += remove_stale_temps(self.file(name))
+        return removed
 
     def clear(self):
         """Remove the files of an earlier run (and what ``tinynet eval`` wrote); returns them."""

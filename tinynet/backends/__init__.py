@@ -32,14 +32,19 @@ import importlib
 import contextlib
 from collections.abc import Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+# An array of any backend: numpy on the host backends, CuPy on cuda (named for the
+# type checker only, so that cupy is not imported). tinynet.parameter re-exports it.
 if TYPE_CHECKING:
-    # tinynet.parameter imports this module at run time; the checker alone reads Array.
-    from ..parameter import Array
+    import cupy
+
+    Array: TypeAlias = Union[NDArray[Any], cupy.ndarray]
+else:
+    Array = NDArray[Any]
 
 _MODULES = {
     "ref": "tinynet.backends.ref",
