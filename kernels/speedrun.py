@@ -95,22 +95,21 @@ def torch_speedrun(seed, data_dir=None, device="cpu"):
             "test_acc": correct / len(xt)}
 
 
-def run_tinynet(seed, data_dir=None, device="cpu"):
-    cmd = [sys.executable, "-m", "tinynet", "speedrun", "--seeds", str(seed), "--json",
-           "--backend", device]
-    if data_dir:
-        cmd += ["--data-dir", data_dir]
+def _child(args, data_dir):
+    """Run ``python args... [--data-dir D]`` in a new process; its last stdout line as JSON."""
+    cmd = [sys.executable] + args + (["--data-dir", data_dir] if data_dir else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env())
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_tinynet(seed, data_dir=None, device="cpu"):
+    return _child(["-m", "tinynet", "speedrun", "--seeds", str(seed), "--json",
+                   "--backend", device], data_dir)
 
 
 def run_torch(seed, data_dir=None, device="cpu"):
-    cmd = [sys.executable, "-m", "kernels.speedrun", "--child", "torch", "--seed", str(seed),
-           "--device", device]
-    if data_dir:
-        cmd += ["--data-dir", data_dir]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env())
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _child(["-m", "kernels.speedrun", "--child", "torch", "--seed", str(seed),
+                   "--device", device], data_dir)
 
 
 def bench(seeds, data_dir=None, torch=True, say=print, device="cpu"):

@@ -189,7 +189,8 @@ def _check_run_dir(run, settings, args):
         if checkpoint is None:
             # a run stopped before its first checkpoint holds only its config.json, and
             # the temp file of a checkpoint write it was killed in (removed below)
-            left = [n for n in contents if n not in run.temp_files()]
+            temps = run.temp_files()
+            left = [n for n in contents if n not in temps]
             if left and left != ["config.json"]:
                 raise RunRefused(f"--resume: {run.path} has no checkpoint to continue (it holds "
                                  f"{', '.join(contents[:5])}); start a new run with --overwrite")
