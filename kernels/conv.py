@@ -46,6 +46,14 @@ last argument, as the ops do.
     python -m kernels.conv --check      every variant against the reference
     python -m kernels.conv --bench      timings, GFLOP/s, torch beside them
     python -m kernels.conv --depthwise --check / --bench    the depthwise table only
+    python -m kernels.conv --breakdown  where the chunked schedule's time goes
+
+The breakdown (BREAKDOWN_LAYERS: the speedrun recipe's 24 -> 32 layer and
+the reference CNN's 32 -> 64 layer) runs copies of the chunked schedule's
+two kernels, ``_forward_parts`` and ``_backward_parts``, with each stage
+switched on alone (im2col, the GEMMs, col2im, the copies), on the same
+chunks and scratch as production; with every stage on they must give
+production's results, which the breakdown checks before it times.
 """
 import sys
 
@@ -1034,10 +1042,171 @@ def bench_depthwise():
     return rows
 
 
+# -- where the chunked schedule's time goes ------------------------------------
+
+BREAKDOWN_LAYERS = (("speedrun 24->32 12x12, batch 256", 256, 24, 32, 12, 0),
+                    ("CNN 32->64 14x14, batch 64", 64, 32, 64, 14, 1))
+"""(label, N, C, F, H = W, padding) of the 3x3 stride-1 layers the breakdown splits."""
+
+
+@njit_kernel(parallel=True)
+def _forward_parts(x, Wm, b, kh, kw, ph, pw, OH, OW, nb, cols_ws, yT_ws, y, do_im2col, do_gemm,
+                   do_copy):
+    # cpu_conv._forward_fused (stride 1) with each stage behind a switch.
+    # Parallel axis: chunks; chunk ch writes only y[ch*nb:(ch + 1)*nb] and
+    # row numba.get_thread_id() of the scratch, as in production.
+    N, C, H, W = x.shape
+    F, K = Wm.shape
+    P = OH * OW
+    for ch in numba.prange((N + nb - 1) // nb):
+        t = numba.get_thread_id()
+        n0 = ch * nb
+        m = min(nb, N - n0)
+        cols = cols_ws[t, :K * m * P].reshape((K, m * P))
+        yT = yT_ws[t, :F * m * P].reshape((F, m * P))
+        if do_im2col:
+            for k in range(m):
+                for c in range(C):
+                    cpu_conv._im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, 1, 1, ph,
+                                             pw, H, W, OH, OW, cols, 0, k * P)
+        if do_gemm:
+            np.dot(Wm, cols, yT)
+        if do_copy:
+            for k in range(m):
+                for f in range(F):
+                    bf = b[f]
+                    dst = y[n0 + k, f]
+                    src = yT[f, k * P:(k + 1) * P]
+                    for i in range(P):
+                        dst[i] = src[i] + bf
+
+
+@njit_kernel(parallel=True)
+def _backward_parts(dy, x, WmT, kh, kw, ph, pw, OH, OW, nb, cols_ws, dyT_ws, dcols_ws, dWT_parts,
+                    dbias, dx, do_copy, do_im2col, do_dw, do_dcols, do_col2im):
+    # cpu_conv._backward_fused (stride 1, with dx) with each stage behind a
+    # switch. Parallel axis: chunks, as in production (its comments).
+    N, C, H, W = x.shape
+    F = dy.shape[1]
+    K = WmT.shape[0]
+    P = OH * OW
+    for ch in numba.prange((N + nb - 1) // nb):
+        t = numba.get_thread_id()
+        n0 = ch * nb
+        m = min(nb, N - n0)
+        cols = cols_ws[t, :K * m * P].reshape((K, m * P))
+        dyT = dyT_ws[t, :F * m * P].reshape((F, m * P))
+        for k in range(m):
+            if do_copy:
+                for f in range(F):
+                    src = dy[n0 + k, f]
+                    dst = dyT[f, k * P:(k + 1) * P]
+                    s = 0.0
+                    for i in range(P):
+                        v = src[i]
+                        dst[i] = v
+                        s += v
+                    dbias[n0 + k, f] = s
+            if do_im2col:
+                for c in range(C):
+                    cpu_conv._im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, 1, 1, ph,
+                                             pw, H, W, OH, OW, cols, 0, k * P)
+        if do_dw:
+            np.dot(cols, dyT.T, dWT_parts[ch])
+        dcols = dcols_ws[t, :K * m * P].reshape((K, m * P))
+        if do_dcols:
+            np.dot(WmT, dyT, dcols)
+        if do_col2im:
+            acc = np.empty(H * W, np.float64)
+            for k in range(m):
+                for c in range(C):
+                    cpu_conv._col2im_channel(dcols, c, kh, kw, 1, 1, ph, pw, H, W, OH, OW, 0,
+                                             k * P, dx[n0 + k, c].reshape(H * W), acc)
+
+
+FORWARD_STAGES = (("im2col", (1, 0, 0)), ("GEMM y^T = Wm cols", (0, 1, 0)),
+                  ("copy to NCHW + bias", (0, 0, 1)), ("all stages", (1, 1, 1)))
+BACKWARD_STAGES = (("copy dy^T + db sums", (1, 0, 0, 0, 0)), ("im2col", (0, 1, 0, 0, 0)),
+                   ("GEMM dW^T = cols dy^T", (0, 0, 1, 0, 0)),
+                   ("GEMM dcols = Wm^T dy^T", (0, 0, 0, 1, 0)), ("col2im", (0, 0, 0, 0, 1)),
+                   ("all stages", (1, 1, 1, 1, 1)))
+
+
+def breakdown(layers=BREAKDOWN_LAYERS, repeat=30):
+    """Rows (label, pass, stage, ms, share of production's time) of the chunked
+    schedule's stages on ``layers``, float32; each stage alone, on the same
+    chunks and scratch as production (cpu_conv.FUSED_CHUNK_BYTES), and
+    production's own forward_chunks / backward_chunks last."""
+    from tinynet.threads import single_threaded_kernel_blas
+    rows = []
+    rng = np.random.default_rng(0)
+    for label, N, C, F, H, pad in layers:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        W = rng.standard_normal((F, C, 3, 3), dtype=np.float32)
+        b = rng.standard_normal(F, dtype=np.float32)
+        OH = OW = H + 2 * pad - 2
+        K, P = C * 9, OH * OW
+        dy = rng.standard_normal((N, F, OH, OW), dtype=np.float32)
+        nb = cpu_conv.chunk_samples(N, K, P, 4, cpu_conv.FUSED_CHUNK_BYTES)
+        T, chunks = numba.config.NUMBA_NUM_THREADS, (N + nb - 1) // nb
+        cols_ws = np.zeros((T, K * nb * P), np.float32)
+        yT_ws = np.zeros((T, F * nb * P), np.float32)
+        dcols_ws = np.zeros((T, K * nb * P), np.float32)
+        parts = np.zeros((chunks, K, F), np.float32)
+        dbias = np.zeros((N, F))
+        y = np.empty((N, F, P), np.float32)
+        dx = np.empty_like(x)
+        Wm, WmT = W.reshape(F, K), np.ascontiguousarray(W.reshape(F, K).T)
+
+        def fwd(flags):
+            _forward_parts(x, Wm, b, 3, 3, pad, pad, OH, OW, nb, cols_ws, yT_ws, y, *flags)
+
+        def bwd(flags):
+            _backward_parts(dy.reshape(N, F, P), x, WmT, 3, 3, pad, pad, OH, OW, nb, cols_ws,
+                            yT_ws, dcols_ws, parts, dbias, dx, *flags)
+
+        with single_threaded_kernel_blas():
+            fwd((1, 1, 1))
+            bwd((1, 1, 1, 1, 1))
+            y_prod, _ = cpu_conv.forward_chunks(x, W, b, (1, 1), (pad, pad))
+            dx_prod, _, db_prod = cpu_conv.backward_chunks(dy, x, W, None, (1, 1), (pad, pad),
+                                                           True, True)
+            if not (np.array_equal(y.reshape(y_prod.shape), y_prod)
+                    and np.array_equal(dx, dx_prod)
+                    and np.array_equal(dbias.sum(axis=0).astype(np.float32), db_prod)):
+                raise AssertionError(f"{label}: the breakdown's kernels differ from production's")
+            prod = {"forward": median_time(
+                        lambda: cpu_conv.forward_chunks(x, W, b, (1, 1), (pad, pad)),
+                        repeat=repeat),
+                    "backward": median_time(
+                        lambda: cpu_conv.backward_chunks(dy, x, W, None, (1, 1), (pad, pad),
+                                                         True, True), repeat=repeat)}
+            for what, run, stages in (("forward", fwd, FORWARD_STAGES),
+                                      ("backward", bwd, BACKWARD_STAGES)):
+                for stage, flags in stages:
+                    t = median_time(lambda: run(flags), repeat=repeat)
+                    rows.append((label, what, stage, t * 1e3, t / prod[what]))
+                rows.append((label, what, "production (forward_chunks / backward_chunks)",
+                             prod[what] * 1e3, 1.0))
+    return rows
+
+
+def print_breakdown(rows, file=None):
+    """The breakdown's table."""
+    print(f"python -m kernels.conv --breakdown  ({numba.config.NUMBA_NUM_THREADS} threads, "
+          f"float32, chunks of {cpu_conv.FUSED_CHUNK_BYTES >> 10} KB of columns)", file=file)
+    print(f"{'layer':<34}{'pass':<10}{'stage':<48}{'ms':>8}{'share':>7}", file=file)
+    for label, what, stage, ms, share in rows:
+        print(f"{label:<34}{what:<10}{stage:<48}{ms:8.3f}{share:7.2f}", file=file)
+
+
 def main(argv=None):
     """The lab's command line (kernels.common.lab_main); ``--depthwise``
-    restricts --check and --bench to the depthwise table."""
+    restricts --check and --bench to the depthwise table, ``--breakdown``
+    prints where the chunked schedule's time goes."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--breakdown" in argv:
+        return print_breakdown(breakdown())
     if "--depthwise" in argv:
         argv.remove("--depthwise")
         return lab_main("conv", check_depthwise, bench_depthwise, argv)

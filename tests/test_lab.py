@@ -34,6 +34,23 @@ def test_gpu_step_check_passes(capsys):
     assert "step: every variant matches the reference" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("pad", [0, 1])
+def test_conv_breakdown_runs_production_stages(pad, capsys):
+    """The breakdown's stage-switched kernels give production's results with
+    every stage on (it checks that before timing), and it times every stage."""
+    from kernels import conv
+    rows = conv.breakdown(layers=(("small", 5, 7, 3, 6, pad),), repeat=2)
+    stages = [(what, stage) for _, what, stage, _, _ in rows]
+    expected = [("forward", s) for s, _ in conv.FORWARD_STAGES] + [
+        ("forward", "production (forward_chunks / backward_chunks)")] + [
+        ("backward", s) for s, _ in conv.BACKWARD_STAGES] + [
+        ("backward", "production (forward_chunks / backward_chunks)")]
+    assert stages == expected
+    assert all(ms > 0 for _, _, _, ms, _ in rows)
+    conv.print_breakdown(rows)
+    assert "col2im" in capsys.readouterr().out
+
+
 def test_report_replaces_only_between_markers():
     from kernels.report import MARKERS, replace_between
     for key in ("ptx", "report"):

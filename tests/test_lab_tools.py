@@ -83,6 +83,19 @@ def test_instep_child_times_every_layer(capsys):
         assert in_step > 0 and alone > 0, name
 
 
+def test_instep_child_takes_any_zoo_model_and_batch(capsys):
+    instep.child("none", 2, False, model_name="speedrun", batch=8)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    layers = [k for k in out if k[0].isdigit()]
+    # conv, pool, relu, conv, pool, relu, flatten, dense, relu, dense
+    assert [k.split()[1] for k in layers] == ["Conv2D", "MaxPool2D", "ReLU", "Conv2D",
+                                              "MaxPool2D", "ReLU", "Flatten", "Dense", "ReLU",
+                                              "Dense"]
+    assert all(out[k][0] > 0 and out[k][1] > 0 for k in layers)
+    instep.print_table({"no torch": out}, "none", model_name="speedrun", batch=8)
+    assert "zoo model speedrun, norm=none, batch 8" in capsys.readouterr().out
+
+
 def test_instep_settings_name_their_environment():
     for name, (env, torch_first) in instep.SETTINGS.items():
         assert torch_first == name.startswith("torch first"), name

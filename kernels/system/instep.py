@@ -1,5 +1,5 @@
-"""Each layer of the reference CNN timed inside the training step and alone,
-without torch and with torch imported first.
+"""Each layer of the reference CNN (or another zoo model) timed inside the
+training step and alone, without torch and with torch imported first.
 
 A layer can run slower inside a step than in a loop of its own: the step's
 other layers evict its data from the caches, fresh outputs pay page faults,
@@ -8,7 +8,8 @@ This lab shows where. For one normalization it runs, in a new process per
 setting:
 
 - in step: 20 training steps (forward, loss, backward, Adam) of
-  tinynet.zoo.build_cnn, with each layer's forward and backward wrapped by a
+  tinynet.zoo.build_cnn (``--model``: any zoo model, e.g. ``speedrun``; at
+  ``--batch`` samples, 64 by default), with each layer's forward and backward wrapped by a
   timer; the median over the steps of forward + backward per layer, and of
   the whole step;
 - alone: each layer's forward + backward on the input and upstream gradient
@@ -28,17 +29,21 @@ in-step / alone, and for each torch-first setting its in-step time over the
 no-torch in-step time.
 
     python -m kernels.system.instep [--norm batch] [--rounds 3] [--steps 20]
+    python -m kernels.system.instep --model speedrun --norm none --batch 256 --settings "no torch"
 
 Each setting runs ``--rounds`` times round-robin and the table shows the
 median over rounds.
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
+
+# The default batch, kernels.step's BATCH; not imported from there, since that
+# module loads numba, and a torch-first child must import torch before numba.
+BATCH = 64
 
 SETTINGS = {
     "no torch": ({}, False),
@@ -74,17 +79,17 @@ def _wrap(layer, times):
     return forward, backward, seen
 
 
-def child(norm, steps, torch_first):
+def child(norm, steps, torch_first, model_name="cnn", batch=BATCH):
     """In a new process: print one JSON object {layer: [in_step_s, alone_s], "step": s}."""
     if torch_first:
         import torch  # noqa: F401
     from kernels.common import median_time
     from kernels.step import inputs
     import tinynet as tn
-    from tinynet.zoo import build_cnn
-    x, y = inputs()
+    from tinynet.zoo import build
+    x, y = inputs(batch, model_name=model_name)
     tn.init.seed(0)
-    model = build_cnn(norm)
+    model = build(model_name, norm)
     loss_fn = tn.SoftmaxCrossEntropy()
     opt = tn.optim.Adam(model.parameters(), lr=1e-3)
     names = [f"{i} {type(layer).__name__}" for i, layer in enumerate(model.layers)]
@@ -116,23 +121,24 @@ def child(norm, steps, torch_first):
     print(json.dumps(out))
 
 
-def run_child(norm, steps, setting):
+def run_child(norm, steps, setting, model_name="cnn", batch=BATCH):
     from kernels.common import child_env
     env_extra, torch_first = SETTINGS[setting]
     cmd = [sys.executable, "-m", "kernels.system.instep", "--child", "--norm", norm,
-           "--steps", str(steps)] + (["--torch-first"] if torch_first else [])
+           "--steps", str(steps), "--model", model_name, "--batch", str(batch)] + (
+               ["--torch-first"] if torch_first else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env=child_env(**env_extra)).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def bench(norm="batch", rounds=3, steps=20, settings=None):
+def bench(norm="batch", rounds=3, steps=20, settings=None, model_name="cnn", batch=BATCH):
     """{setting: {key: median over rounds}}; keys as in ``child``."""
     settings = list(settings or SETTINGS)
     runs = {s: [] for s in settings}
     for _ in range(rounds):
         for s in settings:
-            runs[s].append(run_child(norm, steps, s))
+            runs[s].append(run_child(norm, steps, s, model_name, batch))
     result = {}
     for s, rs in runs.items():
         merged = {"layer": rs[0]["layer"], "step": statistics.median(r["step"] for r in rs)}
@@ -143,10 +149,11 @@ def bench(norm="batch", rounds=3, steps=20, settings=None):
     return result
 
 
-def print_table(result, norm, file=None):
+def print_table(result, norm, file=None, model_name="cnn", batch=BATCH):
     base = result["no torch"]
     others = [s for s in result if s != "no torch"]
-    print(f"reference CNN, norm={norm}, batch 64, float32: layer forward + backward, "
+    what = "reference CNN" if model_name == "cnn" else f"zoo model {model_name}"
+    print(f"{what}, norm={norm}, batch {batch}, float32: layer forward + backward, "
           f"ms in the step / alone; torch-first columns: in-step ms and its ratio to "
           f"no torch's in-step ms", file=file)
     head = f"{'layer':<18}{'in step':>9}{'alone':>8}{'ratio':>7}"
@@ -173,17 +180,20 @@ def main(argv=None):
                         choices=("batch", "layer", "instance", "group", "none"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--model", default="cnn", help="the zoo model (tinynet models lists them)")
+    parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--settings", default=None,
                         help="semicolon-separated subset of: " + "; ".join(SETTINGS))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--torch-first", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.norm, args.steps, args.torch_first)
+        return child(args.norm, args.steps, args.torch_first, args.model, args.batch)
     settings = args.settings.split(";") if args.settings else None
     if settings and "no torch" not in settings:
         settings = ["no torch"] + settings
-    print_table(bench(args.norm, args.rounds, args.steps, settings), args.norm)
+    print_table(bench(args.norm, args.rounds, args.steps, settings, args.model, args.batch),
+                args.norm, model_name=args.model, batch=args.batch)
 
 
 if __name__ == "__main__":
