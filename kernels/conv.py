@@ -1067,7 +1067,7 @@ def _forward_parts(x, Wm, b, kh, kw, ph, pw, OH, OW, nb, cols_ws, yT_ws, y, do_i
         if do_im2col:
             for k in range(m):
                 for c in range(C):
-                    cpu_conv._im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, 1, 1, ph,
+                    cpu_conv.im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, 1, 1, ph,
                                              pw, H, W, OH, OW, cols, 0, k * P)
         if do_gemm:
             np.dot(Wm, cols, yT)
@@ -1109,7 +1109,7 @@ def _backward_parts(dy, x, WmT, kh, kw, ph, pw, OH, OW, nb, cols_ws, dyT_ws, dco
                     dbias[n0 + k, f] = s
             if do_im2col:
                 for c in range(C):
-                    cpu_conv._im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, 1, 1, ph,
+                    cpu_conv.im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, 1, 1, ph,
                                              pw, H, W, OH, OW, cols, 0, k * P)
         if do_dw:
             np.dot(cols, dyT.T, dWT_parts[ch])
@@ -1120,7 +1120,7 @@ def _backward_parts(dy, x, WmT, kh, kw, ph, pw, OH, OW, nb, cols_ws, dyT_ws, dco
             acc = np.empty(H * W, np.float64)
             for k in range(m):
                 for c in range(C):
-                    cpu_conv._col2im_channel(dcols, c, kh, kw, 1, 1, ph, pw, H, W, OH, OW, 0,
+                    cpu_conv.col2im_channel(dcols, c, kh, kw, 1, 1, ph, pw, H, W, OH, OW, 0,
                                              k * P, dx[n0 + k, c].reshape(H * W), acc)
 
 

@@ -1,7 +1,5 @@
 """The allocator setting (tinynet/alloc.py, made by tinynet/process.py when the cpu
 backend loads): glibc's mallopt parameters, applied once, and not when the user chose."""
-import ctypes
-import ctypes.util
 import platform
 
 import pytest

@@ -106,6 +106,7 @@ def test_compare_times_both_checkouts_and_gives_the_ratio(capsys):
     from kernels.system import compare
     table = compare.main([REPO, REPO, "--rounds", "1"])
     assert "Adam 2^20" in table and "Dense(3136, 128) batch 64" in table
+    assert "Conv2D(24, 32, 3) 12x12 batch 256" in table
     assert all(a > 0 and b > 0 for a, b in table.values())
     assert "B / A" in capsys.readouterr().out
 

@@ -2,8 +2,10 @@
 
 A change that moves code around should not move its speed. This times a few
 ops through tinynet's public API (an optimizer step on 2^20 float32
-parameters, ReLU and LeakyReLU forward + backward on (64, 32, 28, 28), Dense
-(3136, 128) forward + backward at batch 64) in a new process per checkout,
+parameters, ReLU and LeakyReLU forward + backward on (64, 32, 28, 28), the
+speedrun recipe's Conv2D(24, 32, 3) on 12x12 at batch 256 and the reference
+CNN's Conv2D(32, 64, 3, padding=1) on 14x14 at batch 64, Dense (3136, 128)
+forward + backward at batch 64) in a new process per checkout,
 alternating the checkouts for ``--rounds`` rounds so that load from other
 processes falls on both alike, and prints the median of each with the ratio
 B / A (above 1: B is slower).
@@ -62,6 +64,12 @@ def forward_backward(layer, x, dy):
 for name, layer in (("ReLU (64, 32, 28, 28)", tn.ReLU()),
                     ("LeakyReLU (64, 32, 28, 28)", tn.LeakyReLU())):
     out[name] = median(forward_backward(layer, x, dy))
+for name, layer, shape in (
+        ("Conv2D(24, 32, 3) 12x12 batch 256", tn.Conv2D(24, 32, 3), (256, 24, 12, 12)),
+        ("Conv2D(32, 64, 3, p1) 14x14 b64", tn.Conv2D(32, 64, 3, padding=1), (64, 32, 14, 14))):
+    xc = rng.standard_normal(shape).astype(np.float32)
+    dyc = np.ones_like(layer.forward(xc))
+    out[name] = median(forward_backward(layer, xc, dyc))
 xd = rng.standard_normal((64, 3136)).astype(np.float32)
 dyd = np.ones((64, 128), np.float32)
 out["Dense(3136, 128) batch 64"] = median(forward_backward(tn.Dense(3136, 128), xd, dyd),
@@ -95,9 +103,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     table = compare(args.path_a, args.path_b, args.rounds)
     print(f"median of {args.rounds} alternating rounds; A = {args.path_a}, B = {args.path_b}")
-    print(f"{'op':<32}{'A ms':>10}{'B ms':>10}{'B / A':>8}")
+    print(f"{'op':<36}{'A ms':>10}{'B ms':>10}{'B / A':>8}")
     for op, (a, b) in table.items():
-        print(f"{op:<32}{1e3 * a:10.3f}{1e3 * b:10.3f}{b / a:8.2f}")
+        print(f"{op:<36}{1e3 * a:10.3f}{1e3 * b:10.3f}{b / a:8.2f}")
     return table
 
 

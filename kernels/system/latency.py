@@ -21,7 +21,6 @@ wall time from start to the end of that step.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile

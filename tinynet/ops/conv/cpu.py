@@ -114,7 +114,7 @@ def _shifted_range(p, q, ph, pw, H, W, OH):
 
 
 @njit_kernel()
-def _im2col_channel(xs, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, out, r0, m0):
+def im2col_channel(xs, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, out, r0, m0):
     """The taps of one channel of one sample: tap (p, q) of the flat image xs
     (H*W,) goes to row r0 + (c*kh + p)*kw + q of out, columns m0 .. m0 + OH*OW."""
     P = OH * OW
@@ -159,7 +159,7 @@ def im2col_into(x, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, out):
     for t in numba.prange(nb * C):
         k = t // C
         c = t - k * C
-        _im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W, OH, OW,
+        im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W, OH, OW,
                         out, k * rs, k * cs)
 
 
@@ -202,8 +202,8 @@ def _scatter_rows(src, H, W, p, q, sh, sw, ph, pw, OH, OW, acc):
 
 
 @njit_kernel()
-def _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, r0, m0, out, acc):
-    """Adjoint of _im2col_channel: scatter-adds the taps of channel c (rows
+def col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, r0, m0, out, acc):
+    """Adjoint of im2col_channel: scatter-adds the taps of channel c (rows
     r0 + (c*kh + p)*kw + q, columns m0 .. m0 + OH*OW of dcols) into the flat
     image out (H*W,), summing in the float64 scratch acc (at least H*W,
     contents undefined; the caller allocates it once per parallel iteration:
@@ -251,7 +251,7 @@ def col2im_into(dcols, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, dx):
         k = t // C
         c = t - k * C
         acc = np.empty(H * W, np.float64)
-        _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, k * rs, k * cs,
+        col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, k * rs, k * cs,
                         dx[n0 + k, c].reshape(H * W), acc)
 
 
@@ -274,7 +274,7 @@ def _forward_fused(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, nb, cols_ws, yT_ws,
         yT = yT_ws[t, :F * m * P].reshape((F, m * P))
         for k in range(m):
             for c in range(C):
-                _im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+                im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
                                 OH, OW, cols, 0, k * P)
         np.dot(Wm, cols, yT)
         for k in range(m):
@@ -319,7 +319,7 @@ def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, col
                     s += v
                 dbias[n0 + k, f] = s
             for c in range(C):
-                _im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+                im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
                                 OH, OW, cols, 0, k * P)
         np.dot(cols, dyT.T, dWT_parts[ch])
         if need_dx:
@@ -328,7 +328,7 @@ def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, col
             acc = np.empty(H * W, np.float64)
             for k in range(m):
                 for c in range(C):
-                    _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, k * P,
+                    col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, k * P,
                                     dx[n0 + k, c].reshape(H * W), acc)
 
 
@@ -359,7 +359,7 @@ def _forward_samples(x, Wb, kh, kw, sh, sw, ph, pw, OH, OW, has_bias, cols, y):
     for n in numba.prange(N):
         cn = cols[n]
         for c in range(C):
-            _im2col_channel(x[n, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W, OH, OW,
+            im2col_channel(x[n, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W, OH, OW,
                             cn, 0, 0)
         if has_bias:
             ones = cn[K]
@@ -388,7 +388,7 @@ def _backward_samples(dy, WmT, cols, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, pa
             np.dot(WmT, dy[n], dcols)
             acc = np.empty(H * W, np.float64)
             for c in range(C):
-                _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, 0,
+                col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, 0,
                                 dx[n, c].reshape(H * W), acc)
 
 
@@ -931,7 +931,7 @@ def _forward_groups(x, Wg, b, kh, kw, sh, sw, ph, pw, OH, OW, cols_ws, y):
         g = t - n * G
         cols = cols_ws[numba.get_thread_id(), :Kg * P].reshape((Kg, P))
         for c in range(Cg):
-            _im2col_channel(x[n, g * Cg + c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+            im2col_channel(x[n, g * Cg + c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
                             OH, OW, cols, 0, 0)
         out = yf[n, g * Fg * P:(g + 1) * Fg * P].reshape((Fg, P))
         np.dot(Wg[g], cols, out)
@@ -964,7 +964,7 @@ def _backward_groups(dy, x, WgT, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, cols_w
         tid = numba.get_thread_id()
         cols = cols_ws[tid, :Kg * P].reshape((Kg, P))
         for c in range(Cg):
-            _im2col_channel(x[n, g * Cg + c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
+            im2col_channel(x[n, g * Cg + c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
                             OH, OW, cols, 0, 0)
         dyg = dyf[n, g * Fg * P:(g + 1) * Fg * P].reshape((Fg, P))
         np.dot(dyg, cols.T, parts[n, g])
@@ -979,7 +979,7 @@ def _backward_groups(dy, x, WgT, kh, kw, sh, sw, ph, pw, OH, OW, need_dx, cols_w
             np.dot(WgT[g], dyg, dcols)
             acc = np.empty(H * W, np.float64)
             for c in range(Cg):
-                _col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, 0,
+                col2im_channel(dcols, c, kh, kw, sh, sw, ph, pw, H, W, OH, OW, 0, 0,
                                 dx[n, g * Cg + c].reshape(H * W), acc)
 
 
