@@ -32,7 +32,7 @@ import os
 import shlex
 import sys
 
-from .serialization import _temp_pattern, atomic_write, remove_stale_temps
+from .serialization import temp_pattern, atomic_write, remove_stale_temps
 
 __all__ = ["RUN_FILES", "EVAL_PATTERNS", "RunDir", "RunRefused", "SETTINGS", "LATER_SETTINGS", "check_settings",
            "resume_differences", "read_config", "write_json"]
@@ -240,7 +240,7 @@ class RunDir:
     def temp_files(self):
         """The names of the temp files that killed writes of the run's files left
         behind (``.<name>.<random>.tmp``, serialization.atomic_write)."""
-        patterns = [os.path.basename(_temp_pattern(self.file(name))) for name in RUN_FILES]
+        patterns = [os.path.basename(temp_pattern(self.file(name))) for name in RUN_FILES]
         return [n for n in self.contents() if any(fnmatch.fnmatch(n, p) for p in patterns)]
 
     def remove_temps(self):

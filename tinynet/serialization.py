@@ -61,8 +61,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["CheckpointError", "write_tensors", "read_tensors", "atomic_write",
-           "remove_stale_temps", "new_file_mode", "FORMATS", "MAX_TENSOR_BYTES",
-           "MAX_SAFETENSORS_HEADER", "MAX_DEFLATE_RATIO"]
+           "remove_stale_temps", "temp_pattern", "new_file_mode", "FORMATS",
+           "MAX_TENSOR_BYTES", "MAX_SAFETENSORS_HEADER", "MAX_DEFLATE_RATIO"]
 
 FORMATS = (".safetensors", ".npz")
 # safetensors metadata key of the sha256 that write_tensors stores (see _digest)
@@ -108,7 +108,7 @@ def _format(path: str, sniff: bool = False) -> str:
     return ".npz"
 
 
-def _temp_pattern(path: str) -> str:
+def temp_pattern(path: str) -> str:
     """The glob of ``atomic_write(path)``'s temp files; the path's own glob characters
     ([, ], *, ?) are escaped, so a directory named "g[1]" matches itself."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -185,7 +185,7 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[str]:
         The paths removed.
     """
     removed = []
-    for tmp in glob.glob(_temp_pattern(os.fspath(path))):
+    for tmp in glob.glob(temp_pattern(os.fspath(path))):
         try:
             os.unlink(tmp)
         except FileNotFoundError:
