@@ -10,7 +10,7 @@ import pytest
 
 from cudasim import SIMULATOR, requires_cuda
 
-CPU_LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim")
+CPU_LABS = ("norm", "conv", "dense", "pool", "elementwise", "dropout", "optim", "fused")
 GPU_LABS = ("gpu_norm", "gpu_gemm", "gpu_launch")
 LABS = list(CPU_LABS) + [pytest.param(lab, marks=[pytest.mark.cuda, requires_cuda])
                          for lab in GPU_LABS]
