@@ -47,6 +47,7 @@ last argument, as the ops do.
     python -m kernels.conv --bench      timings, GFLOP/s, torch beside them
     python -m kernels.conv --depthwise --check / --bench    the depthwise table only
     python -m kernels.conv --breakdown  where the chunked schedule's time goes
+    python -m kernels.conv --chunks     the chunked schedule's chunk sizes, raced
 
 The breakdown (BREAKDOWN_LAYERS: the speedrun recipe's 24 -> 32 layer and
 the reference CNN's 32 -> 64 layer) runs copies of the chunked schedule's
@@ -1050,8 +1051,8 @@ BREAKDOWN_LAYERS = (("speedrun 24->32 12x12, batch 256", 256, 24, 32, 12, 0),
 
 
 @njit_kernel(parallel=True)
-def _forward_parts(x, Wm, b, kh, kw, ph, pw, OH, OW, nb, cols_ws, yT_ws, y, do_im2col, do_gemm,
-                   do_copy):
+def _forward_parts(x, Wm, b, kh, kw, ph, pw, OH, OW, off, OWo, nb, cols_ws, yT_ws, y, do_im2col,
+                   do_gemm, do_copy):
     # cpu_conv._forward_fused (stride 1) with each stage behind a switch.
     # Parallel axis: chunks; chunk ch writes only y[ch*nb:(ch + 1)*nb] and
     # row numba.get_thread_id() of the scratch, as in production.
@@ -1077,13 +1078,14 @@ def _forward_parts(x, Wm, b, kh, kw, ph, pw, OH, OW, nb, cols_ws, yT_ws, y, do_i
                     bf = b[f]
                     dst = y[n0 + k, f]
                     src = yT[f, k * P:(k + 1) * P]
-                    for i in range(P):
-                        dst[i] = src[i] + bf
+                    for i in range(OH):
+                        for j in range(OWo):
+                            dst[i * OWo + j] = src[i * OW + off + j] + bf
 
 
 @njit_kernel(parallel=True)
-def _backward_parts(dy, x, WmT, kh, kw, ph, pw, OH, OW, nb, cols_ws, dyT_ws, dcols_ws, dWT_parts,
-                    dbias, dx, do_copy, do_im2col, do_dw, do_dcols, do_col2im):
+def _backward_parts(dy, x, WmT, kh, kw, ph, pw, OH, OW, off, OWo, nb, cols_ws, dyT_ws, dcols_ws,
+                    dWT_parts, dbias, dx, do_copy, do_im2col, do_dw, do_dcols, do_col2im):
     # cpu_conv._backward_fused (stride 1, with dx) with each stage behind a
     # switch. Parallel axis: chunks, as in production (its comments).
     N, C, H, W = x.shape
@@ -1103,9 +1105,12 @@ def _backward_parts(dy, x, WmT, kh, kw, ph, pw, OH, OW, nb, cols_ws, dyT_ws, dco
                     dst = dyT[f, k * P:(k + 1) * P]
                     s = 0.0
                     for i in range(P):
-                        v = src[i]
-                        dst[i] = v
-                        s += v
+                        dst[i] = 0
+                    for i in range(OH):
+                        for j in range(OWo):
+                            v = src[i * OWo + j]
+                            dst[i * OW + off + j] = v
+                            s += v
                     dbias[n0 + k, f] = s
             if do_im2col:
                 for c in range(C):
@@ -1144,26 +1149,32 @@ def breakdown(layers=BREAKDOWN_LAYERS, repeat=30):
         x = rng.standard_normal((N, C, H, H), dtype=np.float32)
         W = rng.standard_normal((F, C, 3, 3), dtype=np.float32)
         b = rng.standard_normal(F, dtype=np.float32)
-        OH = OW = H + 2 * pad - 2
+        OH = OWo = H + 2 * pad - 2
+        # The geometry production computes on (cpu_conv.widened: a stride-1
+        # convolution narrower than its input is computed on the input's width).
+        pw, off = cpu_conv.widened(H, H, 3, (1, 1), (pad, pad))
+        OW = H + 2 * pw - 2
         K, P = C * 9, OH * OW
-        dy = rng.standard_normal((N, F, OH, OW), dtype=np.float32)
+        dy = rng.standard_normal((N, F, OH, OWo), dtype=np.float32)
         nb = cpu_conv.chunk_samples(N, K, P, 4, cpu_conv.FUSED_CHUNK_BYTES)
-        T, chunks = numba.config.NUMBA_NUM_THREADS, (N + nb - 1) // nb
-        cols_ws = np.zeros((T, K * nb * P), np.float32)
-        yT_ws = np.zeros((T, F * nb * P), np.float32)
-        dcols_ws = np.zeros((T, K * nb * P), np.float32)
+        nbb = cpu_conv.chunk_samples(N, K, P, 4, cpu_conv.FUSED_BACKWARD_CHUNK_BYTES)
+        T, chunks = numba.config.NUMBA_NUM_THREADS, (N + nbb - 1) // nbb
+        cols_ws = np.zeros((T, K * max(nb, nbb) * P), np.float32)
+        yT_ws = np.zeros((T, F * max(nb, nbb) * P), np.float32)
+        dcols_ws = np.zeros((T, K * nbb * P), np.float32)
         parts = np.zeros((chunks, K, F), np.float32)
         dbias = np.zeros((N, F))
-        y = np.empty((N, F, P), np.float32)
+        y = np.empty((N, F, OH * OWo), np.float32)
         dx = np.empty_like(x)
         Wm, WmT = W.reshape(F, K), np.ascontiguousarray(W.reshape(F, K).T)
 
         def fwd(flags):
-            _forward_parts(x, Wm, b, 3, 3, pad, pad, OH, OW, nb, cols_ws, yT_ws, y, *flags)
+            _forward_parts(x, Wm, b, 3, 3, pad, pw, OH, OW, off, OWo, nb, cols_ws, yT_ws, y,
+                           *flags)
 
         def bwd(flags):
-            _backward_parts(dy.reshape(N, F, P), x, WmT, 3, 3, pad, pad, OH, OW, nb, cols_ws,
-                            yT_ws, dcols_ws, parts, dbias, dx, *flags)
+            _backward_parts(dy.reshape(N, F, OH * OWo), x, WmT, 3, 3, pad, pw, OH, OW, off, OWo,
+                            nbb, cols_ws, yT_ws, dcols_ws, parts, dbias, dx, *flags)
 
         with single_threaded_kernel_blas():
             fwd((1, 1, 1))
@@ -1194,19 +1205,61 @@ def breakdown(layers=BREAKDOWN_LAYERS, repeat=30):
 def print_breakdown(rows, file=None):
     """The breakdown's table."""
     print(f"python -m kernels.conv --breakdown  ({numba.config.NUMBA_NUM_THREADS} threads, "
-          f"float32, chunks of {cpu_conv.FUSED_CHUNK_BYTES >> 10} KB of columns)", file=file)
+          f"float32, chunks of {cpu_conv.FUSED_CHUNK_BYTES >> 10} KB of columns forward, "
+          f"{cpu_conv.FUSED_BACKWARD_CHUNK_BYTES >> 10} KB backward)", file=file)
     print(f"{'layer':<34}{'pass':<10}{'stage':<48}{'ms':>8}{'share':>7}", file=file)
     for label, what, stage, ms, share in rows:
         print(f"{label:<34}{what:<10}{stage:<48}{ms:8.3f}{share:7.2f}", file=file)
 
 
+CHUNK_CHOICES = ((256, 256), (128, 256), (256, 512), (128, 512), (64, 512), (128, 1024))
+"""(forward KB, backward KB) chunk sizes that ``chunks`` races."""
+
+
+def chunks(layers=BREAKDOWN_LAYERS, choices=CHUNK_CHOICES, rounds=5, repeat=15):
+    """{label: {(forward KB, backward KB): seconds}}: production's chunked
+    forward + backward on ``layers`` with each pair of chunk sizes, raced
+    (kernels.common.race), to choose FUSED_CHUNK_BYTES and
+    FUSED_BACKWARD_CHUNK_BYTES on a machine."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for label, N, C, F, H, pad in layers:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        W = rng.standard_normal((F, C, 3, 3), dtype=np.float32)
+        b = np.zeros(F, np.float32)
+        dy = rng.standard_normal((N, F, H + 2 * pad - 2, H + 2 * pad - 2), dtype=np.float32)
+
+        def run(fk, bk):
+            def step():
+                cpu_conv.forward_chunks(x, W, b, (1, 1), (pad, pad), chunk_bytes=fk << 10)
+                cpu_conv.backward_chunks(dy, x, W, None, (1, 1), (pad, pad), True, True,
+                                         chunk_bytes=bk << 10)
+            return step
+        times = race({pair: run(*pair) for pair in choices}, rounds=rounds, repeat=repeat)
+        out[label] = times
+    return out
+
+
+def print_chunks(result, file=None):
+    """The chunk race's table: ms forward + backward per (forward, backward) KB."""
+    print(f"python -m kernels.conv --chunks  ({numba.config.NUMBA_NUM_THREADS} threads, float32;"
+          f" production: {cpu_conv.FUSED_CHUNK_BYTES >> 10} / "
+          f"{cpu_conv.FUSED_BACKWARD_CHUNK_BYTES >> 10} KB)", file=file)
+    for label, times in result.items():
+        cells = "  ".join(f"{fk}/{bk} KB {1e3 * t:.2f}" for (fk, bk), t in times.items())
+        print(f"{label:<34}{cells}", file=file)
+
+
 def main(argv=None):
     """The lab's command line (kernels.common.lab_main); ``--depthwise``
     restricts --check and --bench to the depthwise table, ``--breakdown``
-    prints where the chunked schedule's time goes."""
+    prints where the chunked schedule's time goes, ``--chunks`` races its
+    chunk sizes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--breakdown" in argv:
         return print_breakdown(breakdown())
+    if "--chunks" in argv:
+        return print_chunks(chunks())
     if "--depthwise" in argv:
         argv.remove("--depthwise")
         return lab_main("conv", check_depthwise, bench_depthwise, argv)

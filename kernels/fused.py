@@ -325,7 +325,8 @@ def chunks_backward(dz, z, taps, x, W, padding, has_bias, need_dx, chunk_bytes=N
     x = np.ascontiguousarray(x)
     N, C, H, Wd, F, KH, KW, OH, OW = _geometry(x, W, padding)
     K, P = C * KH * KW, OH * OW
-    nb = cpu_conv.chunk_samples(N, K, P, x.itemsize, chunk_bytes or cpu_conv.FUSED_CHUNK_BYTES)
+    nb = cpu_conv.chunk_samples(N, K, P, x.itemsize,
+                                chunk_bytes or cpu_conv.FUSED_BACKWARD_CHUNK_BYTES)
     T, chunks = numba.config.NUMBA_NUM_THREADS, (N + nb - 1) // nb
     cols_ws = np.empty((T, K * nb * P), x.dtype)
     dyT_ws = np.empty((T, F * nb * P), x.dtype)

@@ -51,6 +51,16 @@ def test_conv_breakdown_runs_production_stages(pad, capsys):
     assert "col2im" in capsys.readouterr().out
 
 
+def test_conv_chunks_races_every_pair(capsys):
+    from kernels import conv
+    result = conv.chunks(layers=(("small", 5, 7, 3, 6, 0),), choices=((64, 128), (128, 512)),
+                         rounds=1, repeat=2)
+    assert list(result) == ["small"] and set(result["small"]) == {(64, 128), (128, 512)}
+    assert all(t > 0 for t in result["small"].values())
+    conv.print_chunks(result)
+    assert "64/128 KB" in capsys.readouterr().out
+
+
 def test_report_replaces_only_between_markers():
     from kernels.report import MARKERS, replace_between
     for key in ("ptx", "report"):

@@ -290,7 +290,8 @@ def test_cached_columns_without_a_bias_still_give_db(backend, rng):
     backend.assert_matches(dW, dW_ref, np.float64, "dW")
 
 
-NAN_SHAPES = tuple(case for case in SHAPES if case.name in ("c1-same", "c6-same", "c6-s2-p1"))
+NAN_SHAPES = tuple(case for case in SHAPES if case.name in ("c1-same", "c6-same", "c6-s2-p1",
+                                                           "c7-p0", "c9-k5-p1-widened"))
 
 
 @pytest.mark.parametrize("case", NAN_SHAPES, ids=_ids(NAN_SHAPES))
@@ -314,7 +315,8 @@ def test_nan_propagates(backend, rng, case):
 
 GROUPED_NAN_SHAPES = tuple(case for case in GROUPED_SHAPES if case.name in (
     "dw3-same", "dw3-p0", "dw5x3-same", "dw3-s2-p1", "dw3x2-m3-s1x2-p1x0", "g2-same",
-    "g2-s2-p0"))
+    "g2-s2-p0")) + tuple(case for case in SHAPES if case.name in ("c7-p0", "c9-k5-p1-widened"))
+"""The grouped ones, and the ungrouped convolutions the cpu computes widened."""
 
 
 @pytest.mark.parametrize("where", ["x", "x-edge", "W"])

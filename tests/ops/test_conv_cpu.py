@@ -100,6 +100,34 @@ def test_chunks_with_a_remainder(rng, nb, dtype):
            chunk_bytes=chunk_bytes)
 
 
+@pytest.mark.parametrize("H, W, KW, stride, padding, expected", [
+    (12, 12, 3, (1, 1), (0, 0), (1, 1)),   # the speedrun's 3x3 without padding
+    (8, 8, 5, (1, 1), (1, 1), (2, 1)),     # 5 wide with padding 1: one more each side
+    (8, 8, 5, (1, 1), (2, 2), (2, 0)),     # already as wide as the input
+    (8, 8, 3, (1, 1), (0, 3), (3, 0)),     # wider than the input
+    (8, 8, 4, (1, 1), (0, 0), (0, 0)),     # an even kernel width
+    (8, 8, 3, (2, 1), (0, 0), (0, 0)),     # a stride
+    (8, 8, 3, (1, 2), (0, 0), (0, 0)),
+])
+def test_widened(H, W, KW, stride, padding, expected):
+    assert cpu_conv.widened(H, W, KW, stride, padding) == expected
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_widened_only_when_x_and_w_are_finite(rng, bad):
+    # The chunked schedule's geometry: widened for finite x and W; narrow
+    # when either holds an inf or a NaN (the dropped columns would multiply
+    # it by their zero gradient).
+    x = rng.standard_normal((2, 9, 8, 8)).astype(np.float32)
+    W = rng.standard_normal((4, 9, 5, 5)).astype(np.float32)
+    assert cpu_conv._chunk_geometry(x, W, (1, 1), (1, 1)) == ((1, 2), 6, 8, 1, 6)
+    for arr in (x, W):
+        kept = arr.flat[-1]
+        arr.flat[-1] = bad
+        assert cpu_conv._chunk_geometry(x, W, (1, 1), (1, 1)) == ((1, 1), 6, 6, 0, 6)
+        arr.flat[-1] = kept
+
+
 def test_chunk_samples_bounds():
     # At least one sample per chunk, at most the batch.
     assert cpu_conv.chunk_samples(5, 54, 30, 4, 1) == 1

@@ -6,7 +6,9 @@ or a tile, and together the shapes take every branch of every backend:
 
 - cpu: C*KH*KW <= SMALL_K (48) runs the per-sample schedule and more the
   chunked one; a stride-1 convolution with OW == W copies whole shifted
-  taps in im2col / col2im, any other row by row; padding wider than the
+  taps in im2col / col2im, any other row by row; the chunked schedule
+  computes a stride-1 convolution narrower than its input (odd KW) on the
+  input's width, unless x or W holds a NaN or an inf; padding wider than the
   kernel's reach, and an image smaller than the kernel, leave whole rows
   and columns of zeros;
 - cuda: C == 1 runs the direct kernels, C > 1 im2col and cuBLAS;
@@ -105,6 +107,11 @@ SHAPES = (
     ConvCase("c9-k5-same", 2, 9, 6, 7, 5, 5, 5, (1, 1), (2, 2)),
     ConvCase("c8-n5-s2x1-p2x1", 5, 8, 4, 4, 3, 3, 3, (2, 1), (2, 1)),
     ConvCase("c6-1x2-image", 2, 6, 1, 2, 3, 3, 3, (1, 1), (1, 1)),
+    # Stride 1, narrower than the input: the cpu chunked schedule computes it
+    # widened (a 5-wide kernel with padding 1: two more columns, one each
+    # side); an even kernel width is never widened.
+    ConvCase("c9-k5-p1-widened", 2, 9, 6, 8, 4, 5, 5, (1, 1), (1, 1)),
+    ConvCase("c8-k3x4-p0", 2, 8, 6, 7, 3, 3, 4, (1, 1), (0, 0)),
 )
 """Every geometry once, with a bias and dx."""
 

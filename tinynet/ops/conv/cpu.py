@@ -23,7 +23,8 @@ retired ones and explains the choice):
   not depend on the thread count). The columns of the batch, (N, K + 1, P),
   are the cache.
 - "chunks", K > SMALL_K: a prange over chunks of nb samples (``chunk_samples``)
-  whose columns, (K, nb*P) of about FUSED_CHUNK_BYTES, stay in the core's
+  whose columns, (K, nb*P) of about FUSED_CHUNK_BYTES (forward) or
+  FUSED_BACKWARD_CHUNK_BYTES (backward), stay in the core's
   L2 cache; the last chunk takes the remainder of the batch. Per chunk, in
   one thread: the columns, y^T = Wm cols (F, nb*P) and its copy to NCHW
   with the bias added; in the backward dy copied to dy^T (F, nb*P) with its
@@ -56,7 +57,14 @@ im2col and col2im of a stride-1 convolution with OW == W (the "same" width,
 such as a 3x3 kernel with padding 1) copy whole taps at once: tap (p, q) of
 the flat image is the flat image shifted by (p - ph)*W + (q - pw), except the
 rows that leave the image and the columns that wrap around a row edge, which
-are zero. Other strides and paddings copy row by row.
+are zero. Other strides and paddings copy row by row. The chunked schedule
+computes a stride-1 convolution narrower than its input (an odd KW, 2*pw <
+KW - 1, e.g. a 3x3 kernel without padding) on the input's width, with the
+padding widened to (KW - 1)/2 (``widened``), and copies out the columns it
+was asked for: rows of 10 floats (the speedrun recipe's 24 -> 32 layer on
+12x12) copied one by one cost more than the GEMMs. It does so only when x
+and W hold no inf or NaN (one vectorized pass over their bits): the dropped
+columns multiply such a value by their zero gradient.
 
 The GEMMs accumulate in the input dtype, as BLAS does: dW, and in the
 per-sample schedule db, are float32 sums within a sample (or a chunk) for
@@ -83,13 +91,24 @@ __all__ = ["im2col", "col2im", "conv2d_forward", "conv2d_backward"]
 SMALL_K = 48
 """Largest C*KH*KW that takes the per-sample schedule (measured in kernels/conv.py)."""
 
-FUSED_CHUNK_BYTES = 256 << 10
-"""Target size of one chunk's columns in the chunked schedule (per thread), read
-at each call of forward_chunks and backward_chunks unless they are given a
-``chunk_bytes``. For
-the 32 -> 64 layer on 14x14 (226 KB of columns per sample) 256 KB, 1 MB and
-2 MB chunks took 8.35, 8.91 and 10.29 ms forward + backward
-(kernels/conv.py, 2 threads, Intel Xeon)."""
+FUSED_CHUNK_BYTES = 128 << 10
+"""Target size of one chunk's columns in the chunked schedule's forward (per
+thread), read at each call of forward_chunks unless it is given a
+``chunk_bytes``: at most one sample per chunk for both layers below.
+FUSED_BACKWARD_CHUNK_BYTES is the backward's. Raced forward + backward (the
+forward's / the backward's chunk size; ``python -m kernels.conv --chunks``),
+2 threads, Intel Xeon: the speedrun
+recipe's 24 -> 32 layer on 12x12 at batch 256 (104 KB of widened columns
+per sample) 9.68 ms at 256 / 256 KB, 8.89 at 128 / 256, 8.58 at 128 / 512;
+the reference CNN's 32 -> 64 layer on 14x14 at batch 64 (226 KB per sample)
+6.64, 6.61 and 6.44 ms. Earlier, for the 32 -> 64 layer alone, 256 KB, 1 MB
+and 2 MB chunks for both passes took 8.35, 8.91 and 10.29 ms."""
+
+FUSED_BACKWARD_CHUNK_BYTES = 512 << 10
+"""Target size of one chunk's columns in the chunked schedule's backward (per
+thread), read at each call of backward_chunks unless it is given a
+``chunk_bytes``; measured with FUSED_CHUNK_BYTES. Its GEMM dW^T = cols dy^T
+sums over the chunk's pixels, and longer sums ran faster."""
 
 
 @njit_kernel()
@@ -256,10 +275,12 @@ def col2im_into(dcols, n0, nb, kh, kw, sh, sw, ph, pw, OH, OW, rs, cs, dx):
 
 
 @njit_kernel(parallel=True)
-def _forward_fused(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, nb, cols_ws, yT_ws, y):
+def _forward_fused(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, off, OWo, nb, cols_ws, yT_ws, y):
     # Per chunk of nb samples, in one thread: the chunk's columns (K, m*P),
     # y^T = Wm cols by a single-threaded BLAS GEMM (np.dot), then
-    # y[n] = y^T's block of n + b in NCHW.
+    # y[n] = y^T's block of n + b in NCHW: columns off .. off + OWo of each
+    # of the OW computed (OWo == OW unless the convolution was widened,
+    # ``widened``).
     # Parallel axis: chunks; chunk ch writes only y[ch*nb:(ch + 1)*nb]. Its
     # scratch is row t = numba.get_thread_id() of cols_ws and yT_ws: a thread
     # runs one chunk at a time, so no two running chunks share a row.
@@ -282,15 +303,22 @@ def _forward_fused(x, Wm, b, kh, kw, sh, sw, ph, pw, OH, OW, nb, cols_ws, yT_ws,
                 bf = b[f]
                 dst = y[n0 + k, f]
                 src = yT[f, k * P:(k + 1) * P]
-                for i in range(P):
-                    dst[i] = src[i] + bf
+                if OWo == OW:
+                    for i in range(P):
+                        dst[i] = src[i] + bf
+                else:
+                    for i in range(OH):
+                        for j in range(OWo):
+                            dst[i * OWo + j] = src[i * OW + off + j] + bf
 
 
 @njit_kernel(parallel=True)
-def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, cols_ws, dyT_ws,
-                    dcols_ws, dWT_parts, dbias, dx):
+def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, off, OWo, nb, need_dx, cols_ws,
+                    dyT_ws, dcols_ws, dWT_parts, dbias, dx):
     # Per chunk of nb samples, in one thread: dy^T (F, m*P) with the
-    # per-(n, f) sums of dy for db; the chunk's columns rebuilt from x;
+    # per-(n, f) sums of dy for db (dy's OWo columns at off .. off + OWo of
+    # the OW computed, zeros around them when the convolution was widened);
+    # the chunk's columns rebuilt from x;
     # the chunk's dW^T part = cols dy^T (single-threaded BLAS) into
     # dWT_parts[ch]; with need_dx, dcols = Wm^T dy^T and col2im into dx[n]
     # for the chunk's samples. The parts are summed afterwards in chunk
@@ -313,10 +341,19 @@ def _backward_fused(dy, x, WmT, kh, kw, sh, sw, ph, pw, OH, OW, nb, need_dx, col
                 src = dy[n0 + k, f]
                 dst = dyT[f, k * P:(k + 1) * P]
                 s = 0.0
-                for i in range(P):
-                    v = src[i]
-                    dst[i] = v
-                    s += v
+                if OWo == OW:
+                    for i in range(P):
+                        v = src[i]
+                        dst[i] = v
+                        s += v
+                else:
+                    for i in range(P):
+                        dst[i] = 0
+                    for i in range(OH):
+                        for j in range(OWo):
+                            v = src[i * OWo + j]
+                            dst[i * OW + off + j] = v
+                            s += v
                 dbias[n0 + k, f] = s
             for c in range(C):
                 im2col_channel(x[n0 + k, c].reshape(H * W), c, kh, kw, sh, sw, ph, pw, H, W,
@@ -462,6 +499,85 @@ def chunk_samples(N, K, P, itemsize, chunk_bytes):
     return max(1, min(N, chunk_bytes // (K * P * itemsize)))
 
 
+@njit_kernel(parallel=True)
+def _nonfinite_blocks(bits, exponent, out):
+    # out[c] = 1 when block c of bits (a float array's bits, unsigned) holds a
+    # value whose exponent field is all ones (an inf or a NaN), else 0. An
+    # integer OR over the block, without an early exit, so that it vectorizes.
+    # Parallel axis: the blocks; block c writes only out[c].
+    n = bits.size
+    blocks = out.size
+    step = (n + blocks - 1) // blocks
+    for c in numba.prange(blocks):
+        acc = 0
+        for e in range(c * step, min(n, (c + 1) * step)):
+            acc |= (bits[e] & exponent) == exponent
+        out[c] = acc
+
+
+def _all_finite(a):
+    """True when no element of the float array a is an inf or a NaN: one
+    vectorized pass over its bits (0.36 ms as a float loop with an early
+    exit on the speedrun's (256, 24, 12, 12) input)."""
+    a = np.ascontiguousarray(a).reshape(-1)
+    if a.dtype == np.float32:
+        bits, exponent = a.view(np.uint32), np.uint32(0x7F800000)
+    else:
+        bits, exponent = a.view(np.uint64), np.uint64(0x7FF0000000000000)
+    out = np.zeros(64, np.uint8)
+    _nonfinite_blocks(bits, exponent, out)
+    return not out.any()
+
+
+def widened(H, W, KW, stride, padding):
+    """The padded width the chunked schedule computes a stride-1 convolution on.
+
+    A stride-1 convolution whose output is narrower than its input (OW < W,
+    e.g. a 3x3 kernel without padding) has output rows of OW pixels, and
+    im2col / col2im copy them row by row: short runs that cost more than the
+    GEMMs (the speedrun recipe's 24 -> 32 layer on 12x12). With the padding
+    widened to pw' = (KW - 1)/2 the output is W wide, every tap of im2col is
+    the image shifted as a whole, and the OW wanted columns are columns off
+    .. off + OW of it, off = pw' - pw; the extra columns are computed and
+    dropped (a 3x3 kernel on 12x12: 12 columns instead of 10, 20% more GEMM
+    work, and 9.6 -> 7.6 ms forward + backward at batch 256, Intel Xeon).
+
+    Parameters
+    ----------
+    H, W : int
+        The input's height and width.
+    KW : int
+        The kernel's width.
+    stride, padding : (int, int)
+
+    Returns
+    -------
+    (pw', off) : (int, int)
+        (pw, 0), nothing widened, unless the stride is 1, KW is odd and
+        2*pw < KW - 1. The caller also keeps (pw, 0) when x or W holds an inf
+        or a NaN: the dropped columns multiply their zero gradient by those
+        values, which would put NaN where the reference has none.
+    """
+    pw = padding[1]
+    if tuple(stride) != (1, 1) or KW % 2 == 0 or 2 * pw >= KW - 1:
+        return pw, 0
+    wide = (KW - 1) // 2
+    return wide, wide - pw
+
+
+def _chunk_geometry(x, W, stride, padding):
+    """(padding computed, OH, OW computed, off, OW wanted) of the chunked
+    schedule for x and W (``widened``, kept narrow when x or W is not finite)."""
+    H, Wd = x.shape[2], x.shape[3]
+    _, _, KH, KW = W.shape
+    OH, OWo = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    pw, off = widened(H, Wd, KW, stride, padding)
+    if off and not (_all_finite(x.reshape(-1)) and _all_finite(W.reshape(-1))):
+        pw, off = padding[1], 0
+    OW = conv2d_output_size(H, Wd, KH, KW, stride, (padding[0], pw))[1]
+    return (padding[0], pw), OH, OW, off, OWo
+
+
 def forward_chunks(x, W, b, stride, padding, chunk_bytes=None):
     """The chunked schedule's forward (conv2d_forward's for C*KH*KW > SMALL_K).
 
@@ -472,21 +588,22 @@ def forward_chunks(x, W, b, stride, padding, chunk_bytes=None):
     """
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
-    N, _, H, Wd = x.shape
+    N = x.shape[0]
     F, _, KH, KW = W.shape
-    OH, OW = conv2d_output_size(H, Wd, KH, KW, stride, padding)
+    pad, OH, OW, off, OWo = _chunk_geometry(x, W, stride, padding)
     Wm = W.reshape(F, -1)
     K, P = Wm.shape[1], OH * OW
     bias = np.zeros(F, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
-    y = np.empty((N, F, P), dtype=x.dtype)
+    y = np.empty((N, F, OH * OWo), dtype=x.dtype)
     nb = chunk_samples(N, K, P, x.itemsize,
                        FUSED_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
     T = _thread_slots()
     cols_ws = _scratch("fused_cols", T * K * nb * P, x.dtype).reshape(T, K * nb * P)
     yT_ws = _scratch("fused_yT", T * F * nb * P, x.dtype).reshape(T, F * nb * P)
     with single_threaded_kernel_blas():
-        _forward_fused(x, Wm, bias, KH, KW, *stride, *padding, OH, OW, nb, cols_ws, yT_ws, y)
-    return y.reshape(N, F, OH, OW), None
+        _forward_fused(x, Wm, bias, KH, KW, *stride, *pad, OH, OW, off, OWo, nb, cols_ws,
+                       yT_ws, y)
+    return y.reshape(N, F, OH, OWo), None
 
 
 def backward_chunks(dy, x, W, cache, stride, padding, has_bias, need_dx, chunk_bytes=None):
@@ -499,14 +616,15 @@ def backward_chunks(dy, x, W, cache, stride, padding, has_bias, need_dx, chunk_b
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
-    N, F, OH, OW = dy.shape
+    N, F = dy.shape[:2]
     _, C, KH, KW = W.shape
+    pad, OH, OW, off, OWo = _chunk_geometry(x, W, stride, padding)
     K, P = C * KH * KW, OH * OW
     dtype = dy.dtype
     WmT = np.ascontiguousarray(W.reshape(F, K).T)
     dx = np.empty(x.shape if need_dx else (0, C, 1, 1), dtype=dtype)
     nb = chunk_samples(N, K, P, x.itemsize,
-                       FUSED_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+                       FUSED_BACKWARD_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
     T = _thread_slots()
     cols_ws = _scratch("fused_cols", T * K * nb * P, dtype).reshape(T, K * nb * P)
     dyT_ws = _scratch("fused_dyT", T * F * nb * P, dtype).reshape(T, F * nb * P)
@@ -515,8 +633,8 @@ def backward_chunks(dy, x, W, cache, stride, padding, has_bias, need_dx, chunk_b
     dWT_parts = _scratch("fused_dWT", chunks * K * F, dtype).reshape(chunks, K, F)
     dbias = np.empty((N, F), dtype=np.float64)
     with single_threaded_kernel_blas():
-        _backward_fused(dy.reshape(N, F, P), x, WmT, KH, KW, *stride, *padding, OH, OW, nb,
-                        need_dx, cols_ws, dyT_ws, dcols_ws, dWT_parts, dbias, dx)
+        _backward_fused(dy.reshape(N, F, OH * OWo), x, WmT, KH, KW, *stride, *pad, OH, OW, off,
+                        OWo, nb, need_dx, cols_ws, dyT_ws, dcols_ws, dWT_parts, dbias, dx)
     dWT = np.empty((K, F), dtype=np.float64)
     _sum_parts(dWT_parts, dWT)
     dW = np.ascontiguousarray(dWT.T).astype(dtype).reshape(W.shape)
