@@ -63,9 +63,10 @@ BLOCKS = (("conv 1->24 5x5 28x28, pool, relu", 256, 1, 24, 28, 5, 0),
 
 @njit_kernel(inline="always")
 def _pool_relu(a, b, c, d):
-    """The 2x2 window a b / c d: (relu(max), tap, passed) with the contract's
-    take-over test (the first maximum; a NaN takes over), as the cpu pool's
-    tree computes it; ``passed`` is the ReLU's gradient mask, not (max <= 0)."""
+    """The 2x2 window a b / c d: (relu(max), tap) with the contract's take-over
+    test (the first maximum; a NaN takes over), as the cpu pool's tree
+    computes it. The ReLU passes max where not (max <= 0), so a NaN passes;
+    the backward reads the same mask from z."""
     take_b = (b > a) | (b != b)
     top = b if take_b else a
     take_d = (d > c) | (d != d)
@@ -73,8 +74,7 @@ def _pool_relu(a, b, c, d):
     take_bottom = (bottom > top) | (bottom != bottom)
     p = bottom if take_bottom else top
     tap = np.uint8(2 + take_d) if take_bottom else np.uint8(take_b)
-    passed = not (p <= 0)
-    return (p if passed else 0.0), tap, passed
+    return (p if not (p <= 0) else 0.0), tap
 
 
 @njit_kernel(parallel=True)
@@ -105,8 +105,8 @@ def _samples_forward(x, Wb, kh, kw, ph, pw, OH, OW, has_bias, cols, y_ws, z, tap
                 r0 = 2 * i * OW
                 r1 = r0 + OW
                 for j in range(ZW):
-                    v, t, _ = _pool_relu(yf[r0 + 2 * j], yf[r0 + 2 * j + 1], yf[r1 + 2 * j],
-                                         yf[r1 + 2 * j + 1])
+                    v, t = _pool_relu(yf[r0 + 2 * j], yf[r0 + 2 * j + 1], yf[r1 + 2 * j],
+                                      yf[r1 + 2 * j + 1])
                     z[n, f, i, j] = v
                     taps[n, f, i, j] = t
 
@@ -176,8 +176,8 @@ def _chunks_forward(x, Wm, b, kh, kw, ph, pw, OH, OW, nb, cols_ws, yT_ws, z, tap
                     r0 = 2 * i * OW
                     r1 = r0 + OW
                     for j in range(ZW):
-                        v, tp, _ = _pool_relu(yf[r0 + 2 * j] + bf, yf[r0 + 2 * j + 1] + bf,
-                                              yf[r1 + 2 * j] + bf, yf[r1 + 2 * j + 1] + bf)
+                        v, tp = _pool_relu(yf[r0 + 2 * j] + bf, yf[r0 + 2 * j + 1] + bf,
+                                           yf[r1 + 2 * j] + bf, yf[r1 + 2 * j + 1] + bf)
                         z[n0 + k, f, i, j] = v
                         taps[n0 + k, f, i, j] = tp
 
