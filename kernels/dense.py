@@ -23,11 +23,18 @@ use the cores. All have the signatures of the ref ops
   (``np.dot`` inside a ``prange``), as the convolution runs its GEMMs. Lost:
   blocks of 32 rows (and dW's inner dimension of 64) run far below BLAS's
   own two-thread rate.
-- tinynet: the cpu backend's ops, GEMM + bias kernels with BLAS on one
-  thread: slower alone than BLAS's own threads, but OpenBLAS's two-thread
+- one BLAS thread: GEMM + bias kernels with numpy's BLAS on one thread
+  (``single_threaded_numpy_blas``), the cpu backend's ops until the split
+  below: slower alone than BLAS's own threads, but OpenBLAS's two-thread
   GEMM leaves its worker polling for work on the core numba's pool needs
   next, which slowed every numba kernel after it in the training step up to
-  2x (``python -m kernels.instep``).
+  2x (``python -m kernels.system.instep``).
+- tinynet, GEMM blocks in the pool: the cpu backend's ops. Each GEMM split
+  into one block per numba thread, each a single-threaded BLAS call on a
+  block of the row-major arrays in place (``tinynet.backends.cpu_blas.gemm``
+  passes the leading dimension, which ``np.dot`` cannot): the forward by
+  rows or columns of y, whichever is longer, with b added per block; the
+  backward by blocks of the input features, dW's and dx's together.
 
 GFLOP/s counts 2*N*I*O per GEMM: 3 GEMMs for forward + backward. Floor: the
 bytes of x, W, b, y, dy, dx, dW and db.
@@ -47,7 +54,7 @@ from tinynet.backends import cpu, ref
 from tinynet.backends.cpu_jit import njit_kernel
 from tinynet.ops.dense.cases import CASES
 from tinynet.ops.dense.cpu import add_bias, bias_grad
-from tinynet.threads import single_threaded_kernel_blas
+from tinynet.threads import single_threaded_kernel_blas, single_threaded_numpy_blas
 from kernels.common import Row, lab_main, median_time, tensor_bytes, torch_layer_seconds, try_torch
 
 BATCH = 64
@@ -117,6 +124,25 @@ def backward_bias_kernel(x, W, dy, has_bias, need_dx):
     return _backward_bias_kernel(np.matmul, x, W, dy, has_bias, need_dx)
 
 
+def forward_one_blas_thread(x, W, b):
+    with single_threaded_numpy_blas():
+        y = np.matmul(x, W.T)
+    if b is not None:
+        add_bias(y, b)
+    return y
+
+
+def backward_one_blas_thread(x, W, dy, has_bias, need_dx):
+    db = None
+    if has_bias:
+        db = np.empty(dy.shape[1], dtype=dy.dtype)
+        bias_grad(dy, db)
+    with single_threaded_numpy_blas():
+        dW = np.matmul(dy.T, x)
+        dx = np.matmul(dy, W) if need_dx else None
+    return dx, dW, db
+
+
 def forward_row_blocks(x, W, b):
     return _forward_bias_kernel(_matmul_pool, x, W, b)
 
@@ -130,7 +156,8 @@ VARIANTS = {
     "2 ones column": (forward_ones_column, backward_ones_column),
     "3 GEMM + bias kernels": (forward_bias_kernel, backward_bias_kernel),
     "4 GEMM row blocks in the pool": (forward_row_blocks, backward_row_blocks),
-    "5 tinynet, one BLAS thread": (cpu.dense_forward, cpu.dense_backward),
+    "5 one BLAS thread": (forward_one_blas_thread, backward_one_blas_thread),
+    "6 tinynet, GEMM blocks in the pool": (cpu.dense_forward, cpu.dense_backward),
 }
 
 

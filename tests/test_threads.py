@@ -1,4 +1,5 @@
 """Tests for tinynet.threads (thread counts, threading default) and the cpu jit decorator."""
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -126,9 +127,9 @@ def test_configure_threading_applies_default_when_unset(monkeypatch):
     monkeypatch.setattr(threads, "_gomp_loaded", lambda: False)
     applied = threads.configure_threading()
     assert applied == {"OMP_WAIT_POLICY": "PASSIVE",
-                       "NUMBA_THREADING_LAYER_PRIORITY": "omp tbb workqueue"}
+                       "NUMBA_THREADING_LAYER_PRIORITY": "tbb omp workqueue"}
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert numba.config.THREADING_LAYER_PRIORITY == ["omp", "tbb", "workqueue"]
+    assert numba.config.THREADING_LAYER_PRIORITY == ["tbb", "omp", "workqueue"]
 
 
 @pytest.mark.parametrize("name, value", [("THREADING_LAYER", "workqueue"),
@@ -185,10 +186,21 @@ def test_configure_threading_respects_user_environment():
 def test_configure_threading_default_in_fresh_process():
     result = _run(CHILD_LAYER, _clean_env())
     assert result["config_layer"] == "default"
-    assert result["priority"] == ["omp", "tbb", "workqueue"]
+    assert result["priority"] == ["tbb", "omp", "workqueue"]
     assert result["omp_wait_policy"] == "PASSIVE"
-    if importlib.util.find_spec("numba.np.ufunc.omppool") is not None:
+    if _tbb_installed():
+        # pyproject.toml makes tbb a dependency where its wheels exist; preload_tbb finds it in a venv
+        assert result["layer"] == "tbb"
+    elif importlib.util.find_spec("numba.np.ufunc.omppool") is not None:
         assert result["layer"] == "omp"
+
+
+def _tbb_installed():
+    try:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def test_njit_kernel_parallel_matches_numpy():

@@ -10,16 +10,18 @@ pool starts. ``tn.set_num_threads(n)`` is the one run-time knob. Each is skipped
 setting                          why (measured)              opt out
 ===============================  ==========================  ===============================
 ``OMP_WAIT_POLICY=PASSIVE``      idle omp workers spin and   set ``OMP_WAIT_POLICY`` yourself
-(environment, read by libgomp    take the cores BLAS needs:  
+(environment, read by libgomp    take the cores BLAS needs:
 when numba starts its pool)      kernel + GEMM interleaved
-                                 ran 2.3x their sum
-                                 (``python -m kernels.system.threads``)
-``NUMBA_THREADING_LAYER_         omp first; tbb first when   set ``NUMBA_THREADING_LAYER`` or
-PRIORITY`` (and                  torch's libgomp is already  ``NUMBA_THREADING_LAYER_PRIORITY``
-``numba.config``)                loaded (torch imported
-                                 first: 1.4-2.4x slower
-                                 steps on omp;
-                                 ``python -m kernels.system.instep``)
+                                 ran 3.3x their sum
+                                 (``python -m kernels.system.threads``);
+                                 for the omp fallback
+``NUMBA_THREADING_LAYER_         tbb, omp, workqueue (tbb,   set ``NUMBA_THREADING_LAYER`` or
+PRIORITY`` (and                  workqueue, omp when torch's ``NUMBA_THREADING_LAYER_PRIORITY``
+``numba.config``); a             libgomp is already loaded):
+pip-installed libtbb is          the step 0.84-0.91x of omp
+loaded (``preload_tbb``)         + PASSIVE, 1.0x with a
+                                 core busy elsewhere
+                                 (``python -m kernels.system.instep``)
 glibc ``mallopt``                multi-MB outputs reused     ``TINYNET_MALLOPT=0``, or set any
 (M_MMAP_THRESHOLD,               without page faults: the    ``MALLOC_*_`` variable of glibc
 M_TRIM_THRESHOLD, M_TOP_PAD)     step 27 -> 24 ms

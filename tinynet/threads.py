@@ -5,45 +5,54 @@ A cpu training step alternates Numba ``prange`` kernels with BLAS GEMMs
 thread pool. A pool that is idle but still spinning takes cores from the
 other one.
 
-Measured on this machine (2 cores, shared with other jobs: load average 2 to
-6) with ``python -m kernels.system.threads --rounds 5``: launch = one tiny parallel
-kernel; a bias+ReLU+sum kernel on (64, 32, 28, 28) float32 interleaved with a
-(12544, 288) x (288, 64) float32 GEMM; ratio = interleaved / (kernel + GEMM),
-best of 5 rounds:
+The default is numba's **tbb** layer (the ``tbb`` package, a dependency of
+tinynet on Linux and Windows x86-64, its wheels' platforms; elsewhere ``pip
+install tinynet[tbb]`` asks for it), then omp with
+``OMP_WAIT_POLICY=PASSIVE``, then workqueue. ``preload_tbb`` makes numba find
+a pip-installed libtbb in a virtual environment. Why, measured on an Intel
+Xeon with 2 cores (``python -m kernels.system.threads --rounds 3``, quiet
+machine, 2026-12-04): launch = one tiny parallel kernel; a bias+ReLU+sum
+kernel on (64, 32, 28, 28) float32 interleaved with a (12544, 288) x (288,
+64) float32 GEMM; ratio = interleaved / (kernel + GEMM), best of 3 rounds:
 
     layer      OMP_WAIT_POLICY  BLAS threads  launch us  kernel ms  GEMM ms  interleaved ms  ratio
-    omp        unset            2                 302       0.65     9.19           22.75   2.31
-    omp        unset            1                 202       1.40     6.75           16.41   2.01
-    omp        PASSIVE          2                  11       0.52     3.69            4.54   1.08
-    omp        PASSIVE          1                  11       0.56     7.00            7.34   0.97
-    workqueue  unset            2                  72       0.42     3.75            4.55   1.09
-    workqueue  unset            1                  81       0.41     6.79            7.78   1.08
+    omp        unset            2                 4.3       0.34     1.78            6.97   3.28
+    omp        PASSIVE          2                 4.3       0.66     1.80            2.34   0.95
+    omp        PASSIVE          1                 4.1       0.67     3.29            3.81   0.96
+    tbb        unset            2                 2.4       0.49     1.80            2.30   1.01
+    tbb        unset            1                 2.1       0.53     3.26            3.76   0.99
+    workqueue  unset            1                93.1       0.56     3.25            3.88   1.02
 
-(OMP_WAIT_POLICY does not change the workqueue rows.) With numba's default
-layer here (omp: GNU libgomp) and the default wait policy, idle omp workers
-spin after each kernel and compete with the GEMM that follows and with
-anything else on the machine: interleaving costs twice the sum of its parts.
-``OMP_WAIT_POLICY=PASSIVE`` puts them to sleep at once and removes the
-slowdown, at about 10 us per launch. The workqueue layer does not spin
-either, but each launch costs about 70 us, which adds up over the dozens of
-small kernels in a training step, and it aborts when two Python threads run
-parallel kernels at once. So the default is: the omp layer, preferred over
-the others, with ``OMP_WAIT_POLICY=PASSIVE``. The large GEMMs of Conv2D and
-Dense now run inside numba's pool (single-threaded BLAS calls from a
-``prange``, ``single_threaded_kernel_blas``), so numba's and BLAS's pools no
-longer take turns on the cores; a bounded spin instead of PASSIVE
-(OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=20000) still made the step 1.4x
-slower on a loaded machine (``python -m kernels.system.instep``).
+- omp with libgomp's default wait policy: idle workers spin after each
+  kernel and compete with the GEMM that follows and with anything else on
+  the machine; interleaving costs three times the sum of its parts.
+- omp with ``PASSIVE``: workers sleep at once, so nothing competes, but
+  every kernel then pays for waking a sleeping core (the kernel alone takes
+  0.66 ms instead of 0.34). A virtual machine whose idle vCPU halts pays
+  the most.
+- tbb: workers spin a short, bounded while and then sleep. No
+  interference (ratio 1.0) and a cheaper wake-up than PASSIVE. In the
+  training step (``python -m kernels.system.instep --settings "no torch,
+  omp passive;no torch, tbb;no torch, spin 20k"``) the reference CNN's step
+  took 0.84x and the speedrun model's 0.91x of its time on omp + PASSIVE on
+  a quiet machine, and 0.99x and 1.00x with another process keeping one
+  core busy, where a bounded omp spin (``OMP_WAIT_POLICY=ACTIVE
+  GOMP_SPINCOUNT=20000``) took 1.51x and 1.30x.
+- workqueue never spins, but each launch costs 30 to 110 us, which adds up
+  over the dozens of small kernels in a step, and it aborts when two Python
+  threads run parallel kernels at once.
+
+The large GEMMs of Conv2D and Dense run inside numba's pool (single-threaded
+BLAS calls from a ``prange``, ``single_threaded_kernel_blas``), so numba's
+and BLAS's pools do not take turns on the cores.
 
 When a GNU OpenMP runtime is already loaded (torch imported before tinynet),
 numba's omp layer would run on it with the wait policy it read at load
-time; the priority is then tbb, workqueue, omp. The ``tbb`` package is a
-dependency of tinynet on Linux and Windows x86-64 (its wheels' platforms;
-elsewhere ``pip install tinynet[tbb]`` asks for it); ``preload_tbb`` makes numba
-find its library in a virtual environment. With it every op of the step stayed
-within 1.04x of its torch-free time and the step ran at 0.92x (``python -m
-kernels.system.instep``, settings "torch first, ..."); on the workqueue layer
-the step took 1.14x and the small kernels up to 1.54x, by its launch cost.
+time; the priority is then tbb, workqueue, omp. On tbb every op of the step
+stayed within 1.04x of its torch-free time and the step ran at 0.92x
+(``python -m kernels.system.instep``, settings "torch first, ..."); on the
+workqueue layer the step took 1.14x and the small kernels up to 1.54x, by
+its launch cost.
 
 ``configure_threading()`` sets that default, each part only when the user has
 not set it; ``tinynet.process.apply()`` calls it when the cpu backend first
@@ -76,7 +85,7 @@ import threadpoolctl
 __all__ = ["configure_threading", "preload_tbb", "set_num_threads", "get_num_threads", "blas_info",
            "single_threaded_blas", "single_threaded_kernel_blas", "single_threaded_numpy_blas"]
 
-LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+LAYER_PRIORITY = ("tbb", "omp", "workqueue")
 TORCH_FIRST_PRIORITY = ("tbb", "workqueue", "omp")
 APPLIED = {}
 """The environment variables ``configure_threading`` set in this process, name
@@ -90,11 +99,12 @@ def configure_threading():
     """Apply tinynet's threading default where the user has not chosen.
 
     Sets ``OMP_WAIT_POLICY=PASSIVE`` unless ``OMP_WAIT_POLICY`` is set, and
-    numba's threading layer priority to omp, tbb, workqueue (numba's own is
-    tbb, omp, workqueue) unless ``NUMBA_THREADING_LAYER`` or
-    ``NUMBA_THREADING_LAYER_PRIORITY`` is set or ``numba.config`` already
-    names a layer or another priority. Does nothing once numba's pool is running, because neither
-    can change then. It does not import numba: when numba is not imported
+    numba's threading layer priority to tbb, omp, workqueue (numba's own
+    order; tbb, workqueue, omp when a spinning GNU OpenMP runtime is already
+    loaded), and loads a pip-installed libtbb (``preload_tbb``), unless
+    ``NUMBA_THREADING_LAYER`` or ``NUMBA_THREADING_LAYER_PRIORITY`` is set or
+    ``numba.config`` already names a layer or another priority. Does nothing
+    once numba's pool is running, because neither can change then. It does not import numba: when numba is not imported
     yet, numba reads these variables at its import.
 
     Returns

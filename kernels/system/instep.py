@@ -19,7 +19,8 @@ Settings: ``no torch`` (tinynet's defaults); ``no torch, glibc malloc
 defaults`` (without tinynet's mallopt setting, tinynet/alloc.py);
 ``no torch, spin 20k`` / ``300k`` (libgomp's idle threads spin that many
 rounds before they sleep, OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT, instead
-of tinynet's PASSIVE);
+of sleeping at once, PASSIVE); ``no torch, tbb`` and ``no torch, omp passive``
+(each layer forced, whatever tinynet's default);
 ``torch first`` (``import
 torch`` before tinynet, tinynet's defaults); and the same with the threading
 layer forced to ``workqueue``, to ``tbb`` (when the ``tbb`` package is
@@ -50,6 +51,8 @@ SETTINGS = {
     "no torch, glibc malloc defaults": ({"TINYNET_MALLOPT": "0"}, False),
     "no torch, spin 20k": ({"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "20000"}, False),
     "no torch, spin 300k": ({"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}, False),
+    "no torch, tbb": ({"NUMBA_THREADING_LAYER": "tbb"}, False),
+    "no torch, omp passive": ({"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "PASSIVE"}, False),
     "torch first": ({}, True),
     "torch first, workqueue": ({"NUMBA_THREADING_LAYER": "workqueue"}, True),
     "torch first, tbb": ({"NUMBA_THREADING_LAYER": "tbb"}, True),

@@ -19,8 +19,8 @@ adds time, and round-robin spreads it over all configurations alike. The
 last column, interleaved / (kernel + GEMM), is 1.0 when the two pools do not
 get in each other's way and 2.0 when interleaving doubles the time.
 
-Configurations cross the Numba threading layer (workqueue, omp, tbb when the
-``tbb`` package imports), ``OMP_WAIT_POLICY`` (unset or PASSIVE) and
+Configurations cross the Numba threading layer (workqueue, omp, tbb when
+libtbb.so.12 loads, found as ``tinynet.threads.preload_tbb`` finds it), ``OMP_WAIT_POLICY`` (unset or PASSIVE) and
 ``OPENBLAS_NUM_THREADS`` (2 or 1). Each one runs in a fresh subprocess,
 because the threading layer and these variables are fixed when the pools
 start. The child does not import tinynet, so tinynet's own threading default
@@ -51,6 +51,9 @@ IDLE_S = 0.2  # pause before a measured block, so pools that still spin go idle
 
 def _child(steps, repeats):
     """Time launch, kernel alone, GEMM alone and both interleaved; print one JSON line."""
+    if os.environ.get("NUMBA_THREADING_LAYER") == "tbb":
+        from tinynet.threads import preload_tbb
+        preload_tbb()  # a pip-installed libtbb is not on the loader's path in a venv
     import numba
     import numpy as np
 
@@ -127,14 +130,22 @@ def _child(steps, repeats):
     print(json.dumps(result))
 
 
+def _tbb_loadable():
+    """True when numba's tbb layer can find libtbb.so.12 (on the loader's path or in this environment)."""
+    import ctypes
+    from tinynet.threads import preload_tbb
+    try:
+        ctypes.CDLL("libtbb.so.12")
+        return True
+    except OSError:
+        return preload_tbb() is not None
+
+
 def _configs():
     """(layer, OMP_WAIT_POLICY or None, OPENBLAS_NUM_THREADS) to measure."""
     layers = ["workqueue", "omp"]
-    try:
-        import tbb  # noqa: F401
+    if _tbb_loadable():
         layers.append("tbb")
-    except ImportError:
-        pass
     return [(layer, policy, blas)
             for layer in layers
             for policy in (None, "PASSIVE")

@@ -358,3 +358,15 @@ def test_flatten_without_input_grad():
 def test_flatten_then_dense_gradcheck(rng):
     model = tn.Sequential(tn.Flatten(), tn.Dense(12, 4))
     check_grads(model, rng.standard_normal((3, 3, 2, 2)))
+
+
+def test_cpu_cases_cover_every_gemm_path():
+    # The cpu backend runs small products as one numpy matmul and larger ones
+    # split over numba's pool, by rows of y (N >= O) or by its columns: the
+    # cases above (run on every backend) must reach all three.
+    from tinynet.ops.dense.cpu import SMALL_MACS
+    macs = {case: case.N * case.in_features * case.out_features for case in CASES}
+    big = [case for case in CASES if macs[case] >= SMALL_MACS]
+    assert any(case.N >= case.out_features for case in big)
+    assert any(case.N < case.out_features for case in big)
+    assert any(macs[case] < SMALL_MACS for case in CASES)

@@ -5,7 +5,9 @@ Each case is a batch size N and the layer's widths, in_features I and
 out_features O: one row of one feature, then small and large widths, mostly
 odd, off the multiples of a SIMD vector, a GEMM tile and a cuda block (the
 bias kernels' grid-stride loops run more than once with the tests' small
-blocks, tests/cudasim.py).
+blocks, tests/cudasim.py). The last two are above the cpu backend's
+SMALL_MACS, so they run its GEMMs split over the pool: by rows of y (N > O)
+and by its columns (O > N).
 """
 from typing import NamedTuple
 
@@ -43,5 +45,6 @@ CASES = (
     DenseCase("7x33x17", 7, 33, 17),
     DenseCase("65x130x9", 65, 130, 9),
     DenseCase("67x301x53", 67, 301, 53),
+    DenseCase("9x301x250", 9, 301, 250),
 )
 """Every case, named "NxIxO" for test ids."""
