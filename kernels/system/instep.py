@@ -17,9 +17,9 @@ setting:
 
 Settings: ``no torch`` (tinynet's defaults); ``no torch, glibc malloc
 defaults`` (without tinynet's mallopt setting, tinynet/alloc.py);
-``no torch, spin 20k`` / ``300k`` (libgomp's idle threads spin that many
-rounds before they sleep, OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT, instead
-of sleeping at once, PASSIVE); ``no torch, tbb`` and ``no torch, omp passive``
+``no torch, spin 20k`` / ``300k`` (the omp layer, whose idle threads spin
+that many rounds before they sleep, OMP_WAIT_POLICY=ACTIVE with
+GOMP_SPINCOUNT, instead of sleeping at once, PASSIVE); ``no torch, tbb`` and ``no torch, omp passive``
 (each layer forced, whatever tinynet's default);
 ``torch first`` (``import
 torch`` before tinynet, tinynet's defaults); and the same with the threading
@@ -49,8 +49,10 @@ BATCH = 64
 SETTINGS = {
     "no torch": ({}, False),
     "no torch, glibc malloc defaults": ({"TINYNET_MALLOPT": "0"}, False),
-    "no torch, spin 20k": ({"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "20000"}, False),
-    "no torch, spin 300k": ({"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}, False),
+    "no torch, spin 20k": ({"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "ACTIVE",
+                            "GOMP_SPINCOUNT": "20000"}, False),
+    "no torch, spin 300k": ({"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "ACTIVE",
+                             "GOMP_SPINCOUNT": "300000"}, False),
     "no torch, tbb": ({"NUMBA_THREADING_LAYER": "tbb"}, False),
     "no torch, omp passive": ({"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "PASSIVE"}, False),
     "torch first": ({}, True),

@@ -406,8 +406,9 @@ def wide_vectors(typingctx):
     every lane does the same arithmetic.
 
     Worth it for compute-bound loops only, like those that evaluate exp
-    (``python -m kernels.elementwise --bench``): GELU's forward took 0.64
-    instead of 0.91 ms on (64, 32, 28, 28) on an Intel Xeon with AVX-512.
+    (``python -m kernels.elementwise --bench``, before and after): GELU's
+    forward took 0.70 instead of 0.87 ms on (64, 32, 28, 28), forward +
+    backward 1.64 instead of 2.26 ms, on an Intel Xeon with AVX-512.
     The attribute goes through llvmlite's attribute set unchecked (llvmlite
     validates only its own list of attribute names); if that set cannot
     take it, nothing is set and the kernel keeps 256-bit vectors.
