@@ -473,3 +473,13 @@ def test_nan_propagates_like_torch():
         (yt, dxt), (y, dx) = _torch_pair(tmod, layer, x, dy)
         assert_close(y, yt, what=f"{name} forward with NaN")
         assert_close(dx, dxt, what=f"{name} backward with NaN")
+
+
+@pytest.mark.parametrize("inner", [1, 5, 15, 16, 17, 49, 196, 784, 1000, 4097])
+@pytest.mark.parametrize("columns", [16, 64, 256, 1024])
+def test_cpu_softmax_column_blocks_cover_the_columns_in_whole_vectors(inner, columns):
+    from tinynet.ops.activation.cpu import _SIMD_LANES, _column_blocks
+    blocks, width = _column_blocks(inner, columns)
+    assert blocks >= 1 and (blocks - 1) * width < inner <= blocks * width
+    assert width % _SIMD_LANES == 0 or width == inner
+    assert width <= max(columns, _SIMD_LANES) + _SIMD_LANES - 1 or width == inner
