@@ -646,6 +646,7 @@ def _bench_layers(rows, torch, gemm_rate=None):
             layer.requires_input_grad = need_dx
 
             def step():
+                layer.zero_grad()  # as torch's side, whose grads are set to None each time
                 layer.forward(x)
                 layer.backward(dy)
             flops, floor = _flops_bytes(x, layer.weight.data, dy, need_dx)
@@ -1012,6 +1013,7 @@ def _bench_grouped(rows, torch, label, C, F, H, groups, variants):
     layer = tn.Conv2D(C, F, 3, padding=1, groups=groups)
 
     def layer_step():
+        layer.zero_grad()  # as torch's side, whose grads are set to None each time
         layer.forward(x)
         layer.backward(dy)
     fns[("layer", "fwd+bwd")] = layer_step

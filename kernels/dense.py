@@ -209,6 +209,7 @@ def bench():
         layer = tn.Dense(n_in, n_out)
 
         def layer_step():
+            layer.zero_grad()  # as torch's side, whose grads are set to None each time
             layer.forward(x)
             layer.backward(dy)
         rows.append(Row(f"Dense({n_in}, {n_out}) fwd+bwd", f"layer, tinynet {tn.backend_name()}",

@@ -123,9 +123,9 @@ class Conv2D(Layer):
         dx, dW, db = self.ops.conv2d_backward(dy, x, self.weight.data, cache, self.stride,
                                               self.padding, self.bias is not None,
                                               self.requires_input_grad, self.groups)
-        self.weight.grad += dW
+        self.weight.accumulate_grad(dW, fresh=True)  # dW and db: the op's new arrays
         if db is not None and self.bias is not None:
-            self.bias.grad += db
+            self.bias.accumulate_grad(db, fresh=True)
         return dx
 
     def extra_repr(self) -> str:

@@ -89,9 +89,9 @@ class Dense(Layer):
                             f"input's ({x.dtype})")
         dx, dW, db = self.ops.dense_backward(x, self.weight.data, dy,
                                              self.bias is not None, self.requires_input_grad)
-        self.weight.grad += dW
+        self.weight.accumulate_grad(dW, fresh=True)  # dW and db: the op's new arrays
         if db is not None and self.bias is not None:
-            self.bias.grad += db
+            self.bias.accumulate_grad(db, fresh=True)
         return dx
 
     def extra_repr(self) -> str:
