@@ -1,5 +1,4 @@
 """Tests for tinynet.threads (thread counts, threading default) and the cpu jit decorator."""
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -193,14 +192,6 @@ def test_configure_threading_default_in_fresh_process():
         assert result["layer"] == "tbb"
     elif importlib.util.find_spec("numba.np.ufunc.omppool") is not None:
         assert result["layer"] == "omp"
-
-
-def _tbb_installed():
-    try:
-        importlib.metadata.distribution("tbb")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def test_njit_kernel_parallel_matches_numpy():
