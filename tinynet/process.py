@@ -18,7 +18,7 @@ when numba starts its pool)      kernel + GEMM interleaved
 ``NUMBA_THREADING_LAYER_         tbb, omp, workqueue (tbb,   set ``NUMBA_THREADING_LAYER`` or
 PRIORITY`` (and                  workqueue, omp when torch's ``NUMBA_THREADING_LAYER_PRIORITY``
 ``numba.config``); a             libgomp is already loaded):
-pip-installed libtbb is          the step 0.84-0.91x of omp
+pip-installed libtbb is          the step 0.83-0.84x of omp
 loaded (``preload_tbb``)         + PASSIVE, 1.0x with a
                                  core busy elsewhere
                                  (``python -m kernels.system.instep``)

@@ -32,12 +32,14 @@ kernel on (64, 32, 28, 28) float32 interleaved with a (12544, 288) x (288,
   the most.
 - tbb: workers spin a short, bounded while and then sleep. No
   interference (ratio 1.0) and a cheaper wake-up than PASSIVE. In the
-  training step (``python -m kernels.system.instep --settings "no torch,
-  omp passive;no torch, tbb;no torch, spin 20k"``) the reference CNN's step
-  took 0.84x and the speedrun model's 0.91x of its time on omp + PASSIVE on
-  a quiet machine, and 0.99x and 1.00x with another process keeping one
-  core busy, where a bounded omp spin (``OMP_WAIT_POLICY=ACTIVE
-  GOMP_SPINCOUNT=20000``) took 1.51x and 1.30x.
+  training step (``python -m kernels.system.instep [--model speedrun --norm
+  none --batch 256] --rounds 3 --settings "no torch;no torch, omp
+  passive;no torch, spin 20k"``, "no torch" being tbb) the reference CNN's
+  step took 0.83x and the speedrun model's 0.84x of its time on omp +
+  PASSIVE on a quiet machine, and 1.02x and 0.98x with another process
+  keeping one core busy, where a bounded omp spin (``OMP_WAIT_POLICY=ACTIVE
+  GOMP_SPINCOUNT=20000``) took 1.46x and 1.37x of tbb's time
+  (docs/performance.md, Threads).
 - workqueue never spins, but each launch costs 30 to 110 us, which adds up
   over the dozens of small kernels in a step, and it aborts when two Python
   threads run parallel kernels at once.
