@@ -24,8 +24,9 @@ use the cores. All have the signatures of the ref ops
   blocks of 32 rows (and dW's inner dimension of 64) run far below BLAS's
   own two-thread rate.
 - one BLAS thread: GEMM + bias kernels with numpy's BLAS on one thread
-  (``single_threaded_numpy_blas``), the cpu backend's ops until the split
-  below: slower alone than BLAS's own threads, but OpenBLAS's two-thread
+  (``tinynet.ops.dense.cpu.forward_one_thread`` / ``backward_one_thread``),
+  the cpu backend's ops until the split below and still its path for
+  products under SMALL_MACS: slower alone than BLAS's own threads, but OpenBLAS's two-thread
   GEMM leaves its worker polling for work on the core numba's pool needs
   next, which slowed every numba kernel after it in the training step up to
   2x (``python -m kernels.system.instep``).
@@ -53,8 +54,8 @@ import numpy as np
 from tinynet.backends import cpu, ref
 from tinynet.backends.cpu_jit import njit_kernel
 from tinynet.ops.dense.cases import CASES
-from tinynet.ops.dense.cpu import add_bias, bias_grad
-from tinynet.threads import single_threaded_kernel_blas, single_threaded_numpy_blas
+from tinynet.ops.dense.cpu import add_bias, backward_one_thread, bias_grad, forward_one_thread
+from tinynet.threads import single_threaded_kernel_blas
 from kernels.common import Row, lab_main, median_time, tensor_bytes, torch_layer_seconds, try_torch
 
 BATCH = 64
@@ -124,25 +125,6 @@ def backward_bias_kernel(x, W, dy, has_bias, need_dx):
     return _backward_bias_kernel(np.matmul, x, W, dy, has_bias, need_dx)
 
 
-def forward_one_blas_thread(x, W, b):
-    with single_threaded_numpy_blas():
-        y = np.matmul(x, W.T)
-    if b is not None:
-        add_bias(y, b)
-    return y
-
-
-def backward_one_blas_thread(x, W, dy, has_bias, need_dx):
-    db = None
-    if has_bias:
-        db = np.empty(dy.shape[1], dtype=dy.dtype)
-        bias_grad(dy, db)
-    with single_threaded_numpy_blas():
-        dW = np.matmul(dy.T, x)
-        dx = np.matmul(dy, W) if need_dx else None
-    return dx, dW, db
-
-
 def forward_row_blocks(x, W, b):
     return _forward_bias_kernel(_matmul_pool, x, W, b)
 
@@ -156,7 +138,7 @@ VARIANTS = {
     "2 ones column": (forward_ones_column, backward_ones_column),
     "3 GEMM + bias kernels": (forward_bias_kernel, backward_bias_kernel),
     "4 GEMM row blocks in the pool": (forward_row_blocks, backward_row_blocks),
-    "5 one BLAS thread": (forward_one_blas_thread, backward_one_blas_thread),
+    "5 one BLAS thread": (forward_one_thread, backward_one_thread),
     "6 tinynet, GEMM blocks in the pool": (cpu.dense_forward, cpu.dense_backward),
 }
 

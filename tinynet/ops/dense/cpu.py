@@ -19,7 +19,8 @@ GEMMs' time. numba's own ``np.dot`` takes whole contiguous arrays only (it
 copies a column block), which leaves only row splits, and those ran
 far below BLAS's two-thread rate for dW (inner dimension = the batch).
 Products below SMALL_MACS multiply-adds (Dense(128, 10) at batch 64: 82K)
-run as one numpy ``matmul`` on one BLAS thread instead: waking the pool
+run as one numpy ``matmul`` on one BLAS thread instead (``forward_one_thread``
+/ ``backward_one_thread``, the lab's variant 5): waking the pool
 cost more than the GEMM (0.030 against 0.014 ms forward + backward in the
 lab). So do zero-size ones (an empty batch or a width of 0).
 Promoted from the lab (kernels/dense.py).
@@ -113,6 +114,33 @@ def _parts(length):
     return max(1, min(numba.get_num_threads(), length))
 
 
+def _bias_gradient(dy, has_bias):
+    """db (dy's column sums, in float64, in dy's dtype), or None without a bias."""
+    if not has_bias:
+        return None
+    db = np.empty(dy.shape[1], dtype=dy.dtype)
+    bias_grad(dy, db)
+    return db
+
+
+def forward_one_thread(x, W, b):
+    """dense_forward for small products: numpy's matmul on one BLAS thread, then
+    ``add_bias``. x, W and b C-contiguous (b may be None)."""
+    with single_threaded_numpy_blas():
+        y = np.matmul(x, W.T)
+    if b is not None:
+        add_bias(y, b)
+    return y
+
+
+def backward_one_thread(x, W, dy, has_bias, need_dx):
+    """dense_backward for small products: numpy's matmul on one BLAS thread,
+    db from ``bias_grad``. x, W and dy C-contiguous."""
+    db = _bias_gradient(dy, has_bias)
+    with single_threaded_numpy_blas():
+        return (np.matmul(dy, W) if need_dx else None), np.matmul(dy.T, x), db
+
+
 @implements(dense.dense_forward)
 def dense_forward(x, W, b):
     x = np.ascontiguousarray(x)
@@ -122,11 +150,7 @@ def dense_forward(x, W, b):
     N, I = x.shape
     O = W.shape[0]
     if N * I * O < SMALL_MACS:
-        with single_threaded_numpy_blas():
-            y = np.matmul(x, W.T)
-        if b is not None:
-            add_bias(y, b)
-        return y
+        return forward_one_thread(x, W, b)
     y = np.empty((N, O), dtype=x.dtype)
     with single_threaded_kernel_blas():
         forward_blocks(x, W, W[0] if b is None else b, b is not None, y, _parts(max(N, O)))
@@ -138,15 +162,11 @@ def dense_backward(x, W, dy, has_bias, need_dx):
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W)
     dy = np.ascontiguousarray(dy)
-    db = None
-    if has_bias:
-        db = np.empty(dy.shape[1], dtype=dy.dtype)
-        bias_grad(dy, db)
     N, I = x.shape
     O = W.shape[0]
     if N * I * O < SMALL_MACS:
-        with single_threaded_numpy_blas():
-            return (np.matmul(dy, W) if need_dx else None), np.matmul(dy.T, x), db
+        return backward_one_thread(x, W, dy, has_bias, need_dx)
+    db = _bias_gradient(dy, has_bias)
     dW = np.empty((O, I), dtype=x.dtype)
     dx = np.empty((N, I), dtype=x.dtype) if need_dx else dW
     with single_threaded_kernel_blas():
