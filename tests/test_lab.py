@@ -76,3 +76,18 @@ def test_gpu_rows_give_percent_of_copy_bandwidth():
     assert d["GB/s"] == pytest.approx(2000) and d["% copy"] == pytest.approx(50)
     assert d["ratio"] == pytest.approx(0.5)
     assert "| op | v | 1.000 | 2000 | 50 |" in format_gpu_rows([row], 4e12)
+
+
+def test_gelu_fit_reproduces_the_cpu_kernels_coefficients():
+    """kernels/gelu_fit.py gives the p, S and S_e that the cpu backend's float32
+    GELU carries (to a few float32 ulps: the least-squares solves may round
+    differently with another BLAS)."""
+    import numpy as np
+
+    from kernels import gelu_fit
+    from tinynet.backends.cpu_jit import EXP_NORMAL_COEFFICIENTS
+    from tinynet.ops.activation import cpu
+    p = gelu_fit.best_p()
+    assert np.isclose(p, cpu._GELU_P, rtol=1e-5)
+    np.testing.assert_allclose(gelu_fit.fit_gelu(cpu._GELU_P)[0], cpu._GELU_S, rtol=1e-5)
+    np.testing.assert_allclose(gelu_fit.fit_exp()[0], EXP_NORMAL_COEFFICIENTS, rtol=1e-5)

@@ -12,6 +12,7 @@ from conftest import assert_close, check_grads
 from cudasim import SIMULATOR
 from harness import FLOATS, Backend
 from tinynet.backends import ref
+from tinynet.backends.cpu_jit import EXP_NORMAL_COEFFICIENTS
 from tinynet.ops.activation.cases import (ELEMENTWISE, SHAPES, SOFTMAX, SOFTMAX_ROWS,
                                           Elementwise)
 
@@ -230,6 +231,62 @@ def test_gelu_exact_erf_form(backend):
     pdf = np.exp(-x**2 / 2) / math.sqrt(2 * math.pi)
     dx = backend.ops.gelu_backward(backend.put(x), backend.put(np.ones_like(x)))
     assert_close(backend.get(dx), phi_cdf + x * pdf, rtol=1e-14)
+
+
+def _phi64(v):
+    """Phi(v) in float64 from libm's erfc, elementwise."""
+    return np.array([0.5 * math.erfc(-w / math.sqrt(2.0)) for w in np.asarray(v, np.float64)])
+
+
+def test_gelu_float32_accuracy_on_cpu():
+    # The cpu kernel's float32 GELU against float64 erfc, for |v| <= 13, where
+    # exp(-v^2 / 2) is a normal float32 number: at worst about 4.5e-6 relative
+    # (rounding v^2 / 2 to float32), about one ulp on average for |v| < 5.
+    cpu = Backend("cpu")
+    v = np.linspace(-13.0, 13.0, 200001, dtype=np.float32)
+    phi = _phi64(v)
+    want_y = v * phi
+    want_dx = phi + v * np.exp(-0.5 * v.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
+    y = cpu.ops.gelu_forward(v)
+    dx = cpu.ops.gelu_backward(v, np.ones_like(v))
+    assert y.dtype == dx.dtype == np.float32
+    nonzero = want_y != 0
+    rel = np.abs(y[nonzero] - want_y[nonzero]) / np.abs(want_y[nonzero])
+    assert rel.max() < 6e-6, (rel.max(), v[nonzero][rel.argmax()])
+    near = np.abs(v) < 5
+    ulps = np.abs(y[near].view(np.int32).astype(np.int64)
+                  - want_y[near].astype(np.float32).view(np.int32).astype(np.int64))
+    assert ulps.mean() < 1.5, ulps.mean()
+    assert np.abs(dx - want_dx).max() < 5e-7
+
+
+def test_gelu_float32_exact_points_and_flush_on_cpu():
+    # Phi(0) = 1/2 exactly, and where exp(-v^2 / 2) would be subnormal
+    # (|v| > 13.19) Phi is exactly 0 or 1.
+    cpu = Backend("cpu")
+    v = np.array([0.0, -0.0, -13.3, 13.3, -1e30, 1e30], np.float32)
+    y = cpu.ops.gelu_forward(v)
+    dx = cpu.ops.gelu_backward(v, np.ones_like(v))
+    assert np.array_equal(y, np.array([0.0, 0.0, 0.0, 13.3, 0.0, 1e30], np.float32))
+    assert np.array_equal(dx, [0.5, 0.5, 0.0, 1.0, 0.0, 1.0])
+    # Just inside the normal range the result is still there and right.
+    v = np.array([-13.0], np.float32)
+    assert_close(cpu.ops.gelu_forward(v), v * _phi64(v), rtol=6e-6)
+
+
+def test_gelu_float32_fits_match_their_stated_errors():
+    # The coefficients the cpu kernel carries, evaluated in float64: the
+    # maximum relative errors that kernels/gelu_fit.py reports for them.
+    from tinynet.ops.activation import cpu
+    z = np.linspace(0.0, 10.0, 20001)
+    t = 1.0 / (1.0 + float(cpu._GELU_P) * z)
+    s = np.polynomial.polynomial.polyval(t, [float(c) for c in cpu._GELU_S])
+    tail = t * (0.5 + (t - 1.0) * s) * np.exp(-z * z)
+    want = np.array([0.5 * math.erfc(w) for w in z])
+    assert np.max(np.abs(tail / want - 1)) < 1.2e-7
+    r = np.linspace(-math.log(2) / 2, math.log(2) / 2, 2001)
+    e = 1.0 + r * np.polynomial.polynomial.polyval(r, [float(c) for c in EXP_NORMAL_COEFFICIENTS])
+    assert np.max(np.abs(e / np.exp(r) - 1)) < 1.0e-7
 
 
 def test_gelu_extreme_and_nan(backend):

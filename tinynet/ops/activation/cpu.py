@@ -7,17 +7,25 @@ which numba splits into one contiguous block per thread and LLVM vectorizes;
 each iteration writes only its own element, so the loops are free of races.
 ReLU and LeakyReLU give the ref's bits.
 
-Sigmoid, Tanh, Softmax and float32 GELU take exp and expm1 from
-``tinynet.backends.cpu_jit`` (``vector_exp``, ``vector_expm1``: no libm call,
-so the loops vectorize), in the input's precision, within 1 ulp. float32 GELU
-takes erfc from the approximation of Numerical Recipes (relative error
-< 1.2e-7) in float32 arithmetic; float64 GELU calls libm's erf, in the ref's
-order of operations. These loops are compute-bound (about 50 instructions
-per vector of GELU), so their kernels ask for 512-bit vectors
-(``wide_vectors()``, where the CPU has AVX-512; numba's default is 256):
-``python -m kernels.elementwise --bench``, run before and after, took the
-GELU layer's forward + backward from 2.26 to 1.64 ms and Softmax over the
-channels of (64, 32, 28, 28) from 1.57 to 1.41 ms on an Intel Xeon.
+Sigmoid, Tanh and Softmax take exp and expm1 from ``tinynet.backends.cpu_jit``
+(``vector_exp``, ``vector_expm1``: no libm call, so the loops vectorize), in
+the input's precision, within 1 ulp. float32 GELU writes Phi(-|v|) = t Q(t)
+exp(-v^2 / 2), t = 1 / (1 + p |v| / sqrt(2)), with Q a polynomial fitted by
+``python -m kernels.gelu_fit`` (relative error 1.14e-7, the module explains
+the form), and ``vector_exp_normal_f32``, an exp of arguments <= 0 with one
+scaling and a degree-5 polynomial (9.5e-8). The backward's pdf exp(-v^2 / 2) / sqrt(2 pi) is
+the same exponential, so forward and backward take one exp and one division
+per element. Results are within about 1 float32 ulp on average and 4.5e-6
+relative at worst for |v| <= 13 (rounding v^2 / 2 to float32 dominates
+there); where exp(-v^2 / 2) is subnormal (|v| > 13.19) Phi is exactly 0 or 1,
+so GELU's subnormal results are 0. float64 GELU calls libm's erf, in the
+ref's order of operations. These loops are compute-bound, so their kernels
+ask for 512-bit vectors (``wide_vectors()``, where the CPU has AVX-512;
+numba's default is 256): ``python -m kernels.elementwise --bench``, run
+before and after, took Softmax over the channels of (64, 32, 28, 28) from
+1.57 to 1.41 ms on an Intel Xeon. On (64, 32, 28, 28) float32 the shared exp
+took the GELU forward + backward from 1.61 to 0.67 ms (the lab's variants 4
+and 5, same command).
 
 Softmax views x as (outer, K, inner), K the softmax axis, and sums in float64:
 one task per contiguous row when the axis is the last one, otherwise one task
@@ -37,7 +45,8 @@ from numba import prange
 
 from .. import activation
 from ..contract import implements
-from ...backends.cpu_jit import njit_kernel, vector_exp, vector_exp_f32, vector_expm1, wide_vectors
+from ...backends.cpu_jit import (njit_kernel, vector_exp, vector_exp_normal_f32, vector_expm1,
+                                 wide_vectors)
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
@@ -146,28 +155,38 @@ def _tanh_backward(y, dy, dx):
         dx[i] = dy[i] * (one - y[i] * y[i])
 
 
-@njit_kernel(inline="always")
-def _phi_cdf_f32(v):
-    """Phi(v) = erfc(-v / sqrt(2)) / 2 of a float32 v, vectorizable.
+# float32 GELU: Phi(-|v|) = t Q(t) exp(-z^2), z = |v| / sqrt(2), t = 1 / (1 + p z),
+# Q(t) = 1/2 + (t - 1) S(t). p and S (float32) and their maximum relative
+# error, 1.14e-7, are the output of ``python -m kernels.gelu_fit``, which
+# explains the form; the exp is cpu_jit's vector_exp_normal_f32.
+_GELU_P = np.float32(0.32995229959487915)
+_GELU_S = tuple(np.float32(c) for c in (
+    0.4068341851234436, 0.3153759241104126, 0.21473129093647003, 0.1912948340177536,
+    -0.013323838822543621, 0.16271744668483734, -0.06772245466709137))
+_GS0, _GS1, _GS2, _GS3, _GS4, _GS5, _GS6 = _GELU_S
 
-    erfc(z), z >= 0, is Numerical Recipes' ``erfcc`` (Press et al., Numerical
-    Recipes, 2nd ed., sec. 6.2): t = 1 / (1 + z / 2), erfc(z) = t * exp(-z^2 +
-    P(t)), relative error below 1.2e-7 for every z. Then Phi(v) = 1 - erfc / 2
-    for v >= 0 and erfc / 2 for v < 0.
+
+@njit_kernel(inline="always")
+def _gelu_parts_f32(v):
+    """(Phi(v), exp(-v^2 / 2)) of a float32 v, vectorizable: one exp, one division.
+
+    Where exp(-v^2 / 2) would be subnormal (|v| > 13.19) it is 0, so Phi(v)
+    is exactly 0 or 1 there: GELU's subnormal results become 0. NaN gives NaN.
     """
     z = abs(v) * _F32_INV_SQRT2
-    t = np.float32(1) / (np.float32(1) + np.float32(0.5) * z)
-    p = np.float32(-0.82215223) + t * np.float32(0.17087277)
-    p = np.float32(1.48851587) + t * p
-    p = np.float32(-1.13520398) + t * p
-    p = np.float32(0.27886807) + t * p
-    p = np.float32(-0.18628806) + t * p
-    p = np.float32(0.09678418) + t * p
-    p = np.float32(0.37409196) + t * p
-    p = np.float32(1.00002368) + t * p
-    p = np.float32(-1.26551223) + t * p
-    half_erfc = np.float32(0.5) * t * vector_exp_f32(p - z * z)
-    return np.float32(1) - half_erfc if v >= 0 else half_erfc
+    t = np.float32(1) / (np.float32(1) + _GELU_P * z)
+    s = _GS6
+    s = s * t + _GS5
+    s = s * t + _GS4
+    s = s * t + _GS3
+    s = s * t + _GS2
+    s = s * t + _GS1
+    s = s * t + _GS0
+    q = np.float32(0.5) + (t - np.float32(1)) * s
+    # z^2 = v * v / 2 (the halving is exact); 0 where it would be subnormal.
+    e = vector_exp_normal_f32(-((np.float32(0.5) * v) * v))
+    tail = t * q * e  # Phi(-|v|)
+    return (np.float32(1) - tail if v >= np.float32(0) else tail), e
 
 
 @njit_kernel(parallel=True)
@@ -176,8 +195,8 @@ def _gelu_forward_f32(x, y):
     for i in prange(x.size):
         wide_vectors()
         v = x[i]
-        g = v * _phi_cdf_f32(v)
-        y[i] = g if v == v else v
+        cdf, _ = _gelu_parts_f32(v)
+        y[i] = v * cdf
 
 
 @njit_kernel(parallel=True)
@@ -186,9 +205,9 @@ def _gelu_backward_f32(x, dy, dx):
     for i in prange(x.size):
         wide_vectors()
         v = x[i]
-        pdf = vector_exp_f32(np.float32(-0.5) * v * v) * _F32_INV_SQRT_2PI
-        g = dy[i] * (_phi_cdf_f32(v) + v * pdf)
-        dx[i] = g if v == v else v
+        cdf, e = _gelu_parts_f32(v)
+        # The pdf exp(-v^2 / 2) / sqrt(2 pi) shares the cdf's exponential.
+        dx[i] = dy[i] * (cdf + v * (e * _F32_INV_SQRT_2PI))
 
 
 # float64 GELU: libm erf and exp, in the ref's order of operations.
