@@ -468,6 +468,16 @@ STRIDE_1_ONLY = (direct_forward,)
 """Forwards of variants that handle stride 1 only."""
 
 
+def winograd_forward(x, W, b, stride, padding):
+    """Production's Winograd F(2x2, 3x3) forward (``forward_winograd``, 3x3
+    kernels with stride 1), whatever C, on any input (no finite check)."""
+    return cpu_conv.forward_winograd(x, W, b, padding)
+
+
+WINOGRAD_ONLY = (winograd_forward,)
+"""Forwards of variants that handle 3x3 kernels with stride 1 only."""
+
+
 def _production(name, chunk_bytes=None):
     """Production's schedule ``name`` (tinynet.ops.conv.cpu.SCHEDULES), with
     columns of about ``chunk_bytes`` per chunk when given."""
@@ -497,6 +507,7 @@ VARIANTS = {
     "8 fused, 2 MB chunks": _production("chunks", 2 << 20),
     "9 per-sample in the pool": _production("samples"),
     "10 tinynet": (cpu.conv2d_forward, cpu.conv2d_backward),
+    "11 Winograd forward, fused backward": (winograd_forward, cpu_conv.SCHEDULES["chunks"][1]),
 }
 """Every variant, numbered in the order they were written. Fused, BLAS in
 prange is production's "chunks" schedule (K > SMALL_K): one prange over
@@ -510,7 +521,11 @@ for 1 MB and 2 MB chunks beside it. Per-sample in the pool is production's
 samples, each sample's im2col (with the ones row) and its GEMMs
 single-threaded BLAS calls in one thread, dW summed in float64 in sample
 order. The tinynet row is the backend's op, which picks one of the two by
-K."""
+K, and for a 3x3 kernel with stride 1 under the fused schedule runs the
+Winograd forward (of row 11) when x and W are finite. Winograd forward,
+fused backward: F(2x2, 3x3), 16 GEMMs of (F, C) by (C, tiles) per chunk of
+samples between scalar input and output transforms, then the fused
+schedule's backward."""
 
 
 def _check_case(rng, case):
@@ -525,6 +540,8 @@ def _check_case(rng, case):
         x, W, b, dy = (None if a is None else a.astype(dtype) for a in (x64, W64, b64, dy64))
         for name, (forward, backward) in VARIANTS.items():
             if forward in STRIDE_1_ONLY and case.stride != (1, 1):
+                continue
+            if forward in WINOGRAD_ONLY and (case.stride != (1, 1) or case.kernel != (3, 3)):
                 continue
             y, cache = forward(x, W, b, case.stride, case.padding)
             got = (y,) + tuple(backward(dy, x, W, cache, case.stride, case.padding, case.bias,

@@ -1,7 +1,8 @@
 """The cpu backend's two Conv2D schedules (tinynet.ops.conv.cpu.SCHEDULES)
 run on every shape, whatever K, and the chunked schedule's chunks, through
 their public ``chunk_bytes`` argument: a batch split into chunks with and
-without a remainder. The two grouped schedules (GROUPED_SCHEDULES) run on
+without a remainder. The Winograd forward of 3x3 stride-1 layers on every
+output parity and padding, in chunks, and only on finite inputs. The two grouped schedules (GROUPED_SCHEDULES) run on
 every shape they take: the per-group GEMMs on every case, groups = 1
 included, the direct kernels on every case with one input channel per
 group (C = 1 included)."""
@@ -132,3 +133,77 @@ def test_chunk_samples_bounds():
     # At least one sample per chunk, at most the batch.
     assert cpu_conv.chunk_samples(5, 54, 30, 4, 1) == 1
     assert cpu_conv.chunk_samples(5, 54, 30, 4, 1 << 30) == 5
+
+
+WINOGRAD_RUNS = [
+    # (N, C, F, H, W, padding): even and odd output sizes, each padding up
+    # to 2 on either side, one output pixel, a channel count below the
+    # chunked schedule's (forward_winograd itself takes any).
+    (3, 8, 5, 7, 9, (1, 1)),
+    (2, 6, 4, 6, 5, (0, 2)),
+    (5, 7, 3, 4, 4, (2, 0)),
+    (1, 16, 3, 3, 3, (0, 0)),
+    (2, 2, 3, 12, 12, (0, 0)),
+    (4, 6, 6, 14, 14, (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("run", WINOGRAD_RUNS, ids=[str(r) for r in WINOGRAD_RUNS])
+@pytest.mark.parametrize("bias", [True, False])
+def test_winograd_forward_matches_ref(rng, run, bias, dtype):
+    N, C, F, H, W, padding = run
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    Wt = (rng.standard_normal((F, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if bias else None
+    y, cache = cpu_conv.forward_winograd(x, Wt, b, padding)
+    assert cache is None and y.dtype == dtype
+    b64 = None if b is None else b.astype(np.float64)
+    y_ref, _ = ref.conv2d_forward(x.astype(np.float64), Wt.astype(np.float64), b64, (1, 1),
+                                  padding)
+    CPU.assert_matches(y, y_ref, dtype, "y")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 16 * 11 * 16 * 4, 1 << 30],
+                         ids=["one sample", "two samples", "a thread's share"])
+def test_winograd_chunks_with_a_remainder(rng, chunk_bytes):
+    # 5 samples of 16 tiles, C + F = 11 channels, float32: chunks of 1, 2
+    # (2 + 2 + 1) or as many as a thread's share of the batch.
+    x = rng.standard_normal((5, 6, 8, 8)).astype(np.float32)
+    Wt = rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    y, _ = cpu_conv.forward_winograd(x, Wt, None, (1, 1), chunk_bytes)
+    y_ref, _ = ref.conv2d_forward(x.astype(np.float64), Wt.astype(np.float64), None, (1, 1),
+                                  (1, 1))
+    CPU.assert_matches(y, y_ref, np.float32, "y")
+
+
+def test_winograd_fits_3x3_stride_1_layers_of_the_chunked_schedule():
+    W = np.zeros((4, 6, 3, 3))
+    assert cpu_conv.winograd_fits(W, (1, 1))
+    assert not cpu_conv.winograd_fits(W, (2, 1))
+    assert not cpu_conv.winograd_fits(W, (1, 1), groups=2)
+    assert not cpu_conv.winograd_fits(np.zeros((4, 6, 3, 5)), (1, 1))
+    assert not cpu_conv.winograd_fits(np.zeros((4, 5, 3, 3)), (1, 1))  # K = 45 <= SMALL_K
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf], ids=["finite", "nan", "inf"])
+@pytest.mark.parametrize("where", ["x", "W"])
+def test_conv2d_forward_runs_winograd_only_on_finite_inputs(rng, bad, where):
+    # Finite x and W: conv2d_forward's result is forward_winograd's, bit for
+    # bit. An inf or a NaN in either: the chunked schedule's, which puts it
+    # where the reference does (Winograd's transforms would spread it over
+    # its 2x2 tile).
+    x = rng.standard_normal((2, 6, 6, 6)).astype(np.float32)
+    Wt = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    if bad is not None:
+        (x if where == "x" else Wt).flat[7] = bad
+    y, cache = cpu_conv.conv2d_forward(x, Wt, b, (1, 1), (1, 1))
+    assert cache is None
+    runs = cpu_conv.forward_winograd if bad is None else cpu_conv.forward_chunks
+    args = (x, Wt, b, (1, 1)) if bad is None else (x, Wt, b, (1, 1), (1, 1))
+    assert np.array_equal(y, runs(*args)[0], equal_nan=True)
+    if bad is not None:
+        with np.errstate(invalid="ignore"):
+            y_ref, _ = ref.conv2d_forward(x, Wt, b, (1, 1), (1, 1))
+        assert np.array_equal(np.isfinite(y), np.isfinite(y_ref))
