@@ -48,6 +48,7 @@ last argument, as the ops do.
     python -m kernels.conv --depthwise --check / --bench    the depthwise table only
     python -m kernels.conv --breakdown  where the chunked schedule's time goes
     python -m kernels.conv --chunks     the chunked schedule's chunk sizes, raced
+    python -m kernels.conv --winograd-chunks   the Winograd forward's chunk sizes, raced
 
 The breakdown (BREAKDOWN_LAYERS: the speedrun recipe's 24 -> 32 layer and
 the reference CNN's 32 -> 64 layer) runs copies of the chunked schedule's
@@ -1269,16 +1270,49 @@ def print_chunks(result, file=None):
         print(f"{label:<34}{cells}", file=file)
 
 
+WINOGRAD_CHOICES = (128, 256, 512, 1024, 2048)
+"""Chunk sizes (KB of V and M per chunk) that ``winograd_chunks`` races."""
+
+
+def winograd_chunks(layers=BREAKDOWN_LAYERS, choices=WINOGRAD_CHOICES, rounds=5, repeat=15):
+    """{label: {name: seconds}}: production's Winograd forward on ``layers``
+    with each chunk size (KB), and the chunked schedule's im2col forward
+    beside them, raced (kernels.common.race), to choose WINOGRAD_CHUNK_BYTES."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for label, N, C, F, H, pad in layers:
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        W = rng.standard_normal((F, C, 3, 3), dtype=np.float32)
+        b = np.zeros(F, np.float32)
+        fns = {f"{kb} KB": (lambda kb=kb: cpu_conv.forward_winograd(x, W, b, (pad, pad),
+                                                                    chunk_bytes=kb << 10))
+               for kb in choices}
+        fns["im2col"] = lambda: cpu_conv.forward_chunks(x, W, b, (1, 1), (pad, pad))
+        out[label] = race(fns, rounds=rounds, repeat=repeat)
+    return out
+
+
+def print_winograd_chunks(result, file=None):
+    """The Winograd chunk race's table: forward ms per chunk size, and im2col's."""
+    print(f"python -m kernels.conv --winograd-chunks  ({numba.config.NUMBA_NUM_THREADS} threads, "
+          f"float32, forward; production: {cpu_conv.WINOGRAD_CHUNK_BYTES >> 10} KB)", file=file)
+    for label, times in result.items():
+        cells = "  ".join(f"{name} {1e3 * t:.2f}" for name, t in times.items())
+        print(f"{label:<34}{cells}", file=file)
+
+
 def main(argv=None):
     """The lab's command line (kernels.common.lab_main); ``--depthwise``
     restricts --check and --bench to the depthwise table, ``--breakdown``
     prints where the chunked schedule's time goes, ``--chunks`` races its
-    chunk sizes."""
+    chunk sizes, ``--winograd-chunks`` the Winograd forward's."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--breakdown" in argv:
         return print_breakdown(breakdown())
     if "--chunks" in argv:
         return print_chunks(chunks())
+    if "--winograd-chunks" in argv:
+        return print_winograd_chunks(winograd_chunks())
     if "--depthwise" in argv:
         argv.remove("--depthwise")
         return lab_main("conv", check_depthwise, bench_depthwise, argv)

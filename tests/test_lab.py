@@ -78,6 +78,17 @@ def test_gpu_rows_give_percent_of_copy_bandwidth():
     assert "| op | v | 1.000 | 2000 | 50 |" in format_gpu_rows([row], 4e12)
 
 
+def test_conv_winograd_chunks_races_every_size(capsys):
+    from kernels import conv
+    result = conv.winograd_chunks(layers=(("small", 5, 7, 3, 6, 1),), choices=(1, 64),
+                                  rounds=1, repeat=1)
+    assert list(result) == ["small"]
+    assert set(result["small"]) == {"1 KB", "64 KB", "im2col"}
+    assert all(t > 0 for t in result["small"].values())
+    conv.print_winograd_chunks(result)
+    assert "64 KB" in capsys.readouterr().out
+
+
 def test_gelu_fit_reproduces_the_cpu_kernels_coefficients():
     """kernels/gelu_fit.py gives the p, S and S_e that the cpu backend's float32
     GELU carries (to a few float32 ulps: the least-squares solves may round

@@ -39,10 +39,11 @@ input tiles transformed, V = B^T d B (16, C, tiles), 16 single-threaded GEMMs
 M[xi] = U[xi] V[xi] with U = G g G^T, and each 2x2 output block A^T m A
 written to NCHW with the bias. The GEMMs do 2.25 times fewer multiply-adds
 than the im2col form's; the transforms are scalar loops. Its backward is
-the chunked schedule's. On the reference CNN's 32 -> 64 layer on 14x14 at
-batch 64 the forward went from 2.14 to 1.75 ms, on the speedrun recipe's
-24 -> 32 layer on 12x12 at batch 256 from 2.51 to 2.04 ms (2 threads, Intel
-Xeon, ``python -m kernels.conv --bench``, the im2col and Winograd rows).
+the chunked schedule's. Forward alone, 2 threads, Intel Xeon (``python -m
+kernels.conv --winograd-chunks``, which races it against the im2col
+forward): the reference CNN's 32 -> 64 layer on 14x14 at batch 64 1.77 ms
+against 2.14, the speedrun recipe's 24 -> 32 layer on 12x12 at batch 256
+2.04 ms against 2.53.
 
 A grouped convolution (groups G > 1) runs one of two more schedules
 (``GROUPED_SCHEDULES``; kernels/conv.py's depthwise table races them):
@@ -606,11 +607,13 @@ def _chunk_geometry(x, W, stride, padding):
 # (C, tiles), U = G g G^T, V = B^T d B. Neighbouring tiles overlap by 2.
 
 WINOGRAD_CHUNK_BYTES = 512 << 10
-"""Target size of one chunk's V and M (per thread) in the Winograd forward.
-Raced with ``forward_winograd(..., chunk_bytes)``, 2 threads, Intel Xeon:
-the reference CNN's 32 -> 64 layer on 14x14 at batch 64 took 1.79 ms at
-256 KB, 512 KB and 1 MB, 1.97 at 2 MB; the speedrun recipe's 24 -> 32 layer
-on 12x12 at batch 256 2.26, 2.06, 2.09 and 2.46 ms."""
+"""Target size of one chunk's V and M (per thread) in the Winograd forward,
+read at each call of forward_winograd unless it is given a ``chunk_bytes``.
+Raced by ``python -m kernels.conv --winograd-chunks``, 2 threads, Intel
+Xeon: the speedrun recipe's 24 -> 32 layer on 12x12 at batch 256 took 2.33,
+2.25, 2.04, 2.08 and 2.44 ms at 128 KB, 256 KB, 512 KB, 1 MB and 2 MB; the
+reference CNN's 32 -> 64 layer on 14x14 at batch 64 1.75, 1.76, 1.77, 1.75
+and 1.97 ms."""
 
 
 @njit_kernel(inline="always")
@@ -785,11 +788,10 @@ def forward_winograd(x, W, b, padding, chunk_bytes=None):
 
     An inf or a NaN in x or W spreads over its tile through the transforms'
     differences (inf - inf), so y is the reference's only when x and W are
-    finite: conv2d_forward checks that first (one pass over their bits,
-    cheaper than a check inside the output transform, which measured 0.15 ms
-    on the reference CNN's 32 -> 64 layer against 0.06) and runs the chunked
-    schedule otherwise. A bias that is not finite reaches its outputs only,
-    as in the reference.
+    finite: conv2d_forward checks that first (one pass over their bits; a
+    test of every output inside the output transform, tried instead, cost
+    more) and runs the chunked schedule otherwise. A bias that is not
+    finite reaches its outputs only, as in the reference.
 
     Against the im2col form, 2.25 times fewer multiply-adds in the GEMMs, the
     rest in the transforms; float32 results differ from it by rounding (about
