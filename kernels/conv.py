@@ -1236,6 +1236,15 @@ CHUNK_CHOICES = ((256, 256), (128, 256), (256, 512), (128, 512), (64, 512), (128
 """(forward KB, backward KB) chunk sizes that ``chunks`` races."""
 
 
+def _layer_arrays(rng, N, C, F, H, pad):
+    """(x, W, b, dy) of a 3x3 layer of BREAKDOWN_LAYERS' form, float32, b zero."""
+    x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+    W = rng.standard_normal((F, C, 3, 3), dtype=np.float32)
+    b = np.zeros(F, np.float32)
+    dy = rng.standard_normal((N, F, H + 2 * pad - 2, H + 2 * pad - 2), dtype=np.float32)
+    return x, W, b, dy
+
+
 def chunks(layers=BREAKDOWN_LAYERS, choices=CHUNK_CHOICES, rounds=5, repeat=15):
     """{label: {(forward KB, backward KB): seconds}}: production's chunked
     forward + backward on ``layers`` with each pair of chunk sizes, raced
@@ -1244,10 +1253,7 @@ def chunks(layers=BREAKDOWN_LAYERS, choices=CHUNK_CHOICES, rounds=5, repeat=15):
     rng = np.random.default_rng(0)
     out = {}
     for label, N, C, F, H, pad in layers:
-        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
-        W = rng.standard_normal((F, C, 3, 3), dtype=np.float32)
-        b = np.zeros(F, np.float32)
-        dy = rng.standard_normal((N, F, H + 2 * pad - 2, H + 2 * pad - 2), dtype=np.float32)
+        x, W, b, dy = _layer_arrays(rng, N, C, F, H, pad)
 
         def run(fk, bk):
             def step():
@@ -1281,9 +1287,7 @@ def winograd_chunks(layers=BREAKDOWN_LAYERS, choices=WINOGRAD_CHOICES, rounds=5,
     rng = np.random.default_rng(0)
     out = {}
     for label, N, C, F, H, pad in layers:
-        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
-        W = rng.standard_normal((F, C, 3, 3), dtype=np.float32)
-        b = np.zeros(F, np.float32)
+        x, W, b, _ = _layer_arrays(rng, N, C, F, H, pad)
         fns = {f"{kb} KB": (lambda kb=kb: cpu_conv.forward_winograd(x, W, b, (pad, pad),
                                                                     chunk_bytes=kb << 10))
                for kb in choices}

@@ -359,25 +359,15 @@ def _gelu_bwd_erfcc_f32(x, dy, dx):
         dx[i] = g if v == v else v
 
 
-def gelu_fwd_erfcc_x_dtype(x):
-    kernel = _gelu_fwd_erfcc_f32 if x.dtype == np.float32 else _gelu_fwd_libm
-    return _flat_unary(kernel)(x)
+def _gelu_by_dtype(fwd_f32, bwd_f32):
+    """(fwd, bwd) running the float32 kernels on float32 input and libm's
+    erf on float64 (the erfcc approximation is accurate to float32 only)."""
+    def fwd(x):
+        return _flat_unary(fwd_f32 if x.dtype == np.float32 else _gelu_fwd_libm)(x)
 
-
-def gelu_bwd_erfcc_x_dtype(x, dy):
-    kernel = _gelu_bwd_erfcc_f32 if dy.dtype == np.float32 else _gelu_bwd_libm
-    return _flat_binary(kernel)(x, dy)
-
-
-def gelu_fwd_erfcc(x):
-    # erfcc is accurate to float32 only: float64 input keeps libm erf.
-    kernel = _gelu_fwd_vec64 if x.dtype == np.float32 else _gelu_fwd_libm
-    return _flat_unary(kernel)(x)
-
-
-def gelu_bwd_erfcc(x, dy):
-    kernel = _gelu_bwd_vec64 if dy.dtype == np.float32 else _gelu_bwd_libm
-    return _flat_binary(kernel)(x, dy)
+    def bwd(x, dy):
+        return _flat_binary(bwd_f32 if dy.dtype == np.float32 else _gelu_bwd_libm)(x, dy)
+    return fwd, bwd
 
 
 VARIANTS = {
@@ -411,8 +401,8 @@ VARIANTS = {
     "gelu": {
         "1 naive serial": (_flat_unary(_gelu_fwd_serial), _flat_binary(_gelu_bwd_serial)),
         "2 prange flat, libm erf": (_flat_unary(_gelu_fwd_libm), _flat_binary(_gelu_bwd_libm)),
-        "3 erfcc + vector exp, f64": (gelu_fwd_erfcc, gelu_bwd_erfcc),
-        "4 erfcc + vector exp, x dtype": (gelu_fwd_erfcc_x_dtype, gelu_bwd_erfcc_x_dtype),
+        "3 erfcc + vector exp, f64": _gelu_by_dtype(_gelu_fwd_vec64, _gelu_bwd_vec64),
+        "4 erfcc + vector exp, x dtype": _gelu_by_dtype(_gelu_fwd_erfcc_f32, _gelu_bwd_erfcc_f32),
         "5 tinynet, one shared exp": _tinynet("gelu"),
     },
 }
