@@ -49,6 +49,7 @@ last argument, as the ops do.
     python -m kernels.conv --breakdown  where the chunked schedule's time goes
     python -m kernels.conv --chunks     the chunked schedule's chunk sizes, raced
     python -m kernels.conv --winograd-chunks   the Winograd forward's chunk sizes, raced
+    python -m kernels.conv --winograd-sweep    Winograd against im2col over channel counts
 
 The breakdown (BREAKDOWN_LAYERS: the speedrun recipe's 24 -> 32 layer and
 the reference CNN's 32 -> 64 layer) runs copies of the chunked schedule's
@@ -1296,6 +1297,36 @@ def winograd_chunks(layers=BREAKDOWN_LAYERS, choices=WINOGRAD_CHOICES, rounds=5,
     return out
 
 
+WINOGRAD_SWEEP = ((28, 6, 6), (28, 8, 8), (28, 8, 32), (28, 16, 16), (28, 24, 24),
+                  (14, 8, 8), (14, 16, 16), (14, 32, 8), (14, 16, 32), (14, 24, 24),
+                  (14, 32, 64))
+"""(H, C, F) of the 3x3 'same' layers at batch 64 that ``winograd_sweep`` races."""
+
+
+def winograd_sweep(shapes=WINOGRAD_SWEEP, N=64, rounds=3, repeat=10):
+    """{(H, C, F): (Winograd seconds, im2col seconds)}: production's two forwards
+    raced on each shape, to choose WINOGRAD_MIN_CHANNELS."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for H, C, F in shapes:
+        x, W, b, _ = _layer_arrays(rng, N, C, F, H, 1)
+        t = race({"winograd": lambda: cpu_conv.forward_winograd(x, W, b, (1, 1)),
+                  "im2col": lambda: cpu_conv.forward_chunks(x, W, b, (1, 1), (1, 1))},
+                 rounds=rounds, repeat=repeat)
+        out[(H, C, F)] = (t["winograd"], t["im2col"])
+    return out
+
+
+def print_winograd_sweep(result, file=None):
+    """The sweep's table: forward ms of each, and Winograd / im2col."""
+    print(f"python -m kernels.conv --winograd-sweep  ({numba.config.NUMBA_NUM_THREADS} threads, "
+          f"float32, forward, batch 64, padding 1; production: Winograd when C and F >= "
+          f"{cpu_conv.WINOGRAD_MIN_CHANNELS})", file=file)
+    print(f"{'H':>3} {'C':>3} {'F':>3} {'winograd ms':>12} {'im2col ms':>10} {'ratio':>6}", file=file)
+    for (H, C, F), (tw, ti) in result.items():
+        print(f"{H:>3} {C:>3} {F:>3} {1e3 * tw:>12.3f} {1e3 * ti:>10.3f} {tw / ti:>6.2f}", file=file)
+
+
 def print_winograd_chunks(result, file=None):
     """The Winograd chunk race's table: forward ms per chunk size, and im2col's."""
     print(f"python -m kernels.conv --winograd-chunks  ({numba.config.NUMBA_NUM_THREADS} threads, "
@@ -1309,7 +1340,8 @@ def main(argv=None):
     """The lab's command line (kernels.common.lab_main); ``--depthwise``
     restricts --check and --bench to the depthwise table, ``--breakdown``
     prints where the chunked schedule's time goes, ``--chunks`` races its
-    chunk sizes, ``--winograd-chunks`` the Winograd forward's."""
+    chunk sizes, ``--winograd-chunks`` the Winograd forward's, and
+    ``--winograd-sweep`` races it against im2col over channel counts."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--breakdown" in argv:
         return print_breakdown(breakdown())
@@ -1317,6 +1349,8 @@ def main(argv=None):
         return print_chunks(chunks())
     if "--winograd-chunks" in argv:
         return print_winograd_chunks(winograd_chunks())
+    if "--winograd-sweep" in argv:
+        return print_winograd_sweep(winograd_sweep())
     if "--depthwise" in argv:
         argv.remove("--depthwise")
         return lab_main("conv", check_depthwise, bench_depthwise, argv)

@@ -89,6 +89,14 @@ def test_conv_winograd_chunks_races_every_size(capsys):
     assert "64 KB" in capsys.readouterr().out
 
 
+def test_conv_winograd_sweep_races_both_forwards(capsys):
+    from kernels import conv
+    result = conv.winograd_sweep(shapes=((6, 3, 4),), N=2, rounds=1, repeat=1)
+    assert list(result) == [(6, 3, 4)] and all(t > 0 for t in result[(6, 3, 4)])
+    conv.print_winograd_sweep(result)
+    assert "winograd ms" in capsys.readouterr().out
+
+
 def test_gelu_fit_reproduces_the_cpu_kernels_coefficients():
     """kernels/gelu_fit.py gives the p, S and S_e that the cpu backend's float32
     GELU carries (to a few float32 ulps: the least-squares solves may round

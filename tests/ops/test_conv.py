@@ -83,10 +83,6 @@ def test_cases_cover_every_branch():
         for case in SHAPES]
     assert any(same_width) and not all(same_width)
     assert {case.C == 1 for case in SHAPES} == {True, False}
-    # the chunked schedule's layers with and without the Winograd forward
-    chunked = [case for case in SHAPES if cpu_conv.schedule(case.K) == "chunks"]
-    assert {cpu_conv.winograd_fits(np.zeros(case.w_shape), case.stride)
-            for case in chunked} == {True, False}
     assert {(case.bias, case.need_dx) for case in CASES} == {(True, True), (True, False),
                                                              (False, True), (False, False)}
 

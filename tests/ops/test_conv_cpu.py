@@ -177,13 +177,32 @@ def test_winograd_chunks_with_a_remainder(rng, chunk_bytes):
     CPU.assert_matches(y, y_ref, np.float32, "y")
 
 
-def test_winograd_fits_3x3_stride_1_layers_of_the_chunked_schedule():
-    W = np.zeros((4, 6, 3, 3))
+def test_winograd_fits_3x3_stride_1_layers_with_enough_channels():
+    n = cpu_conv.WINOGRAD_MIN_CHANNELS
+    W = np.zeros((n, n, 3, 3))
     assert cpu_conv.winograd_fits(W, (1, 1))
+    assert cpu_conv.schedule(9 * n) == "chunks"
     assert not cpu_conv.winograd_fits(W, (2, 1))
     assert not cpu_conv.winograd_fits(W, (1, 1), groups=2)
-    assert not cpu_conv.winograd_fits(np.zeros((4, 6, 3, 5)), (1, 1))
-    assert not cpu_conv.winograd_fits(np.zeros((4, 5, 3, 3)), (1, 1))  # K = 45 <= SMALL_K
+    assert not cpu_conv.winograd_fits(np.zeros((n, n, 3, 5)), (1, 1))
+    assert not cpu_conv.winograd_fits(np.zeros((n - 1, n, 3, 3)), (1, 1))
+    assert not cpu_conv.winograd_fits(np.zeros((n, n - 1, 3, 3)), (1, 1))
+
+
+WINOGRAD_CASES = [
+    ConvCase("wino-same", 3, 24, 5, 7, 24, 3, 3, (1, 1), (1, 1)),
+    ConvCase("wino-p0", 2, 25, 6, 6, 26, 3, 3, (1, 1), (0, 0), bias=False),
+    ConvCase("wino-p2x0", 2, 24, 4, 5, 24, 3, 3, (1, 1), (2, 0), need_dx=False),
+]
+"""Layers that conv2d_forward runs by Winograd (odd and even output sizes)."""
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[case.name for case in WINOGRAD_CASES])
+def test_ops_on_winograd_layers_match_ref(rng, case, dtype):
+    # The public ops end to end: the Winograd forward, the chunked backward.
+    assert cpu_conv.winograd_fits(np.zeros(case.w_shape), case.stride)
+    _check(cpu_conv.conv2d_forward, cpu_conv.conv2d_backward, rng, case, dtype)
 
 
 @pytest.mark.parametrize("bad", [None, np.nan, np.inf], ids=["finite", "nan", "inf"])
@@ -193,9 +212,10 @@ def test_conv2d_forward_runs_winograd_only_on_finite_inputs(rng, bad, where):
     # bit. An inf or a NaN in either: the chunked schedule's, which puts it
     # where the reference does (Winograd's transforms would spread it over
     # its 2x2 tile).
-    x = rng.standard_normal((2, 6, 6, 6)).astype(np.float32)
-    Wt = rng.standard_normal((4, 6, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(4).astype(np.float32)
+    n = cpu_conv.WINOGRAD_MIN_CHANNELS
+    x = rng.standard_normal((2, n, 6, 6)).astype(np.float32)
+    Wt = rng.standard_normal((n, n, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
     if bad is not None:
         (x if where == "x" else Wt).flat[7] = bad
     y, cache = cpu_conv.conv2d_forward(x, Wt, b, (1, 1), (1, 1))

@@ -32,8 +32,8 @@ retired ones and explains the choice):
   (the chunks' parts summed in float64 in chunk order), dcols = Wm^T dy^T
   and col2im. Nothing is cached.
 
-The chunked schedule's forward of a 3x3 kernel with stride 1
-(``winograd_fits``) runs Winograd's F(2x2, 3x3) instead (``forward_winograd``,
+The chunked schedule's forward of a 3x3 kernel with stride 1 and at least
+24 input and output channels (``winograd_fits``) runs Winograd's F(2x2, 3x3) instead (``forward_winograd``,
 Lavin and Gray 2016) when x and W are finite: per chunk of samples the 4x4
 input tiles transformed, V = B^T d B (16, C, tiles), 16 single-threaded GEMMs
 M[xi] = U[xi] V[xi] with U = G g G^T, and each 2x2 output block A^T m A
@@ -763,11 +763,24 @@ def _forward_winograd(x, U, b, ph, pw, OH, OW, nb, V_ws, M_ws, y):
                 _winograd_output(M, f, k * T, TH, TW, OH, OW, b[f], y[n0 + k, f].reshape(OH * OW))
 
 
+WINOGRAD_MIN_CHANNELS = 24
+"""Fewest input and output channels for which conv2d_forward takes the
+Winograd forward. Its transforms cost per channel, its GEMM savings per
+pair of channels. ``python -m kernels.conv --winograd-sweep`` (batch 64,
+3x3 'same', 2 threads, Intel Xeon), Winograd / im2col forward time: 1.7 to
+1.9 with 6 or 8 channels each side, 1.2 to 1.4 on 16 -> 16, 32 -> 8 and
+16 -> 32 at 14x14 (0.75 and 0.98 on 16 -> 16 and 8 -> 32 at 28x28, where
+im2col is slower), and 0.77 to 0.83 from 24 -> 24 up, the reference CNN's
+32 -> 64 among them."""
+
+
 def winograd_fits(W, stride, groups=1):
     """True when conv2d_forward runs ``forward_winograd``: a 3x3 kernel,
-    stride 1, no groups, and C*9 > SMALL_K (layers of the chunked schedule)."""
+    stride 1, no groups, and at least WINOGRAD_MIN_CHANNELS input and output
+    channels (then C*9 > SMALL_K: layers of the chunked schedule)."""
     F, C, KH, KW = W.shape
-    return groups == 1 and KH == KW == 3 and tuple(stride) == (1, 1) and C * 9 > SMALL_K
+    return (groups == 1 and KH == KW == 3 and tuple(stride) == (1, 1)
+            and min(C, F) >= WINOGRAD_MIN_CHANNELS)
 
 
 def forward_winograd(x, W, b, padding, chunk_bytes=None):
