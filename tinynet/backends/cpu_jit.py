@@ -261,10 +261,16 @@ def _pow2_f64(n):
 
 
 @njit_kernel(inline="always")
+def _exp_reduce_f32(v):
+    """(n, r) with v = n ln 2 + r, n whole and |r| <= ln(2) / 2, float32."""
+    n = np.floor(v * _F32_LOG2E + np.float32(0.5))
+    return n, (v - n * _F32_LN2_HI) - n * _F32_LN2_LO
+
+
+@njit_kernel(inline="always")
 def _exp_parts_f32(v):
     """(n, q) with exp(v) = 2^n * (1 + q), for float32 v in [-104, 88]."""
-    n = np.floor(v * _F32_LOG2E + np.float32(0.5))
-    r = (v - n * _F32_LN2_HI) - n * _F32_LN2_LO
+    n, r = _exp_reduce_f32(v)
     q = np.float32(1 / 5040)
     q = q * r + np.float32(1 / 720)
     q = q * r + np.float32(1 / 120)
@@ -339,8 +345,7 @@ def vector_exp_normal_f32(a):
     handled (a = NaN gives NaN). For kernels whose argument is <= 0 by
     construction, such as float32 GELU's exp(-v^2 / 2).
     """
-    n = np.floor(a * _F32_LOG2E + np.float32(0.5))
-    r = (a - n * _F32_LN2_HI) - n * _F32_LN2_LO
+    n, r = _exp_reduce_f32(a)
     e = _EN4
     e = e * r + _EN3
     e = e * r + _EN2

@@ -820,9 +820,9 @@ def forward_winograd(x, W, b, padding, chunk_bytes=None):
     _winograd_filters(W, U)
     bias = np.zeros(F, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
     threads = numba.get_num_threads()
-    per_sample = 16 * (C + F) * T * x.itemsize
+    # A sample's V and M are (16, C + F, T): chunk_samples's columns (K, P).
     budget = WINOGRAD_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    nb = max(1, min(budget // per_sample, -(-N // threads)))
+    nb = max(1, min(chunk_samples(N, 16 * (C + F), T, x.itemsize, budget), -(-N // threads)))
     S = _thread_slots()
     V_ws = _scratch("winograd_V", S * 16 * C * T * nb, x.dtype).reshape(S, -1)
     M_ws = _scratch("winograd_M", S * 16 * F * T * nb, x.dtype).reshape(S, -1)
