@@ -28,6 +28,8 @@ docs/performance-gpu.md:
     python -m kernels.report --device cuda --no-write   # print each section, leave the doc alone
     python -m kernels.report --device cuda --section-timeout 600   # each section's time limit, s
     python -m kernels.report --device cuda --out FILE   # write FILE instead (made if missing)
+    python -m kernels.report --device cuda --only tests,step   # these sections, in this order
+    python -m kernels.report --device cuda --test-workers 4    # pytest-xdist processes for tests
 
 Each section runs in a process of its own (``python -m kernels.report
 --device cuda --section NAME``), which is killed, with every process it
@@ -224,6 +226,9 @@ OUTPUT_TAIL_CHARS = 6000
 GPU_LAB_COMMANDS = {"gpu_launch": "kernels.gpu_launch", "gpu_norm": "kernels.gpu_norm",
                     "gpu_gemm": "kernels.gpu_gemm", "step": "kernels.step --device cuda"}
 TEST_COMMAND = ["-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-m", "cuda"]
+# pytest-xdist processes for the tests section (--test-workers): most of its time
+# is numba-cuda compiling kernels on the host, one at a time per process.
+TEST_WORKERS = max(1, min(8, (os.cpu_count() or 1) // 2))
 # A new doc (--out to a file that does not exist yet): the markers the report fills.
 NEW_GPU_DOC = ("# GPU performance\n\n## GPU results\n\n<!-- gpu-report:start -->\n"
                "<!-- gpu-report:end -->\n\n## Kernel resources\n\n<!-- ptx:start -->\n"
@@ -301,12 +306,20 @@ def device_section():
     return body, True, {}
 
 
-def tests_section():
-    """``pytest -q -rfE -m cuda``: its exit status and whole summary: (body, ok, data).
+def test_command(workers):
+    """The tests section's pytest arguments: TEST_COMMAND, spread over ``workers``
+    pytest-xdist processes when more than one."""
+    return TEST_COMMAND + (["-n", str(workers)] if workers > 1 else [])
+
+
+def tests_section(workers=1):
+    """``pytest -q -rfE -m cuda [-n workers]``: its exit status and whole summary:
+    (body, ok, data).
 
     pytest's output is copied to this process's stdout as it comes, so a run
     killed at the time limit still shows how far it got."""
-    proc = subprocess.Popen([sys.executable] + TEST_COMMAND, cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable] + test_command(workers), cwd=ROOT,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
@@ -371,25 +384,33 @@ SECTION_FUNCTIONS = {"ptx": ptx_section, "device": device_section, "tests": test
                      "bandwidth": bandwidth_section, "speedrun": speedrun_section}
 SECTION_FUNCTIONS.update({name: (lambda name=name: lab_section(name))
                           for name in GPU_LAB_COMMANDS})
+# The GPU report's sections in their default order (--only picks and orders them).
+GPU_SECTION_NAMES = ("device", "tests", "bandwidth", *GPU_LAB_COMMANDS, "speedrun")
 
 
-def gpu_sections(gpu):
-    """The sections of the GPU report: on a GPU (``gpu``) the device, the tests, the
-    bandwidth and the labs; without one only the PTX/SASS table (a CPU-only check)."""
-    def child(name):
-        return [sys.executable, "-m", "kernels.report", "--device", "cuda", "--section", name]
+def gpu_sections(gpu, test_workers=TEST_WORKERS, only=None):
+    """The sections of the GPU report: on a GPU (``gpu``) the device, the tests (over
+    ``test_workers`` processes), the bandwidth and the labs; without one only the
+    PTX/SASS table (a CPU-only check). ``only`` (section names) keeps those, in
+    its order."""
+    def child(name, *extra):
+        return [sys.executable, "-m", "kernels.report", "--device", "cuda", "--section",
+                name, *extra]
     if not gpu:
         return [Section("ptx", "`python -m kernels.ptx`", "ptx", child("ptx"))]
     sections = [Section("device", "The machine", "gpu-report", child("device")),
-                Section("tests", f"`python {' '.join(TEST_COMMAND)}`", "gpu-report",
-                        child("tests")),
+                Section("tests", f"`python {' '.join(test_command(test_workers))}`",
+                        "gpu-report", child("tests", "--test-workers", str(test_workers))),
                 Section("bandwidth", "Device copy bandwidth", "gpu-report", child("bandwidth"))]
     for name, command in GPU_LAB_COMMANDS.items():
         sections.append(Section(name, f"`python -m {command} --bench` (after its --check)",
                                 "gpu-report", child(name)))
     sections.append(Section("speedrun", "`python -m kernels.speedrun --device cuda --seeds "
                             f"{SPEEDRUN_SEEDS}`", "gpu-report", child("speedrun")))
-    return sections
+    if only is None:
+        return sections
+    by_name = {s.name: s for s in sections}
+    return [by_name[name] for name in only]
 
 
 def _tail(output):
@@ -527,7 +548,8 @@ def gpu_main(args):
     """docs/performance-gpu.md (or --out): on a GPU the cuda tests and the GPU labs,
     without one (or with --ptx-only) the PTX table. Returns the exit status."""
     missing = None if args.ptx_only else gpu_missing()
-    sections = gpu_sections(gpu=not args.ptx_only and missing is None)
+    gpu = not args.ptx_only and missing is None
+    sections = gpu_sections(gpu, args.test_workers, args.only if gpu else None)
     doc = None if args.no_write else args.out
     if doc is not None:
         try:
@@ -545,10 +567,11 @@ def gpu_main(args):
     return 0 if ok else 1
 
 
-def section_main(name, out=None):
+def section_main(name, out=None, test_workers=1):
     """Run the section ``name`` in this process (a child of ``run_section``): write its
     result as JSON to ``out``, or print its body without ``out``. Returns 0."""
-    body, ok, data = SECTION_FUNCTIONS[name]()
+    body, ok, data = (tests_section(test_workers) if name == "tests" else
+                      SECTION_FUNCTIONS[name]())
     if out is None:
         print(body)
     else:
@@ -579,7 +602,19 @@ def parse_args(argv=None):
                              "(how the report runs each section)")
     parser.add_argument("--section-out", metavar="FILE",
                         help="with --section: write its result there as JSON")
+    parser.add_argument("--only", metavar="NAME,...", type=lambda s: s.split(","),
+                        help="with --device cuda on a GPU: run only these sections, in this "
+                             f"order (of {', '.join(GPU_SECTION_NAMES)})")
+    parser.add_argument("--test-workers", type=int, default=TEST_WORKERS, metavar="N",
+                        help="with --device cuda: pytest-xdist processes for the tests "
+                             f"section (default {TEST_WORKERS}, half the cores, at most 8)")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.only or () if name not in GPU_SECTION_NAMES]
+    if unknown:
+        parser.error(f"--only: no GPU section {', '.join(map(repr, unknown))}; expected "
+                     f"names of {', '.join(GPU_SECTION_NAMES)}")
+    if args.test_workers < 1:
+        parser.error(f"--test-workers must be at least 1, got {args.test_workers}")
     if args.section_timeout <= 0:
         parser.error(f"--section-timeout must be a positive number of seconds, got "
                      f"{args.section_timeout:g}")
@@ -590,7 +625,7 @@ def main(argv=None):
     args = parse_args(argv)
     tinynet.process.apply()  # the settings a training script's first cpu op makes
     if args.section is not None:
-        return section_main(args.section, args.section_out)
+        return section_main(args.section, args.section_out, args.test_workers)
     if args.device == "cuda":
         return gpu_main(args)
     load_start = os.getloadavg()[0]

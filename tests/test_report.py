@@ -176,6 +176,30 @@ def test_the_ptx_table_runs_only_without_a_gpu(monkeypatch, tmp_path):
     assert names == ["ptx"] and doc is None and timeout == 60 and status == 0
 
 
+def test_only_picks_and_orders_the_gpu_sections(monkeypatch, tmp_path):
+    (names, _, _), _ = _fake_gpu_run(monkeypatch, tmp_path, ["--only", "step,tests"], None)
+    assert names == ["step", "tests"]
+    # Without a GPU only the PTX table runs, whatever --only says.
+    (names, _, _), _ = _fake_gpu_run(monkeypatch, tmp_path, ["--only", "step"], "no GPU")
+    assert names == ["ptx"]
+
+
+def test_only_names_real_sections_and_test_workers_is_positive(capsys):
+    with pytest.raises(SystemExit):
+        report.parse_args(["--device", "cuda", "--only", "tests,nope"])
+    assert "--only: no GPU section 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        report.parse_args(["--device", "cuda", "--test-workers", "0"])
+    assert "--test-workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_tests_section_spreads_over_workers():
+    assert report.test_command(1) == report.TEST_COMMAND
+    assert report.test_command(4) == report.TEST_COMMAND + ["-n", "4"]
+    tests = [s for s in report.gpu_sections(True, test_workers=3) if s.name == "tests"][0]
+    assert tests.argv[-2:] == ["--test-workers", "3"] and "-n 3`" in tests.title
+
+
 def test_a_new_doc_is_made_with_the_markers_and_a_wrong_one_refused(tmp_path, capsys):
     new = tmp_path / "new.md"
     report.prepare_doc(str(new), {"gpu-report", "ptx"})
