@@ -30,6 +30,7 @@ docs/performance-gpu.md:
     python -m kernels.report --device cuda --out FILE   # write FILE instead (made if missing)
     python -m kernels.report --device cuda --only tests,step   # these sections, in this order
     python -m kernels.report --device cuda --test-workers 4    # pytest-xdist processes for tests
+    python -m kernels.report --device cuda --logs DIR   # each section's whole output: DIR/NAME.log
 
 Each section runs in a process of its own (``python -m kernels.report
 --device cuda --section NAME``), which is killed, with every process it
@@ -420,11 +421,12 @@ def _tail(output):
     return "\n".join(lines)[-OUTPUT_TAIL_CHARS:] or "(no output)"
 
 
-def run_section(section, timeout, data=None):
+def run_section(section, timeout, data=None, logs=None):
     """Run ``section`` in a new process (and process group), killed with everything
     it started after ``timeout`` seconds.
 
     ``data`` (what earlier sections reported) reaches it as $TINYNET_REPORT_DATA.
+    With ``logs`` (a folder) its whole output is kept there as NAME.log.
     Returns (text, ok, data): its markdown with its heading, whether it
     succeeded, and what it reported; a failed or timed-out section gives
     ok=False and its exit status and the end of its output as its text.
@@ -450,6 +452,10 @@ def run_section(section, timeout, data=None):
         seconds = time.monotonic() - start
         with open(output_path, errors="replace") as f:
             output = f.read()
+        if logs is not None:
+            os.makedirs(logs, exist_ok=True)
+            with open(os.path.join(logs, f"{section.name}.log"), "w") as f:
+                f.write(output)
         result = None
         if not timed_out and proc.returncode == 0:
             with contextlib.suppress(OSError, ValueError):
@@ -507,15 +513,16 @@ def write_doc(path, texts):
         raise
 
 
-def run_sections(sections, doc=None, timeout=SECTION_TIMEOUT, echo=print):
-    """Run ``sections`` in order, each in a process of its own (``run_section``),
+def run_sections(sections, doc=None, timeout=SECTION_TIMEOUT, echo=print, logs=None):
+    """Run ``sections`` in order, each in a process of its own (``run_section``, which
+    keeps each one's whole output in the folder ``logs`` when given),
     and after each one ``echo`` its text and rewrite ``doc`` (a path; None writes
     nothing) with every section finished so far, each marker region holding its
     sections' texts and, while some are still to run, a line that names them.
     Returns True when every section succeeded."""
     texts, data, ok = {}, {}, True
     for i, section in enumerate(sections):
-        text, section_ok, section_data = run_section(section, timeout, data)
+        text, section_ok, section_data = run_section(section, timeout, data, logs)
         data.update(section_data)
         ok &= section_ok
         texts.setdefault(section.marker, []).append(text)
@@ -557,7 +564,7 @@ def gpu_main(args):
         except (OSError, ValueError) as e:
             print(f"kernels.report: {e}", file=sys.stderr)
             return 2
-    ok = run_sections(sections, doc, args.section_timeout)
+    ok = run_sections(sections, doc, args.section_timeout, logs=args.logs)
     if doc is not None:
         print(f"wrote {doc}")
     if missing is not None:
@@ -602,6 +609,9 @@ def parse_args(argv=None):
                              "(how the report runs each section)")
     parser.add_argument("--section-out", metavar="FILE",
                         help="with --section: write its result there as JSON")
+    parser.add_argument("--logs", metavar="DIR",
+                        help="with --device cuda: keep each section's whole output as "
+                             "DIR/NAME.log (the doc keeps only a failure's end)")
     parser.add_argument("--only", metavar="NAME,...", type=lambda s: s.split(","),
                         help="with --device cuda on a GPU: run only these sections, in this "
                              f"order (of {', '.join(GPU_SECTION_NAMES)})")

@@ -118,8 +118,15 @@ def test_sections_run_apart_and_each_is_written_as_it_ends(tmp_path):
         fake_section("table", write_result("'the table'"), marker="ptx"),
     ]
     echoed = []
-    ok = report.run_sections(sections, str(doc), timeout=3, echo=echoed.append)
+    logs = tmp_path / "logs"
+    ok = report.run_sections(sections, str(doc), timeout=3, echo=echoed.append, logs=str(logs))
     assert not ok and len(echoed) == 5
+    # Each section's whole output is kept, the failed and the timed-out ones' too.
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "failing.log", "first.log", "second.log", "slow.log", "table.log"]
+    assert "partial work" in (logs / "failing.log").read_text()
+    assert "ValueError: boom" in (logs / "failing.log").read_text()
+    assert (logs / "slow.log").read_text() == "started\n"
     text = doc.read_text()
     head, rest = text.split("<!-- gpu-report:start -->\n")
     results, rest = rest.split("<!-- gpu-report:end -->")
@@ -154,7 +161,7 @@ def _fake_gpu_run(monkeypatch, tmp_path, argv, missing):
     faked (None: a GPU) and the sections not run."""
     ran = []
 
-    def run_sections(sections, doc, timeout):
+    def run_sections(sections, doc, timeout, logs=None):
         ran.append(([s.name for s in sections], doc, timeout))
         return True
     monkeypatch.setattr(report, "gpu_missing", lambda: missing)
