@@ -98,7 +98,10 @@ def torch_speedrun(seed, data_dir=None, device="cpu"):
 def _child(args, data_dir):
     """Run ``python args... [--data-dir D]`` in a new process; its last stdout line as JSON."""
     cmd = [sys.executable] + args + (["--data-dir", data_dir] if data_dir else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env())
+    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
+    if out.returncode != 0:
+        raise RuntimeError(f"kernels.speedrun: {' '.join(cmd[1:])} exited {out.returncode}; "
+                           f"the end of its stderr:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

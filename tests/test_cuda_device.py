@@ -202,3 +202,16 @@ def test_kernels_compile_uncached_where_no_cache_directory_is_writable(monkeypat
         for i in range(ncuda.grid(1), a.size, ncuda.gridsize(1)):
             a[i] = 1
     assert device.KERNELS[0].name == "_fill" and device.KERNELS[0].dispatcher is _fill
+
+
+def test_numpy_row_stack_is_given_back_only_where_numpy_lacks_it(monkeypatch):
+    """numba-cuda 0.30.4 overloads np.row_stack (removed in numpy 2.5) at its first
+    compile: the backend aliases np.vstack when the name is missing, and leaves a
+    numpy that has it alone. (tests/test_cuda_ptx.py compiles a kernel without it.)"""
+    from tinynet.backends import cuda_device as device
+    assert hasattr(np, "row_stack")  # importing the backend made sure of it
+    if "row_stack" in vars(np):
+        monkeypatch.delattr(np, "row_stack")
+    assert device.numpy_row_stack_for_numba_cuda() is True
+    assert np.row_stack is np.vstack
+    assert device.numpy_row_stack_for_numba_cuda() is False

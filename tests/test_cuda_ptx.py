@@ -34,3 +34,29 @@ def test_problems_flags_spills_and_shared_memory():
     row = dict(module="m", kernel="k", signature="void()", arch="sm_90", registers=255,
                smem=ptx.SHARED_PER_BLOCK + 1, stack=0, spill_stores=8, spill_loads=0)
     assert len(ptx.problems([row])) == 2
+
+
+def test_kernels_compile_under_a_numpy_without_row_stack():
+    """numpy 2.5 removed np.row_stack, which numba-cuda 0.30.4's typing registries
+    overload at the first compile; importing the cuda backend gives it back, so a
+    kernel compiles. The numpy here may still have it: the child deletes it first."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import numpy as np
+        if "row_stack" in vars(np):
+            del np.row_stack
+        import tinynet.backends.cuda_device
+        from numba import cuda
+
+        def fill(a):
+            i = cuda.grid(1)
+            if i < a.size:
+                a[i] = 1.0
+        ptx, _ = cuda.compile_ptx(fill, "void(float32[::1])", cc=(9, 0))
+        print("compiled", ".entry" in ptx)
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["compiled", "True"]

@@ -115,6 +115,7 @@ def test_the_bench_runs_both_frameworks_on_the_device(monkeypatch):
     commands = []
 
     class Done:
+        returncode = 0
         stdout = json.dumps({"seed": 0, "train_s": 1.0, "test_acc": 0.99}) + "\n"
 
     monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: commands.append(cmd) or Done)
@@ -126,6 +127,20 @@ def test_the_bench_runs_both_frameworks_on_the_device(monkeypatch):
     commands.clear()
     bench.bench(1, say=lambda line: None)
     assert commands[0][commands[0].index("--backend") + 1] == "cpu"
+
+
+def test_a_failed_run_says_why(monkeypatch):
+    """A framework's process that fails raises with its command, exit status and
+    the end of its stderr, not a bare exit status."""
+    class Failed:
+        returncode, stdout = 70, ""
+        stderr = "Traceback ...\nAttributeError: module 'numpy' has no attribute 'row_stack'\n"
+
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: Failed)
+    with pytest.raises(RuntimeError, match=r"-m tinynet speedrun --seeds 0 --json --backend "
+                                           r"cuda exited 70; the end of its stderr:\n"
+                                           r"Traceback \.\.\.\nAttributeError: module"):
+        bench.bench(1, device="cuda", say=lambda line: None)
 
 
 def test_the_clock_waits_for_the_gpu(monkeypatch):
@@ -149,12 +164,13 @@ def test_the_recipe_on_a_gpu_follows_the_cpu():
     from cudasim import requires_cuda
     if requires_cuda.args[0]:
         pytest.skip(requires_cuda.kwargs["reason"])
-    train, test = _slice(n_train=512, n_test=100)
+    # Four steps: the fewest for which the one-cycle schedule has both phases.
+    train, test = _slice(n_train=1024, n_test=100)
     with tn.use_backend("cpu"):
         cpu = speedrun.train_speedrun(1, train, test)
     with tn.use_backend("cuda"):
         gpu = speedrun.train_speedrun(1, train, test)
-    assert gpu["backend"] == "cuda" and gpu["steps"] == cpu["steps"] == 2
+    assert gpu["backend"] == "cuda" and gpu["steps"] == cpu["steps"] == 4
     assert gpu["final_loss"] == pytest.approx(cpu["final_loss"], rel=1e-3)
 
 

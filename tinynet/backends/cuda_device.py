@@ -33,6 +33,13 @@ off (numba-cuda's config CUDA_LOW_OCCUPANCY_WARNINGS = 0), unless
 ``NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS`` is set in the environment, which then
 decides. The switch is numba-cuda's, so it covers every launch in the process.
 
+numba-cuda 0.30.4 dies at its first kernel compile under numpy >= 2.5
+(AttributeError: module 'numpy' has no attribute 'row_stack', from
+``overload(np.row_stack)`` in numba/cuda/np/arrayobj.py; numba's own cpu
+target checks numpy's version there). This module therefore gives numpy
+``row_stack`` back, as ``np.vstack``, when numpy lacks it
+(``numpy_row_stack_for_numba_cuda``), before any kernel is defined.
+
 ``kernel(*signatures)`` is the decorator of every cuda kernel: a lazily
 compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
 the signatures training launches it with, for the PTX and SASS table
@@ -49,7 +56,7 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
            "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes",
-           "quiet_low_occupancy_warnings"]
+           "quiet_low_occupancy_warnings", "numpy_row_stack_for_numba_cuda"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -65,6 +72,24 @@ REDUCE_SHARED = 256
 WARP_SHUFFLE = not SIMULATOR
 # The float types a kernel signature template's "{f}" stands for.
 FLOAT_TYPES = ("float32", "float64")
+
+
+def numpy_row_stack_for_numba_cuda():
+    """Give numpy ``row_stack`` back as ``np.vstack`` (what numpy < 2.5 defined it
+    as) when numpy lacks it, and return whether it did.
+
+    numba-cuda 0.30.4 registers an overload of ``np.row_stack`` without checking
+    numpy's version when it loads its typing registries at the first kernel
+    compile; numpy 2.5 removed the name, so on a GPU with numpy 2.5 every kernel
+    compile raised AttributeError. Nothing else of numpy is touched.
+    """
+    if hasattr(np, "row_stack"):
+        return False
+    np.row_stack = np.vstack
+    return True
+
+
+numpy_row_stack_for_numba_cuda()
 
 
 class SimDeviceArray(np.ndarray):
