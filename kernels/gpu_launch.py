@@ -11,8 +11,10 @@ issues the next, so this is the host's cost per launch):
    looks up the specialization);
 2. explicit signature: ``numba.cuda.jit("void(float32[::1], float32)")``;
 3. a cuda backend op, ``relu_forward`` of a 1-element array: the launch plus
-   the output allocation and the op's checks;
-4. a CuPy elementwise kernel (``cupy.multiply(a, 2, out=a)``) for scale.
+   the output allocation and the op's checks, through CuPy's launcher (the
+   backend's default after a kernel's first launch; cuda_device.CupyLaunched);
+4. the same op with every launch on numba's launcher (``TINYNET_CUDA_LAUNCHER=numba``);
+5. a CuPy elementwise kernel (``cupy.multiply(a, 2, out=a)``) for scale.
 
     python -m kernels.gpu_launch --check    # also under NUMBA_ENABLE_CUDASIM=1
     python -m kernels.gpu_launch --bench    # a GPU
@@ -25,7 +27,7 @@ from numba import cuda
 
 from kernels.common import GpuRow, assert_close, lab_main, sync
 from tinynet.backends import cuda as tcuda
-from tinynet.backends import ref
+from tinynet.backends import cuda_device, ref
 
 LAUNCHES = 2000
 
@@ -55,14 +57,29 @@ def _per_launch(fn, launches):
     return (time.perf_counter() - t0) / launches
 
 
+def _on_launcher(name, fn):
+    """``fn`` with the cuda backend's kernels on launcher ``name`` ("cupy" or "numba")."""
+    def run():
+        saved, cuda_device.LAUNCHER = cuda_device.LAUNCHER, name
+        try:
+            return fn()
+        finally:
+            cuda_device.LAUNCHER = saved
+    return run
+
+
 def _variants(a):
     import cupy as cp
     explicit = _explicit()
+    relu = lambda: tcuda.relu_forward(a)  # noqa: E731
     return [("1 numba.cuda.jit, lazy", lambda: _lazy[1, 32](a, np.float32(1.0))),
             ("2 numba.cuda.jit, explicit signature",
              lambda: explicit[1, 32](a, np.float32(1.0))),
-            ("3 tinynet relu_forward (launch + alloc)", lambda: tcuda.relu_forward(a)),
-            ("4 CuPy elementwise", lambda: cp.multiply(a, 2, out=a))]
+            ("3 tinynet relu_forward (launch + alloc), CuPy's launcher",
+             _on_launcher("cupy", relu)),
+            ("4 tinynet relu_forward (launch + alloc), numba's launcher",
+             _on_launcher("numba", relu)),
+            ("5 CuPy elementwise", lambda: cp.multiply(a, 2, out=a))]
 
 
 def check():
@@ -71,7 +88,9 @@ def check():
         a = tcuda.to_device(x)
         kernel[1, 4](a, np.float32(2.0))
         assert_close(a, 2 * x, name)
-    assert_close(tcuda.relu_forward(tcuda.to_device(x)), ref.relu_forward(x), "relu_forward")
+    for launcher in ("cupy", "numba"):
+        y = _on_launcher(launcher, lambda: tcuda.relu_forward(tcuda.to_device(x)))()
+        assert_close(y, ref.relu_forward(x), f"relu_forward, {launcher}'s launcher")
 
 
 def bench():

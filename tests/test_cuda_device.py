@@ -9,6 +9,21 @@ import pytest
 
 from cudasim import SIMULATOR, requires_cuda, requires_cudasim
 
+try:  # a module global, which the simulator swaps for its own numba.cuda at a launch
+    from numba import cuda as _cuda
+except ImportError:  # numba without numba-cuda: the tests that launch are skipped
+    _cuda = None
+
+
+def _fill_ones(a):
+    for i in range(_cuda.grid(1), a.size, _cuda.gridsize(1)):
+        a[i] = 1
+
+
+def _axpy(a, s, flag):
+    for i in range(_cuda.grid(1), a.size, _cuda.gridsize(1)):
+        a[i] = a[i] * s + (1 if flag else 0)
+
 
 def test_package_imports_and_exposes_the_backend_interface():
     from tinynet.backends import cuda
@@ -139,15 +154,9 @@ def test_cupy_import_leaves_numba_cuda_config_alone(monkeypatch):
 
 def _define_fill(monkeypatch):
     """A one-line kernel defined by tinynet's ``kernel`` decorator (KERNELS restored after)."""
-    from numba import cuda as ncuda
     from tinynet.backends import cuda_device as device
     monkeypatch.setattr(device, "KERNELS", [])
-
-    @device.kernel("void(float32[::1])")
-    def _fill(a):
-        for i in range(ncuda.grid(1), a.size, ncuda.gridsize(1)):
-            a[i] = 1
-    return _fill
+    return device.kernel("void(float32[::1])")(_fill_ones)
 
 
 def _occupancy_warnings(launch):
@@ -173,9 +182,10 @@ def test_tinynet_kernels_do_not_warn_about_low_occupancy(monkeypatch):
 
 def test_the_environment_decides_the_low_occupancy_warning(monkeypatch):
     """With NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS set, tinynet leaves numba-cuda's setting
-    as the environment made it, and a small grid warns again (not in the simulator,
-    whose launches never warn)."""
+    as the environment made it, and a small grid warns again on numba's launcher
+    (not in the simulator, whose launches never warn; CuPy's never warns)."""
     from tinynet.backends import cuda_device as device
+    monkeypatch.setattr(device, "LAUNCHER", "numba")
     config = device._numba_cuda_config()
     monkeypatch.setenv("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "1")
     monkeypatch.setattr(config, "CUDA_LOW_OCCUPANCY_WARNINGS", 1)
@@ -201,7 +211,7 @@ def test_kernels_compile_uncached_where_no_cache_directory_is_writable(monkeypat
     def _fill(a):
         for i in range(ncuda.grid(1), a.size, ncuda.gridsize(1)):
             a[i] = 1
-    assert device.KERNELS[0].name == "_fill" and device.KERNELS[0].dispatcher is _fill
+    assert device.KERNELS[0].name == "_fill" and device.KERNELS[0].dispatcher is _fill.dispatcher
 
 
 def test_numpy_row_stack_is_given_back_only_where_numpy_lacks_it(monkeypatch):
@@ -215,3 +225,94 @@ def test_numpy_row_stack_is_given_back_only_where_numpy_lacks_it(monkeypatch):
     assert device.numpy_row_stack_for_numba_cuda() is True
     assert np.row_stack is np.vstack
     assert device.numpy_row_stack_for_numba_cuda() is False
+
+
+# -- the launcher: numba's first, CuPy's after (cuda_device.CupyLaunched) ----------
+
+class _Array:
+    """What flat_kernel_args reads of a CuPy array."""
+
+    class data:
+        ptr = 4096
+
+    shape, strides, size, itemsize = (2, 3), (12, 4), 6, 4
+
+
+def test_arguments_are_flattened_as_numba_lays_them_out():
+    from numba.core import types
+    from tinynet.backends import cuda_device as device
+    argtypes = (types.Array(types.float32, 2, "C"), types.boolean, types.float32,
+                types.float64, types.int64, types.uint64)
+    packers = [device.arg_packer(t) for t in argtypes]
+    flat = device.flat_kernel_args(packers, (_Array(), True, 0.5, 0.25, -3, 7))
+    assert [int(v) for v in flat[:9]] == [0, 0, 6, 4, 4096, 2, 3, 12, 4]
+    assert [v.dtype.name for v in flat] == ["uint64", "uint64"] + ["int64", "int64"] + \
+        ["uint64"] + ["int64"] * 4 + ["uint8", "float32", "float64", "int64", "uint64"]
+    assert flat[9:] == (1, 0.5, 0.25, -3, 7)
+    # Types CuPy's launcher is not given (the launch stays on numba's).
+    assert device.arg_packer(types.complex64) is None
+    assert device.arg_packer(types.UniTuple(types.int64, 2)) is None
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_each_launch_is_watched_once(monkeypatch):
+    """watch_launches sees a tinynet kernel's launch once, on either launcher."""
+    from tinynet.backends import cuda_device as device
+    fill = _define_fill(monkeypatch)
+    a = device.zeros(5, np.float32)
+    seen = []
+    with device.watch_launches(lambda fn, args: seen.append(fn.__name__)):
+        for _ in range(3):
+            fill[1, 32](a)
+    fill[1, 32](a)  # after the block: not watched
+    assert seen == ["_fill_ones"] * 3
+    assert device.to_host(a).tolist() == [1.0] * 5
+
+
+@requires_cudasim
+@pytest.mark.cuda
+def test_the_simulator_and_the_numba_setting_launch_through_numba(monkeypatch):
+    from tinynet.backends import cuda_device as device
+    fill = _define_fill(monkeypatch)
+    a = device.zeros(4, np.float32)
+    fill[1, 32](a)
+    fill[1, 32](a)
+    assert fill.launchers == {}  # nothing was built for CuPy's launcher
+    assert device.to_host(a).tolist() == [1.0] * 4
+    assert fill.py_func.__name__ == "_fill_ones" and fill.py_func is device.KERNELS[0].py_func
+
+
+requires_gpu = pytest.mark.skipif(
+    SIMULATOR or requires_cuda.args[0],
+    reason="needs a GPU: CuPy's launcher is not used under the simulator")
+
+
+@requires_gpu
+@pytest.mark.cuda
+def test_later_launches_go_through_cupy_on_a_gpu(monkeypatch):
+    """On a GPU the first launch with new argument types compiles through numba; the
+    next ones go through CuPy's launcher with the same results; a numba device
+    array stays on numba's launcher."""
+    import cupy
+    from numba import cuda as ncuda
+    from tinynet.backends import cuda_device as device
+    monkeypatch.setattr(device, "LAUNCHER", "cupy")
+    monkeypatch.setattr(device, "KERNELS", [])
+    axpy = device.kernel("void(float32[::1], float32, boolean)")(_axpy)
+    a = cupy.ones(1000, np.float32)
+    axpy[4, 128](a, np.float32(2.0), True)      # numba: 3
+    [(key, launcher)] = axpy.launchers.items()
+    raw, packers = launcher
+    assert isinstance(raw, cupy.RawKernel)
+    axpy[4, 128](a, np.float32(2.0), False)     # CuPy: 6
+    axpy[4, 128](a[::2], np.float32(0.5), True)  # strided: new types, numba: 4 on evens
+    axpy[4, 128](a[1::2], np.float32(1.0), True)  # strided again, CuPy: 7 on odds
+    host = cupy.asnumpy(a)
+    assert host[1::2].tolist() == [7.0] * 500 and host[::2].tolist() == [4.0] * 500
+    assert len(axpy.launchers) == 2
+    b = ncuda.to_device(np.ones(10, np.float32))
+    axpy[1, 32](b, np.float32(3.0), False)
+    axpy[1, 32](b, np.float32(3.0), False)
+    assert b.copy_to_host().tolist() == [9.0] * 10
+    assert "numba" in axpy.launchers.values()

@@ -60,3 +60,49 @@ def test_kernels_compile_under_a_numpy_without_row_stack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["compiled", "True"]
+
+
+class _StandIn:
+    """An array as flat_kernel_args reads it (a CuPy array's attributes), for a
+    numba Array type: no GPU needed."""
+
+    class _Data:
+        ptr = 0x7F0000000000
+
+    def __init__(self, ty):
+        import numpy as np
+        self.shape = (3,) * ty.ndim
+        self.itemsize = np.dtype(str(ty.dtype)).itemsize
+        self.size = 3 ** ty.ndim
+        self.strides = tuple(self.itemsize * 3 ** (ty.ndim - 1 - i) for i in range(ty.ndim))
+        self.data = self._Data()
+
+
+def test_cupy_launches_pass_the_parameters_numba_compiled():
+    """For every kernel and declared signature, the parameters that CuPy's launcher
+    is given (flat_kernel_args) match the PTX entry's .param list one for one in
+    width and in float or integer kind, the ABI numba compiled the kernel for."""
+    import re
+
+    from numba import cuda
+    from numba.core import sigutils
+    from kernels import ptx
+    device = ptx._kernels()
+    checked = 0
+    for k in device.KERNELS:
+        for sig in device.signatures_of(k.signatures):
+            argtypes = sigutils.normalize_signature(sig)[0]
+            packers = [device.arg_packer(t) for t in argtypes]
+            assert None not in packers, f"{k.name} {sig}: a type CuPy's launcher cannot pass"
+            values = [_StandIn(t) if p == "array" else 1 for t, p in zip(argtypes, packers)]
+            flat = device.flat_kernel_args(packers, values)
+            text, _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
+            entry = re.search(r"\.entry\s+\S+\((.*?)\)", text, re.S).group(1)
+            params = re.findall(r"\.param\s+\.([a-z])(\d+)", entry)
+            assert len(params) == len(flat), f"{k.name} {sig}: {len(params)} != {len(flat)}"
+            for i, ((kind, bits), value) in enumerate(zip(params, flat)):
+                want = ("f" if kind == "f" else "i", int(bits) // 8)
+                got = ("f" if value.dtype.kind == "f" else "i", value.dtype.itemsize)
+                assert got == want, f"{k.name} {sig} parameter {i}: {got} != .{kind}{bits}"
+            checked += 1
+    assert checked >= 80

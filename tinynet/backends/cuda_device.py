@@ -44,10 +44,28 @@ target checks numpy's version there). This module therefore gives numpy
 compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
 the signatures training launches it with, for the PTX and SASS table
 (``python -m kernels.ptx``).
+
+Launches. numba-cuda's own launcher took 78 us per launch of a 2-argument
+kernel on an H200 and 154 us for ``relu_forward`` (3 arrays, an allocation),
+against 14 us for a CuPy elementwise kernel (``python -m kernels.gpu_launch
+--bench``, docs/performance-gpu.md): each array argument is typed and wrapped
+through DLPack at every launch, and a training step is about 50 launches. So
+on a GPU a kernel's first launch with new argument types goes through numba
+(which compiles, links and loads it), and every later launch with those types
+goes through CuPy's kernel launcher (``cupy.RawModule`` of the cubin numba
+linked; ``CupyLaunched``), with the arguments flattened the way numba's
+kernel ABI lays them out: an array is 5 + 2 * ndim parameters (meminfo and
+parent, both null, the size, the item size, the data pointer, the shape and
+the strides in bytes), a boolean one byte. ``TINYNET_CUDA_LAUNCHER=numba`` in
+the environment keeps every launch on numba's launcher (the lab races both).
 """
+import atexit
 import collections
 import contextlib
+import functools
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -56,7 +74,8 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "BLOCK", "BLOCK_REDUCE", "MAX_BLOCKS", "REDUCE_SHARED", "WARP_SHUFFLE",
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
            "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes",
-           "quiet_low_occupancy_warnings", "numpy_row_stack_for_numba_cuda"]
+           "quiet_low_occupancy_warnings", "numpy_row_stack_for_numba_cuda",
+           "CupyLaunched", "LAUNCHER", "flat_kernel_args", "arg_packer"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -295,11 +314,139 @@ Kernel.__doc__ = ("A cuda kernel: its module, name, Python function, signature t
 KERNELS = []
 
 
+# "cupy": launches after a kernel's first (per argument types) go through CuPy's
+# launcher; "numba": every launch through numba-cuda's (module docstring).
+LAUNCHER = os.environ.get("TINYNET_CUDA_LAUNCHER", "cupy")
+if LAUNCHER not in ("cupy", "numba"):
+    raise ValueError(f"cuda backend: TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', "
+                     f"got {LAUNCHER!r}")
+
+_ARRAY = "array"   # arg_packer's answer for an array argument
+_NUMBA = "numba"   # a launcher-cache entry: these argument types stay on numba's launcher
+_NULL = np.uint64(0)
+
+
+def arg_packer(ty):
+    """How a kernel argument of numba type ``ty`` is passed to CuPy's launcher:
+    ``_ARRAY`` (flattened by ``flat_kernel_args``), the numpy scalar type its
+    value is converted to (numba's kernel ABI: a boolean is one byte), or None
+    for a type this launcher does not pass (the launch then stays on numba's)."""
+    from numba.core import types
+    if isinstance(ty, types.Array):
+        return _ARRAY
+    if ty == types.boolean:
+        return np.uint8
+    if isinstance(ty, (types.Float, types.Integer)):
+        return np.dtype(str(ty)).type
+    return None
+
+
+def flat_kernel_args(packers, args):
+    """The parameters of a numba.cuda kernel launch, as numpy scalars in the order
+    of numba's kernel ABI (``numba.cuda.dispatcher._Kernel._prepare_args``): per
+    array (any object with size, itemsize, data.ptr, shape and strides in
+    bytes: a CuPy array) meminfo and parent (null), size, itemsize, the data
+    pointer, then each extent and each stride; per scalar its ``packers`` type."""
+    out = []
+    for packer, a in zip(packers, args):
+        if packer is _ARRAY:
+            out += (_NULL, _NULL, np.int64(a.size), np.int64(a.itemsize),
+                    np.uint64(a.data.ptr))
+            out += [np.int64(n) for n in a.shape]
+            out += [np.int64(n) for n in a.strides]
+        else:
+            out.append(packer(a))
+    return tuple(out)
+
+
+def _arg_key(a):
+    """What decides the numba type of a launch argument: a CuPy array's dtype,
+    ndim and contiguity (its layout), else the Python type (numba types a
+    Python int as int64, a float as float64, a numpy scalar as its dtype)."""
+    if type(a) is _cupy.ndarray:
+        return (a.dtype.num, a.ndim, a.flags.c_contiguous, a.flags.f_contiguous)
+    return type(a)
+
+
+@functools.lru_cache(maxsize=1)
+def _cubin_dir():
+    """A folder for this process's cubins (CuPy loads a module from a file), removed
+    at exit."""
+    path = tempfile.mkdtemp(prefix="tinynet-cubin-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+class CupyLaunched:
+    """A numba.cuda kernel (``dispatcher``) whose launches go through CuPy's launcher
+    once numba has compiled it for the argument types (module docstring).
+
+    ``kernel[blocks, threads](*args)`` as with numba; ``py_func`` is the kernel's
+    Python function; every other attribute is the dispatcher's. Under the simulator, with ``LAUNCHER == "numba"``, for a
+    launch configuration other than (blocks, threads) ints, and for argument
+    types this launcher cannot pass (arrays that are not CuPy's, types without
+    an ``arg_packer``), launches go to numba's launcher.
+    """
+
+    def __init__(self, dispatcher, py_func):
+        self.dispatcher = dispatcher
+        self.py_func = py_func
+        self.launchers = {}   # _arg_key tuple -> (cupy.RawKernel, packers) or _NUMBA
+
+    def __getattr__(self, name):
+        return getattr(self.dispatcher, name)
+
+    def __getitem__(self, config):
+        if (SIMULATOR or LAUNCHER != "cupy" or type(config) is not tuple or len(config) != 2
+                or not all(type(n) is int for n in config)):
+            launch = _numba_launch(self.dispatcher, config)
+        else:
+            launch = functools.partial(self._launch, config[0], config[1])
+        if not _WATCHERS:
+            return launch
+
+        def watched(*args):
+            for watcher in _WATCHERS:
+                watcher(self.py_func, args)
+            return launch(*args)
+        return watched
+
+    def _launch(self, blocks, threads, *args):
+        key = tuple(map(_arg_key, args)) if _cupy is not None else None
+        launcher = self.launchers.get(key)
+        if launcher is None or launcher is _NUMBA:
+            _numba_launch(self.dispatcher, (blocks, threads))(*args)
+            if launcher is None and key is not None:
+                self.launchers[key] = self._cupy_launcher(args)
+            return
+        raw, packers = launcher
+        raw((blocks,), (threads,), flat_kernel_args(packers, args))
+
+    def _cupy_launcher(self, args):
+        """(cupy.RawKernel, packers) for numba's compiled kernel of ``args``' types,
+        or _NUMBA where this launcher cannot pass them."""
+        argtypes = tuple(self.dispatcher.typeof_pyval(a) for a in args)
+        compiled = self.dispatcher.overloads.get(argtypes)
+        if compiled is None or getattr(compiled, "cooperative", False) or \
+                getattr(compiled, "launch_config_sensitive", False):
+            return _NUMBA
+        packers = tuple(arg_packer(t) for t in compiled.argument_types)
+        for packer, a in zip(packers, args):
+            if packer is None or (packer is _ARRAY and type(a) is not _cupy.ndarray):
+                return _NUMBA
+        path = os.path.join(_cubin_dir(), f"{len(os.listdir(_cubin_dir()))}.cubin")
+        with open(path, "wb") as f:
+            f.write(compiled._codelibrary.get_cubin())
+        raw = _cupy.RawModule(path=path).get_function(compiled.entry_name)
+        return raw, packers
+
+
 def kernel(*signatures):
     """Decorator of a cuda kernel: ``numba.cuda.jit``, compiled on first launch
     for the argument types it meets, and listed in ``KERNELS``. Its launches
     do not warn about low occupancy (``quiet_low_occupancy_warnings``).
 
+    Returns a ``CupyLaunched`` kernel (launched as ``k[blocks, threads](*args)``).
     Compiled kernels are cached on disk (``cache=True``: the ``__pycache__``
     beside the source, else numba's user cache directory), so a new process
     skips the compile; where no directory is writable numba refuses caching
@@ -321,32 +468,50 @@ def kernel(*signatures):
         except RuntimeError:
             dispatcher = cuda.jit(fn)
         KERNELS.append(Kernel(fn.__module__, fn.__name__, fn, signatures, dispatcher))
-        return dispatcher
+        return CupyLaunched(dispatcher, fn)
     return decorate
+
+
+# watch_launches: the callbacks, and numba's own __getitem__ of each dispatcher type
+# it patched (for kernels that are not tinynet's, e.g. the labs' variants).
+_WATCHERS = []
+_UNWATCHED = {}
+
+
+def _numba_launch(dispatcher, config):
+    """``dispatcher[config]`` through numba's own __getitem__, unwatched: a
+    CupyLaunched kernel reports its launches to the watchers itself."""
+    getitem = _UNWATCHED.get(type(dispatcher))
+    return getitem(dispatcher, config) if getitem else dispatcher[config]
 
 
 @contextlib.contextmanager
 def watch_launches(callback):
     """Within the block, call ``callback(py_func, args)`` at every numba.cuda kernel
-    launch (any kernel, the lab's too), before the kernel runs."""
+    launch (any kernel, the lab's too), before the kernel runs, once per launch
+    whichever launcher runs it."""
     if not KERNELS:
         raise RuntimeError("watch_launches: no cuda kernel is defined yet")
     dispatcher_type = type(KERNELS[0].dispatcher)
-    getitem = dispatcher_type.__getitem__
+    getitem = _UNWATCHED.setdefault(dispatcher_type, dispatcher_type.__getitem__)
 
     def watched_getitem(self, config):
         launch = getitem(self, config)
         py_func = getattr(self, "py_func", None) or self.fn
 
         def watched_launch(*args):
-            callback(py_func, args)
+            for watcher in _WATCHERS:
+                watcher(py_func, args)
             return launch(*args)
         return watched_launch
+    _WATCHERS.append(callback)
     dispatcher_type.__getitem__ = watched_getitem
     try:
         yield
     finally:
-        dispatcher_type.__getitem__ = getitem
+        _WATCHERS.remove(callback)
+        if not _WATCHERS:
+            dispatcher_type.__getitem__ = _UNWATCHED.pop(dispatcher_type)
 
 
 def signatures_of(templates):

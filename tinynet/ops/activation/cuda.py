@@ -62,7 +62,9 @@ def _relu_grad(x, dy, zero):
 
 @cuda.jit(device=True, inline=True)
 def _leaky(x, slope):
-    return x if x > 0 else x * slope
+    # A NaN x is returned as it is (its bits), as the ref's x * slope gives it on the
+    # host; the GPU's multiply would give the canonical NaN instead.
+    return x * slope if x <= 0 else x
 
 
 @cuda.jit(device=True, inline=True)
