@@ -299,11 +299,13 @@ def device_section():
     """The GPU, its compute capability, the date and the versions: (body, ok, data)."""
     import cupy
     from numba import cuda
+    from tinynet.backends import cuda_device
     gpu = cuda.get_current_device()
     body = (f"Run of `python -m kernels.report --device cuda` on {device_name(gpu)} "
             f"(cc {'.'.join(map(str, gpu.compute_capability))}), {time.strftime('%Y-%m-%d')}, "
             f"Python {platform.python_version()}, numba-cuda {_version('numba-cuda')}, "
-            f"CuPy {cupy.__version__}.")
+            f"CuPy {cupy.__version__}; kernels launched by {cuda_device.LAUNCHER}'s launcher "
+            f"(TINYNET_CUDA_LAUNCHER).")
     return body, True, {}
 
 

@@ -316,3 +316,18 @@ def test_later_launches_go_through_cupy_on_a_gpu(monkeypatch):
     axpy[1, 32](b, np.float32(3.0), False)
     assert b.copy_to_host().tolist() == [9.0] * 10
     assert "numba" in axpy.launchers.values()
+
+
+def test_the_launcher_setting_is_checked_at_import():
+    import subprocess
+    import sys
+    code = "import tinynet.backends.cuda_device as d; print(d.LAUNCHER)"
+    run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True,  # noqa: E731
+                                     text=True, env=env)
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "TINYNET_CUDA_LAUNCHER"}
+    assert run(env).stdout.strip() == "numba"
+    assert run(dict(env, TINYNET_CUDA_LAUNCHER="cupy")).stdout.strip() == "cupy"
+    bad = run(dict(env, TINYNET_CUDA_LAUNCHER="fast"))
+    assert bad.returncode != 0
+    assert "TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', got 'fast'" in bad.stderr

@@ -49,15 +49,19 @@ Launches. numba-cuda's own launcher took 78 us per launch of a 2-argument
 kernel on an H200 and 154 us for ``relu_forward`` (3 arrays, an allocation),
 against 14 us for a CuPy elementwise kernel (``python -m kernels.gpu_launch
 --bench``, docs/performance-gpu.md): each array argument is typed and wrapped
-through DLPack at every launch, and a training step is about 50 launches. So
-on a GPU a kernel's first launch with new argument types goes through numba
-(which compiles, links and loads it), and every later launch with those types
-goes through CuPy's kernel launcher (``cupy.RawModule`` of the cubin numba
-linked; ``CupyLaunched``), with the arguments flattened the way numba's
-kernel ABI lays them out: an array is 5 + 2 * ndim parameters (meminfo and
-parent, both null, the size, the item size, the data pointer, the shape and
-the strides in bytes), a boolean one byte. ``TINYNET_CUDA_LAUNCHER=numba`` in
-the environment keeps every launch on numba's launcher (the lab races both).
+through DLPack at every launch, and a training step is about 50 launches.
+With ``TINYNET_CUDA_LAUNCHER=cupy`` in the environment, a kernel's first
+launch with new argument types goes through numba (which compiles, links and
+loads it), and every later launch with those types goes through CuPy's
+kernel launcher (``cupy.RawModule`` of the cubin numba linked;
+``CupyLaunched``), with the arguments flattened the way numba's kernel ABI
+lays them out: an array is 5 + 2 * ndim parameters (meminfo and parent, both
+null, the size, the item size, the data pointer, the shape and the strides in
+bytes), a boolean one byte. tests/test_cuda_ptx.py checks that layout against
+every kernel's PTX parameters, but no GPU has run this launcher yet, so the
+default, ``numba``, keeps every launch on numba's launcher (the lab,
+``kernels.gpu_launch``, races both, and tests/test_cuda_device.py runs CuPy's
+on a GPU).
 """
 import atexit
 import collections
@@ -314,9 +318,9 @@ Kernel.__doc__ = ("A cuda kernel: its module, name, Python function, signature t
 KERNELS = []
 
 
-# "cupy": launches after a kernel's first (per argument types) go through CuPy's
-# launcher; "numba": every launch through numba-cuda's (module docstring).
-LAUNCHER = os.environ.get("TINYNET_CUDA_LAUNCHER", "cupy")
+# "numba": every launch through numba-cuda's; "cupy": launches after a kernel's
+# first (per argument types) through CuPy's (module docstring).
+LAUNCHER = os.environ.get("TINYNET_CUDA_LAUNCHER", "numba")
 if LAUNCHER not in ("cupy", "numba"):
     raise ValueError(f"cuda backend: TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', "
                      f"got {LAUNCHER!r}")
@@ -379,13 +383,15 @@ def _cubin_dir():
 
 class CupyLaunched:
     """A numba.cuda kernel (``dispatcher``) whose launches go through CuPy's launcher
-    once numba has compiled it for the argument types (module docstring).
+    once numba has compiled it for the argument types, when ``LAUNCHER`` is
+    "cupy" (module docstring).
 
-    ``kernel[blocks, threads](*args)`` as with numba; ``py_func`` is the kernel's
-    Python function; every other attribute is the dispatcher's. Under the simulator, with ``LAUNCHER == "numba"``, for a
-    launch configuration other than (blocks, threads) ints, and for argument
-    types this launcher cannot pass (arrays that are not CuPy's, types without
-    an ``arg_packer``), launches go to numba's launcher.
+    ``kernel[blocks, threads](*args)`` as with numba; ``py_func`` is the
+    kernel's Python function; every other attribute is the dispatcher's.
+    Launches go to numba's launcher with ``LAUNCHER == "numba"`` (the default),
+    under the simulator, for a launch configuration other than (blocks,
+    threads) ints, and for argument types CuPy's launcher is not given (arrays
+    that are not CuPy's, types without an ``arg_packer``).
     """
 
     def __init__(self, dispatcher, py_func):
