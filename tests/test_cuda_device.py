@@ -4,6 +4,8 @@ These run in every mode. Without the simulator and without a GPU (CI) the
 backend must import and refuse with a reason; under the simulator the
 device arrays are tagged numpy arrays.
 """
+import types
+
 import numpy as np
 import pytest
 
@@ -331,3 +333,87 @@ def test_the_launcher_setting_is_checked_at_import():
     bad = run(dict(env, TINYNET_CUDA_LAUNCHER="fast"))
     assert bad.returncode != 0
     assert "TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', got 'fast'" in bad.stderr
+
+
+class _FakeCupy:
+    """Just enough of CuPy for CupyLaunched's bookkeeping: arrays with the
+    attributes it reads, and a RawModule that records the launches it is given."""
+
+    class ndarray:
+        def __init__(self, n, ptr, step=1):
+            self.dtype, self.ndim, self.size, self.itemsize = np.dtype(np.float32), 1, n, 4
+            self.shape, self.strides = (n,), (4 * step,)
+            self.data = types.SimpleNamespace(ptr=ptr)
+            self.flags = types.SimpleNamespace(c_contiguous=step == 1, f_contiguous=step == 1)
+
+    def __init__(self):
+        self.launches, self.loaded = [], []
+
+    def RawModule(self, path):
+        with open(path, "rb") as f:
+            self.loaded.append(f.read())
+        fake = self
+
+        class Module:
+            def get_function(self, name):
+                return lambda grid, block, args: fake.launches.append((name, grid, block, args))
+        return Module()
+
+
+class _FakeDispatcher:
+    """numba's side: each launch through it is recorded; it 'compiles' an overload
+    for the argument types of each first launch."""
+
+    def __init__(self):
+        self.overloads, self.launches = {}, []
+
+    def typeof_pyval(self, a):
+        from numba.core import types as nt
+        if isinstance(a, _FakeCupy.ndarray):
+            return nt.Array(nt.float32, 1, "C" if a.flags.c_contiguous else "A")
+        return {float: nt.float64, bool: nt.boolean, np.float32: nt.float32}.get(type(a), nt.pyobject)
+
+    def __getitem__(self, config):
+        def launch(*args):
+            self.launches.append((config, args))
+            argtypes = tuple(self.typeof_pyval(a) for a in args)
+            self.overloads.setdefault(argtypes, types.SimpleNamespace(
+                argument_types=argtypes, entry_name="_k_entry", cooperative=False,
+                launch_config_sensitive=False,
+                _codelibrary=types.SimpleNamespace(get_cubin=lambda: b"cubin bytes")))
+        return launch
+
+
+def test_cupys_launcher_takes_over_after_numbas_first_launch(monkeypatch):
+    """With LAUNCHER "cupy" on a GPU: the first launch with new argument types goes
+    to numba, which compiles; later ones go to the RawKernel of numba's cubin
+    with the arguments flattened; new types (a strided array) start again on
+    numba; arrays CuPy's launcher is not given stay on numba's for good."""
+    from tinynet.backends import cuda_device as device
+    cupy = _FakeCupy()
+    monkeypatch.setattr(device, "_cupy", cupy)
+    monkeypatch.setattr(device, "SIMULATOR", False)
+    monkeypatch.setattr(device, "LAUNCHER", "cupy")
+    numba_side = _FakeDispatcher()
+    k = device.CupyLaunched(numba_side, py_func=None)
+    a = cupy.ndarray(8, ptr=1024)
+    k[2, 32](a, np.float32(0.5), True)
+    assert len(numba_side.launches) == 1 and cupy.launches == []
+    k[2, 32](a, np.float32(0.5), False)
+    k[3, 64](a, np.float32(2.0), True)
+    assert len(numba_side.launches) == 1 and cupy.loaded == [b"cubin bytes"]
+    name, grid, block, args = cupy.launches[-1]
+    assert (name, grid, block) == ("_k_entry", (3,), (64,))
+    assert [int(v) for v in args[:7]] == [0, 0, 8, 4, 1024, 8, 4]
+    assert args[7:] == (2.0, 1) and args[7].dtype == np.float32 and args[8].dtype == np.uint8
+    strided = cupy.ndarray(4, ptr=2048, step=2)
+    k[1, 32](strided, np.float32(1.0), True)      # new types: numba first
+    k[1, 32](strided, np.float32(1.0), True)      # then CuPy's, strides in bytes
+    assert len(numba_side.launches) == 2 and int(cupy.launches[-1][3][6]) == 8
+    host = np.zeros(3, np.float32)                # not a CuPy array: numba's, always
+    k[1, 32](host, 1.0, True)
+    k[1, 32](host, 1.0, True)
+    assert len(numba_side.launches) == 4 and len(cupy.launches) == 3
+    monkeypatch.setattr(device, "LAUNCHER", "numba")  # the default: numba's for every launch
+    k[2, 32](a, np.float32(0.5), True)
+    assert len(numba_side.launches) == 5 and len(cupy.launches) == 3
