@@ -31,6 +31,7 @@ docs/performance-gpu.md:
     python -m kernels.report --device cuda --only tests,step   # these sections, in this order
     python -m kernels.report --device cuda --test-workers 4    # pytest-xdist processes for tests
     python -m kernels.report --device cuda --logs DIR   # each section's whole output: DIR/NAME.log
+    python -m kernels.report --device cuda --launchers numba,cupy  # tests and timings per launcher
 
 Each section runs in a process of its own (``python -m kernels.report
 --device cuda --section NAME``), which is killed, with every process it
@@ -243,11 +244,12 @@ class Section(NamedTuple):
     process writes its result there as JSON: {"body": markdown, "ok": bool,
     "data": dict}); ``title`` is the command whose result it is, the heading
     of its text in the doc; ``marker`` is the MARKERS key of the doc region
-    it goes to."""
+    it goes to; ``env`` is added to its process's environment."""
     name: str
     title: str
     marker: str
     argv: list
+    env: dict = {}
 
 
 def device_name(gpu):
@@ -391,11 +393,17 @@ SECTION_FUNCTIONS.update({name: (lambda name=name: lab_section(name))
 GPU_SECTION_NAMES = ("device", "tests", "bandwidth", *GPU_LAB_COMMANDS, "speedrun")
 
 
-def gpu_sections(gpu, test_workers=TEST_WORKERS, only=None):
+# The sections that run once per launcher with --launchers (the others run once).
+PER_LAUNCHER = ("tests", "step", "speedrun", "gpu_norm")
+
+
+def gpu_sections(gpu, test_workers=TEST_WORKERS, only=None, launchers=None):
     """The sections of the GPU report: on a GPU (``gpu``) the device, the tests (over
     ``test_workers`` processes), the bandwidth and the labs; without one only the
     PTX/SASS table (a CPU-only check). ``only`` (section names) keeps those, in
-    its order."""
+    its order. With ``launchers`` (names of TINYNET_CUDA_LAUNCHER values) each
+    PER_LAUNCHER section runs once per launcher, in its environment, its
+    title naming it."""
     def child(name, *extra):
         return [sys.executable, "-m", "kernels.report", "--device", "cuda", "--section",
                 name, *extra]
@@ -410,10 +418,19 @@ def gpu_sections(gpu, test_workers=TEST_WORKERS, only=None):
                                 "gpu-report", child(name)))
     sections.append(Section("speedrun", "`python -m kernels.speedrun --device cuda --seeds "
                             f"{SPEEDRUN_SEEDS}`", "gpu-report", child("speedrun")))
-    if only is None:
+    if only is not None:
+        by_name = {s.name: s for s in sections}
+        sections = [by_name[name] for name in only]
+    if not launchers:
         return sections
-    by_name = {s.name: s for s in sections}
-    return [by_name[name] for name in only]
+    out = []
+    for s in sections:
+        if s.name not in PER_LAUNCHER:
+            out.append(s)
+            continue
+        out += [s._replace(title=f"{s.title}, {launcher}'s launcher",
+                           env={"TINYNET_CUDA_LAUNCHER": launcher}) for launcher in launchers]
+    return out
 
 
 def _tail(output):
@@ -428,7 +445,8 @@ def run_section(section, timeout, data=None, logs=None):
     it started after ``timeout`` seconds.
 
     ``data`` (what earlier sections reported) reaches it as $TINYNET_REPORT_DATA.
-    With ``logs`` (a folder) its whole output is kept there as NAME.log.
+    With ``logs`` (a folder) its whole output is kept there as NAME.log
+    (NAME-VALUE.log for a section with ``env``, e.g. tests-cupy.log).
     Returns (text, ok, data): its markdown with its heading, whether it
     succeeded, and what it reported; a failed or timed-out section gives
     ok=False and its exit status and the end of its output as its text.
@@ -436,7 +454,7 @@ def run_section(section, timeout, data=None, logs=None):
     with tempfile.TemporaryDirectory(prefix="tinynet-report-") as tmp:
         result_path = os.path.join(tmp, "result.json")
         output_path = os.path.join(tmp, "output.txt")
-        env = dict(os.environ, TINYNET_REPORT_DATA=json.dumps(data or {}))
+        env = dict(os.environ, **section.env, TINYNET_REPORT_DATA=json.dumps(data or {}))
         start = time.monotonic()
         timed_out = False
         with open(output_path, "w") as output_file:
@@ -456,7 +474,8 @@ def run_section(section, timeout, data=None, logs=None):
             output = f.read()
         if logs is not None:
             os.makedirs(logs, exist_ok=True)
-            with open(os.path.join(logs, f"{section.name}.log"), "w") as f:
+            suffix = "".join(f"-{value}" for value in section.env.values())
+            with open(os.path.join(logs, f"{section.name}{suffix}.log"), "w") as f:
                 f.write(output)
         result = None
         if not timed_out and proc.returncode == 0:
@@ -558,7 +577,8 @@ def gpu_main(args):
     without one (or with --ptx-only) the PTX table. Returns the exit status."""
     missing = None if args.ptx_only else gpu_missing()
     gpu = not args.ptx_only and missing is None
-    sections = gpu_sections(gpu, args.test_workers, args.only if gpu else None)
+    sections = gpu_sections(gpu, args.test_workers, args.only if gpu else None,
+                            args.launchers if gpu else None)
     doc = None if args.no_write else args.out
     if doc is not None:
         try:
@@ -617,6 +637,10 @@ def parse_args(argv=None):
     parser.add_argument("--only", metavar="NAME,...", type=lambda s: s.split(","),
                         help="with --device cuda on a GPU: run only these sections, in this "
                              f"order (of {', '.join(GPU_SECTION_NAMES)})")
+    parser.add_argument("--launchers", metavar="NAME,...", type=lambda s: s.split(","),
+                        help="with --device cuda on a GPU: run the tests, step, speedrun and "
+                             "gpu_norm sections once per launcher (TINYNET_CUDA_LAUNCHER: "
+                             "numba, cupy)")
     parser.add_argument("--test-workers", type=int, default=TEST_WORKERS, metavar="N",
                         help="with --device cuda: pytest-xdist processes for the tests "
                              f"section (default {TEST_WORKERS}, half the cores, at most 8)")
@@ -625,6 +649,10 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"--only: no GPU section {', '.join(map(repr, unknown))}; expected "
                      f"names of {', '.join(GPU_SECTION_NAMES)}")
+    bad = [name for name in args.launchers or () if name not in ("numba", "cupy")]
+    if bad:
+        parser.error(f"--launchers: no launcher {', '.join(map(repr, bad))}; expected "
+                     f"numba or cupy")
     if args.test_workers < 1:
         parser.error(f"--test-workers must be at least 1, got {args.test_workers}")
     if args.section_timeout <= 0:

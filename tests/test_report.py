@@ -56,8 +56,11 @@ def test_device_section_names_the_gpu(monkeypatch):
     gpu = types.SimpleNamespace(name="NVIDIA H200", compute_capability=(9, 0))
     monkeypatch.setattr(cuda, "get_current_device", lambda: gpu, raising=False)
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(__version__="13.6.0"))
+    from tinynet.backends import cuda_device
+    monkeypatch.setattr(cuda_device, "LAUNCHER", "cupy")
     body, ok, data = report.device_section()
     assert "on NVIDIA H200 (cc 9.0)" in body and "CuPy 13.6.0" in body and ok and data == {}
+    assert "kernels launched by cupy's launcher (TINYNET_CUDA_LAUNCHER)" in body
 
 
 def test_pytest_summary_keeps_every_failure_and_the_counts():
@@ -198,6 +201,26 @@ def test_only_names_real_sections_and_test_workers_is_positive(capsys):
     with pytest.raises(SystemExit):
         report.parse_args(["--device", "cuda", "--test-workers", "0"])
     assert "--test-workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_launchers_repeat_the_timed_sections_each_in_its_environment(tmp_path):
+    sections = report.gpu_sections(True, test_workers=2, only=["device", "tests", "step"],
+                                   launchers=["numba", "cupy"])
+    assert [(s.name, s.env) for s in sections] == [
+        ("device", {}), ("tests", {"TINYNET_CUDA_LAUNCHER": "numba"}),
+        ("tests", {"TINYNET_CUDA_LAUNCHER": "cupy"}), ("step", {"TINYNET_CUDA_LAUNCHER": "numba"}),
+        ("step", {"TINYNET_CUDA_LAUNCHER": "cupy"})]
+    assert sections[2].title.endswith("-n 2`, cupy's launcher")
+    # The environment reaches the section's process, and each run keeps its own log.
+    probe = fake_section("probe", write_result("os.environ['TINYNET_CUDA_LAUNCHER']"))
+    logs = tmp_path / "logs"
+    for launcher in ("numba", "cupy"):
+        text, ok, _ = report.run_section(
+            probe._replace(env={"TINYNET_CUDA_LAUNCHER": launcher}), timeout=30, logs=str(logs))
+        assert ok and text.endswith(f"\n\n{launcher}")
+    assert sorted(p.name for p in logs.iterdir()) == ["probe-cupy.log", "probe-numba.log"]
+    with pytest.raises(SystemExit):
+        report.parse_args(["--device", "cuda", "--launchers", "numba,fast"])
 
 
 def test_the_tests_section_spreads_over_workers():
