@@ -60,11 +60,8 @@ def _per_launch(fn, launches):
 def _on_launcher(name, fn):
     """``fn`` with the cuda backend's kernels on launcher ``name`` ("cupy" or "numba")."""
     def run():
-        saved, cuda_device.LAUNCHER = cuda_device.LAUNCHER, name
-        try:
+        with cuda_device.use_launcher(name):
             return fn()
-        finally:
-            cuda_device.LAUNCHER = saved
     return run
 
 

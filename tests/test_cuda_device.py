@@ -320,6 +320,22 @@ def test_later_launches_go_through_cupy_on_a_gpu(monkeypatch):
     assert "numba" in axpy.launchers.values()
 
 
+def test_use_launcher_switches_and_restores(monkeypatch):
+    from tinynet.backends import cuda_device as device
+    monkeypatch.setattr(device, "LAUNCHER", "numba")
+    with device.use_launcher("cupy"):
+        assert device.LAUNCHER == "cupy"
+        with pytest.raises(RuntimeError):
+            with device.use_launcher("numba"):
+                assert device.LAUNCHER == "numba"
+                raise RuntimeError("inside")
+        assert device.LAUNCHER == "cupy"
+    assert device.LAUNCHER == "numba"
+    with pytest.raises(ValueError, match="use_launcher: name must be 'cupy' or 'numba', got 'x'"):
+        with device.use_launcher("x"):
+            pass
+
+
 def test_the_launcher_setting_is_checked_at_import():
     import subprocess
     import sys

@@ -79,7 +79,7 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
            "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes",
            "quiet_low_occupancy_warnings", "numpy_row_stack_for_numba_cuda",
-           "CupyLaunched", "LAUNCHER", "flat_kernel_args", "arg_packer"]
+           "CupyLaunched", "LAUNCHER", "use_launcher", "flat_kernel_args", "arg_packer"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -324,6 +324,20 @@ LAUNCHER = os.environ.get("TINYNET_CUDA_LAUNCHER", "numba")
 if LAUNCHER not in ("cupy", "numba"):
     raise ValueError(f"cuda backend: TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', "
                      f"got {LAUNCHER!r}")
+
+@contextlib.contextmanager
+def use_launcher(name):
+    """Within the block, launch the cuda backend's kernels through launcher
+    ``name`` ("numba" or "cupy"; ``LAUNCHER``), then restore the previous one."""
+    global LAUNCHER
+    if name not in ("cupy", "numba"):
+        raise ValueError(f"use_launcher: name must be 'cupy' or 'numba', got {name!r}")
+    saved, LAUNCHER = LAUNCHER, name
+    try:
+        yield
+    finally:
+        LAUNCHER = saved
+
 
 _ARRAY = "array"   # arg_packer's answer for an array argument
 _NUMBA = "numba"   # a launcher-cache entry: these argument types stay on numba's launcher
