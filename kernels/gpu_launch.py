@@ -11,9 +11,10 @@ issues the next, so this is the host's cost per launch):
    looks up the specialization);
 2. explicit signature: ``numba.cuda.jit("void(float32[::1], float32)")``;
 3. a cuda backend op, ``relu_forward`` of a 1-element array: the launch plus
-   the output allocation and the op's checks, through CuPy's launcher (the
-   backend's default after a kernel's first launch; cuda_device.CupyLaunched);
-4. the same op with every launch on numba's launcher (``TINYNET_CUDA_LAUNCHER=numba``);
+   the output allocation and the op's checks, through CuPy's launcher
+   (``TINYNET_CUDA_LAUNCHER=cupy``: every launch after a kernel's first;
+   cuda_device.CupyLaunched);
+4. the same op on numba's launcher (the backend's default);
 5. a CuPy elementwise kernel (``cupy.multiply(a, 2, out=a)``) for scale.
 
     python -m kernels.gpu_launch --check    # also under NUMBA_ENABLE_CUDASIM=1
@@ -85,7 +86,7 @@ def check():
         a = tcuda.to_device(x)
         kernel[1, 4](a, np.float32(2.0))
         assert_close(a, 2 * x, name)
-    for launcher in ("cupy", "numba"):
+    for launcher in cuda_device.LAUNCHERS:
         y = _on_launcher(launcher, lambda: tcuda.relu_forward(tcuda.to_device(x)))()
         assert_close(y, ref.relu_forward(x), f"relu_forward, {launcher}'s launcher")
 

@@ -82,6 +82,7 @@ from typing import NamedTuple
 
 import numba
 import tinynet.process
+from tinynet.backends import cuda_device
 
 from kernels import ptx
 from kernels.common import (copy_bandwidth, device_copy_bandwidth, format_gpu_rows,
@@ -301,7 +302,6 @@ def device_section():
     """The GPU, its compute capability, the date and the versions: (body, ok, data)."""
     import cupy
     from numba import cuda
-    from tinynet.backends import cuda_device
     gpu = cuda.get_current_device()
     body = (f"Run of `python -m kernels.report --device cuda` on {device_name(gpu)} "
             f"(cc {'.'.join(map(str, gpu.compute_capability))}), {time.strftime('%Y-%m-%d')}, "
@@ -649,7 +649,7 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"--only: no GPU section {', '.join(map(repr, unknown))}; expected "
                      f"names of {', '.join(GPU_SECTION_NAMES)}")
-    bad = [name for name in args.launchers or () if name not in ("numba", "cupy")]
+    bad = [name for name in args.launchers or () if name not in cuda_device.LAUNCHERS]
     if bad:
         parser.error(f"--launchers: no launcher {', '.join(map(repr, bad))}; expected "
                      f"numba or cupy")

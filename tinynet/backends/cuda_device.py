@@ -79,7 +79,7 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
            "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes",
            "quiet_low_occupancy_warnings", "numpy_row_stack_for_numba_cuda",
-           "CupyLaunched", "LAUNCHER", "use_launcher", "flat_kernel_args", "arg_packer"]
+           "CupyLaunched", "LAUNCHER", "LAUNCHERS", "use_launcher", "flat_kernel_args", "arg_packer"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -320,17 +320,19 @@ KERNELS = []
 
 # "numba": every launch through numba-cuda's; "cupy": launches after a kernel's
 # first (per argument types) through CuPy's (module docstring).
+LAUNCHERS = ("numba", "cupy")
 LAUNCHER = os.environ.get("TINYNET_CUDA_LAUNCHER", "numba")
-if LAUNCHER not in ("cupy", "numba"):
+if LAUNCHER not in LAUNCHERS:
     raise ValueError(f"cuda backend: TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', "
                      f"got {LAUNCHER!r}")
+
 
 @contextlib.contextmanager
 def use_launcher(name):
     """Within the block, launch the cuda backend's kernels through launcher
     ``name`` ("numba" or "cupy"; ``LAUNCHER``), then restore the previous one."""
     global LAUNCHER
-    if name not in ("cupy", "numba"):
+    if name not in LAUNCHERS:
         raise ValueError(f"use_launcher: name must be 'cupy' or 'numba', got {name!r}")
     saved, LAUNCHER = LAUNCHER, name
     try:
@@ -454,8 +456,8 @@ class CupyLaunched:
         for packer, a in zip(packers, args):
             if packer is None or (packer is _ARRAY and type(a) is not _cupy.ndarray):
                 return _NUMBA
-        path = os.path.join(_cubin_dir(), f"{len(os.listdir(_cubin_dir()))}.cubin")
-        with open(path, "wb") as f:
+        fd, path = tempfile.mkstemp(suffix=".cubin", dir=_cubin_dir())
+        with os.fdopen(fd, "wb") as f:
             f.write(compiled._codelibrary.get_cubin())
         raw = _cupy.RawModule(path=path).get_function(compiled.entry_name)
         return raw, packers
