@@ -12,9 +12,9 @@ issues the next, so this is the host's cost per launch):
 2. explicit signature: ``numba.cuda.jit("void(float32[::1], float32)")``;
 3. a cuda backend op, ``relu_forward`` of a 1-element array: the launch plus
    the output allocation and the op's checks, through CuPy's launcher
-   (``TINYNET_CUDA_LAUNCHER=cupy``: every launch after a kernel's first;
-   cuda_device.CupyLaunched);
-4. the same op on numba's launcher (the backend's default);
+   (``TINYNET_CUDA_LAUNCHER=cupy``, the backend's default: every launch
+   after a kernel's first; cuda_device.CupyLaunched);
+4. the same op on numba's launcher (``TINYNET_CUDA_LAUNCHER=numba``);
 5. a CuPy elementwise kernel (``cupy.multiply(a, 2, out=a)``) for scale.
 
     python -m kernels.gpu_launch --check    # also under NUMBA_ENABLE_CUDASIM=1

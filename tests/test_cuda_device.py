@@ -320,6 +320,20 @@ def test_later_launches_go_through_cupy_on_a_gpu(monkeypatch):
     assert "numba" in axpy.launchers.values()
 
 
+def test_a_cubin_is_read_from_bytes_or_an_object_codes_bytes_or_path(tmp_path):
+    """numba-cuda's linker returns bytes (the driver's linker) or, with cuda-core
+    (as on the H200 image), an ObjectCode whose ``code`` is bytes or a path."""
+    import types
+    from tinynet.backends import cuda_device as device
+    path = tmp_path / "k.cubin"
+    path.write_bytes(b"from a file")
+    assert device.cubin_bytes(b"plain") == b"plain"
+    assert device.cubin_bytes(types.SimpleNamespace(code=b"object code")) == b"object code"
+    assert device.cubin_bytes(types.SimpleNamespace(code=str(path))) == b"from a file"
+    with pytest.raises(TypeError, match="cannot read a cubin from int"):
+        device.cubin_bytes(3)
+
+
 def test_use_launcher_switches_and_restores(monkeypatch):
     from tinynet.backends import cuda_device as device
     monkeypatch.setattr(device, "LAUNCHER", "numba")
@@ -344,8 +358,8 @@ def test_the_launcher_setting_is_checked_at_import():
                                      text=True, env=env)
     import os
     env = {k: v for k, v in os.environ.items() if k != "TINYNET_CUDA_LAUNCHER"}
-    assert run(env).stdout.strip() == "numba"
-    assert run(dict(env, TINYNET_CUDA_LAUNCHER="cupy")).stdout.strip() == "cupy"
+    assert run(env).stdout.strip() == "cupy"
+    assert run(dict(env, TINYNET_CUDA_LAUNCHER="numba")).stdout.strip() == "numba"
     bad = run(dict(env, TINYNET_CUDA_LAUNCHER="fast"))
     assert bad.returncode != 0
     assert "TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', got 'fast'" in bad.stderr
@@ -396,7 +410,8 @@ class _FakeDispatcher:
             self.overloads.setdefault(argtypes, types.SimpleNamespace(
                 argument_types=argtypes, entry_name="_k_entry", cooperative=False,
                 launch_config_sensitive=False,
-                _codelibrary=types.SimpleNamespace(get_cubin=lambda: b"cubin bytes")))
+                _codelibrary=types.SimpleNamespace(
+                    get_cubin=lambda: types.SimpleNamespace(code=b"cubin bytes"))))
         return launch
 
 
@@ -430,6 +445,6 @@ def test_cupys_launcher_takes_over_after_numbas_first_launch(monkeypatch):
     k[1, 32](host, 1.0, True)
     k[1, 32](host, 1.0, True)
     assert len(numba_side.launches) == 4 and len(cupy.launches) == 3
-    monkeypatch.setattr(device, "LAUNCHER", "numba")  # the default: numba's for every launch
+    monkeypatch.setattr(device, "LAUNCHER", "numba")  # the other setting: numba's, always
     k[2, 32](a, np.float32(0.5), True)
     assert len(numba_side.launches) == 5 and len(cupy.launches) == 3

@@ -262,26 +262,31 @@ def test_dask_cluster_survives_a_killed_worker(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None,
                                   worker_dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            pids = client.run(os.getpid)
-            killed = {}
+        killed = {}
 
-            def kill_one_mid_run():
-                # Wait until a worker is running a task and at least one result is in.
-                deadline = time.time() + 120
-                while time.time() < deadline:
-                    busy = [w for w, tasks in client.processing().items() if tasks]
-                    if busy and any(f.endswith(".json") for f in os.listdir(tmp_path)):
-                        killed["worker"] = busy[0]
-                        os.kill(pids[busy[0]], 9)
-                        return
-                    time.sleep(0.05)
+        def kill_one_mid_run():
+            # Wait until a worker is running a task and at least one result is in.
+            # The scheduler lives in this process: its worker states are read
+            # directly. A second Client beside run_grid's once made run_grid's
+            # future.result() raise "bound to a different event loop" after the kill.
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    busy = [ws for ws in list(cluster.scheduler.workers.values())
+                            if ws.processing and ws.pid]
+                except RuntimeError:  # the scheduler's dict changed while copied
+                    continue
+                if busy and any(f.endswith(".json") for f in os.listdir(tmp_path)):
+                    killed["worker"] = busy[0].address
+                    os.kill(busy[0].pid, 9)
+                    return
+                time.sleep(0.05)
 
-            killer = threading.Thread(target=kill_one_mid_run)
-            killer.start()
-            records = runner.run_grid(run_train, configs, tmp_path,
-                                      scheduler=cluster.scheduler_address, progress=False)
-            killer.join()
+        killer = threading.Thread(target=kill_one_mid_run)
+        killer.start()
+        records = runner.run_grid(run_train, configs, tmp_path,
+                                  scheduler=cluster.scheduler_address, progress=False)
+        killer.join()
     assert "worker" in killed, "no worker was killed"
     assert [r["config"] for r in records] == configs
     files = [f for f in os.listdir(tmp_path) if f.endswith(".json")]

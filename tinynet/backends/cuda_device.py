@@ -45,23 +45,23 @@ compiled ``numba.cuda.jit`` kernel that is also listed in ``KERNELS`` with
 the signatures training launches it with, for the PTX and SASS table
 (``python -m kernels.ptx``).
 
-Launches. numba-cuda's own launcher took 78 us per launch of a 2-argument
-kernel on an H200 and 154 us for ``relu_forward`` (3 arrays, an allocation),
-against 14 us for a CuPy elementwise kernel (``python -m kernels.gpu_launch
---bench``, docs/performance-gpu.md): each array argument is typed and wrapped
-through DLPack at every launch, and a training step is about 50 launches.
-With ``TINYNET_CUDA_LAUNCHER=cupy`` in the environment, a kernel's first
-launch with new argument types goes through numba (which compiles, links and
-loads it), and every later launch with those types goes through CuPy's
-kernel launcher (``cupy.RawModule`` of the cubin numba linked;
+Launches. numba-cuda's own launcher took 51-78 us per launch of a 2-argument
+kernel on an H200 and 106-154 us for ``relu_forward`` (3 arrays, an
+allocation), against 9-14 us for a CuPy elementwise kernel (``python -m
+kernels.gpu_launch --bench``, docs/performance-gpu.md): each array argument
+is typed and wrapped through DLPack at every launch, and a training step is
+about 50 launches. So by default (``TINYNET_CUDA_LAUNCHER=cupy``) a kernel's
+first launch with new argument types goes through numba (which compiles,
+links and loads it), and every later launch with those types goes through
+CuPy's kernel launcher (``cupy.RawModule`` of the cubin numba linked;
 ``CupyLaunched``), with the arguments flattened the way numba's kernel ABI
 lays them out: an array is 5 + 2 * ndim parameters (meminfo and parent, both
 null, the size, the item size, the data pointer, the shape and the strides in
 bytes), a boolean one byte. tests/test_cuda_ptx.py checks that layout against
-every kernel's PTX parameters, but no GPU has run this launcher yet, so the
-default, ``numba``, keeps every launch on numba's launcher (the lab,
-``kernels.gpu_launch``, races both, and tests/test_cuda_device.py runs CuPy's
-on a GPU).
+every kernel's PTX parameters, and on an H200 every cuda test passed on it
+and ``relu_forward`` took 33 us a launch. ``TINYNET_CUDA_LAUNCHER=numba``
+keeps every launch on numba's launcher (the lab, ``kernels.gpu_launch``,
+races both).
 """
 import atexit
 import collections
@@ -79,7 +79,8 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
            "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes",
            "quiet_low_occupancy_warnings", "numpy_row_stack_for_numba_cuda",
-           "CupyLaunched", "LAUNCHER", "LAUNCHERS", "use_launcher", "flat_kernel_args", "arg_packer"]
+           "CupyLaunched", "LAUNCHER", "LAUNCHERS", "use_launcher", "cubin_bytes",
+           "flat_kernel_args", "arg_packer"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
@@ -321,7 +322,7 @@ KERNELS = []
 # "numba": every launch through numba-cuda's; "cupy": launches after a kernel's
 # first (per argument types) through CuPy's (module docstring).
 LAUNCHERS = ("numba", "cupy")
-LAUNCHER = os.environ.get("TINYNET_CUDA_LAUNCHER", "numba")
+LAUNCHER = os.environ.get("TINYNET_CUDA_LAUNCHER", "cupy")
 if LAUNCHER not in LAUNCHERS:
     raise ValueError(f"cuda backend: TINYNET_CUDA_LAUNCHER must be 'cupy' or 'numba', "
                      f"got {LAUNCHER!r}")
@@ -404,7 +405,7 @@ class CupyLaunched:
 
     ``kernel[blocks, threads](*args)`` as with numba; ``py_func`` is the
     kernel's Python function; every other attribute is the dispatcher's.
-    Launches go to numba's launcher with ``LAUNCHER == "numba"`` (the default),
+    Launches go to numba's launcher with ``LAUNCHER == "numba"``,
     under the simulator, for a launch configuration other than (blocks,
     threads) ints, and for argument types CuPy's launcher is not given (arrays
     that are not CuPy's, types without an ``arg_packer``).
@@ -458,9 +459,24 @@ class CupyLaunched:
                 return _NUMBA
         fd, path = tempfile.mkstemp(suffix=".cubin", dir=_cubin_dir())
         with os.fdopen(fd, "wb") as f:
-            f.write(compiled._codelibrary.get_cubin())
+            f.write(cubin_bytes(compiled._codelibrary.get_cubin()))
         raw = _cupy.RawModule(path=path).get_function(compiled.entry_name)
         return raw, packers
+
+
+def cubin_bytes(cubin):
+    """The bytes of a linked cubin as numba-cuda's linker returns it: bytes from
+    the driver's linker, or a ``cuda.core`` ObjectCode whose ``code`` is the
+    bytes or a file's path (the linker numba-cuda 0.30.4 uses with cuda-core)."""
+    if isinstance(cubin, (bytes, bytearray)):
+        return bytes(cubin)
+    code = getattr(cubin, "code", None)
+    if isinstance(code, (bytes, bytearray, memoryview)):
+        return bytes(code)
+    if isinstance(code, str):
+        with open(code, "rb") as f:
+            return f.read()
+    raise TypeError(f"cuda launcher: cannot read a cubin from {type(cubin).__name__}")
 
 
 def kernel(*signatures):
