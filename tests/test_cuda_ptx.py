@@ -106,3 +106,25 @@ def test_cupy_launches_pass_the_parameters_numba_compiled():
                 assert got == want, f"{k.name} {sig} parameter {i}: {got} != .{kind}{bits}"
             checked += 1
     assert checked >= 80
+
+
+def test_every_cuda_kernel_cache_is_keyed_by_the_files_it_calls_into():
+    """Each kernel's disk cache (cuda_device.kernel_cache) adds jit_cache's digest of
+    the device functions it calls from other files to numba-cuda's index key, so an
+    edit to cuda_reduce.py or an op family's element update recompiles it."""
+    from kernels import ptx
+    from tinynet.backends import jit_cache
+    device = ptx._kernels()
+
+    class Codegen:
+        def magic_tuple(self):
+            return ("nvptx64-nvidia-cuda", "sm_90", "")
+    for k in device.KERNELS:
+        cache = k.dispatcher._cache
+        assert isinstance(cache, jit_cache.DependencyKeyed), k.name
+        key = cache._index_key((), Codegen())
+        assert key[-1] == ("dependencies", jit_cache.dependency_digest(k.py_func)), k.name
+    reached = {k.name: [f.split("tinynet/")[-1] for f in jit_cache.dependency_files(k.py_func)]
+               for k in device.KERNELS}
+    assert "backends/cuda_reduce.py" in reached["_set_moments"]
+    assert "ops/optim/__init__.py" in reached[next(n for n in reached if "adam" in n)]

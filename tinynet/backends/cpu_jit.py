@@ -55,6 +55,8 @@ from numba.core import types
 from numba.core.caching import FunctionCache
 from numba.extending import intrinsic, overload
 
+from .jit_cache import DependencyKeyed
+
 __all__ = ["njit_kernel", "FASTMATH", "wide_vectors", "WIDE_VECTOR_BITS", "vector_exp", "vector_expm1", "vector_exp_f32",
            "vector_exp_f64", "vector_exp_normal_f32", "EXP_NORMAL_COEFFICIENTS", "vector_expm1_f32", "vector_expm1_f64", "kernels", "kernel_name",
            "signature_text", "cached_signatures", "held_signatures", "cache_only", "CacheMiss"]
@@ -71,8 +73,10 @@ class CacheMiss(Exception):
     """Raised inside ``cache_only()`` by a kernel call that would have to compile."""
 
 
-class _KernelCache(FunctionCache):
-    """Numba's on-disk function cache, turned off instead of failing on OSError."""
+class _KernelCache(DependencyKeyed, FunctionCache):
+    """Numba's on-disk function cache, turned off instead of failing on OSError,
+    and keyed also by the helpers the kernel calls from other files
+    (``jit_cache``)."""
 
     def load_overload(self, sig, target_context):
         try:

@@ -79,7 +79,7 @@ __all__ = ["SIMULATOR", "SimDeviceArray", "check_available", "xp", "is_device_ar
            "grid_1d", "grid_sets", "require_device", "kernel", "Kernel", "KERNELS",
            "FLOAT_TYPES", "signatures_of", "watch_launches", "watch_gemms", "launch_sizes",
            "quiet_low_occupancy_warnings", "numpy_row_stack_for_numba_cuda",
-           "CupyLaunched", "LAUNCHER", "LAUNCHERS", "use_launcher", "cubin_bytes",
+           "CupyLaunched", "LAUNCHER", "LAUNCHERS", "use_launcher", "cubin_bytes", "kernel_cache",
            "flat_kernel_args", "arg_packer"]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
@@ -479,6 +479,25 @@ def cubin_bytes(cubin):
     raise TypeError(f"cuda launcher: cannot read a cubin from {type(cubin).__name__}")
 
 
+@functools.lru_cache(maxsize=1)
+def _kernel_cache_class():
+    from numba.cuda.dispatcher import CUDACache
+
+    from .jit_cache import DependencyKeyed
+
+    class KernelCache(DependencyKeyed, CUDACache):
+        """numba-cuda's kernel cache, keyed also by the kernel's dependencies."""
+    return KernelCache
+
+
+def kernel_cache(fn):
+    """numba-cuda's disk cache for the kernel ``fn`` (what ``cuda.jit(cache=True)``
+    installs), with ``jit_cache.dependency_digest`` in its index key, so that an
+    edit to a device function in another file (cuda_reduce.py, an op family's
+    ``__init__.py``) recompiles the kernels that call it."""
+    return _kernel_cache_class()(fn)
+
+
 def kernel(*signatures):
     """Decorator of a cuda kernel: ``numba.cuda.jit``, compiled on first launch
     for the argument types it meets, and listed in ``KERNELS``. Its launches
@@ -505,6 +524,10 @@ def kernel(*signatures):
             dispatcher = cuda.jit(cache=True)(fn)
         except RuntimeError:
             dispatcher = cuda.jit(fn)
+        else:
+            if not SIMULATOR:
+                # Keyed also by the device functions it calls from other files.
+                dispatcher._cache = kernel_cache(fn)
         KERNELS.append(Kernel(fn.__module__, fn.__name__, fn, signatures, dispatcher))
         return CupyLaunched(dispatcher, fn)
     return decorate

@@ -34,9 +34,9 @@ The element updates ``sgd_update`` and ``adam_update`` are these equations
 for one element, written once: the cpu kernels compile them with
 ``numba.njit`` (inlined into their loops), the cuda kernel with
 ``numba.cuda.jit(device=True)``. ``adam_scalars`` computes Adam's scalar
-factors for both. Numba's disk cache checks only a kernel's own file for
-changes, so after editing an element update, touch cpu.py and cuda.py (or
-clear numba's cache) to make their kernels recompile.
+factors for both. An edit to an element update recompiles the kernels of
+cpu.py and cuda.py that inline it on their next call: their cache keys hash
+this file too (tinynet/backends/jit_cache.py).
 """
 import functools
 import math
