@@ -448,3 +448,28 @@ def test_cupys_launcher_takes_over_after_numbas_first_launch(monkeypatch):
     monkeypatch.setattr(device, "LAUNCHER", "numba")  # the other setting: numba's, always
     k[2, 32](a, np.float32(0.5), True)
     assert len(numba_side.launches) == 5 and len(cupy.launches) == 3
+
+
+def test_a_kernel_cupy_cannot_load_stays_on_numbas_launcher_with_a_warning(monkeypatch):
+    """Where CuPy's launcher cannot read numba's compiled kernel (numba-cuda's
+    internals changed, as its cuda-core linker's ObjectCode once did), the kernel
+    keeps numba's launcher for those argument types, says so once, and runs."""
+    from tinynet.backends import cuda_device as device
+    cupy = _FakeCupy()
+    monkeypatch.setattr(device, "_cupy", cupy)
+    monkeypatch.setattr(device, "SIMULATOR", False)
+    monkeypatch.setattr(device, "LAUNCHER", "cupy")
+    numba_side = _FakeDispatcher()
+    k = device.CupyLaunched(numba_side, py_func=_axpy)
+    a = cupy.ndarray(8, ptr=1024)
+    numba_side[1, 32](a, np.float32(1.0), True)   # compile first, then break its cubin
+    compiled = next(iter(numba_side.overloads.values()))
+    compiled._codelibrary.get_cubin = lambda: 3
+    with pytest.warns(RuntimeWarning, match="_axpy stays on numba's launcher for these argument "
+                                            "types: CuPy's launcher could not load numba's "
+                                            "compiled kernel \\(TypeError: cuda launcher: "
+                                            "cannot read a cubin from int\\)"):
+        k[2, 32](a, np.float32(0.5), True)
+    k[2, 32](a, np.float32(0.5), True)
+    assert len(numba_side.launches) == 3 and cupy.launches == []
+    assert list(k.launchers.values()) == ["numba"]

@@ -59,7 +59,9 @@ lays them out: an array is 5 + 2 * ndim parameters (meminfo and parent, both
 null, the size, the item size, the data pointer, the shape and the strides in
 bytes), a boolean one byte. tests/test_cuda_ptx.py checks that layout against
 every kernel's PTX parameters, and on an H200 every cuda test passed on it
-and ``relu_forward`` took 33 us a launch. ``TINYNET_CUDA_LAUNCHER=numba``
+and ``relu_forward`` took 33 us a launch. A kernel whose compiled code CuPy
+cannot load (numba-cuda internals that changed) stays on numba's launcher
+for those argument types, with a RuntimeWarning. ``TINYNET_CUDA_LAUNCHER=numba``
 keeps every launch on numba's launcher (the lab, ``kernels.gpu_launch``,
 races both).
 """
@@ -70,6 +72,7 @@ import functools
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -440,7 +443,15 @@ class CupyLaunched:
         if launcher is None or launcher is _NUMBA:
             _numba_launch(self.dispatcher, (blocks, threads))(*args)
             if launcher is None and key is not None:
-                self.launchers[key] = self._cupy_launcher(args)
+                try:
+                    self.launchers[key] = self._cupy_launcher(args)
+                except Exception as error:  # numba-cuda internals it reads changed
+                    self.launchers[key] = _NUMBA
+                    name = getattr(self.py_func, "__name__", "a kernel")
+                    warnings.warn(f"cuda backend: {name} stays on numba's launcher for "
+                                  f"these argument types: CuPy's launcher could not load "
+                                  f"numba's compiled kernel ({type(error).__name__}: {error})",
+                                  RuntimeWarning, stacklevel=3)
             return
         raw, packers = launcher
         raw((blocks,), (threads,), flat_kernel_args(packers, args))
