@@ -279,10 +279,17 @@ CHILD_CALL = """
 
 
 def _kernel_package(root):
-    """A directory holding a copy of jit.py and a module with one cached parallel kernel."""
+    """A directory holding a copy of cpu_jit.py (and its jit_cache.py) and a module
+    with one cached parallel kernel."""
     package = os.path.join(root, "pkg")
     os.makedirs(package)
-    shutil.copy(JIT_PATH, os.path.join(package, "tn_jit.py"))
+    # cpu_jit.py imports its cache key from jit_cache.py beside it: copy both.
+    with open(JIT_PATH) as f:
+        source = f.read()
+    assert "from .jit_cache import" in source
+    with open(os.path.join(package, "tn_jit.py"), "w") as f:
+        f.write(source.replace("from .jit_cache import", "from jit_cache import"))
+    shutil.copy(os.path.join(os.path.dirname(JIT_PATH), "jit_cache.py"), package)
     with open(os.path.join(package, "kern.py"), "w") as f:
         f.write(KERNEL_MODULE)
     return package

@@ -437,15 +437,17 @@ WIDE_VECTOR_BITS = 512
 def wide_vectors(typingctx):
     """Inside a kernel: vectorize the function it is lowered in with 512-bit vectors.
 
-    On CPUs with AVX-512, LLVM's x86 backend prefers 256-bit vectors (a
-    tuning of those CPUs: 512-bit code can lower the clock of older ones),
-    and numba compiles every kernel with that preference. A call to
+    On Intel CPUs with AVX-512, LLVM's x86 backend prefers 256-bit vectors
+    (a tuning of those CPUs: 512-bit code can lower the clock of older ones),
+    and numba compiles every kernel with that preference; for AMD's Zen 4
+    and later LLVM already picks 512-bit vectors. A call to
     ``wide_vectors()`` sets LLVM's function attribute
     ``"prefer-vector-width"="512"`` on the LLVM function it is lowered into,
     so that function's loops get 16 float32 lanes instead of 8. Call it in
     the body of the ``prange`` loop (the body becomes numba's gufunc, where
     the loop is vectorized) and in any helper whose own loop should be wide.
-    On a CPU without AVX-512 it changes nothing. The results are the same:
+    On a CPU without AVX-512, or one LLVM gives 512-bit vectors anyway, it
+    changes nothing. The results are the same:
     every lane does the same arithmetic.
 
     Worth it for compute-bound loops only, like those that evaluate exp
