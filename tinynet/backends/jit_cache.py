@@ -129,10 +129,12 @@ def dependency_digest(func):
     """A sha256 hex digest of the source files ``func`` reaches in its package and
     of the global constants it reads (module docstring); computed once per
     process, so it describes the code this process imported."""
-    _, constants = _walk(func)
+    modules, constants = _walk(func)
     h = hashlib.sha256()
-    for path in dependency_files(func):
-        h.update(path.encode() + b"\0" + _file_digest(path).encode() + b"\0")
+    for name in sorted(modules):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path and path.endswith(".py"):
+            h.update(name.encode() + b"\0" + _file_digest(path).encode() + b"\0")
     for name, data in constants:
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
