@@ -415,17 +415,24 @@ class _FakeDispatcher:
         return launch
 
 
-def test_cupys_launcher_takes_over_after_numbas_first_launch(monkeypatch):
-    """With LAUNCHER "cupy" on a GPU: the first launch with new argument types goes
-    to numba, which compiles; later ones go to the RawKernel of numba's cubin
-    with the arguments flattened; new types (a strided array) start again on
-    numba; arrays CuPy's launcher is not given stay on numba's for good."""
+def _fake_gpu(monkeypatch):
+    """(cuda_device, a stand-in CuPy, a stand-in numba dispatcher), with the
+    module set as on a GPU with LAUNCHER "cupy"."""
     from tinynet.backends import cuda_device as device
     cupy = _FakeCupy()
     monkeypatch.setattr(device, "_cupy", cupy)
     monkeypatch.setattr(device, "SIMULATOR", False)
     monkeypatch.setattr(device, "LAUNCHER", "cupy")
     numba_side = _FakeDispatcher()
+    return device, cupy, numba_side
+
+
+def test_cupys_launcher_takes_over_after_numbas_first_launch(monkeypatch):
+    """With LAUNCHER "cupy" on a GPU: the first launch with new argument types goes
+    to numba, which compiles; later ones go to the RawKernel of numba's cubin
+    with the arguments flattened; new types (a strided array) start again on
+    numba; arrays CuPy's launcher is not given stay on numba's for good."""
+    device, cupy, numba_side = _fake_gpu(monkeypatch)
     k = device.CupyLaunched(numba_side, py_func=None)
     a = cupy.ndarray(8, ptr=1024)
     k[2, 32](a, np.float32(0.5), True)
@@ -454,12 +461,7 @@ def test_a_kernel_cupy_cannot_load_stays_on_numbas_launcher_with_a_warning(monke
     """Where CuPy's launcher cannot read numba's compiled kernel (numba-cuda's
     internals changed, as its cuda-core linker's ObjectCode once did), the kernel
     keeps numba's launcher for those argument types, says so once, and runs."""
-    from tinynet.backends import cuda_device as device
-    cupy = _FakeCupy()
-    monkeypatch.setattr(device, "_cupy", cupy)
-    monkeypatch.setattr(device, "SIMULATOR", False)
-    monkeypatch.setattr(device, "LAUNCHER", "cupy")
-    numba_side = _FakeDispatcher()
+    device, cupy, numba_side = _fake_gpu(monkeypatch)
     k = device.CupyLaunched(numba_side, py_func=_axpy)
     a = cupy.ndarray(8, ptr=1024)
     numba_side[1, 32](a, np.float32(1.0), True)   # compile first, then break its cubin
