@@ -151,3 +151,22 @@ def test_info_reports_a_missing_data_dir_and_a_root_named_like_the_dataset(tmp_p
     assert entry["missing"] == [] and entry["found"] == [str(folder)]
     from tinynet.info import collect
     assert f"mnist           found in {folder}" in format_info(collect())
+
+
+def test_info_names_how_the_cuda_backend_launches(monkeypatch):
+    """`tinynet info` says whose launcher the cuda kernels go through when the cuda
+    backend loads, and nothing about it when it does not."""
+    from tinynet import info
+    from tinynet.backends import cuda_device
+    assert info._cuda_launcher({"cuda": "unavailable: no GPU"}) is None
+    base = info.collect()
+    assert "cuda launches" not in format_info(dict(base, cuda_launcher=None))
+    monkeypatch.setattr(cuda_device, "SIMULATOR", False)
+    for launcher, says in (("cupy", "CuPy's launcher after each kernel's first launch "
+                                    "(TINYNET_CUDA_LAUNCHER=cupy)"),
+                           ("numba", "numba-cuda's launcher (TINYNET_CUDA_LAUNCHER=numba)")):
+        monkeypatch.setattr(cuda_device, "LAUNCHER", launcher)
+        assert info._cuda_launcher({"cuda": "available"}) == says
+        assert f"  cuda launches   {says}\n" in format_info(dict(base, cuda_launcher=says)) + "\n"
+    monkeypatch.setattr(cuda_device, "SIMULATOR", True)
+    assert info._cuda_launcher({"cuda": "available"}) == "numba's CUDA simulator"

@@ -1,7 +1,8 @@
 """``tinynet info``: what this machine gives tinynet.
 
 Versions (tinynet, Python, numpy, numba, and numba-cuda, CuPy, safetensors,
-torch when installed); each backend and, when it cannot load, why; the thread
+torch when installed); each backend and, when it cannot load, why, and whose
+launcher the cuda backend's kernels go through when it loads; the thread
 counts, numba's threading layer and the BLAS libraries in use (through
 threadpoolctl); the kernel compile cache: whether it holds every kernel
 signature that ``tinynet warmup`` compiled (the kernels of ``tinynet
@@ -139,10 +140,25 @@ def _datasets():
     return out
 
 
+def _cuda_launcher(backends):
+    """How the cuda backend launches its kernels (cuda_device.LAUNCHER), or None
+    when it is not available."""
+    if backends.get("cuda") != "available":
+        return None
+    from .backends import cuda_device
+    if cuda_device.SIMULATOR:
+        return "numba's CUDA simulator"
+    if cuda_device.LAUNCHER == "cupy":
+        return "CuPy's launcher after each kernel's first launch (TINYNET_CUDA_LAUNCHER=cupy)"
+    return "numba-cuda's launcher (TINYNET_CUDA_LAUNCHER=numba)"
+
+
 def collect():
     """Everything ``tinynet info`` prints, as a JSON-serializable dict."""
+    backends = _backends()
     return {"versions": _versions(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "backends": _backends(), "threads": _threads(),
+            "cpu_count": os.cpu_count(), "backends": backends,
+            "cuda_launcher": _cuda_launcher(backends), "threads": _threads(),
             "kernel_cache": _kernel_cache(), "datasets": _datasets()}
 
 
@@ -153,6 +169,8 @@ def format_info(info):
     lines.append(f"platform          {info['platform']}, {info['cpu_count']} CPUs")
     lines.append("backends")
     lines += [f"  {k:<16}{v}" for k, v in info["backends"].items()]
+    if info.get("cuda_launcher"):
+        lines.append(f"  cuda launches   {info['cuda_launcher']}")
     t = info["threads"]
     lines.append("threads")
     lines.append("  counts          " + ", ".join(f"{k} {v}" for k, v in
