@@ -110,11 +110,15 @@ def _walk(func):
     return modules, sorted(constants)
 
 
+def _source_files(modules):
+    """(module name, source path) of each of ``modules`` loaded from a .py file, sorted."""
+    paths = ((m, getattr(sys.modules.get(m), "__file__", None)) for m in sorted(modules))
+    return [(m, path) for m, path in paths if path and path.endswith(".py")]
+
+
 def dependency_files(func):
     """The source files whose edits ``dependency_digest(func)`` notices, sorted."""
-    modules, _ = _walk(func)
-    files = (getattr(sys.modules.get(m), "__file__", None) for m in modules)
-    return sorted({f for f in files if f and f.endswith(".py")})
+    return sorted(path for _, path in _source_files(_walk(func)[0]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,10 +135,8 @@ def dependency_digest(func):
     process, so it describes the code this process imported."""
     modules, constants = _walk(func)
     h = hashlib.sha256()
-    for name in sorted(modules):
-        path = getattr(sys.modules.get(name), "__file__", None)
-        if path and path.endswith(".py"):
-            h.update(name.encode() + b"\0" + _file_digest(path).encode() + b"\0")
+    for name, path in _source_files(modules):
+        h.update(name.encode() + b"\0" + _file_digest(path).encode() + b"\0")
     for name, data in constants:
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
